@@ -1,0 +1,249 @@
+"""The typed configuration tree, loaded from YAML, with dotted overrides from the command line.
+
+Every default lives here, once, with the reason for it. A config file only states what differs.
+Unknown keys are errors (a typo must not silently fall back to a default) and the error names
+the closest valid key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from srl_rlvr.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (peft). Only adapter weights train; the base stays frozen and shared."""
+
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    alpha: int = Field(32, gt=0, description="Scaling numerator (effective scale alpha/r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names to adapt; 'all-linear' adapts every linear layer but the head."
+    )
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "tiny", description="HF hub id, local folder, or 'tiny' (random-init model built from config, no download)."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': bfloat16 on a GPU that supports it, float32 otherwise."
+    )
+    device: str = Field("auto", description="'auto': cuda if available, else cpu. Or 'cpu', 'cuda', 'cuda:1'.")
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    trust_remote_code: bool = False
+
+
+class TaskConfig(Section):
+    name: str = Field(
+        "arithmetic", description="A built-in task name or 'my_module:MyTask' for a user task class."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the task class.")
+
+
+class DataConfig(Section):
+    trajectories: str | None = Field(
+        None, description="A trajectory JSONL to train on; when unset, the pipeline generates one."
+    )
+    train_size: int = Field(500, gt=0, description="Problems (and so trajectories) in the training split.")
+    val_size: int = Field(100, ge=0)
+    test_size: int = Field(200, ge=0)
+    seed: int = 0
+
+
+class CollaborationConfig(Section):
+    """Teacher/verifier team that writes expert trajectories (the original spec's three-model collaboration)."""
+
+    teacher: str = Field("solver", description="'solver' (the task's programmatic expert) or an LLM endpoint.")
+    cloud_llm_model: str = Field("openai/gpt-4", description="Model name sent to an OpenAI-compatible teacher.")
+    num_examples_per_request: int = Field(10, gt=0)
+    max_regeneration_attempts: int = Field(3, ge=0, description="Teacher retries after a verifier rejection.")
+    min_verification_score: float = Field(0.7, ge=0.0, le=1.0, description="Keep a trajectory at or above this.")
+
+
+class SRLConfig(Section):
+    """Supervised RL (Deng et al. 2025, arXiv 2510.25992): step-wise similarity rewards, GRPO objective."""
+
+    learning_rate: float = Field(1e-5, gt=0)
+    kl_penalty_weight: float = Field(0.1, ge=0, description="Initial weight of the KL anchor to the reference model.")
+    max_kl: float = Field(
+        0.1, gt=0, description="Target KL: the adaptive controller raises the KL weight above it, lowers it below."
+    )
+    reward_norm_method: Literal["z_score", "group", "none"] = Field(
+        "z_score",
+        description="z_score: (r-mean)/std within each rollout group (GRPO); group: r-mean only (Dr. GRPO); none.",
+    )
+    batch_size: int = Field(32, gt=0, description="Completions per optimiser step (prompts x num_generations).")
+    epochs: int = Field(5, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
+    num_generations: int = Field(8, ge=2, description="Rollouts per step-wise prompt (the GRPO group).")
+    temperature: float = Field(1.0, gt=0)
+    max_completion_length: int = Field(96, gt=0, description="Tokens for reasoning plus action.")
+    clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip (paper: GRPO objective).")
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+    format_penalty: float = Field(-1.0, le=0, description="Reward for a completion without a well-formed action.")
+    min_group_std: float = Field(
+        1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
+    )
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
+    logging_steps: int = Field(1, gt=0)
+
+
+class RLVRConfig(Section):
+    """Outcome RL with verifiable rewards (Task.reward)."""
+
+    algorithm: Literal["grpo", "dr_grpo", "dapo", "ppo", "dpo"] = "grpo"
+    use_ppo: bool = Field(False, description="The original spec's switch: true selects algorithm 'ppo'.")
+    learning_rate: float = Field(1e-6, gt=0)
+    clip_epsilon: float = Field(0.2, gt=0)
+    value_coef: float = Field(0.5, ge=0, description="PPO value-loss weight.")
+    entropy_coef: float = Field(0.01, ge=0, description="PPO entropy bonus.")
+    gamma: float = Field(0.99, ge=0, le=1, description="PPO discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="PPO GAE lambda.")
+    kl_penalty_weight: float = Field(0.05, ge=0)
+    max_kl: float = Field(0.1, gt=0)
+    batch_size: int = Field(32, gt=0)
+    epochs: int = Field(3, gt=0)
+    num_generations: int = Field(8, ge=2)
+    max_completion_length: int = Field(128, gt=0)
+
+    @model_validator(mode="after")
+    def _use_ppo_selects_ppo(self) -> RLVRConfig:
+        if self.use_ppo and self.algorithm != "ppo":
+            object.__setattr__(self, "algorithm", "ppo")
+        return self
+
+
+class EvalConfig(Section):
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(32, gt=0)
+    bootstrap_samples: int = Field(1000, gt=0, description="Resamples for confidence intervals on metric deltas.")
+
+
+class RegistryConfig(Section):
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow store; MLFLOW_TRACKING_URI overrides it.")
+    model_name: str | None = Field(None, description="Registered model name; defaults to the task name.")
+
+
+class ModelSelectionConfig(Section):
+    cost_weight: float = Field(0.3, ge=0, le=1)
+    performance_weight: float = Field(0.7, ge=0, le=1)
+    update_frequency_days: int = Field(7, gt=0)
+
+
+class Config(Section):
+    seed: int = 0
+    output_dir: str = Field("runs/default", description="The run directory every stage writes into.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
+    srl: SRLConfig = Field(default_factory=SRLConfig)
+    rlvr: RLVRConfig = Field(default_factory=RLVRConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    model_selection: ModelSelectionConfig = Field(default_factory=ModelSelectionConfig)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-5` as a float, as YAML 1.2 does (PyYAML's 1.1 rules make it a string)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+def _valid_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    paths = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                paths.extend(_valid_paths(arg, path + "."))
+    return paths
+
+
+def _describe(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(path, _valid_paths(Config), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{path}: unknown key{hint}"
+    return f"{path}: {err['msg']} (got {err.get('input')!r})"
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in a raw config dict; the value is parsed as YAML (`3e-6` -> float)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{override}' must look like section.key=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{override}': '{part}' is not a section")
+        node = child
+    node[leaf] = parse_yaml(value, source=f"override {key}")
+
+
+def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    raw = copy.deepcopy(raw or {})
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        raw = parse_yaml(path.read_text(), source=str(path)) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, task:, srl:, ...)")
+    return build_config(raw, overrides)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Trajectories and problems on disk: schema, JSONL IO, content-hashed dataset versions."""

@@ -1,0 +1,53 @@
+"""Tasks by name: the built-ins, or a user's class named as `module:Class` in the config."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from srl_rlvr.errors import TaskError
+from srl_rlvr.tasks.base import Problem, SolvableTask, Task, problem_of
+
+BUILTIN_TASKS = {
+    "arithmetic": "srl_rlvr.tasks.arithmetic:ArithmeticTask",
+    "sentiment": "srl_rlvr.tasks.sentiment:SentimentTask",
+    "moderation": "srl_rlvr.tasks.moderation:ModerationTask",
+    "codegen": "srl_rlvr.tasks.codegen:CodegenTask",
+    "extraction": "srl_rlvr.tasks.extraction:ExtractionTask",
+}
+
+__all__ = ["BUILTIN_TASKS", "Problem", "SolvableTask", "Task", "load_task", "problem_of"]
+
+
+def _import(reference: str) -> Any:
+    module_name, _, attr = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TaskError(f"task '{reference}': cannot import module '{module_name}' ({e})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise TaskError(f"task '{reference}': module '{module_name}' has no '{attr}'") from None
+
+
+def load_task(name: str, options: dict[str, Any] | None = None) -> Task:
+    """Instantiate a task by built-in name or `module:Class` reference, with keyword options."""
+    if ":" in name:
+        reference = name
+    elif name in BUILTIN_TASKS:
+        reference = BUILTIN_TASKS[name]
+    else:
+        close = difflib.get_close_matches(name, BUILTIN_TASKS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; built-in tasks: {', '.join(BUILTIN_TASKS)}"
+        raise TaskError(f"unknown task '{name}'{hint} (or name your own as 'my_module:MyTask')")
+    cls = _import(reference)
+    try:
+        task = cls(**(options or {}))
+    except (TypeError, ValueError) as e:
+        raise TaskError(f"task '{name}': bad options {options or {}}: {e}") from None
+    missing = [m for m in ("name", "prompt", "parse", "reward", "metrics", "sample") if not hasattr(task, m)]
+    if missing:
+        raise TaskError(f"task '{name}' lacks {', '.join(missing)} (see srl_rlvr.tasks.base.Task)")
+    return task
