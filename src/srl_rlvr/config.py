@@ -92,8 +92,14 @@ class SRLConfig(Section):
     temperature: float = Field(1.0, gt=0)
     max_completion_length: int = Field(96, gt=0, description="Tokens for reasoning plus action.")
     clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip (paper: GRPO objective).")
-    think_open: str = "<think>"
-    think_close: str = "</think>"
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "grpo", description="Token aggregation of the GRPO loss (TRL); 'grpo' is the paper's per-sequence mean."
+    )
+    think_open: str = Field("<think>", min_length=1)
+    think_close: str = Field("</think>", min_length=1)
+    require_think: bool = Field(
+        True, description="Paper format: no think block is a format failure. False: a bare completion is the action."
+    )
     format_penalty: float = Field(-1.0, le=0, description="Reward for a completion without a well-formed action.")
     min_group_std: float = Field(
         1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
@@ -101,6 +107,19 @@ class SRLConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
     logging_steps: int = Field(1, gt=0)
+
+
+class SFTConfig(Section):
+    """Supervised fine-tuning on whole expert solutions (TRL SFTTrainer): SRL's baseline and warm start."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(16, gt=0)
+    epochs: int = Field(3, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
+    max_length: int = Field(512, gt=0, description="Prompt plus solution tokens; longer rows are truncated.")
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_steps: int = Field(100, gt=0)
+    logging_steps: int = Field(5, gt=0)
 
 
 class RLVRConfig(Section):
@@ -152,6 +171,7 @@ class Config(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     collaboration: CollaborationConfig = Field(default_factory=CollaborationConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
     srl: SRLConfig = Field(default_factory=SRLConfig)
     rlvr: RLVRConfig = Field(default_factory=RLVRConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

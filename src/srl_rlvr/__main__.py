@@ -1,0 +1,3 @@
+from srl_rlvr.cli import main
+
+main()

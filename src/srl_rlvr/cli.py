@@ -1,0 +1,199 @@
+"""`srl-rlvr`: the command line. It prints; the library it calls only returns values and logs.
+
+Heavy imports (torch, transformers, trl) happen inside the commands that need them, so `--help`
+and `config check` answer instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from srl_rlvr.errors import UserError
+
+if TYPE_CHECKING:
+    from srl_rlvr.config import Config
+
+app = typer.Typer(
+    help="Make a small language model better at a job: expert trajectories -> SRL -> RLVR -> evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+config_app = typer.Typer(help="Check and inspect YAML configs.", no_args_is_help=True)
+tasks_app = typer.Typer(help="List built-in tasks and look at their problems and expert trajectories.",
+                        no_args_is_help=True)
+data_app = typer.Typer(help="Validate and describe trajectory datasets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model: SRL (step-wise RL), SFT (baseline).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in defaults.")]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. srl.learning_rate=3e-6 task.name=sentiment.")
+]
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> Config:
+    from srl_rlvr.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@config_app.command("check")
+def config_check(config: ConfigArg = None, overrides: OverridesArg = None) -> None:
+    """Validate a config and print it fully resolved (every default filled in)."""
+    from srl_rlvr.config import dump_config
+
+    console.print(dump_config(_load(config, overrides)), end="", markup=False, highlight=False)
+    err_console.print(f"[green]ok[/green] {config or 'defaults'}")
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """The built-in tasks and where they come from."""
+    from srl_rlvr.tasks import BUILTIN_TASKS
+
+    table = Table("task", "class")
+    for name, reference in BUILTIN_TASKS.items():
+        table.add_row(name, reference)
+    console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(
+    name: Annotated[str, typer.Argument(help="Built-in task name or module:Class.")],
+    n: Annotated[int, typer.Option(help="How many problems.")] = 2,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
+    seed: int = 0,
+) -> None:
+    """Print sample prompts and, when the task has a solver, the expert trajectory for each."""
+    from srl_rlvr.tasks import load_task
+
+    task = load_task(name)
+    for problem in task.sample(n, seed=seed, split=split):  # type: ignore[arg-type]
+        console.rule(f"[bold]{problem.id[:60]}")
+        console.print(task.prompt(problem), markup=False, highlight=False)
+        if hasattr(task, "solve"):
+            for i, step in enumerate(task.solve(problem).steps, start=1):
+                console.print(f"  step {i}: {step.action}", markup=False, highlight=False)
+
+
+@data_app.command("check")
+def data_check(path: Annotated[Path, typer.Argument(help="A trajectory JSONL file or dataset folder.")]) -> None:
+    """Validate every row of a trajectory dataset; print its size and content hash."""
+    from srl_rlvr.data.versioning import load_dataset
+
+    rows, manifest = load_dataset(path)
+    steps = [len(r.steps) for r in rows]
+    console.print(f"{len(rows)} trajectories, {min(steps)}-{max(steps)} steps, hash {manifest['hash'][:16]}")
+
+
+@app.command("generate")
+def generate(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    n: Annotated[int | None, typer.Option(help="Trajectories to produce (default: data.train_size).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Dataset folder (default: <output_dir>/data).")] = None,
+    split: Annotated[str, typer.Option(help="Which split's problems to solve.")] = "train",
+) -> None:
+    """Generate a versioned, verified expert-trajectory dataset with the task's solver."""
+    from rich.progress import Progress
+
+    from srl_rlvr.collaborate.solver_teacher import solve_and_verify
+    from srl_rlvr.data.versioning import save_dataset
+    from srl_rlvr.tasks import load_task
+
+    cfg = _load(config, overrides)
+    task = load_task(cfg.task.name, cfg.task.options)
+    n = n or cfg.data.train_size
+    out = out or Path(cfg.output_dir) / "data"
+    problems = task.sample(n, seed=cfg.data.seed, split=split)  # type: ignore[arg-type]
+    with Progress(console=err_console, transient=True) as progress:
+        bar = progress.add_task("solving + verifying", total=len(problems))
+        results = list(solve_and_verify(task, problems, on_row=lambda: progress.advance(bar)))
+    kept = [t for t, score in results if score >= cfg.collaboration.min_verification_score]
+    manifest = save_dataset(kept, out, source=f"solver:{task.name}", task=task.name, split=split,
+                            rejected=len(results) - len(kept))
+    console.print(f"wrote {manifest['count']} trajectories ({manifest['rejected']} rejected) to {out}, "
+                  f"hash {manifest['hash'][:16]}")
+
+
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Trajectory JSONL or dataset folder (default: data.trajectories, else <output_dir>/data).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Stage folder (default: <output_dir>/<stage>).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Start from this model (overrides model.name_or_path).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
+
+
+def _train(stage: str, config: Path | None, overrides: list[str] | None, data: Path | None, out: Path | None,
+           model: str | None, resume: bool) -> None:
+    from srl_rlvr.data.versioning import load_dataset
+    from srl_rlvr.train.callbacks import RichProgress
+    from srl_rlvr.train.loop import TrainingInterrupted
+
+    _quiet_libraries()
+    cfg = _load(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
+    data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
+    out = out or Path(cfg.output_dir) / stage
+    trajectories, manifest = load_dataset(data)
+    err_console.print(f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
+                      f"-> {out}; model {cfg.model.name_or_path}")
+    if stage == "srl":
+        from srl_rlvr.train.srl import train_srl as train
+    else:
+        from srl_rlvr.train.sft import train_sft as train
+    try:
+        final = train(cfg, trajectories, out, resume=resume, callbacks=[RichProgress(stage)])
+    except TrainingInterrupted as e:
+        err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
+        raise SystemExit(143) from None
+    console.print(f"trained model: {final}\nmetrics: {out / 'metrics.jsonl'}")
+
+
+@train_app.command("srl")
+def train_srl_command(config: ConfigArg = None, overrides: OverridesArg = None, data: DataOpt = None,
+                      out: OutOpt = None, model: ModelOpt = None, resume: ResumeOpt = False) -> None:
+    """SRL: reward each predicted step by its similarity to the expert's (Deng et al. 2025)."""
+    _train("srl", config, overrides, data, out, model, resume)
+
+
+@train_app.command("sft")
+def train_sft_command(config: ConfigArg = None, overrides: OverridesArg = None, data: DataOpt = None,
+                      out: OutOpt = None, model: ModelOpt = None, resume: ResumeOpt = False) -> None:
+    """SFT baseline: learn whole expert solutions token by token."""
+    _train("sft", config, overrides, data, out, model, resume)
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar replaces the libraries' per-step bars and weight-loading chatter."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one red line and exit code 2, never a stack trace."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv)
+    except UserError as e:
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        raise SystemExit(2) from None

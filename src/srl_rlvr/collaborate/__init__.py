@@ -1,0 +1,1 @@
+"""Expert trajectory generation: retrieve context, teacher plans steps, verifier checks."""

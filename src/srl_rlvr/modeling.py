@@ -1,0 +1,141 @@
+"""Load the model to train: an HF hub id, a local folder, or `tiny` (built from config, no download).
+
+`tiny` exists so tests and CPU smoke runs never touch the network: a Qwen2-architecture model with
+random weights and a byte-level tokenizer built in-process (256 byte symbols, no merges), so any
+text round-trips exactly. LoRA is applied through peft when the config asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from srl_rlvr.config import LoraConfig, ModelConfig
+from srl_rlvr.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PAD, EOS = "<|pad|>", "<|endoftext|>"
+TINY_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2}
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A tokenizer over raw bytes: no vocabulary file, no download, lossless on any text."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **size: int) -> Qwen2ForCausalLM:
+    """A Qwen2-architecture model with random weights; `size` overrides TINY_SIZE fields."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        **{**TINY_SIZE, **size},
+    )
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"model.device is '{device}' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        on_bf16_gpu = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if on_bf16_gpu else torch.float32
+    return getattr(torch, dtype)
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_config = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=lora.target_modules, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    if name_or_path == "tiny":
+        return byte_tokenizer()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(_explain_load_failure(name_or_path, e)) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _explain_load_failure(name_or_path: str, error: Exception) -> str:
+    if Path(name_or_path).exists():
+        return f"cannot load model from '{name_or_path}': {str(error).splitlines()[0]}"
+    return (f"cannot load model '{name_or_path}': not a local folder, and not loadable from the hub "
+            f"(offline, private or misspelled?): {str(error).splitlines()[0]}")
+
+
+def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and tokenizer named by `config`, on its device and dtype, with LoRA if configured."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    tokenizer = load_tokenizer(config.name_or_path, config.trust_remote_code)
+    if config.name_or_path == "tiny":
+        model = tiny_model(tokenizer, seed=seed).to(dtype)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                config.name_or_path, dtype=dtype, trust_remote_code=config.trust_remote_code
+            )
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(_explain_load_failure(config.name_or_path, e)) from None
+    model.to(device)
+    if config.lora is not None:
+        model = apply_lora(model, config.lora)
+    log.info("loaded %s: %.1fM parameters, %s on %s", config.name_or_path,
+             sum(p.numel() for p in model.parameters()) / 1e6, dtype, device)
+    return model, tokenizer
+
+
+def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> ModelConfig:
+    """Give the model a folder on disk when it has none (`tiny`), so trainers that rebuild a frozen
+    reference copy from the model's path (TRL does) and later stages can load exactly the same base.
+    """
+    if config.name_or_path != "tiny":
+        return config
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        tokenizer = byte_tokenizer()
+        tiny_model(tokenizer, seed=seed).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return config.model_copy(update={"name_or_path": str(folder)})

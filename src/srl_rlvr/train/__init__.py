@@ -1,0 +1,1 @@
+"""Training stages: SRL (step-wise RL), SFT (baseline), RLVR (outcome RL)."""

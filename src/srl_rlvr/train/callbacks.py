@@ -1,0 +1,151 @@
+"""Trainer callbacks every stage shares: adaptive KL, metrics.jsonl, SIGTERM checkpoints, progress.
+
+They plug into any transformers/TRL Trainer, so SRL, SFT and RLVR get the same behaviour from
+the same code rather than parallel copies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+
+@dataclass
+class AdaptiveKLController:
+    """Proportional KL controller (Ziegler et al. 2019, "Fine-Tuning LMs from Human Preferences", §2.2).
+
+    The weight grows when measured KL is above `target` and shrinks below it, by at most
+    `max_error / horizon` per update, so one noisy step cannot swing it.
+    """
+
+    weight: float
+    target: float
+    horizon: int = 10
+    max_error: float = 0.2
+    min_weight: float = 1e-6
+
+    def update(self, kl: float) -> float:
+        if math.isfinite(kl):
+            error = max(-self.max_error, min(self.max_error, kl / self.target - 1.0))
+            self.weight = max(self.min_weight, self.weight * (1.0 + error / self.horizon))
+        return self.weight
+
+
+class AdaptiveKLCallback(TrainerCallback):
+    """Feeds each logged KL to the controller and writes the new weight into the trainer's `beta`.
+
+    TRL's GRPO loss reads `trainer.beta` at every step, so setting it is all the control needed.
+    Must run before MetricsLogger so `kl_weight` lands in metrics.jsonl.
+    """
+
+    def __init__(self, trainer: Any, controller: AdaptiveKLController) -> None:
+        self.trainer, self.controller = trainer, controller
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        # A step whose groups were all filtered measured no KL: leave the weight alone.
+        if logs is not None and "kl" in logs and logs.get("filtered_group_frac", 0.0) < 1.0:
+            self.trainer.beta = self.controller.update(float(logs["kl"]))
+            logs["kl_weight"] = self.trainer.beta
+
+
+class MetricsLogger(TrainerCallback):
+    """Appends every log record to `metrics.jsonl` (one JSON object a line, with the step)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class SigtermCheckpoint(TrainerCallback):
+    """On SIGTERM (spot reclaim, scheduler preemption), save a checkpoint at the end of the step and stop.
+
+    The run then resumes from that checkpoint with `--resume`. `interrupted` tells the caller.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._requested = True
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self._requested:
+            control.should_save = True
+            control.should_training_stop = True
+            self.interrupted = True
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+class RichProgress(TrainerCallback):
+    """A one-line progress bar with the metrics a user watches (reward, KL, loss); the CLI adds it."""
+
+    SHOWN = ("reward", "kl", "loss")
+
+    def __init__(self, description: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.description = description
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[stats]}"))
+        self.task_id: Any = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.progress.start()
+            self.task_id = self.progress.add_task(self.description, total=state.max_steps,
+                                                  completed=state.global_step, stats="")
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if self.task_id is not None:
+            self.progress.update(self.task_id, completed=state.global_step)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.task_id is not None and logs:
+            stats = "  ".join(f"{k} {logs[k]:.3g}" for k in self.SHOWN if k in logs)
+            self.progress.update(self.task_id, stats=stats)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self.task_id is not None:
+            self.progress.stop()
+            self.task_id = None
+
+
+def last_checkpoint(out_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` folder under `out_dir`, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out_dir = Path(out_dir)
+    return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None

@@ -1,0 +1,64 @@
+"""What every training stage does around `trainer.train()`: logging, SIGTERM, resume, final save.
+
+SRL, SFT and RLVR each build their own TRL trainer and hand it here, so checkpoints, metrics.jsonl
+and resume behave the same in every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, last_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGTERM after saving a checkpoint; rerun with resume to continue."""
+
+    def __init__(self, checkpoint: str | None) -> None:
+        super().__init__(f"interrupted; checkpoint saved at {checkpoint}; rerun with --resume to continue")
+        self.checkpoint = checkpoint
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def _trim_metrics(path: Path, keep_until_step: int) -> None:
+    """Drop records after the step training restarts from, so a resumed run's log has no duplicates."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= keep_until_step))
+
+
+def run_trainer(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, resume: bool = False,
+                callbacks: Sequence[TrainerCallback] = ()) -> Path:
+    """Train (from the last checkpoint in `out_dir` when `resume`), save to `out_dir/final`, return it.
+
+    `callbacks` run before the metrics logger, so values they add to the logs reach metrics.jsonl.
+    """
+    out_dir = Path(out_dir)
+    stop = SigtermCheckpoint()
+    trainer.remove_callback(PrinterCallback)  # the CLI shows progress; logs go to metrics.jsonl
+    trainer.remove_callback(ProgressCallback)
+    for callback in (*callbacks, MetricsLogger(out_dir / "metrics.jsonl"), stop):
+        trainer.add_callback(callback)
+    checkpoint = last_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("resume: no checkpoint in %s, starting from the beginning", out_dir)
+    _trim_metrics(out_dir / "metrics.jsonl", _step_of(checkpoint))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if stop.interrupted:
+        raise TrainingInterrupted(last_checkpoint(out_dir))
+    final = out_dir / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(final)
+    return final

@@ -1,0 +1,62 @@
+"""Supervised fine-tuning on whole expert solutions: the baseline every SRL claim is measured against.
+
+Same trajectories as SRL, but the target is the full solution (every action, one a line) after the
+task prompt, learned token by token. TRL's SFTTrainer does the work; the loss covers only the
+completion, as in SRL, so the two differ only in how the expert is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
+
+from srl_rlvr.config import Config
+from srl_rlvr.data.trajectory import Trajectory
+from srl_rlvr.errors import DataError
+from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.tasks import Task, load_task, problem_of
+from srl_rlvr.train.loop import run_trainer
+
+
+def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task) -> Dataset:
+    """One (prompt, completion) row per trajectory: the task prompt and the whole expert solution."""
+    if not trajectories:
+        raise DataError("no trajectories to train on: the dataset is empty")
+    return Dataset.from_dict({
+        "prompt": [task.prompt(problem_of(t)) for t in trajectories],
+        "completion": [t.solution_text() for t in trajectories],
+    })
+
+
+def train_sft(config: Config, trajectories: Sequence[Trajectory], out_dir: str | Path, task: Task | None = None,
+              resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+    """Fine-tune on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
+    out_dir = Path(out_dir)
+    task = task or load_task(config.task.name, config.task.options)
+    dataset = build_sft_dataset(trajectories, task)
+    model, tokenizer = load_model(materialize(config.model, out_dir / "base", seed=config.seed), seed=config.seed)
+    sft = config.sft
+    args = TRLSFTConfig(
+        output_dir=str(out_dir),
+        learning_rate=sft.learning_rate,
+        num_train_epochs=sft.epochs,
+        max_steps=sft.max_steps,
+        per_device_train_batch_size=sft.batch_size,
+        max_length=sft.max_length,
+        max_grad_norm=sft.max_grad_norm,
+        save_steps=sft.save_steps,
+        logging_steps=sft.logging_steps,
+        seed=config.seed,
+        bf16=next(model.parameters()).dtype == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=callbacks)

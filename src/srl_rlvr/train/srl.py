@@ -1,0 +1,217 @@
+"""Supervised Reinforcement Learning (SRL).
+
+Deng et al. 2025, "Supervised Reinforcement Learning: From Expert Trajectories to Step-wise
+Reasoning", arXiv 2510.25992. No library ships it, so it lives here, on top of TRL's GRPOTrainer
+(the rollout, clipped objective and KL machinery), with the paper's parts added:
+
+- Step-wise expansion (§3.2 "action-based formulation"): a trajectory with n expert steps becomes n
+  instances; instance k's prompt is the task prompt plus expert actions 1..k-1, its target action k.
+- Output format: the policy thinks inside `<think>...</think>` (its inner monologue, unrewarded),
+  then writes the action.
+- Reward (§3.2): difflib sequence similarity 2M/T between the policy's action and the expert's, in
+  [0, 1]; a completion that breaks the format scores `format_penalty` (-1 in the paper).
+- Objective: GRPO group rollouts with group-normalised advantages, the clipped ratio and a KL anchor
+  to the reference (base) model, whose weight an adaptive controller holds near `srl.max_kl`.
+- Dynamic sampling (§3.3, after DAPO): a group whose rewards have (near-)zero std carries no
+  signal and is dropped from the batch.
+
+From the original spec: a step's optional `reward` is an importance weight multiplied into the
+advantages of its instance, and `reward_norm_method` picks z_score | group | none normalisation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from srl_rlvr.config import Config, SRLConfig
+from srl_rlvr.data.trajectory import Trajectory
+from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.tasks import Task, problem_of
+from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
+from srl_rlvr.train.loop import run_trainer
+
+log = logging.getLogger(__name__)
+
+NEXT_STEP = "Next step (think inside {open}{close}, then write only the step):\n"
+
+
+def srl_prompt(task_prompt: str, previous_actions: Sequence[str], cfg: SRLConfig) -> str:
+    context = "".join(f"{action}\n" for action in previous_actions)
+    return task_prompt + context + NEXT_STEP.format(open=cfg.think_open, close=cfg.think_close)
+
+
+def build_srl_dataset(trajectories: Sequence[Trajectory], task: Task, cfg: SRLConfig | None = None) -> Dataset:
+    """Expand each n-step trajectory into n (prompt, expert action) instances."""
+    cfg = cfg or SRLConfig()
+    rows: dict[str, list[Any]] = {"prompt": [], "expert_action": [], "weight": [], "step": [], "num_steps": []}
+    for trajectory in trajectories:
+        task_prompt = task.prompt(problem_of(trajectory))
+        actions = [step.action for step in trajectory.steps]
+        for k, step in enumerate(trajectory.steps):
+            rows["prompt"].append(srl_prompt(task_prompt, actions[:k], cfg))
+            rows["expert_action"].append(step.action)
+            rows["weight"].append(1.0 if step.reward is None else float(step.reward))
+            rows["step"].append(k + 1)
+            rows["num_steps"].append(len(actions))
+    if not rows["prompt"]:
+        raise DataError("no trajectories to train on: the dataset is empty")
+    return Dataset.from_dict(rows)
+
+
+def step_similarity(predicted: str, expert: str) -> float:
+    """difflib's ratio 2M/T: M matched characters, T total characters of both strings (paper Eq. 3)."""
+    return difflib.SequenceMatcher(None, predicted.strip(), expert.strip(), autojunk=False).ratio()
+
+
+def parse_action(completion: str, cfg: SRLConfig) -> str | None:
+    """The action after a closed think block, or None when the format is broken.
+
+    With `require_think` off, a completion with no think block at all is taken whole as the action;
+    an opened but unclosed block is still broken.
+    """
+    if cfg.think_close in completion:
+        head, _, action = completion.rpartition(cfg.think_close)
+        if cfg.think_open not in head:
+            return None
+    elif cfg.think_open in completion or cfg.require_think:
+        return None
+    else:
+        action = completion
+    return action.strip() or None
+
+
+def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
+    """A TRL reward function: receives completions and the dataset's `expert_action` column."""
+
+    def srl_step_similarity(completions: list[str], expert_action: list[str],
+                            log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
+        rewards, failures = [], 0
+        for completion, expert in zip(completions, expert_action, strict=True):
+            action = parse_action(completion, cfg)
+            if action is None:
+                failures += 1
+                rewards.append(cfg.format_penalty)
+            else:
+                rewards.append(step_similarity(action, expert))
+        if log_metric is not None:
+            log_metric("format_failure_rate", failures / max(len(completions), 1))
+        return rewards
+
+    return srl_step_similarity
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, method: str, min_std: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages per completion and the keep-mask of dynamic sampling, over a flat reward vector."""
+    grouped = rewards.view(-1, group_size)
+    mean = grouped.mean(dim=1, keepdim=True)
+    std = grouped.std(dim=1, keepdim=True)
+    if method == "z_score":
+        advantages = (grouped - mean) / (std + 1e-4)
+    elif method == "group":
+        advantages = grouped - mean
+    else:
+        advantages = grouped
+    keep = (std >= min_std).expand_as(grouped)
+    return (advantages * keep).flatten(), keep.flatten()
+
+
+class SRLTrainer(GRPOTrainer):
+    """GRPOTrainer with SRL's advantage rule: our normalisation, step importance weights, dynamic sampling.
+
+    TRL is configured with `scale_rewards="none"`; we recompute advantages from the gathered rewards
+    (so groups split across processes are whole) and mask filtered groups out of the loss entirely.
+    """
+
+    def __init__(self, *args: Any, srl_config: SRLConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.srl_config = srl_config
+        self._global_rewards: torch.Tensor | None = None
+        self._global_weights: torch.Tensor | None = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        weights = torch.tensor([float(x.get("weight", 1.0)) for x in inputs], device=rewards_per_func.device)
+        self._global_weights = self.accelerator.gather(weights)
+        self._global_rewards = rewards_per_func.nansum(dim=1)
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+        output = super()._generate_and_score_completions(inputs)
+        assert self._global_rewards is not None and self._global_weights is not None
+        advantages, keep = group_advantages(self._global_rewards, self.num_generations,
+                                            self.srl_config.reward_norm_method, self.srl_config.min_group_std)
+        advantages = advantages * self._global_weights
+        local = len(output["advantages"])
+        start = self.accelerator.process_index * local
+        output["advantages"] = advantages[start:start + local]
+        local_keep = keep[start:start + local].to(output["completion_mask"].dtype)
+        output["completion_mask"] = output["completion_mask"] * local_keep.unsqueeze(1)
+        output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["filtered_group_frac"].append(1.0 - keep.float().mean().item())
+        return output
+
+
+def grpo_args(config: Config, stage: SRLConfig, out_dir: Path, learning_rate: float) -> GRPOConfig:
+    if stage.batch_size % stage.num_generations:
+        raise ConfigError(f"srl.batch_size ({stage.batch_size}) must be a multiple of srl.num_generations "
+                          f"({stage.num_generations}): each step trains whole rollout groups")
+    bf16 = config.model.dtype == "bfloat16" or (config.model.dtype == "auto" and torch.cuda.is_available()
+                                                 and torch.cuda.is_bf16_supported())
+    return GRPOConfig(
+        output_dir=str(out_dir),
+        learning_rate=learning_rate,
+        num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps,
+        per_device_train_batch_size=stage.batch_size,
+        num_generations=stage.num_generations,
+        max_completion_length=stage.max_completion_length,
+        temperature=stage.temperature,
+        beta=stage.kl_penalty_weight,
+        epsilon=stage.clip_epsilon,
+        loss_type=stage.loss_type,
+        scale_rewards="none",
+        max_grad_norm=stage.max_grad_norm,
+        save_steps=stage.save_steps,
+        logging_steps=stage.logging_steps,
+        seed=config.seed,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+
+def train_srl(config: Config, trajectories: Sequence[Trajectory], out_dir: str | Path, task: Task | None = None,
+              resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+    """Run SRL on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
+    from srl_rlvr.tasks import load_task
+
+    out_dir = Path(out_dir)
+    task = task or load_task(config.task.name, config.task.options)
+    dataset = build_srl_dataset(trajectories, task, config.srl)
+    model_config = materialize(config.model, out_dir / "base", seed=config.seed)
+    model, tokenizer = load_model(model_config, seed=config.seed)
+    trainer = SRLTrainer(
+        model=model,
+        reward_funcs=[make_srl_reward(config.srl)],
+        args=grpo_args(config, config.srl, out_dir, config.srl.learning_rate),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        srl_config=config.srl,
+    )
+    kl = AdaptiveKLCallback(trainer, AdaptiveKLController(config.srl.kl_penalty_weight, config.srl.max_kl))
+    log.info("SRL: %d step-wise instances from %d trajectories", len(dataset), len(trajectories))
+    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[kl, *callbacks])
