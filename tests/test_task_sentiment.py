@@ -171,7 +171,10 @@ def test_user_data_path_replaces_the_shipped_data(tmp_path: Path) -> None:
     ("bad_row", "message"),
     [
         ('{"id": "b", "text": "Meh.", "label": "happy"}', "label"),
-        ('{"id": "b", "text": "Meh.", "label": "neutral", "cues": [{"phrase": "awful", "polarity": "-"}]}', "awful"),
+        (
+            '{"id": "b", "text": "Meh.", "label": "neutral", "cues": [{"phrase": "awful", "polarity": "-"}]}',
+            "awful",
+        ),
         ('{"id": "b", "text": "Meh.", "lable": "neutral"}', "label"),
         ('{"id": "b", "text": "Meh.", "label": "neutral"', "invalid JSON"),
         ('{"id": "a", "text": "Meh.", "label": "neutral"}', "already used on line 1"),
@@ -180,7 +183,9 @@ def test_user_data_path_replaces_the_shipped_data(tmp_path: Path) -> None:
 def test_malformed_data_file_raises_data_error_naming_file_and_line(
     tmp_path: Path, bad_row: str, message: str
 ) -> None:
-    path = write_rows(tmp_path / "bad.jsonl", [{"id": "a", "text": "Loved it.", "label": "positive"}, bad_row])
+    path = write_rows(
+        tmp_path / "bad.jsonl", [{"id": "a", "text": "Loved it.", "label": "positive"}, bad_row]
+    )
     with pytest.raises(DataError, match=rf"bad\.jsonl:2: .*{message}"):
         SentimentTask(data_path=str(path))
 

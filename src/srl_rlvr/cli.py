@@ -48,7 +48,10 @@ OverridesArg = Annotated[
 def _load(config: Path | None, overrides: list[str] | None) -> Config:
     from srl_rlvr.config import load_config
 
-    return load_config(config, overrides or [])
+    overrides = list(overrides or [])
+    if config is not None and "=" in config.name and not config.exists():  # overrides with no config file
+        config, overrides = None, [str(config), *overrides]
+    return load_config(config, overrides)
 
 
 @config_app.command("check")

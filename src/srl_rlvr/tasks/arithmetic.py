@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks.base import Problem, Split, split_of
 

@@ -24,6 +24,7 @@ from srl_rlvr.data.jsonl import read_models
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.errors import DataError, TaskError
 from srl_rlvr.tasks.base import Problem, Split, split_of
+from srl_rlvr.tasks.task_data import last_json_object
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "extraction.jsonl"
 NUMBER_ABS_TOL = 1e-3  # totals are money: 0.01 off is a different amount, float noise is not
@@ -83,22 +84,6 @@ def load_schema(reference: str) -> type[BaseModel]:
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         raise TaskError(f"extraction schema '{reference}' is not a pydantic BaseModel subclass")
     return schema
-
-
-def last_json_object(text: str) -> dict[str, Any] | None:
-    """The last top-level JSON object in `text`, so reasoning (or a draft) may come before the answer."""
-    decoder = json.JSONDecoder()
-    found = None
-    start = text.find("{")
-    while start != -1:
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        found = value
-        start = text.find("{", end)
-    return found
 
 
 def same_value(predicted: Any, gold: Any) -> bool:

@@ -24,7 +24,7 @@ from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks.base import Problem, Split, split_of
 
 # Shared answer-parsing and row-reading helpers live with the sentiment task, the first JSON task.
-from srl_rlvr.tasks.sentiment import TaskRow, last_json_object, length_bucket, read_task_rows
+from srl_rlvr.tasks.task_data import TaskRow, last_json_object, length_bucket, read_task_rows
 
 Flag = Literal["harassment", "hate", "violence", "self_harm", "sexual", "spam", "pii"]
 Severity = Literal["none", "low", "medium", "high"]

@@ -1,0 +1,26 @@
+import logging
+import warnings
+
+import pytest
+
+from srl_rlvr.config import Config, build_config
+from srl_rlvr.data.trajectory import Trajectory
+from srl_rlvr.tasks import load_task
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@pytest.fixture
+def arithmetic_trajectories() -> list[Trajectory]:
+    task = load_task("arithmetic")
+    return [task.solve(p) for p in task.sample(8, seed=0, split="train")]
+
+
+@pytest.fixture
+def tiny_srl_config() -> Config:
+    """SRL on the random tiny model: short rollouts and a bare-action format so rewards vary."""
+    return build_config(overrides=[
+        "srl.max_steps=3", "srl.batch_size=8", "srl.num_generations=4", "srl.max_completion_length=12",
+        "srl.require_think=false", "srl.save_steps=2", "srl.learning_rate=1e-3",
+    ])

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from srl_rlvr.cli import main
+from srl_rlvr.config import build_config, load_config
+from srl_rlvr.errors import ConfigError
+
+SPEC_YAML = """\
+srl: {learning_rate: 1e-5, kl_penalty_weight: 0.1, max_kl: 0.1, reward_norm_method: "z_score", batch_size: 32, epochs: 5}
+rlvr: {learning_rate: 1e-6, use_ppo: true, clip_epsilon: 0.2, value_coef: 0.5, entropy_coef: 0.01, gamma: 0.99, epochs: 3}
+collaboration: {cloud_llm_model: "openai/gpt-4", num_examples_per_request: 10, max_regeneration_attempts: 3, min_verification_score: 0.7}
+model_selection: {cost_weight: 0.3, performance_weight: 0.7, update_frequency_days: 7}
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC_YAML)
+    return path
+
+
+def test_the_original_spec_yaml_loads_verbatim_with_floats(spec_file: Path) -> None:
+    config = load_config(spec_file)
+    assert config.srl.learning_rate == 1e-05 and isinstance(config.srl.learning_rate, float)
+    assert config.rlvr.learning_rate == 1e-06
+    assert config.collaboration.cloud_llm_model == "openai/gpt-4"
+    assert config.model_selection.update_frequency_days == 7
+
+
+def test_use_ppo_selects_the_ppo_algorithm(spec_file: Path) -> None:
+    assert load_config(spec_file).rlvr.algorithm == "ppo"
+    assert build_config().rlvr.algorithm == "grpo"
+
+
+def test_dotted_overrides_are_parsed_as_yaml_values(spec_file: Path) -> None:
+    config = load_config(spec_file, ["srl.learning_rate=3e-6", "task.name=sentiment", "model.lora.r=8"])
+    assert config.srl.learning_rate == 3e-6
+    assert config.task.name == "sentiment"
+    assert config.model.lora is not None and config.model.lora.r == 8
+
+
+def test_unknown_key_names_the_closest_valid_one(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("srl:\n  learnin_rate: 1e-5\n")
+    with pytest.raises(ConfigError, match=r"srl\.learnin_rate: unknown key; did you mean 'srl\.learning_rate'"):
+        load_config(path)
+
+
+def test_every_problem_is_reported_one_line_each() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"srl": {"batch_size": -1, "reward_norm_method": "bogus"}, "nonsense": 1})
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert any(line.startswith("srl.batch_size:") for line in lines)
+    assert any(line.startswith("srl.reward_norm_method:") for line in lines)
+    assert any(line.startswith("nonsense: unknown key") for line in lines)
+
+
+def test_bad_yaml_points_at_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("srl:\n  learning_rate: 1e-5\n   epochs: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file_and_malformed_override_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        build_config(overrides=["srl.learning_rate"])
+
+
+def test_cli_config_check_prints_resolved_config(spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["config", "check", str(spec_file), "srl.epochs=2"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "learning_rate: 1.0e-05" in out and "epochs: 2" in out and "algorithm: ppo" in out
+
+
+def test_cli_reports_a_typo_in_one_line_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("srl: {learnin_rate: 1e-5}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["config", "check", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and "Traceback" not in err

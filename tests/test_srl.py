@@ -1,0 +1,126 @@
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from srl_rlvr.config import Config, SRLConfig
+from srl_rlvr.data.trajectory import Step, Trajectory
+from srl_rlvr.tasks import load_task
+from srl_rlvr.train.callbacks import AdaptiveKLController
+from srl_rlvr.train.loop import TrainingInterrupted
+from srl_rlvr.train.srl import (
+    build_srl_dataset,
+    group_advantages,
+    make_srl_reward,
+    parse_action,
+    step_similarity,
+    train_srl,
+)
+
+FOUR_STEPS = Trajectory(
+    problem="Start with 2. Add 3. Multiply by 4. Subtract 5.",
+    steps=[Step(action="2+3=5"), Step(action="5*4=20"), Step(action="20-5=15", reward=2.0),
+           Step(action="Answer: 15")],
+    expected_outcome="15",
+)
+
+
+def test_a_four_step_trajectory_expands_to_four_prompts_with_growing_context() -> None:
+    dataset = build_srl_dataset([FOUR_STEPS], load_task("arithmetic"))
+    assert len(dataset) == 4
+    for k, row in enumerate(dataset):
+        context = [step.action for step in FOUR_STEPS.steps[:k]]
+        hidden = [step.action for step in FOUR_STEPS.steps[k:]]
+        assert all(action in row["prompt"] for action in context)
+        assert not any(action in row["prompt"] for action in hidden)
+        assert row["expert_action"] == FOUR_STEPS.steps[k].action
+        assert FOUR_STEPS.problem in row["prompt"]
+    assert dataset["weight"] == [1.0, 1.0, 2.0, 1.0]
+
+
+def test_the_exact_expert_action_scores_one_and_beats_any_corruption() -> None:
+    reward = make_srl_reward(SRLConfig())
+    expert = "5*4=20"
+    corruptions = ["5*4=21", "5+4=9", "5*4", "20", "5*4=20=20", "4*5=20"]
+    completions = [f"<think>multiply</think>{c}" for c in [expert, *corruptions]]
+    scores = reward(completions=completions, expert_action=[expert] * len(completions))
+    assert scores[0] == 1.0
+    assert all(score < 1.0 for score in scores[1:])
+    assert step_similarity("abcd", "abce") == pytest.approx(2 * 3 / 8)
+
+
+def test_a_format_failure_scores_below_any_wellformed_completion() -> None:
+    cfg = SRLConfig()
+    reward = make_srl_reward(cfg)
+    broken = ["5*4=20", "<think>no close 5*4=20", "</think>5*4=20", "<think>empty action</think>   "]
+    wellformed = ["<think></think>completely unrelated", "<think>x</think>?"]
+    scores = reward(completions=broken + wellformed, expert_action=["5*4=20"] * 6)
+    assert all(s == cfg.format_penalty == -1.0 for s in scores[:4])
+    assert min(scores[4:]) >= 0.0
+    assert parse_action("<think>a</think><think>b</think> act", cfg) == "act"
+
+
+def test_bare_completions_are_actions_when_think_is_optional() -> None:
+    cfg = SRLConfig(require_think=False)
+    assert parse_action("5*4=20", cfg) == "5*4=20"
+    assert parse_action("<think>unclosed 5*4=20", cfg) is None
+
+
+def test_kl_controller_raises_the_weight_above_target_and_lowers_it_below() -> None:
+    controller = AdaptiveKLController(weight=0.1, target=0.05)
+    assert controller.update(0.5) > 0.1
+    high = controller.weight
+    assert controller.update(0.0) < high
+    assert controller.update(float("nan")) == controller.weight
+
+
+def test_dynamic_sampling_drops_groups_without_reward_variance() -> None:
+    rewards = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.0, 1.0, 0.0, 1.0])
+    advantages, keep = group_advantages(rewards, group_size=4, method="z_score", min_std=1e-4)
+    assert keep.tolist() == [False] * 4 + [True] * 4
+    assert advantages[:4].abs().sum() == 0
+    assert advantages[4:].tolist() == pytest.approx([-0.866, 0.866, -0.866, 0.866], abs=1e-3)
+    centred, _ = group_advantages(rewards, group_size=4, method="group", min_std=1e-4)
+    assert centred[4:].tolist() == pytest.approx([-0.5, 0.5, -0.5, 0.5])
+
+
+def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(tiny_srl_config: Config, tmp_path: Path,
+                                                           arithmetic_trajectories: list[Trajectory]) -> None:
+    final = train_srl(tiny_srl_config, arithmetic_trajectories, tmp_path / "srl")
+    assert (final / "config.json").is_file() and (final / "tokenizer.json").is_file()
+    records = [json.loads(line) for line in (tmp_path / "srl" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    for record in steps:
+        assert all(torch.isfinite(torch.tensor(record[k])) for k in ("loss", "reward", "kl", "kl_weight"))
+        assert 0.0 <= record["filtered_group_frac"] <= 1.0 and "format_failure_rate" in record
+    assert any(r["filtered_group_frac"] < 1.0 for r in steps), "no group carried signal: nothing was trained"
+
+
+class _SigtermAtStep(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
+        tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]) -> None:
+    out = tmp_path / "srl"
+    config = tiny_srl_config.model_copy(deep=True)
+    config.srl.max_steps = 4
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_srl(config, arithmetic_trajectories, out, callbacks=[_SigtermAtStep(1)])
+    assert stopped.value.checkpoint is not None and stopped.value.checkpoint.endswith("checkpoint-2")
+    assert not (out / "final").exists()
+    train_srl(config, arithmetic_trajectories, out, resume=True)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4]
+    assert (out / "final" / "config.json").is_file()
