@@ -49,7 +49,7 @@ def _load(config: Path | None, overrides: list[str] | None) -> Config:
     from srl_rlvr.config import load_config
 
     overrides = list(overrides or [])
-    if config is not None and "=" in config.name and not config.exists():  # overrides with no config file
+    if config is not None and "=" in str(config) and not config.exists():  # overrides with no config file
         config, overrides = None, [str(config), *overrides]
     return load_config(config, overrides)
 
@@ -142,15 +142,16 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the las
 
 def _train(stage: str, config: Path | None, overrides: list[str] | None, data: Path | None, out: Path | None,
            model: str | None, resume: bool) -> None:
-    from srl_rlvr.data.versioning import load_dataset
-    from srl_rlvr.train.callbacks import RichProgress
-    from srl_rlvr.train.loop import TrainingInterrupted
-
-    _quiet_libraries()
     cfg = _load(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
+    from srl_rlvr.data.versioning import load_dataset
+
     data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
     out = out or Path(cfg.output_dir) / stage
     trajectories, manifest = load_dataset(data)
+    _quiet_libraries()
+    from srl_rlvr.train.callbacks import RichProgress
+    from srl_rlvr.train.loop import TrainingInterrupted
+
     err_console.print(f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
                       f"-> {out}; model {cfg.model.name_or_path}")
     if stage == "srl":

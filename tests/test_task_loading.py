@@ -1,0 +1,46 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+from srl_rlvr.cli import main
+from srl_rlvr.errors import TaskError
+from srl_rlvr.tasks import BUILTIN_TASKS, load_task
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+@pytest.fixture
+def examples_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_TASKS))
+def test_every_builtin_task_loads_and_samples_each_split(name: str) -> None:
+    task = load_task(name)
+    for split in ("train", "val", "test"):
+        problems = task.sample(3, seed=0, split=split)
+        assert problems and all(isinstance(task.prompt(p), str) for p in problems)
+
+
+def test_a_user_task_is_named_as_module_colon_class(examples_on_path: None) -> None:
+    task = load_task("custom_task:ReverseTask")
+    problem = task.sample(1, seed=0, split="train")[0]
+    assert task.reward(task.solve(problem).solution_text(), problem) == 1.0
+    sys.modules.pop("custom_task", None)
+
+
+def test_cli_generates_a_dataset_for_a_user_task(examples_on_path: None, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "task.name=custom_task:ReverseTask", "--n", "5", "--out", str(tmp_path / "d")])
+    assert exit_.value.code == 0
+    assert len((tmp_path / "d" / "trajectories.jsonl").read_text().splitlines()) == 5
+
+
+def test_unknown_task_names_are_explained() -> None:
+    with pytest.raises(TaskError, match="did you mean 'sentiment'"):
+        load_task("sentimnet")
+    with pytest.raises(TaskError, match="cannot import module 'no_such_module'"):
+        load_task("no_such_module:Task")
+    with pytest.raises(TaskError, match="has no 'Nope'"):
+        load_task("srl_rlvr.tasks.arithmetic:Nope")
