@@ -197,3 +197,26 @@ def test_only_literal_comparisons_are_unforgeable() -> None:
     assert is_verifiable_test("assert f(0) is None")
     assert not is_verifiable_test("assert f(0)")
     assert not is_verifiable_test("assert f(0) == g(0)")
+
+
+def test_denied_import_through_a_str_subclass_is_still_denied() -> None:
+    code = (
+        "class Name(str):\n"
+        "    def split(self, *args):\n"
+        "        return []\n"
+        "__import__(Name('_posixsubprocess'))\n" + ADD
+    )
+    assert run_tests(code, ADD_TESTS).violations
+
+
+def test_hostile_result_lines_are_tampering_and_never_crash_the_parent() -> None:
+    junk = "R \\u00b2 1\\nR 99999999999999999999 1\\nR 0 " + "[" * 5000 + "\\nV\\nX\\n"
+    code = f"import os\nfor fd in range(64):\n    try:\n        os.write(fd, {junk!r}.encode())\n    except OSError:\n        pass\n"
+    result = run_tests(code + ADD, ADD_TESTS)
+    assert "unexpected data on the result channel" in result.violations
+
+
+def test_creating_a_fifo_outside_the_sandbox_is_a_violation() -> None:
+    target = Path(tempfile.gettempdir()) / f"srl-sandbox-fifo-{uuid.uuid4().hex}"
+    result = run_tests(f"import os\nos.mkfifo({str(target)!r})\n" + ADD, ADD_TESTS)
+    assert result.violations == ["os.mkfifo"] and not target.exists()

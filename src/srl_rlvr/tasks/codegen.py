@@ -68,7 +68,9 @@ def _docstring_example(test: str) -> str:
 
 
 def _stub(row: CodegenRow) -> str:
-    body = textwrap.fill(row.text, width=92, break_on_hyphens=False) + "\n\n" + _docstring_example(row.tests[0])
+    body = (
+        textwrap.fill(row.text, width=92, break_on_hyphens=False) + "\n\n" + _docstring_example(row.tests[0])
+    )
     body = body.replace('"""', '\\"\\"\\"')
     quote = 'r"""' if "\\" in body else '"""'  # keep `\n` in an example reading as source text
     return f'{row.signature}\n    {quote}{textwrap.indent(body, "    ").lstrip()}\n    """\n'

@@ -35,7 +35,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 VIOLATION_EXIT = 86  # exit status the audit hook uses; no other exit path of the harness uses it
 FILE_SIZE_LIMIT = 1 << 20  # bytes per file the child may write (RLIMIT_FSIZE); also caps its channel
@@ -49,6 +49,7 @@ _HARNESS = r"""
 import builtins
 import json
 import os
+import posix
 import sys
 
 VIOLATION_EXIT = 86
@@ -70,7 +71,7 @@ def make_audit_hook(root, channel):
         "sys.addaudithook", "sys.settrace", "sys.setprofile", "sys._current_frames",
         "sys._current_exceptions", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
         "resource.setrlimit", "resource.prlimit", "cpython.PyInterpreterState_New",
-        "sqlite3.enable_load_extension", "sqlite3.load_extension",
+        "sqlite3.enable_load_extension", "sqlite3.load_extension", "os.mkfifo", "os.mknod",
     })
     deny_prefixes = ("socket.", "ctypes.", "urllib.", "http.", "ftplib.", "smtplib.", "poplib.",
                      "imaplib.", "nntplib.", "telnetlib.", "webbrowser.", "syslog.", "winreg.", "_winapi.")
@@ -138,9 +139,11 @@ def make_audit_hook(root, channel):
         if event in deny_events or event.startswith(deny_prefixes):
             deny(event)
         elif event == "import":
-            for part in args[0].split("."):
+            # A str subclass could override split(); the base method on an exact copy cannot lie.
+            name = _str.__str__(args[0])
+            for part in name.split("."):
                 if part in deny_modules:
-                    deny("import " + args[0])
+                    deny("import " + name)
         elif event == "open":
             reason = check_open(args[0], args[1], args[2])
             if reason is not None:
@@ -148,7 +151,7 @@ def make_audit_hook(root, channel):
         elif event in path_events:
             paths, dir_fds = path_events[event]
             for i in dir_fds:
-                if args[i] is not None and args[i] != -1:
+                if not (args[i] is None or (_type(args[i]) is _int and args[i] == -1)):
                     deny(event + " with dir_fd")
             for i in paths:
                 if event == "os.truncate" and _type(args[i]) is _int:
@@ -166,7 +169,7 @@ def plain(value, depth=0):
     if depth > 100:
         raise ValueError("value nested too deeply")
     kind = type(value)
-    if value is None or kind in (bool, int, float, complex, str, bytes):
+    if value is None or kind in (bool, int, float, str, bytes):
         return value
     if isinstance(value, bool):
         return bool(value)
@@ -210,6 +213,14 @@ def main():
     # _signal is preloaded by the interpreter; once it is out of sys.modules a re-import raises an
     # audit event the hook denies, so the solution cannot set a handler that would interrupt the hook.
     sys.modules.pop("_signal", None)
+    # mkfifo and mknod create files without raising an audit event; route them to one the hook denies.
+    for name in ("mkfifo", "mknod"):
+
+        def blocked(*args, _event="os." + name, **kwargs):
+            sys.audit(_event)
+
+        setattr(os, name, blocked)
+        setattr(posix, name, blocked)
     sys.addaudithook(make_audit_hook(payload["workdir"], channel))
 
     try:
@@ -265,7 +276,7 @@ class SandboxResult:
 class _Check:
     """One test as the parent sees it: what the child evaluates and how the parent judges the value."""
 
-    kind: str  # "value": child returns the value of `source`; "assert": child runs `source`, says P/F
+    kind: Literal["value", "assert"]  # value: the child returns what `source` evaluates to; assert: P/F
     source: str
     judge: Callable[[Any], bool] | None = None
 
@@ -292,12 +303,8 @@ def literal(node: ast.AST) -> Any:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = literal(node.operand)
-        if isinstance(operand, (int, float, complex)) and not isinstance(operand, bool):
+        if isinstance(operand, (int, float)) and not isinstance(operand, bool):
             return -operand if isinstance(node.op, ast.USub) else operand
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
-        left, right = literal(node.left), literal(node.right)  # complex numbers: 1+2j
-        if isinstance(right, complex) and isinstance(left, (int, float)):
-            return left + right if isinstance(node.op, ast.Add) else left - right
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
         items = [literal(item) for item in node.elts]
         return {ast.List: list, ast.Tuple: tuple, ast.Set: set}[type(node)](items)
@@ -356,11 +363,11 @@ def _limit_child(memory_mb: int, cpu_s: int) -> None:
 
 
 @functools.cache
-def network_namespace_available() -> bool:
-    """Whether `unshare -rn` works on this host (it needs unprivileged user namespaces); probed once."""
+def _working_unshare() -> str | None:
+    """Path of an `unshare` that can make a network namespace here (needs user namespaces), or None."""
     exe = shutil.which("unshare")
     if exe is None:
-        return False
+        return None
     try:
         probe = subprocess.run(
             [exe, "-rn", "true"],
@@ -369,8 +376,13 @@ def network_namespace_available() -> bool:
             preexec_fn=functools.partial(_limit_child, 512, 5),
         )
     except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+        return None
+    return exe if probe.returncode == 0 else None
+
+
+def network_namespace_available() -> bool:
+    """Whether runs get the kernel's no-network namespace on top of the audit hook; probed once."""
+    return _working_unshare() is not None
 
 
 def _kill_group(pid: int) -> None:
@@ -394,8 +406,9 @@ def run_tests(
     checks = [_check_of(test) for test in tests]
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="srl-sandbox-"))
     command = [sys.executable, "-I", "-S", "-c", _HARNESS]
-    if network_namespace and network_namespace_available():
-        command = ["unshare", "-rn", *command]
+    unshare = _working_unshare() if network_namespace else None
+    if unshare is not None:
+        command = [unshare, "-rn", *command]
     with (
         tempfile.TemporaryFile() as stdin,
         tempfile.TemporaryFile() as channel,
@@ -464,7 +477,8 @@ def _read_channel(
             error = f"solution raised {rest} when run"
         elif kind in ("R", "P", "F"):
             index_text, _, value = rest.partition(" ")
-            index = int(index_text) if index_text.isdigit() else -1
+            plausible = index_text.isascii() and index_text.isdigit() and len(index_text) < 10
+            index = int(index_text) if plausible else -1
             if index >= len(checks) or index < 0 or index in seen:
                 tampered = True
                 continue
