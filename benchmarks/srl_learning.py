@@ -40,35 +40,62 @@ def main() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    config = build_config({"seed": args.seed}, [
-        "srl.require_think=false", f"srl.max_steps={args.srl_steps}", "srl.batch_size=64", "srl.num_generations=8",
-        "srl.max_completion_length=16", "srl.learning_rate=3e-4", "srl.save_steps=1000", "srl.epochs=100",
-        f"sft.max_steps={args.sft_steps}", "sft.batch_size=16", "sft.learning_rate=3e-3", "sft.save_steps=1000",
-        *args.set])
+    config = build_config(
+        {"seed": args.seed},
+        [
+            "srl.require_think=false",
+            f"srl.max_steps={args.srl_steps}",
+            "srl.batch_size=64",
+            "srl.num_generations=8",
+            "srl.max_completion_length=16",
+            "srl.learning_rate=3e-4",
+            "srl.save_steps=1000",
+            "srl.epochs=100",
+            f"sft.max_steps={args.sft_steps}",
+            "sft.batch_size=16",
+            "sft.learning_rate=3e-3",
+            "sft.save_steps=1000",
+            *args.set,
+        ],
+    )
     task = load_task("arithmetic")
     train = [task.solve(p) for p in task.sample(args.train, seed=args.seed, split="train")]
-    heldout = build_srl_dataset([task.solve(p) for p in task.sample(args.heldout, seed=args.seed, split="test")],
-                                task, config.srl)
+    heldout = build_srl_dataset(
+        [task.solve(p) for p in task.sample(args.heldout, seed=args.seed, split="test")], task, config.srl
+    )
 
     start = time.time()
     base = materialize(config.model, args.out / "base", seed=args.seed)
     if args.sft_steps:
-        base = base.model_copy(update={"name_or_path": str(train_sft(config.model_copy(update={"model": base}),
-                                                                     train, args.out / "sft", task))})
+        base = base.model_copy(
+            update={
+                "name_or_path": str(
+                    train_sft(config.model_copy(update={"model": base}), train, args.out / "sft", task)
+                )
+            }
+        )
     config = config.model_copy(update={"model": base})
     before = evaluate_step_reward(*load_model(base), heldout, config.srl)
     srl_model = train_srl(config, train, args.out / "srl", task)
-    after = evaluate_step_reward(*load_model(base.model_copy(update={"name_or_path": str(srl_model)})),
-                                 heldout, config.srl)
+    after = evaluate_step_reward(
+        *load_model(base.model_copy(update={"name_or_path": str(srl_model)})), heldout, config.srl
+    )
     elapsed = time.time() - start
 
-    print(f"held-out step-wise instances: {len(heldout)}  seed {args.seed}  SFT steps {args.sft_steps}  "
-          f"SRL steps {args.srl_steps}  wall {elapsed:.0f}s")
+    print(
+        f"held-out step-wise instances: {len(heldout)}  seed {args.seed}  SFT steps {args.sft_steps}  "
+        f"SRL steps {args.srl_steps}  wall {elapsed:.0f}s"
+    )
     print(f"{'metric':<22}{'before SRL':>12}{'after SRL':>12}")
     for key in before:
         print(f"{key:<22}{before[key]:>12.3f}{after[key]:>12.3f}")
-    result = {"args": {k: str(v) for k, v in vars(args).items()}, "before": before, "after": after,
-              "heldout_instances": len(heldout), "wall_s": elapsed}
+    result = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "before": before,
+        "after": after,
+        "heldout_instances": len(heldout),
+        "wall_s": elapsed,
+    }
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
 
 

@@ -39,8 +39,14 @@ class ReverseTask:
 
     def solve(self, problem: Problem) -> Trajectory:
         letters = list(reversed(problem.text))
-        steps = [Step(action="".join(letters[: i + 1]), reasoning=f"take letter {len(problem.text) - i}")
-                 for i in range(len(letters))]
+        steps = [
+            Step(action="".join(letters[: i + 1]), reasoning=f"take letter {len(problem.text) - i}")
+            for i in range(len(letters))
+        ]
         steps.append(Step(action=f"Answer: {problem.answer}"))
-        return Trajectory(problem=problem.text, steps=steps, expected_outcome=problem.answer,
-                          metadata={"id": problem.id, "length": len(problem.text)})
+        return Trajectory(
+            problem=problem.text,
+            steps=steps,
+            expected_outcome=problem.answer,
+            metadata={"id": problem.id, "length": len(problem.text)},
+        )

@@ -20,7 +20,14 @@ def arithmetic_trajectories() -> list[Trajectory]:
 @pytest.fixture
 def tiny_srl_config() -> Config:
     """SRL on the random tiny model: short rollouts and a bare-action format so rewards vary."""
-    return build_config(overrides=[
-        "srl.max_steps=3", "srl.batch_size=8", "srl.num_generations=4", "srl.max_completion_length=12",
-        "srl.require_think=false", "srl.save_steps=2", "srl.learning_rate=1e-3",
-    ])
+    return build_config(
+        overrides=[
+            "srl.max_steps=3",
+            "srl.batch_size=8",
+            "srl.num_generations=4",
+            "srl.max_completion_length=12",
+            "srl.require_think=false",
+            "srl.save_steps=2",
+            "srl.learning_rate=1e-3",
+        ]
+    )

@@ -44,7 +44,9 @@ def test_dotted_overrides_are_parsed_as_yaml_values(spec_file: Path) -> None:
 def test_unknown_key_names_the_closest_valid_one(tmp_path: Path) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text("srl:\n  learnin_rate: 1e-5\n")
-    with pytest.raises(ConfigError, match=r"srl\.learnin_rate: unknown key; did you mean 'srl\.learning_rate'"):
+    with pytest.raises(
+        ConfigError, match=r"srl\.learnin_rate: unknown key; did you mean 'srl\.learning_rate'"
+    ):
         load_config(path)
 
 
@@ -80,7 +82,9 @@ def test_cli_config_check_prints_resolved_config(spec_file: Path, capsys: pytest
     assert "learning_rate: 1.0e-05" in out and "epochs: 2" in out and "algorithm: ppo" in out
 
 
-def test_cli_reports_a_typo_in_one_line_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_a_typo_in_one_line_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text("srl: {learnin_rate: 1e-5}\n")
     with pytest.raises(SystemExit) as exit_:

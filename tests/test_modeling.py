@@ -10,7 +10,7 @@ from srl_rlvr.modeling import byte_tokenizer, load_model, materialize
 
 def test_byte_tokenizer_round_trips_any_text() -> None:
     tokenizer = byte_tokenizer()
-    text = "Start with 7. Add 5.\n7+5=12 — naïve ✓ {\"json\": 1}"
+    text = 'Start with 7. Add 5.\n7+5=12 — naïve ✓ {"json": 1}'
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 

@@ -11,7 +11,9 @@ from srl_rlvr.tasks import load_task
 from srl_rlvr.train.sft import build_sft_dataset, train_sft
 
 
-def test_sft_rows_pair_the_task_prompt_with_the_whole_solution(arithmetic_trajectories: list[Trajectory]) -> None:
+def test_sft_rows_pair_the_task_prompt_with_the_whole_solution(
+    arithmetic_trajectories: list[Trajectory],
+) -> None:
     task = load_task("arithmetic")
     dataset = build_sft_dataset(arithmetic_trajectories, task)
     first = arithmetic_trajectories[0]
@@ -19,12 +21,18 @@ def test_sft_rows_pair_the_task_prompt_with_the_whole_solution(arithmetic_trajec
     assert dataset[0]["completion"] == "\n".join(s.action for s in first.steps)
 
 
-def test_sft_lowers_the_loss_on_its_own_data(tmp_path: Path, arithmetic_trajectories: list[Trajectory]) -> None:
-    config = build_config(overrides=["sft.max_steps=12", "sft.batch_size=8", "sft.logging_steps=1",
-                                     "sft.learning_rate=3e-3"])
+def test_sft_lowers_the_loss_on_its_own_data(
+    tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
+    config = build_config(
+        overrides=["sft.max_steps=12", "sft.batch_size=8", "sft.logging_steps=1", "sft.learning_rate=3e-3"]
+    )
     train_sft(config, arithmetic_trajectories, tmp_path / "sft")
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()
-              if "loss" in json.loads(line)]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
@@ -34,8 +42,21 @@ def test_cli_trains_srl_from_a_generated_dataset(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit):
         main(["generate", "--n", "4", "--out", str(data)])
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "srl", "--data", str(data), "--out", str(out), "srl.max_steps=1", "srl.batch_size=4",
-              "srl.num_generations=2", "srl.max_completion_length=8", "srl.require_think=false"])
+        main(
+            [
+                "train",
+                "srl",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "srl.max_steps=1",
+                "srl.batch_size=4",
+                "srl.num_generations=2",
+                "srl.max_completion_length=8",
+                "srl.require_think=false",
+            ]
+        )
     assert exit_.value.code == 0
     assert (out / "final" / "config.json").is_file()
     assert "trained model" in capsys.readouterr().out

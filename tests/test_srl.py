@@ -23,8 +23,12 @@ from srl_rlvr.train.srl import (
 
 FOUR_STEPS = Trajectory(
     problem="Start with 2. Add 3. Multiply by 4. Subtract 5.",
-    steps=[Step(action="2+3=5"), Step(action="5*4=20"), Step(action="20-5=15", reward=2.0),
-           Step(action="Answer: 15")],
+    steps=[
+        Step(action="2+3=5"),
+        Step(action="5*4=20"),
+        Step(action="20-5=15", reward=2.0),
+        Step(action="Answer: 15"),
+    ],
     expected_outcome="15",
 )
 
@@ -88,8 +92,9 @@ def test_dynamic_sampling_drops_groups_without_reward_variance() -> None:
     assert centred[4:].tolist() == pytest.approx([-0.5, 0.5, -0.5, 0.5])
 
 
-def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(tiny_srl_config: Config, tmp_path: Path,
-                                                           arithmetic_trajectories: list[Trajectory]) -> None:
+def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(
+    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
     final = train_srl(tiny_srl_config, arithmetic_trajectories, tmp_path / "srl")
     assert (final / "config.json").is_file() and (final / "tokenizer.json").is_file()
     records = [json.loads(line) for line in (tmp_path / "srl" / "metrics.jsonl").read_text().splitlines()]
@@ -111,7 +116,8 @@ class _SigtermAtStep(TrainerCallback):
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
-        tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]) -> None:
+    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
     out = tmp_path / "srl"
     config = tiny_srl_config.model_copy(deep=True)
     config.srl.max_steps = 4
@@ -120,7 +126,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
     assert stopped.value.checkpoint is not None and stopped.value.checkpoint.endswith("checkpoint-2")
     assert not (out / "final").exists()
     train_srl(config, arithmetic_trajectories, out, resume=True)
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == [1, 2, 3, 4]
     assert (out / "final" / "config.json").is_file()

@@ -54,7 +54,9 @@ def test_append_keeps_rows_already_written(tmp_path: Path) -> None:
 
 
 def test_dataset_version_is_the_hash_of_its_content(tmp_path: Path) -> None:
-    a = Trajectory(problem="p", steps=[Step(action="a")], expected_outcome="o", provenance={"teacher": "solver"})
+    a = Trajectory(
+        problem="p", steps=[Step(action="a")], expected_outcome="o", provenance={"teacher": "solver"}
+    )
     b = Trajectory(problem="q", steps=[Step(action="b")], expected_outcome="o", provenance={"teacher": "gpt"})
     manifest = save_dataset([a, b], tmp_path / "v1", source="test")
     assert manifest["hash"] == content_hash([a, b]) != content_hash([b, a])
@@ -78,7 +80,9 @@ def test_cli_generate_then_check_a_dataset(tmp_path: Path, capsys: pytest.Captur
     assert "20 trajectories" in capsys.readouterr().out
 
 
-def test_cli_data_check_on_a_malformed_file_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_data_check_on_a_malformed_file_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"problem": "p"}\n')
     with pytest.raises(SystemExit) as exit_:

@@ -27,8 +27,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 config_app = typer.Typer(help="Check and inspect YAML configs.", no_args_is_help=True)
-tasks_app = typer.Typer(help="List built-in tasks and look at their problems and expert trajectories.",
-                        no_args_is_help=True)
+tasks_app = typer.Typer(
+    help="List built-in tasks and look at their problems and expert trajectories.", no_args_is_help=True
+)
 data_app = typer.Typer(help="Validate and describe trajectory datasets.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a model: SRL (step-wise RL), SFT (baseline).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -41,7 +42,8 @@ err_console = Console(stderr=True)
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in defaults.")]
 OverridesArg = Annotated[
-    list[str] | None, typer.Argument(help="Dotted overrides, e.g. srl.learning_rate=3e-6 task.name=sentiment.")
+    list[str] | None,
+    typer.Argument(help="Dotted overrides, e.g. srl.learning_rate=3e-6 task.name=sentiment."),
 ]
 
 
@@ -94,7 +96,9 @@ def tasks_show(
 
 
 @data_app.command("check")
-def data_check(path: Annotated[Path, typer.Argument(help="A trajectory JSONL file or dataset folder.")]) -> None:
+def data_check(
+    path: Annotated[Path, typer.Argument(help="A trajectory JSONL file or dataset folder.")],
+) -> None:
     """Validate every row of a trajectory dataset; print its size and content hash."""
     from srl_rlvr.data.versioning import load_dataset
 
@@ -127,21 +131,43 @@ def generate(
         bar = progress.add_task("solving + verifying", total=len(problems))
         results = list(solve_and_verify(task, problems, on_row=lambda: progress.advance(bar)))
     kept = [t for t, score in results if score >= cfg.collaboration.min_verification_score]
-    manifest = save_dataset(kept, out, source=f"solver:{task.name}", task=task.name, split=split,
-                            rejected=len(results) - len(kept))
-    console.print(f"wrote {manifest['count']} trajectories ({manifest['rejected']} rejected) to {out}, "
-                  f"hash {manifest['hash'][:16]}")
+    manifest = save_dataset(
+        kept,
+        out,
+        source=f"solver:{task.name}",
+        task=task.name,
+        split=split,
+        rejected=len(results) - len(kept),
+    )
+    console.print(
+        f"wrote {manifest['count']} trajectories ({manifest['rejected']} rejected) to {out}, "
+        f"hash {manifest['hash'][:16]}"
+    )
 
 
-DataOpt = Annotated[Path | None, typer.Option(
-    "--data", help="Trajectory JSONL or dataset folder (default: data.trajectories, else <output_dir>/data).")]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Trajectory JSONL or dataset folder (default: data.trajectories, else <output_dir>/data).",
+    ),
+]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Stage folder (default: <output_dir>/<stage>).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Start from this model (overrides model.name_or_path).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Start from this model (overrides model.name_or_path).")
+]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
 
 
-def _train(stage: str, config: Path | None, overrides: list[str] | None, data: Path | None, out: Path | None,
-           model: str | None, resume: bool) -> None:
+def _train(
+    stage: str,
+    config: Path | None,
+    overrides: list[str] | None,
+    data: Path | None,
+    out: Path | None,
+    model: str | None,
+    resume: bool,
+) -> None:
     cfg = _load(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
     from srl_rlvr.data.versioning import load_dataset
 
@@ -152,8 +178,10 @@ def _train(stage: str, config: Path | None, overrides: list[str] | None, data: P
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted
 
-    err_console.print(f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
-                      f"-> {out}; model {cfg.model.name_or_path}")
+    err_console.print(
+        f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
+        f"-> {out}; model {cfg.model.name_or_path}"
+    )
     if stage == "srl":
         from srl_rlvr.train.srl import train_srl as train
     else:
@@ -167,15 +195,27 @@ def _train(stage: str, config: Path | None, overrides: list[str] | None, data: P
 
 
 @train_app.command("srl")
-def train_srl_command(config: ConfigArg = None, overrides: OverridesArg = None, data: DataOpt = None,
-                      out: OutOpt = None, model: ModelOpt = None, resume: ResumeOpt = False) -> None:
+def train_srl_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    data: DataOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
     """SRL: reward each predicted step by its similarity to the expert's (Deng et al. 2025)."""
     _train("srl", config, overrides, data, out, model, resume)
 
 
 @train_app.command("sft")
-def train_sft_command(config: ConfigArg = None, overrides: OverridesArg = None, data: DataOpt = None,
-                      out: OutOpt = None, model: ModelOpt = None, resume: ResumeOpt = False) -> None:
+def train_sft_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    data: DataOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
     """SFT baseline: learn whole expert solutions token by token."""
     _train("sft", config, overrides, data, out, model, resume)
 

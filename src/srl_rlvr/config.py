@@ -30,18 +30,22 @@ class LoraConfig(Section):
     alpha: int = Field(32, gt=0, description="Scaling numerator (effective scale alpha/r).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | str = Field(
-        "all-linear", description="Module names to adapt; 'all-linear' adapts every linear layer but the head."
+        "all-linear",
+        description="Module names to adapt; 'all-linear' adapts every linear layer but the head.",
     )
 
 
 class ModelConfig(Section):
     name_or_path: str = Field(
-        "tiny", description="HF hub id, local folder, or 'tiny' (random-init model built from config, no download)."
+        "tiny",
+        description="HF hub id, local folder, or 'tiny' (random-init model built from config, no download).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="'auto': bfloat16 on a GPU that supports it, float32 otherwise."
     )
-    device: str = Field("auto", description="'auto': cuda if available, else cpu. Or 'cpu', 'cuda', 'cuda:1'.")
+    device: str = Field(
+        "auto", description="'auto': cuda if available, else cpu. Or 'cpu', 'cuda', 'cuda:1'."
+    )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
     trust_remote_code: bool = False
 
@@ -66,26 +70,38 @@ class DataConfig(Section):
 class CollaborationConfig(Section):
     """Teacher/verifier team that writes expert trajectories (the original spec's three-model collaboration)."""
 
-    teacher: str = Field("solver", description="'solver' (the task's programmatic expert) or an LLM endpoint.")
-    cloud_llm_model: str = Field("openai/gpt-4", description="Model name sent to an OpenAI-compatible teacher.")
+    teacher: str = Field(
+        "solver", description="'solver' (the task's programmatic expert) or an LLM endpoint."
+    )
+    cloud_llm_model: str = Field(
+        "openai/gpt-4", description="Model name sent to an OpenAI-compatible teacher."
+    )
     num_examples_per_request: int = Field(10, gt=0)
     max_regeneration_attempts: int = Field(3, ge=0, description="Teacher retries after a verifier rejection.")
-    min_verification_score: float = Field(0.7, ge=0.0, le=1.0, description="Keep a trajectory at or above this.")
+    min_verification_score: float = Field(
+        0.7, ge=0.0, le=1.0, description="Keep a trajectory at or above this."
+    )
 
 
 class SRLConfig(Section):
     """Supervised RL (Deng et al. 2025, arXiv 2510.25992): step-wise similarity rewards, GRPO objective."""
 
     learning_rate: float = Field(1e-5, gt=0)
-    kl_penalty_weight: float = Field(0.1, ge=0, description="Initial weight of the KL anchor to the reference model.")
+    kl_penalty_weight: float = Field(
+        0.1, ge=0, description="Initial weight of the KL anchor to the reference model."
+    )
     max_kl: float = Field(
-        0.1, gt=0, description="Target KL: the adaptive controller raises the KL weight above it, lowers it below."
+        0.1,
+        gt=0,
+        description="Target KL: the adaptive controller raises the KL weight above it, lowers it below.",
     )
     reward_norm_method: Literal["z_score", "group", "none"] = Field(
         "z_score",
         description="z_score: (r-mean)/std within each rollout group (GRPO); group: r-mean only (Dr. GRPO); none.",
     )
-    batch_size: int = Field(32, gt=0, description="Completions per optimiser step (prompts x num_generations).")
+    batch_size: int = Field(
+        32, gt=0, description="Completions per optimiser step (prompts x num_generations)."
+    )
     epochs: int = Field(5, gt=0)
     max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
     num_generations: int = Field(8, ge=2, description="Rollouts per step-wise prompt (the GRPO group).")
@@ -93,14 +109,18 @@ class SRLConfig(Section):
     max_completion_length: int = Field(96, gt=0, description="Tokens for reasoning plus action.")
     clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip (paper: GRPO objective).")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
-        "grpo", description="Token aggregation of the GRPO loss (TRL); 'grpo' is the paper's per-sequence mean."
+        "grpo",
+        description="Token aggregation of the GRPO loss (TRL); 'grpo' is the paper's per-sequence mean.",
     )
     think_open: str = Field("<think>", min_length=1)
     think_close: str = Field("</think>", min_length=1)
     require_think: bool = Field(
-        True, description="Paper format: no think block is a format failure. False: a bare completion is the action."
+        True,
+        description="Paper format: no think block is a format failure. False: a bare completion is the action.",
     )
-    format_penalty: float = Field(-1.0, le=0, description="Reward for a completion without a well-formed action.")
+    format_penalty: float = Field(
+        -1.0, le=0, description="Reward for a completion without a well-formed action."
+    )
     min_group_std: float = Field(
         1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
     )
@@ -150,11 +170,15 @@ class RLVRConfig(Section):
 class EvalConfig(Section):
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(32, gt=0)
-    bootstrap_samples: int = Field(1000, gt=0, description="Resamples for confidence intervals on metric deltas.")
+    bootstrap_samples: int = Field(
+        1000, gt=0, description="Resamples for confidence intervals on metric deltas."
+    )
 
 
 class RegistryConfig(Section):
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow store; MLFLOW_TRACKING_URI overrides it.")
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", description="MLflow store; MLFLOW_TRACKING_URI overrides it."
+    )
     model_name: str | None = Field(None, description="Registered model name; defaults to the task name.")
 
 
@@ -261,7 +285,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file not found: {path}")
         raw = parse_yaml(path.read_text(), source=str(path)) or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, task:, srl:, ...)")
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections (model:, task:, srl:, ...)"
+            )
     return build_config(raw, overrides)
 
 

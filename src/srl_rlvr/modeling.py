@@ -28,8 +28,13 @@ from srl_rlvr.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
-TINY_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2}
+TINY_SIZE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -79,8 +84,11 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
     from peft import get_peft_model
 
     peft_config = PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=lora.target_modules, task_type="CAUSAL_LM",
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)
 
@@ -101,8 +109,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
 def _explain_load_failure(name_or_path: str, error: Exception) -> str:
     if Path(name_or_path).exists():
         return f"cannot load model from '{name_or_path}': {str(error).splitlines()[0]}"
-    return (f"cannot load model '{name_or_path}': not a local folder, and not loadable from the hub "
-            f"(offline, private or misspelled?): {str(error).splitlines()[0]}")
+    return (
+        f"cannot load model '{name_or_path}': not a local folder, and not loadable from the hub "
+        f"(offline, private or misspelled?): {str(error).splitlines()[0]}"
+    )
 
 
 def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -122,8 +132,13 @@ def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, Pre
     model.to(device)
     if config.lora is not None:
         model = apply_lora(model, config.lora)
-    log.info("loaded %s: %.1fM parameters, %s on %s", config.name_or_path,
-             sum(p.numel() for p in model.parameters()) / 1e6, dtype, device)
+    log.info(
+        "loaded %s: %.1fM parameters, %s on %s",
+        config.name_or_path,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        dtype,
+        device,
+    )
     return model, tokenizer
 
 

@@ -40,7 +40,9 @@ def _provenance_summary(rows: Sequence[Trajectory]) -> dict[str, dict[str, int]]
     return {k: dict(c.most_common()) for k, c in summary.items() if len(c) <= 20}
 
 
-def save_dataset(rows: Sequence[Trajectory], out_dir: str | Path, source: str, **extra: Any) -> dict[str, Any]:
+def save_dataset(
+    rows: Sequence[Trajectory], out_dir: str | Path, source: str, **extra: Any
+) -> dict[str, Any]:
     """Write `rows` and their manifest into `out_dir`; return the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,12 @@ class ArithmeticTask:
         value = start
         for op, x in chain:
             value = _OPS[op][2](value, x)
-        metadata = {"num_steps": len(chain), "ops": ",".join(sorted({op for op, _ in chain})), "start": start,
-                    "chain": [[op, x] for op, x in chain]}
+        metadata = {
+            "num_steps": len(chain),
+            "ops": ",".join(sorted({op for op, _ in chain})),
+            "start": start,
+            "chain": [[op, x] for op, x in chain],
+        }
         return Problem(id=text, text=text, answer=value, metadata=metadata)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:

@@ -39,8 +39,13 @@ def _trim_metrics(path: Path, keep_until_step: int) -> None:
     path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= keep_until_step))
 
 
-def run_trainer(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, resume: bool = False,
-                callbacks: Sequence[TrainerCallback] = ()) -> Path:
+def run_trainer(
+    trainer: Trainer,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Path:
     """Train (from the last checkpoint in `out_dir` when `resume`), save to `out_dir/final`, return it.
 
     `callbacks` run before the metrics logger, so values they add to the logs reach metrics.jsonl.

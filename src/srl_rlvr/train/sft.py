@@ -28,19 +28,29 @@ def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task) -> Dataset
     """One (prompt, completion) row per trajectory: the task prompt and the whole expert solution."""
     if not trajectories:
         raise DataError("no trajectories to train on: the dataset is empty")
-    return Dataset.from_dict({
-        "prompt": [task.prompt(problem_of(t)) for t in trajectories],
-        "completion": [t.solution_text() for t in trajectories],
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [task.prompt(problem_of(t)) for t in trajectories],
+            "completion": [t.solution_text() for t in trajectories],
+        }
+    )
 
 
-def train_sft(config: Config, trajectories: Sequence[Trajectory], out_dir: str | Path, task: Task | None = None,
-              resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+def train_sft(
+    config: Config,
+    trajectories: Sequence[Trajectory],
+    out_dir: str | Path,
+    task: Task | None = None,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Path:
     """Fine-tune on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
     out_dir = Path(out_dir)
     task = task or load_task(config.task.name, config.task.options)
     dataset = build_sft_dataset(trajectories, task)
-    model, tokenizer = load_model(materialize(config.model, out_dir / "base", seed=config.seed), seed=config.seed)
+    model, tokenizer = load_model(
+        materialize(config.model, out_dir / "base", seed=config.seed), seed=config.seed
+    )
     sft = config.sft
     args = TRLSFTConfig(
         output_dir=str(out_dir),

@@ -50,10 +50,18 @@ def srl_prompt(task_prompt: str, previous_actions: Sequence[str], cfg: SRLConfig
     return task_prompt + context + NEXT_STEP.format(open=cfg.think_open, close=cfg.think_close)
 
 
-def build_srl_dataset(trajectories: Sequence[Trajectory], task: Task, cfg: SRLConfig | None = None) -> Dataset:
+def build_srl_dataset(
+    trajectories: Sequence[Trajectory], task: Task, cfg: SRLConfig | None = None
+) -> Dataset:
     """Expand each n-step trajectory into n (prompt, expert action) instances."""
     cfg = cfg or SRLConfig()
-    rows: dict[str, list[Any]] = {"prompt": [], "expert_action": [], "weight": [], "step": [], "num_steps": []}
+    rows: dict[str, list[Any]] = {
+        "prompt": [],
+        "expert_action": [],
+        "weight": [],
+        "step": [],
+        "num_steps": [],
+    }
     for trajectory in trajectories:
         task_prompt = task.prompt(problem_of(trajectory))
         actions = [step.action for step in trajectory.steps]
@@ -93,8 +101,12 @@ def parse_action(completion: str, cfg: SRLConfig) -> str | None:
 def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
     """A TRL reward function: receives completions and the dataset's `expert_action` column."""
 
-    def srl_step_similarity(completions: list[str], expert_action: list[str],
-                            log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
+    def srl_step_similarity(
+        completions: list[str],
+        expert_action: list[str],
+        log_metric: Callable[[str, float], None] | None = None,
+        **_: Any,
+    ) -> list[float]:
         rewards, failures = [], 0
         for completion, expert in zip(completions, expert_action, strict=True):
             action = parse_action(completion, cfg)
@@ -110,8 +122,9 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
     return srl_step_similarity
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, method: str, min_std: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, method: str, min_std: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages per completion and the keep-mask of dynamic sampling, over a flat reward vector."""
     grouped = rewards.view(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
@@ -149,13 +162,17 @@ class SRLTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
         output = super()._generate_and_score_completions(inputs)
         assert self._global_rewards is not None and self._global_weights is not None
-        advantages, keep = group_advantages(self._global_rewards, self.num_generations,
-                                            self.srl_config.reward_norm_method, self.srl_config.min_group_std)
+        advantages, keep = group_advantages(
+            self._global_rewards,
+            self.num_generations,
+            self.srl_config.reward_norm_method,
+            self.srl_config.min_group_std,
+        )
         advantages = advantages * self._global_weights
         local = len(output["advantages"])
         start = self.accelerator.process_index * local
-        output["advantages"] = advantages[start:start + local]
-        local_keep = keep[start:start + local].to(output["completion_mask"].dtype)
+        output["advantages"] = advantages[start : start + local]
+        local_keep = keep[start : start + local].to(output["completion_mask"].dtype)
         output["completion_mask"] = output["completion_mask"] * local_keep.unsqueeze(1)
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
         mode = "train" if self.model.training else "eval"
@@ -165,10 +182,13 @@ class SRLTrainer(GRPOTrainer):
 
 def grpo_args(config: Config, stage: SRLConfig, out_dir: Path, learning_rate: float) -> GRPOConfig:
     if stage.batch_size % stage.num_generations:
-        raise ConfigError(f"srl.batch_size ({stage.batch_size}) must be a multiple of srl.num_generations "
-                          f"({stage.num_generations}): each step trains whole rollout groups")
-    bf16 = config.model.dtype == "bfloat16" or (config.model.dtype == "auto" and torch.cuda.is_available()
-                                                 and torch.cuda.is_bf16_supported())
+        raise ConfigError(
+            f"srl.batch_size ({stage.batch_size}) must be a multiple of srl.num_generations "
+            f"({stage.num_generations}): each step trains whole rollout groups"
+        )
+    bf16 = config.model.dtype == "bfloat16" or (
+        config.model.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
     return GRPOConfig(
         output_dir=str(out_dir),
         learning_rate=learning_rate,
@@ -194,8 +214,14 @@ def grpo_args(config: Config, stage: SRLConfig, out_dir: Path, learning_rate: fl
     )
 
 
-def train_srl(config: Config, trajectories: Sequence[Trajectory], out_dir: str | Path, task: Task | None = None,
-              resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+def train_srl(
+    config: Config,
+    trajectories: Sequence[Trajectory],
+    out_dir: str | Path,
+    task: Task | None = None,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Path:
     """Run SRL on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
     from srl_rlvr.tasks import load_task
 
@@ -218,8 +244,9 @@ def train_srl(config: Config, trajectories: Sequence[Trajectory], out_dir: str |
 
 
 @torch.no_grad()
-def evaluate_step_reward(model: Any, tokenizer: Any, dataset: Dataset, cfg: SRLConfig,
-                         batch_size: int = 64) -> dict[str, float]:
+def evaluate_step_reward(
+    model: Any, tokenizer: Any, dataset: Dataset, cfg: SRLConfig, batch_size: int = 64
+) -> dict[str, float]:
     """Greedy next-step predictions on step-wise prompts, scored by the SRL reward: the learning signal
     SRL optimises, measured on held-out trajectories (mean reward, exact-step rate, format failures)."""
     model.eval()
@@ -227,14 +254,24 @@ def evaluate_step_reward(model: Any, tokenizer: Any, dataset: Dataset, cfg: SRLC
     rewards: list[float] = []
     exact = 0
     for start in range(0, len(dataset), batch_size):
-        rows = dataset[start:start + batch_size]
+        rows = dataset[start : start + batch_size]
         batch = tokenizer(rows["prompt"], return_tensors="pt", padding=True).to(device)
-        generated = model.generate(**batch, max_new_tokens=cfg.max_completion_length, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
-        completions = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        generated = model.generate(
+            **batch,
+            max_new_tokens=cfg.max_completion_length,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        completions = tokenizer.batch_decode(
+            generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         rewards += make_srl_reward(cfg)(completions=completions, expert_action=rows["expert_action"])
-        exact += sum(parse_action(c, cfg) == a.strip() for c, a in zip(completions, rows["expert_action"],
-                                                                         strict=True))
+        exact += sum(
+            parse_action(c, cfg) == a.strip() for c, a in zip(completions, rows["expert_action"], strict=True)
+        )
     n = max(len(rewards), 1)
-    return {"mean_step_reward": sum(rewards) / n, "exact_step_rate": exact / n,
-            "format_failure_rate": sum(r == cfg.format_penalty for r in rewards) / n}
+    return {
+        "mean_step_reward": sum(rewards) / n,
+        "exact_step_rate": exact / n,
+        "format_failure_rate": sum(r == cfg.format_penalty for r in rewards) / n,
+    }
