@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from srl_rlvr.config import Config, SRLConfig
+from srl_rlvr.config import Config, LoraConfig, SRLConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.callbacks import AdaptiveKLController
@@ -133,3 +133,17 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
     ]
     assert steps == [1, 2, 3, 4]
     assert (out / "final" / "config.json").is_file()
+
+
+def test_srl_with_lora_trains_adapters_against_the_frozen_base(
+    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
+    config = tiny_srl_config.model_copy(deep=True)
+    config.output_dir = str(tmp_path)
+    config.model.lora = LoraConfig(r=4, alpha=8)
+    config.srl.max_steps = 2
+    final = train_srl(config, arithmetic_trajectories)
+    assert final == tmp_path / "srl" / "final"
+    assert (final / "adapter_config.json").is_file()
+    records = [json.loads(line) for line in (tmp_path / "srl" / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)

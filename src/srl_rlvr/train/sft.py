@@ -39,13 +39,13 @@ def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task) -> Dataset
 def train_sft(
     config: Config,
     trajectories: Sequence[Trajectory],
-    out_dir: str | Path,
+    out_dir: str | Path | None = None,
     task: Task | None = None,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     """Fine-tune on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir or Path(config.output_dir) / "sft")
     task = task or load_task(config.task.name, config.task.options)
     dataset = build_sft_dataset(trajectories, task)
     model, tokenizer = load_model(

@@ -217,7 +217,7 @@ def grpo_args(config: Config, stage: SRLConfig, out_dir: Path, learning_rate: fl
 def train_srl(
     config: Config,
     trajectories: Sequence[Trajectory],
-    out_dir: str | Path,
+    out_dir: str | Path | None = None,
     task: Task | None = None,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
@@ -225,7 +225,7 @@ def train_srl(
     """Run SRL on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
     from srl_rlvr.tasks import load_task
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir or Path(config.output_dir) / "srl")
     task = task or load_task(config.task.name, config.task.options)
     dataset = build_srl_dataset(trajectories, task, config.srl)
     model_config = materialize(config.model, out_dir / "base", seed=config.seed)
