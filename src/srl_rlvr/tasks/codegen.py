@@ -12,7 +12,6 @@ expert writes the plan lines, then the solution in the fenced block that `parse`
 from __future__ import annotations
 
 import ast
-import random
 import re
 import textwrap
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from srl_rlvr.data.trajectory import Step, Trajectory
-from srl_rlvr.tasks.base import Problem, Split, split_of
+from srl_rlvr.tasks.base import Problem, Split
 from srl_rlvr.tasks.sandbox import SandboxResult, is_verifiable_test, run_tests
-from srl_rlvr.tasks.task_data import TaskRow, read_task_rows
+from srl_rlvr.tasks.task_data import TaskRow, read_task_rows, sample_rows
 
 DATA_FILE = Path(__file__).parent / "data" / "codegen.jsonl"
 # An opening fence with its tag, then everything up to the closing fence (or the end, for a
@@ -108,9 +107,7 @@ class CodegenTask:
         self.rows = read_task_rows(self.data_path, CodegenRow)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
-        rows = [row for row in self.rows if split_of(row.id) == split]
-        random.Random(f"codegen-{seed}-{split}").shuffle(rows)
-        return [self._problem(row) for row in rows[:n]]
+        return [self._problem(row) for row in sample_rows(self.rows, self.name, n, seed, split)]
 
     def _problem(self, row: CodegenRow) -> Problem:
         metadata = {

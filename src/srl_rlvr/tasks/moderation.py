@@ -14,17 +14,16 @@ phrase for each flag annotated so the solver can write an expert trajectory
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from srl_rlvr.data.trajectory import Step, Trajectory
-from srl_rlvr.tasks.base import Problem, Split, split_of
+from srl_rlvr.tasks.base import Problem, Split
 
 # Shared answer-parsing and row-reading helpers live with the sentiment task, the first JSON task.
-from srl_rlvr.tasks.task_data import TaskRow, last_json_object, length_bucket, read_task_rows
+from srl_rlvr.tasks.task_data import TaskRow, last_json_object, length_bucket, read_task_rows, sample_rows
 
 Flag = Literal["harassment", "hate", "violence", "self_harm", "sexual", "spam", "pii"]
 Severity = Literal["none", "low", "medium", "high"]
@@ -107,9 +106,7 @@ class ModerationTask:
         self.rows = read_task_rows(self.data_path, ModerationRow)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
-        rows = [row for row in self.rows if split_of(row.id) == split]
-        random.Random(f"moderation-{seed}-{split}").shuffle(rows)
-        return [self._problem(row) for row in rows[:n]]
+        return [self._problem(row) for row in sample_rows(self.rows, self.name, n, seed, split)]
 
     def _problem(self, row: ModerationRow) -> Problem:
         metadata = {

@@ -14,7 +14,6 @@ carry the sentiment annotated; the solver turns them into a three-step expert tr
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -22,8 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from srl_rlvr.data.trajectory import Step, Trajectory
-from srl_rlvr.tasks.base import Problem, Split, split_of
-from srl_rlvr.tasks.task_data import TaskRow, last_json_object, length_bucket, read_task_rows
+from srl_rlvr.tasks.base import Problem, Split
+from srl_rlvr.tasks.task_data import TaskRow, last_json_object, length_bucket, read_task_rows, sample_rows
 
 Sentiment = Literal["positive", "negative", "neutral"]
 LABELS: tuple[Sentiment, ...] = ("positive", "negative", "neutral")
@@ -91,9 +90,7 @@ class SentimentTask:
         self.rows = read_task_rows(self.data_path, SentimentRow)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
-        rows = [row for row in self.rows if split_of(row.id) == split]
-        random.Random(f"sentiment-{seed}-{split}").shuffle(rows)
-        return [self._problem(row) for row in rows[:n]]
+        return [self._problem(row) for row in sample_rows(self.rows, self.name, n, seed, split)]
 
     def _problem(self, row: SentimentRow) -> Problem:
         metadata = {

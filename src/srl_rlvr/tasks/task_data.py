@@ -6,6 +6,8 @@ Model completions may carry reasoning before the answer, so answers are the *las
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from srl_rlvr.data.jsonl import iter_json_rows, read_models
 from srl_rlvr.errors import DataError
+from srl_rlvr.tasks.base import Split, split_of
 
 _DECODER = json.JSONDecoder()
 
@@ -63,3 +66,10 @@ def read_task_rows(path: str | Path, model: type[R]) -> list[R]:
             raise DataError(f"{path}:{lineno}: id {row.id!r} already used on line {first_line[row.id]}")
         first_line[row.id] = lineno
     return rows
+
+
+def sample_rows(rows: Sequence[R], task_name: str, n: int, seed: int, split: Split) -> list[R]:
+    """Up to `n` rows of `split` in a seed-fixed order: how every data-file task samples."""
+    chosen = [row for row in rows if split_of(row.id) == split]
+    random.Random(f"{task_name}-{seed}-{split}").shuffle(chosen)
+    return chosen[:n]
