@@ -11,10 +11,10 @@ from srl_rlvr.config import Config, LoraConfig, SRLConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.callbacks import AdaptiveKLController
+from srl_rlvr.train.grpo import group_advantages
 from srl_rlvr.train.loop import TrainingInterrupted
 from srl_rlvr.train.srl import (
     build_srl_dataset,
-    group_advantages,
     make_srl_reward,
     parse_action,
     step_similarity,

@@ -31,7 +31,9 @@ tasks_app = typer.Typer(
     help="List built-in tasks and look at their problems and expert trajectories.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Validate and describe trajectory datasets.", no_args_is_help=True)
-train_app = typer.Typer(help="Train a model: SRL (step-wise RL), SFT (baseline).", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train a model: SRL (step-wise RL), RLVR (outcome RL), SFT (baseline).", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(data_app, name="data")
@@ -218,6 +220,46 @@ def train_sft_command(
 ) -> None:
     """SFT baseline: learn whole expert solutions token by token."""
     _train("sft", config, overrides, data, out, model, resume)
+
+
+@train_app.command("rlvr")
+def train_rlvr_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    out: OutOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Start model or stage folder (default: <output_dir>/srl when SRL ran, else model.name_or_path).",
+        ),
+    ] = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """RLVR: reward outcomes the task verifies (rlvr.algorithm: grpo, dr_grpo, dapo, ppo, dpo)."""
+    cfg = _load(config, overrides)
+    from srl_rlvr.tasks import load_task
+
+    task = load_task(cfg.task.name, cfg.task.options)
+    problems = task.sample(cfg.data.train_size, cfg.data.seed, "train")
+    out = out or Path(cfg.output_dir) / "rlvr"
+    _quiet_libraries()
+    from srl_rlvr.train.callbacks import RichProgress
+    from srl_rlvr.train.loop import TrainingInterrupted
+    from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
+
+    start = stage_model(model) if model else default_start_model(cfg)
+    err_console.print(
+        f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
+    )
+    try:
+        result = train_rlvr(
+            cfg, problems, out, task=task, model=start, resume=resume, callbacks=[RichProgress("rlvr")]
+        )
+    except TrainingInterrupted as e:
+        err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
+        raise SystemExit(143) from None
+    console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
 
 
 def _quiet_libraries() -> None:

@@ -83,12 +83,15 @@ class CollaborationConfig(Section):
     )
 
 
-class SRLConfig(Section):
-    """Supervised RL (Deng et al. 2025, arXiv 2510.25992): step-wise similarity rewards, GRPO objective."""
+class PolicyRLConfig(Section):
+    """What SRL and RLVR share: rollout groups, the clipped objective, the KL anchor, checkpoints.
+
+    Both stages run on TRL's GRPOTrainer, so these fields mean the same thing in `srl:` and `rlvr:`.
+    """
 
     learning_rate: float = Field(1e-5, gt=0)
     kl_penalty_weight: float = Field(
-        0.1, ge=0, description="Initial weight of the KL anchor to the reference model."
+        0.1, ge=0, description="Initial weight of the KL anchor to the reference model (0 turns it off)."
     )
     max_kl: float = Field(
         0.1,
@@ -104,10 +107,28 @@ class SRLConfig(Section):
     )
     epochs: int = Field(5, gt=0)
     max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
-    num_generations: int = Field(8, ge=2, description="Rollouts per step-wise prompt (the GRPO group).")
+    num_generations: int = Field(8, ge=2, description="Rollouts per prompt (the GRPO group).")
     temperature: float = Field(1.0, gt=0)
+    max_completion_length: int = Field(96, gt=0, description="Tokens a rollout may generate.")
+    clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip: [1-eps, 1+eps_high].")
+    clip_epsilon_high: float | None = Field(
+        None, gt=0, description="Upper clip (DAPO's clip-higher); unset means clip_epsilon."
+    )
+    mask_truncated_completions: bool = Field(
+        False, description="Leave completions cut off at max_completion_length out of the loss (DAPO)."
+    )
+    min_group_std: float = Field(
+        1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
+    )
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
+    logging_steps: int = Field(1, gt=0)
+
+
+class SRLConfig(PolicyRLConfig):
+    """Supervised RL (Deng et al. 2025, arXiv 2510.25992): step-wise similarity rewards, GRPO objective."""
+
     max_completion_length: int = Field(96, gt=0, description="Tokens for reasoning plus action.")
-    clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip (paper: GRPO objective).")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         "grpo",
         description="Token aggregation of the GRPO loss (TRL); 'grpo' is the paper's per-sequence mean.",
@@ -121,12 +142,6 @@ class SRLConfig(Section):
     format_penalty: float = Field(
         -1.0, le=0, description="Reward for a completion without a well-formed action."
     )
-    min_group_std: float = Field(
-        1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
-    )
-    max_grad_norm: float = Field(1.0, gt=0)
-    save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
-    logging_steps: int = Field(1, gt=0)
 
 
 class SFTConfig(Section):
@@ -142,29 +157,75 @@ class SFTConfig(Section):
     logging_steps: int = Field(5, gt=0)
 
 
-class RLVRConfig(Section):
-    """Outcome RL with verifiable rewards (Task.reward)."""
+class RLVRConfig(PolicyRLConfig):
+    """Outcome RL with verifiable rewards (Task.reward): GRPO family and PPO on rollouts, DPO on verified pairs.
+
+    `algorithm` presets the fields a user did not set: dr_grpo normalises by the group mean only;
+    dapo clips higher (0.28), masks truncated completions and uses token-level loss aggregation.
+    """
 
     algorithm: Literal["grpo", "dr_grpo", "dapo", "ppo", "dpo"] = "grpo"
     use_ppo: bool = Field(False, description="The original spec's switch: true selects algorithm 'ppo'.")
     learning_rate: float = Field(1e-6, gt=0)
-    clip_epsilon: float = Field(0.2, gt=0)
+    kl_penalty_weight: float = Field(0.05, ge=0)
+    epochs: int = Field(3, gt=0)
+    max_completion_length: int = Field(128, gt=0)
     value_coef: float = Field(0.5, ge=0, description="PPO value-loss weight.")
-    entropy_coef: float = Field(0.01, ge=0, description="PPO entropy bonus.")
+    value_clip: float = Field(0.2, gt=0, description="PPO: how far a value prediction may move per update.")
+    entropy_coef: float = Field(0.01, ge=0, description="Entropy bonus (PPO; also GRPO family when > 0).")
     gamma: float = Field(0.99, ge=0, le=1, description="PPO discount.")
     lam: float = Field(0.95, ge=0, le=1, description="PPO GAE lambda.")
-    kl_penalty_weight: float = Field(0.05, ge=0)
-    max_kl: float = Field(0.1, gt=0)
-    batch_size: int = Field(32, gt=0)
-    epochs: int = Field(3, gt=0)
-    num_generations: int = Field(8, ge=2)
-    max_completion_length: int = Field(128, gt=0)
+    format_reward: float = Field(
+        0.0, ge=0, description="Added to the reward when the task can parse an answer from the completion."
+    )
+    length_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of DAPO's overlong penalty: 0 up to max_completion_length-overlong_buffer, "
+        "falling linearly to -1 at max_completion_length.",
+    )
+    overlong_buffer: int = Field(
+        32, gt=0, description="Tokens before the limit where the length penalty starts."
+    )
+    eval_steps: int = Field(
+        50, ge=0, description="Validate on the held-out split every N steps; 0 turns validation off."
+    )
+    early_stopping_patience: int = Field(
+        5, ge=0, description="Stop after this many validations without a new best; 0 never stops early."
+    )
+    spike_factor: float = Field(
+        5.0,
+        gt=1,
+        description="Stability guard: KL above factor x its recent mean (or x max_kl), or a reward drop "
+        "beyond factor x its recent std, restores the last good checkpoint.",
+    )
+    restore_lr_factor: float = Field(0.5, gt=0, lt=1, description="Learning rate multiplier after a restore.")
+    max_restores: int = Field(3, ge=0, description="Give up after this many restores.")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO temperature (strength of the implicit KL anchor).")
+    dpo_correct_threshold: float = Field(
+        1.0, description="DPO: a sample whose reward reaches this is correct; below it, wrong."
+    )
+    dpo_pairs_per_prompt: int = Field(
+        2, gt=0, description="DPO: at most this many (correct, wrong) pairs a prompt."
+    )
 
     @model_validator(mode="after")
-    def _use_ppo_selects_ppo(self) -> RLVRConfig:
+    def _algorithm_presets(self) -> RLVRConfig:
         if self.use_ppo and self.algorithm != "ppo":
             object.__setattr__(self, "algorithm", "ppo")
+        presets: dict[str, dict[str, Any]] = {
+            "dr_grpo": {"reward_norm_method": "group"},
+            "dapo": {"clip_epsilon_high": 0.28, "mask_truncated_completions": True},
+        }
+        for name, value in presets.get(self.algorithm, {}).items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
         return self
+
+    @property
+    def loss_type(self) -> str:
+        """TRL's token aggregation: the algorithm's own for the GRPO family, token-level mean for PPO."""
+        return {"grpo": "grpo", "dr_grpo": "dr_grpo", "dapo": "dapo"}.get(self.algorithm, "dapo")
 
 
 class EvalConfig(Section):

@@ -122,6 +122,8 @@ def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, Pre
     tokenizer = load_tokenizer(config.name_or_path, config.trust_remote_code)
     if config.name_or_path == "tiny":
         model = tiny_model(tokenizer, seed=seed).to(dtype)
+    elif is_adapter_folder(config.name_or_path):
+        model = merged_adapter_model(config.name_or_path, dtype, config.trust_remote_code)
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
@@ -142,15 +144,51 @@ def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, Pre
     return model, tokenizer
 
 
-def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> ModelConfig:
-    """Give the model a folder on disk when it has none (`tiny`), so trainers that rebuild a frozen
-    reference copy from the model's path (TRL does) and later stages can load exactly the same base.
+def is_adapter_folder(name_or_path: str) -> bool:
+    return (Path(name_or_path) / "adapter_config.json").is_file()
+
+
+def merged_adapter_model(
+    folder: str, dtype: torch.dtype | str, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """A LoRA stage's output as a plain model: its base with the adapter merged in.
+
+    The next stage starts from (and anchors its KL to) what the previous stage produced, and may add
+    a fresh adapter of its own on top.
     """
-    if config.name_or_path != "tiny":
-        return config
+    import json
+
+    from peft import PeftModel
+
+    base_path = json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    try:
+        base = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"adapter '{folder}' needs its base model '{base_path}': {str(e).splitlines()[0]}"
+        ) from None
+    return PeftModel.from_pretrained(base, folder).merge_and_unload()
+
+
+def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> ModelConfig:
+    """Give the model a folder of full weights when it has none (`tiny`, or a LoRA adapter folder),
+    so trainers that rebuild a frozen reference copy from the model's path (TRL does) and later
+    stages load exactly the same starting model.
+    """
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        tokenizer = byte_tokenizer()
-        tiny_model(tokenizer, seed=seed).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+    if config.name_or_path == "tiny":
+        if not (folder / "config.json").is_file():
+            tokenizer = byte_tokenizer()
+            tiny_model(tokenizer, seed=seed).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    elif is_adapter_folder(config.name_or_path):
+        if not (folder / "config.json").is_file():
+            merged_adapter_model(
+                config.name_or_path, torch.float32, config.trust_remote_code
+            ).save_pretrained(folder)
+            load_tokenizer(config.name_or_path, config.trust_remote_code).save_pretrained(folder)
+    else:
+        return config
     return config.model_copy(update={"name_or_path": str(folder)})

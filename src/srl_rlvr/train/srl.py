@@ -1,8 +1,8 @@
 """Supervised Reinforcement Learning (SRL).
 
 Deng et al. 2025, "Supervised Reinforcement Learning: From Expert Trajectories to Step-wise
-Reasoning", arXiv 2510.25992. No library ships it, so it lives here, on top of TRL's GRPOTrainer
-(the rollout, clipped objective and KL machinery), with the paper's parts added:
+Reasoning", arXiv 2510.25992. No library ships it, so it lives here, on top of the rollout trainer
+shared with RLVR (`train/grpo.py`: TRL's GRPOTrainer plus our advantage rule), with the paper's parts:
 
 - Step-wise expansion (§3.2 "action-based formulation"): a trajectory with n expert steps becomes n
   instances; instance k's prompt is the task prompt plus expert actions 1..k-1, its target action k.
@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
 
 from srl_rlvr.config import Config, SRLConfig
 from srl_rlvr.data.trajectory import Trajectory
-from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Task, problem_of
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
+from srl_rlvr.train.grpo import GroupTrainer, grpo_args
 from srl_rlvr.train.loop import run_trainer
 
 log = logging.getLogger(__name__)
@@ -122,98 +122,6 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
     return srl_step_similarity
 
 
-def group_advantages(
-    rewards: torch.Tensor, group_size: int, method: str, min_std: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advantages per completion and the keep-mask of dynamic sampling, over a flat reward vector."""
-    grouped = rewards.view(-1, group_size)
-    mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, keepdim=True)
-    if method == "z_score":
-        advantages = (grouped - mean) / (std + 1e-4)
-    elif method == "group":
-        advantages = grouped - mean
-    else:
-        advantages = grouped
-    keep = (std >= min_std).expand_as(grouped)
-    return (advantages * keep).flatten(), keep.flatten()
-
-
-class SRLTrainer(GRPOTrainer):
-    """GRPOTrainer with SRL's advantage rule: our normalisation, step importance weights, dynamic sampling.
-
-    TRL is configured with `scale_rewards="none"`; we recompute advantages from the gathered rewards
-    (so groups split across processes are whole) and mask filtered groups out of the loss entirely.
-    """
-
-    def __init__(self, *args: Any, srl_config: SRLConfig, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.srl_config = srl_config
-        self._global_rewards: torch.Tensor | None = None
-        self._global_weights: torch.Tensor | None = None
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        weights = torch.tensor([float(x.get("weight", 1.0)) for x in inputs], device=rewards_per_func.device)
-        self._global_weights = self.accelerator.gather(weights)
-        self._global_rewards = rewards_per_func.nansum(dim=1)
-        return rewards_per_func
-
-    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
-        output = super()._generate_and_score_completions(inputs)
-        assert self._global_rewards is not None and self._global_weights is not None
-        advantages, keep = group_advantages(
-            self._global_rewards,
-            self.num_generations,
-            self.srl_config.reward_norm_method,
-            self.srl_config.min_group_std,
-        )
-        advantages = advantages * self._global_weights
-        local = len(output["advantages"])
-        start = self.accelerator.process_index * local
-        output["advantages"] = advantages[start : start + local]
-        local_keep = keep[start : start + local].to(output["completion_mask"].dtype)
-        output["completion_mask"] = output["completion_mask"] * local_keep.unsqueeze(1)
-        output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["filtered_group_frac"].append(1.0 - keep.float().mean().item())
-        return output
-
-
-def grpo_args(config: Config, stage: SRLConfig, out_dir: Path, learning_rate: float) -> GRPOConfig:
-    if stage.batch_size % stage.num_generations:
-        raise ConfigError(
-            f"srl.batch_size ({stage.batch_size}) must be a multiple of srl.num_generations "
-            f"({stage.num_generations}): each step trains whole rollout groups"
-        )
-    bf16 = config.model.dtype == "bfloat16" or (
-        config.model.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    )
-    return GRPOConfig(
-        output_dir=str(out_dir),
-        learning_rate=learning_rate,
-        num_train_epochs=stage.epochs,
-        max_steps=stage.max_steps,
-        per_device_train_batch_size=stage.batch_size,
-        num_generations=stage.num_generations,
-        max_completion_length=stage.max_completion_length,
-        temperature=stage.temperature,
-        beta=stage.kl_penalty_weight,
-        epsilon=stage.clip_epsilon,
-        loss_type=stage.loss_type,
-        scale_rewards="none",
-        max_grad_norm=stage.max_grad_norm,
-        save_steps=stage.save_steps,
-        logging_steps=stage.logging_steps,
-        seed=config.seed,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        disable_tqdm=True,
-        save_only_model=False,
-    )
-
-
 def train_srl(
     config: Config,
     trajectories: Sequence[Trajectory],
@@ -230,13 +138,13 @@ def train_srl(
     dataset = build_srl_dataset(trajectories, task, config.srl)
     model_config = materialize(config.model, out_dir / "base", seed=config.seed)
     model, tokenizer = load_model(model_config, seed=config.seed)
-    trainer = SRLTrainer(
+    trainer = GroupTrainer(
         model=model,
         reward_funcs=[make_srl_reward(config.srl)],
-        args=grpo_args(config, config.srl, out_dir, config.srl.learning_rate),
+        args=grpo_args(config, config.srl, out_dir, config.srl.loss_type),
         train_dataset=dataset,
         processing_class=tokenizer,
-        srl_config=config.srl,
+        stage=config.srl,
     )
     kl = AdaptiveKLCallback(trainer, AdaptiveKLController(config.srl.kl_penalty_weight, config.srl.max_kl))
     log.info("SRL: %d step-wise instances from %d trajectories", len(dataset), len(trajectories))

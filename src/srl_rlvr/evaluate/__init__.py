@@ -1,0 +1,1 @@
+"""Evaluation: generate on held-out problems, score with the task's verifier and metrics."""

@@ -1,0 +1,246 @@
+import json
+import math
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from srl_rlvr.cli import main
+from srl_rlvr.config import Config, build_config
+from srl_rlvr.errors import TaskError
+from srl_rlvr.tasks import Problem
+from srl_rlvr.train.loop import TrainingInterrupted
+from srl_rlvr.train.ppo import VALUE_HEAD_FILE, gae, terminal_rewards
+from srl_rlvr.train.rewards import outcome_reward, overlong_penalty, reward_functions
+from srl_rlvr.train.rlvr import train_rlvr
+
+
+class CoinTask:
+    """A task a random byte-level model solves about half the time, so rollout groups carry signal:
+    the answer is the completion's first character, right when it is ASCII."""
+
+    name = "coin"
+
+    def prompt(self, problem: Problem) -> str:
+        return f"Say something about {problem.text}:\n"
+
+    def parse(self, completion: str) -> str | None:
+        return completion[:1] or None
+
+    def reward(self, completion: str, problem: Problem) -> float:
+        answer = self.parse(completion)
+        return float(answer is not None and answer.isascii())
+
+    def metrics(self, completions: list[str], problems: list[Problem]) -> dict[str, float]:
+        correct = [self.reward(c, p) for c, p in zip(completions, problems, strict=True)]
+        return {"accuracy": sum(correct) / max(len(correct), 1)}
+
+    def sample(self, n: int, seed: int, split: str) -> list[Problem]:
+        rng = random.Random(f"{seed}-{split}")
+        return [Problem(id=f"{split}-{i}", text=str(rng.randint(0, 999)), answer=None) for i in range(n)]
+
+
+TASK = CoinTask()
+
+
+def rlvr_config(tmp_path: Path, *overrides: str) -> Config:
+    return build_config(
+        overrides=[
+            f"output_dir={tmp_path}",
+            "rlvr.max_steps=2",
+            "rlvr.batch_size=8",
+            "rlvr.num_generations=4",
+            "rlvr.max_completion_length=6",
+            "rlvr.learning_rate=1e-3",
+            "rlvr.eval_steps=0",
+            "rlvr.save_steps=2",
+            *overrides,
+        ]
+    )
+
+
+def records(out: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def step_records(out: Path) -> list[dict[str, float]]:
+    return [r for r in records(out) if "loss" in r]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "ppo", "dpo"])
+def test_every_algorithm_trains_a_few_steps_with_finite_losses(algorithm: str, tmp_path: Path) -> None:
+    # DAPO masks truncated completions, and the random model never stops by itself: keep them here.
+    config = rlvr_config(tmp_path, f"rlvr.algorithm={algorithm}", "rlvr.mask_truncated_completions=false")
+    final = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK)
+    assert final == tmp_path / "rlvr" / "final" and (final / "config.json").is_file()
+    steps = step_records(tmp_path / "rlvr")
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps)
+    assert any(r["grad_norm"] > 0 for r in steps), "no gradient: nothing was trained"
+    if algorithm != "dpo":
+        assert all(math.isfinite(r["kl"]) and "kl_weight" in r for r in steps)
+        assert all(0.0 <= r["rewards/outcome/mean"] <= 1.0 for r in steps)
+    if algorithm == "ppo":
+        assert all(math.isfinite(r["value_loss"]) for r in steps)
+
+
+def test_gae_matches_a_hand_computed_example() -> None:
+    # Row 1: three tokens, reward 1 at the end. Row 2: two tokens then padding, reward 0.
+    values = torch.tensor([[0.5, 0.4, 0.2], [0.3, 0.6, 9.9]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    rewards = terminal_rewards(torch.tensor([1.0, 0.0]), mask)
+    assert rewards.tolist() == [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    advantages, returns = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    # delta_2 = 1 - 0.2 = 0.8; delta_1 = 0.9*0.2 - 0.4 = -0.22; A_1 = -0.22 + 0.72*0.8 = 0.356;
+    # delta_0 = 0.9*0.4 - 0.5 = -0.14; A_0 = -0.14 + 0.72*0.356 = 0.11632.
+    # Row 2: the padded value is ignored: A_1 = 0 - 0.6; A_0 = 0.9*0.6 - 0.3 + 0.72*(-0.6) = -0.192.
+    expected = torch.tensor([[0.11632, 0.356, 0.8], [-0.192, -0.6, 0.0]])
+    assert torch.allclose(advantages, expected, atol=1e-6)
+    assert torch.allclose(returns, (expected + values) * mask, atol=1e-6)
+
+
+def test_ppo_saves_a_plain_causal_lm_with_the_value_head_beside_it(tmp_path: Path) -> None:
+    final = train_rlvr(rlvr_config(tmp_path, "rlvr.use_ppo=true"), TASK.sample(8, 0, "train"), task=TASK)
+    assert not any(k.startswith("value_head") for k in load_file(final / "model.safetensors"))
+    head = torch.load(final / VALUE_HEAD_FILE, weights_only=True)
+    assert set(head) == {"linear.weight", "linear.bias"}
+    assert head["linear.weight"].abs().sum() > 0, "the value head did not learn"
+
+
+class _SigtermAtStep(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_ppo_resumes_after_sigterm_with_its_value_head(tmp_path: Path) -> None:
+    config = rlvr_config(tmp_path, "rlvr.algorithm=ppo", "rlvr.max_steps=4", "rlvr.save_steps=10")
+    problems = TASK.sample(16, 0, "train")
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_rlvr(config, problems, task=TASK, callbacks=[_SigtermAtStep(1)])
+    checkpoint = Path(stopped.value.checkpoint or "")
+    assert checkpoint.name == "checkpoint-2" and (checkpoint / VALUE_HEAD_FILE).is_file()
+    train_rlvr(config, problems, task=TASK, resume=True)
+    assert [r["step"] for r in step_records(tmp_path / "rlvr")] == [1, 2, 3, 4]
+
+
+class _NaNGradientsAtStep(TrainerCallback):
+    """Simulates a blown-up update: the optimizer step at `step` applies NaN gradients."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step + 1 == self.step:
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(float("nan"))
+
+
+def test_the_stability_guard_restores_the_last_good_checkpoint_after_a_nan(tmp_path: Path) -> None:
+    config = rlvr_config(tmp_path, "rlvr.max_steps=5", "rlvr.save_steps=2")
+    final = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, callbacks=[_NaNGradientsAtStep(3)])
+    out = tmp_path / "rlvr"
+    events = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
+    assert len(events) == 1 and events[0]["step"] == 3 and "nan" in events[0]["reason"]
+    assert events[0]["restored_from"].endswith("checkpoint-2") and events[0]["learning_rate_scale"] == 0.5
+    assert not (out / "checkpoint-3").exists(), "the diverged step must not be checkpointed"
+    steps = {r["step"]: r for r in step_records(out)}
+    assert all(math.isfinite(steps[s]["loss"]) and math.isfinite(steps[s]["grad_norm"]) for s in (4, 5))
+    # The scheduler is back at checkpoint-2's position: step 4 re-runs step 3's rate, halved.
+    assert steps[4]["learning_rate"] == pytest.approx(steps[3]["learning_rate"] * 0.5)
+    weights = load_file(final / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_validation_keeps_the_best_model_and_stops_early(tmp_path: Path) -> None:
+    # Greedy decoding answers all validation problems alike; with a tiny learning rate nothing beats
+    # the start, so two checks without a new best stop the run at step 2 of 10.
+    config = rlvr_config(
+        tmp_path,
+        "rlvr.max_steps=10",
+        "rlvr.eval_steps=1",
+        "rlvr.early_stopping_patience=2",
+        "rlvr.learning_rate=1e-9",
+    )
+    result = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, val_problems=TASK.sample(4, 0, "val"))
+    out = tmp_path / "rlvr"
+    assert result == out / "best"
+    saved = json.loads((result / "validation.json").read_text())
+    assert saved["step"] == 0 and set(saved["metrics"]) == {"reward", "accuracy"}
+    logged = records(out)
+    assert max(r["step"] for r in logged) == 2
+    assert "val_start/reward" in logged[0] and all("val/reward" in r for r in step_records(out))
+
+
+def test_shaping_terms_join_the_outcome_reward_only_when_weighted() -> None:
+    config = build_config(overrides=["rlvr.format_reward=0.1", "rlvr.length_penalty=0.5"])
+    functions, weights = reward_functions(TASK, TASK.sample(2, 0, "train"), config.rlvr)
+    assert [f.__name__ for f in functions] == ["outcome", "answer_format", "overlong"]
+    assert weights == [1.0, 0.1, 0.5]
+    assert len(reward_functions(TASK, [], build_config().rlvr)[0]) == 1
+    penalty = overlong_penalty(max_length=10, buffer=4)
+    assert penalty(completion_ids=[[0] * 6, [0] * 8, [0] * 10, [0] * 12]) == [0.0, -0.5, -1.0, -1.0]
+
+
+def test_a_failing_user_reward_names_the_problem() -> None:
+    class Broken(CoinTask):
+        def reward(self, completion: str, problem: Problem) -> float:
+            raise KeyError("label")
+
+    problem = Problem(id="p-7", text="x", answer=None)
+    with pytest.raises(TaskError, match=r"p-7.*KeyError"):
+        outcome_reward(Broken(), [problem])(completions=["a"], problem_id=["p-7"])
+
+
+def test_algorithm_presets_fill_only_what_the_user_left_unset() -> None:
+    dapo = build_config(overrides=["rlvr.algorithm=dapo"]).rlvr
+    assert (dapo.clip_epsilon_high, dapo.mask_truncated_completions, dapo.loss_type) == (0.28, True, "dapo")
+    assert (
+        build_config(overrides=["rlvr.algorithm=dapo", "rlvr.clip_epsilon_high=0.3"]).rlvr.clip_epsilon_high
+        == 0.3
+    )
+    assert build_config(overrides=["rlvr.algorithm=dr_grpo"]).rlvr.reward_norm_method == "group"
+    assert build_config(overrides=["rlvr.use_ppo=true"]).rlvr.algorithm == "ppo"
+
+
+def test_cli_trains_rlvr_from_a_stage_folder_and_rejects_a_bad_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = [f"output_dir={tmp_path}", "data.train_size=8", "rlvr.eval_steps=0"]
+    small = [
+        "rlvr.max_steps=1",
+        "rlvr.batch_size=4",
+        "rlvr.num_generations=2",
+        "rlvr.max_completion_length=4",
+    ]
+    with pytest.raises(SystemExit) as first:
+        main(["train", "rlvr", *common, *small, "--out", str(tmp_path / "first")])
+    assert first.value.code == 0 and (tmp_path / "first" / "final" / "config.json").is_file()
+    with pytest.raises(SystemExit) as second:
+        main(
+            [
+                "train",
+                "rlvr",
+                *common,
+                *small,
+                "--model",
+                str(tmp_path / "first"),
+                "--out",
+                str(tmp_path / "2"),
+            ]
+        )
+    assert second.value.code == 0
+    assert f"model {tmp_path / 'first' / 'final'}" in capsys.readouterr().err.replace("\n", "")
+    with pytest.raises(SystemExit) as bad:
+        main(["train", "rlvr", *common, "rlvr.batch_size=3", "--model", str(tmp_path / "first")])
+    assert bad.value.code == 2
+    assert "multiple of num_generations" in capsys.readouterr().err
