@@ -39,3 +39,25 @@ def test_materialized_tiny_model_reloads_identically(tmp_path: Path) -> None:
     second, _ = load_model(config)
     ids = tokenizer(["1+1="], return_tensors="pt")["input_ids"]
     assert torch.equal(first(ids).logits, second(ids).logits)
+
+
+def test_a_lora_stage_output_loads_as_its_base_with_the_adapter_merged(tmp_path: Path) -> None:
+    base = materialize(ModelConfig(name_or_path="tiny"), tmp_path / "base")
+    model, tokenizer = load_model(base.model_copy(update={"lora": LoraConfig(r=4, alpha=8)}))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: make the adapter change the outputs
+            parameter.data.normal_(0, 0.5)
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    inputs = tokenizer(["Start with 3. Add 4."], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        merged, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "adapter")))
+        assert not hasattr(merged, "peft_config")
+        assert torch.allclose(merged.eval()(**inputs).logits, expected, atol=1e-5)
+        # materialize writes the merged weights out: the folder TRL rebuilds its reference from.
+        full = materialize(ModelConfig(name_or_path=str(tmp_path / "adapter")), tmp_path / "full")
+        assert (tmp_path / "full" / "config.json").is_file()
+        reloaded, _ = load_model(full)
+        assert torch.allclose(reloaded.eval()(**inputs).logits, expected, atol=1e-5)

@@ -128,6 +128,8 @@ def test_ppo_resumes_after_sigterm_with_its_value_head(tmp_path: Path) -> None:
         train_rlvr(config, problems, task=TASK, callbacks=[_SigtermAtStep(1)])
     checkpoint = Path(stopped.value.checkpoint or "")
     assert checkpoint.name == "checkpoint-2" and (checkpoint / VALUE_HEAD_FILE).is_file()
+    kl_weight = json.loads((checkpoint / "kl_controller.json").read_text())["weight"]
+    assert kl_weight == step_records(tmp_path / "rlvr")[-1]["kl_weight"]
     train_rlvr(config, problems, task=TASK, resume=True)
     assert [r["step"] for r in step_records(tmp_path / "rlvr")] == [1, 2, 3, 4]
 

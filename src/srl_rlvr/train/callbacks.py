@@ -42,11 +42,29 @@ class AdaptiveKLCallback(TrainerCallback):
     """Feeds each logged KL to the controller and writes the new weight into the trainer's `beta`.
 
     TRL's GRPO loss reads `trainer.beta` at every step, so setting it is all the control needed.
-    Must run before MetricsLogger so `kl_weight` lands in metrics.jsonl.
+    Must run before MetricsLogger so `kl_weight` lands in metrics.jsonl. The weight is saved with
+    each checkpoint, so a resumed run continues with the weight it had, not the initial one.
     """
+
+    FILE = "kl_controller.json"
 
     def __init__(self, trainer: Any, controller: AdaptiveKLController) -> None:
         self.trainer, self.controller = trainer, controller
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE
+        if state.global_step > 0 and saved.is_file():
+            self.controller.weight = json.loads(saved.read_text())["weight"]
+            self.trainer.beta = self.controller.weight
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / self.FILE).write_text(json.dumps({"weight": self.controller.weight}))
 
     def on_log(
         self,
