@@ -21,7 +21,7 @@ import transformers
 
 from srl_rlvr.config import build_config
 from srl_rlvr.evaluate.generation import evaluate_task
-from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.modeling import byte_tokenizer, load_model, materialize, tiny_model
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.rlvr import train_rlvr
 from srl_rlvr.train.sft import train_sft
@@ -40,6 +40,10 @@ def main() -> None:
         default='{"min_steps": 1, "max_steps": 2, "max_operand": 9, "ops": ["add", "sub"]}',
         help="arithmetic task options (JSON)",
     )
+    parser.add_argument(
+        "--hidden", type=int, default=0, help="build a wider tiny model (0: the built-in size)"
+    )
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_rlvr_learning"))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
@@ -79,6 +83,12 @@ def main() -> None:
 
     start_time = time.time()
     base = materialize(config.model, args.out / "base", seed=args.seed)
+    if args.hidden:  # same byte tokenizer and architecture, more capacity
+        tokenizer = byte_tokenizer()
+        size = {"hidden_size": args.hidden, "intermediate_size": 4 * args.hidden}
+        size |= {"num_hidden_layers": args.layers, "num_attention_heads": args.hidden // 32}
+        tiny_model(tokenizer, seed=args.seed, **size).save_pretrained(args.out / "base")
+        tokenizer.save_pretrained(args.out / "base")
     trajectories = [task.solve(p) for p in train_problems]
     sft = args.out / "sft" / "final"
     if not (sft / "config.json").is_file():  # reused when only the RL settings change

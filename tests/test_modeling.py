@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,13 @@ def test_lora_trains_only_the_adapters() -> None:
     assert trainable and all("lora_" in n for n in trainable)
 
 
-def test_an_unloadable_model_is_a_one_line_user_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="cannot load model"):
+def test_an_unloadable_model_is_a_one_line_user_error_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="no such folder"):
         load_model(ModelConfig(name_or_path=str(tmp_path / "no-such-model"), device="cpu"))
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        load_model(ModelConfig(name_or_path="runs/x/srl", device="cpu"))
+    assert time.monotonic() - started < 5, "a missing folder must not wait on hub retries"
 
 
 def test_materialized_tiny_model_reloads_identically(tmp_path: Path) -> None:

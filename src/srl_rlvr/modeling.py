@@ -93,9 +93,19 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
     return get_peft_model(model, peft_config)
 
 
+def _looks_like_a_missing_folder(name_or_path: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else that does not exist is a mistyped path, and
+    saying so at once beats a minute of hub retries."""
+    return not Path(name_or_path).exists() and (
+        name_or_path.count("/") > 1 or name_or_path.startswith((".", "/", "~"))
+    )
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     if name_or_path == "tiny":
         return byte_tokenizer()
+    if _looks_like_a_missing_folder(name_or_path):
+        raise ModelLoadError(f"cannot load model '{name_or_path}': no such folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

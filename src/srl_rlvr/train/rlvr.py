@@ -40,12 +40,9 @@ log = logging.getLogger(__name__)
 
 def stage_model(path: str | Path) -> str:
     """A stage folder (`runs/x/srl`) means the model it produced (`runs/x/srl/final`)."""
-    path = Path(path)
-    return (
-        str(path / "final")
-        if (path / "final" / "config.json").is_file() or (path / "final" / "adapter_config.json").is_file()
-        else str(path)
-    )
+    final = Path(path) / "final"
+    has_model = any((final / name).is_file() for name in ("config.json", "adapter_config.json"))
+    return str(final if has_model else path)
 
 
 def default_start_model(config: Config) -> str:
