@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "ppo"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=500, help="training problems")
+    parser.add_argument(
+        "--sft-train", type=int, default=0, help="SFT trajectories (0: the RL training problems)"
+    )
     parser.add_argument("--heldout", type=int, default=300, help="held-out test problems")
     parser.add_argument("--sft-steps", type=int, default=150)
     parser.add_argument("--rlvr-steps", type=int, default=100)
@@ -79,7 +82,7 @@ def main() -> None:
 
     def accuracy(path: str) -> dict[str, float]:
         model, tokenizer = load_model(config.model.model_copy(update={"name_or_path": path}))
-        return evaluate_task(model, tokenizer, task, heldout, max_new_tokens=40, batch_size=128)
+        return evaluate_task(model, tokenizer, task, heldout, config.rlvr.max_completion_length, batch_size=128)
 
     start_time = time.time()
     base = materialize(config.model, args.out / "base", seed=args.seed)
@@ -89,7 +92,12 @@ def main() -> None:
         size |= {"num_hidden_layers": args.layers, "num_attention_heads": args.hidden // 32}
         tiny_model(tokenizer, seed=args.seed, **size).save_pretrained(args.out / "base")
         tokenizer.save_pretrained(args.out / "base")
-    trajectories = [task.solve(p) for p in train_problems]
+    sft_problems = (
+        task.sample(args.sft_train, seed=args.seed + 1000, split="train")
+        if args.sft_train
+        else train_problems
+    )
+    trajectories = [task.solve(p) for p in sft_problems]
     sft = args.out / "sft" / "final"
     if not (sft / "config.json").is_file():  # reused when only the RL settings change
         sft = train_sft(config.model_copy(update={"model": base}), trajectories, args.out / "sft", task)
