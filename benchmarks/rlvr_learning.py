@@ -47,6 +47,9 @@ def main() -> None:
         "--hidden", type=int, default=0, help="build a wider tiny model (0: the built-in size)"
     )
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument(
+        "--sft-task-options", default=None, help="task options of the SFT data (default: --task-options)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_rlvr_learning"))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
@@ -82,7 +85,9 @@ def main() -> None:
 
     def accuracy(path: str) -> dict[str, float]:
         model, tokenizer = load_model(config.model.model_copy(update={"name_or_path": path}))
-        return evaluate_task(model, tokenizer, task, heldout, config.rlvr.max_completion_length, batch_size=128)
+        return evaluate_task(
+            model, tokenizer, task, heldout, config.rlvr.max_completion_length, batch_size=128
+        )
 
     start_time = time.time()
     base = materialize(config.model, args.out / "base", seed=args.seed)
@@ -92,12 +97,13 @@ def main() -> None:
         size |= {"num_hidden_layers": args.layers, "num_attention_heads": args.hidden // 32}
         tiny_model(tokenizer, seed=args.seed, **size).save_pretrained(args.out / "base")
         tokenizer.save_pretrained(args.out / "base")
+    sft_task = load_task("arithmetic", json.loads(args.sft_task_options)) if args.sft_task_options else task
     sft_problems = (
-        task.sample(args.sft_train, seed=args.seed + 1000, split="train")
+        sft_task.sample(args.sft_train, seed=args.seed + 1000, split="train")
         if args.sft_train
         else train_problems
     )
-    trajectories = [task.solve(p) for p in sft_problems]
+    trajectories = [sft_task.solve(p) for p in sft_problems]
     sft = args.out / "sft" / "final"
     if not (sft / "config.json").is_file():  # reused when only the RL settings change
         sft = train_sft(config.model_copy(update={"model": base}), trajectories, args.out / "sft", task)
