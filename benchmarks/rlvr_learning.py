@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
-import datasets
-import transformers
-
+from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import build_config
 from srl_rlvr.evaluate.generation import evaluate_task
 from srl_rlvr.modeling import byte_tokenizer, load_model, materialize, tiny_model
@@ -53,10 +50,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_rlvr_learning"))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
 
     options = json.loads(args.task_options)
     overrides = [

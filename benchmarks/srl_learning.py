@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
-import datasets
-import transformers
-
+from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import build_config
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import load_task
@@ -35,10 +32,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_srl_learning"))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
 
     config = build_config(
         {"seed": args.seed},

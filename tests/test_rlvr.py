@@ -1,12 +1,10 @@
 import json
 import math
-import os
-import random
-import signal
 from pathlib import Path
 
 import pytest
 import torch
+from rl_helpers import FirstCharacterTask, SigtermAtStep
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -19,33 +17,7 @@ from srl_rlvr.train.ppo import VALUE_HEAD_FILE, gae, terminal_rewards
 from srl_rlvr.train.rewards import outcome_reward, overlong_penalty, reward_functions
 from srl_rlvr.train.rlvr import train_rlvr
 
-
-class CoinTask:
-    """A task a random byte-level model solves about half the time, so rollout groups carry signal:
-    the answer is the completion's first character, right when it is ASCII."""
-
-    name = "coin"
-
-    def prompt(self, problem: Problem) -> str:
-        return f"Say something about {problem.text}:\n"
-
-    def parse(self, completion: str) -> str | None:
-        return completion[:1] or None
-
-    def reward(self, completion: str, problem: Problem) -> float:
-        answer = self.parse(completion)
-        return float(answer is not None and answer.isascii())
-
-    def metrics(self, completions: list[str], problems: list[Problem]) -> dict[str, float]:
-        correct = [self.reward(c, p) for c, p in zip(completions, problems, strict=True)]
-        return {"accuracy": sum(correct) / max(len(correct), 1)}
-
-    def sample(self, n: int, seed: int, split: str) -> list[Problem]:
-        rng = random.Random(f"{seed}-{split}")
-        return [Problem(id=f"{split}-{i}", text=str(rng.randint(0, 999)), answer=None) for i in range(n)]
-
-
-TASK = CoinTask()
+TASK = FirstCharacterTask()
 
 
 def rlvr_config(tmp_path: Path, *overrides: str) -> Config:
@@ -112,20 +84,11 @@ def test_ppo_saves_a_plain_causal_lm_with_the_value_head_beside_it(tmp_path: Pat
     assert head["linear.weight"].abs().sum() > 0, "the value head did not learn"
 
 
-class _SigtermAtStep(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_ppo_resumes_after_sigterm_with_its_value_head(tmp_path: Path) -> None:
     config = rlvr_config(tmp_path, "rlvr.algorithm=ppo", "rlvr.max_steps=4", "rlvr.save_steps=10")
     problems = TASK.sample(16, 0, "train")
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_rlvr(config, problems, task=TASK, callbacks=[_SigtermAtStep(1)])
+        train_rlvr(config, problems, task=TASK, callbacks=[SigtermAtStep(1)])
     checkpoint = Path(stopped.value.checkpoint or "")
     assert checkpoint.name == "checkpoint-2" and (checkpoint / VALUE_HEAD_FILE).is_file()
     kl_weight = json.loads((checkpoint / "kl_controller.json").read_text())["weight"]
@@ -194,7 +157,7 @@ def test_shaping_terms_join_the_outcome_reward_only_when_weighted() -> None:
 
 
 def test_a_failing_user_reward_names_the_problem() -> None:
-    class Broken(CoinTask):
+    class Broken(FirstCharacterTask):
         def reward(self, completion: str, problem: Problem) -> float:
             raise KeyError("label")
 

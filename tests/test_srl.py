@@ -1,11 +1,9 @@
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from rl_helpers import SigtermAtStep
 
 from srl_rlvr.config import Config, LoraConfig, SRLConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
@@ -106,15 +104,6 @@ def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(
     assert any(r["filtered_group_frac"] < 1.0 for r in steps), "no group carried signal: nothing was trained"
 
 
-class _SigtermAtStep(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
     tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
 ) -> None:
@@ -122,7 +111,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
     config = tiny_srl_config.model_copy(deep=True)
     config.srl.max_steps = 4
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_srl(config, arithmetic_trajectories, out, callbacks=[_SigtermAtStep(1)])
+        train_srl(config, arithmetic_trajectories, out, callbacks=[SigtermAtStep(1)])
     assert stopped.value.checkpoint is not None and stopped.value.checkpoint.endswith("checkpoint-2")
     assert not (out / "final").exists()
     train_srl(config, arithmetic_trajectories, out, resume=True)

@@ -176,7 +176,7 @@ def _train(
     data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
     out = out or Path(cfg.output_dir) / stage
     trajectories, manifest = load_dataset(data)
-    _quiet_libraries()
+    quiet_libraries()
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted
 
@@ -243,7 +243,7 @@ def train_rlvr_command(
     task = load_task(cfg.task.name, cfg.task.options)
     problems = task.sample(cfg.data.train_size, cfg.data.seed, "train")
     out = out or Path(cfg.output_dir) / "rlvr"
-    _quiet_libraries()
+    quiet_libraries()
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted
     from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
@@ -262,7 +262,7 @@ def train_rlvr_command(
     console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Our progress bar replaces the libraries' per-step bars and weight-loading chatter."""
     import warnings
 

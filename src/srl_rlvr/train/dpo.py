@@ -30,6 +30,7 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import generate, safe_reward
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem, Task
+from srl_rlvr.train.loop import run_settings
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +188,8 @@ def build_dpo_trainer(
         save_steps=cfg.save_steps,
         logging_steps=cfg.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
-        seed=config.seed,
         trust_remote_code=config.model.trust_remote_code,
-        bf16=next(model.parameters()).dtype == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        disable_tqdm=True,
+        **run_settings(config.seed, bf16=next(model.parameters()).dtype == torch.bfloat16),
     )
     # No ref_model: TRL reloads it from the policy's `_name_or_path` (the start model's folder, which is
     # why `tiny` is materialized first), or, for a LoRA policy, keeps a frozen copy of the adapter.

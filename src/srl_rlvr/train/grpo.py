@@ -21,6 +21,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.train.loop import run_settings
 
 
 def group_advantages(
@@ -112,10 +113,6 @@ def grpo_args(
         save_steps=stage.save_steps,
         logging_steps=stage.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
-        seed=config.seed,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        disable_tqdm=True,
+        **run_settings(config.seed, bf16=bf16),
         save_only_model=False,
     )

@@ -11,12 +11,25 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, last_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+def run_settings(seed: int, bf16: bool) -> dict[str, object]:
+    """TrainingArguments every stage shares: GPU when there is one, our own progress bar and
+    metrics.jsonl instead of the libraries' reporting."""
+    return {
+        "seed": seed,
+        "bf16": bf16,
+        "use_cpu": not torch.cuda.is_available(),
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
 
 
 class TrainingInterrupted(Exception):

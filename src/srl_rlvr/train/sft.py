@@ -21,7 +21,7 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Task, load_task, problem_of
-from srl_rlvr.train.loop import run_trainer
+from srl_rlvr.train.loop import run_settings, run_trainer
 
 
 def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task) -> Dataset:
@@ -62,11 +62,7 @@ def train_sft(
         max_grad_norm=sft.max_grad_norm,
         save_steps=sft.save_steps,
         logging_steps=sft.logging_steps,
-        seed=config.seed,
-        bf16=next(model.parameters()).dtype == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        disable_tqdm=True,
+        **run_settings(config.seed, bf16=next(model.parameters()).dtype == torch.bfloat16),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=callbacks)
