@@ -72,6 +72,15 @@ def test_bare_completions_are_actions_when_think_is_optional() -> None:
     assert parse_action("<think>unclosed 5*4=20", cfg) is None
 
 
+def test_continue_style_prompts_are_the_solution_so_far_and_the_action_is_the_next_line() -> None:
+    cfg = SRLConfig(prompt_style="continue", require_think=False)
+    dataset = build_srl_dataset([FOUR_STEPS], load_task("arithmetic"), cfg)
+    assert dataset[2]["prompt"].endswith(f"{FOUR_STEPS.problem}\n2+3=5\n5*4=20\n")
+    assert "Next step" not in dataset[2]["prompt"]
+    assert parse_action("20-5=15\nAnswer: 15", cfg) == "20-5=15"
+    assert parse_action("\n  \n", cfg) is None
+
+
 def test_kl_controller_raises_the_weight_above_target_and_lowers_it_below() -> None:
     controller = AdaptiveKLController(weight=0.1, target=0.05)
     assert controller.update(0.5) > 0.1

@@ -7,18 +7,29 @@ and `config check` answer instantly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from srl_rlvr.errors import UserError
 
 if TYPE_CHECKING:
     from srl_rlvr.config import Config
+    from srl_rlvr.stages import StageEvent
 
 app = typer.Typer(
     help="Make a small language model better at a job: expert trajectories -> SRL -> RLVR -> evaluation.",
@@ -118,29 +129,19 @@ def generate(
     split: Annotated[str, typer.Option(help="Which split's problems to solve.")] = "train",
 ) -> None:
     """Generate a versioned, verified expert-trajectory dataset with the task's solver."""
-    from rich.progress import Progress
-
-    from srl_rlvr.collaborate.solver_teacher import solve_and_verify
-    from srl_rlvr.data.versioning import save_dataset
-    from srl_rlvr.tasks import load_task
+    from srl_rlvr.collaborate.solver_teacher import generate_dataset
 
     cfg = _load(config, overrides)
-    task = load_task(cfg.task.name, cfg.task.options)
-    n = n or cfg.data.train_size
     out = out or Path(cfg.output_dir) / "data"
-    problems = task.sample(n, seed=cfg.data.seed, split=split)  # type: ignore[arg-type]
     with Progress(console=err_console, transient=True) as progress:
-        bar = progress.add_task("solving + verifying", total=len(problems))
-        results = list(solve_and_verify(task, problems, on_row=lambda: progress.advance(bar)))
-    kept = [t for t, score in results if score >= cfg.collaboration.min_verification_score]
-    manifest = save_dataset(
-        kept,
-        out,
-        source=f"solver:{task.name}",
-        task=task.name,
-        split=split,
-        rejected=len(results) - len(kept),
-    )
+        bar = progress.add_task("solving + verifying", total=None)
+        manifest = generate_dataset(
+            cfg,
+            out,
+            n=n,
+            split=split,  # type: ignore[arg-type]
+            on_row=lambda done, total: progress.update(bar, completed=done, total=total),
+        )
     console.print(
         f"wrote {manifest['count']} trajectories ({manifest['rejected']} rejected) to {out}, "
         f"hash {manifest['hash'][:16]}"
@@ -260,6 +261,127 @@ def train_rlvr_command(
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
     console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            help="'tiny', a model folder or a stage folder (runs/x/rlvr); repeat to compare stages in order.",
+        ),
+    ],
+    overrides: OverridesArg = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task name or module:Class (default: the config's task).")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Model to compare against; listed first.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config (eval:, task:, model:).")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Problems (default: data.test_size).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: <model>/eval, or runs/eval).")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Held-out split: test or val.")] = "test",
+) -> None:
+    """Evaluate on held-out problems: metrics, latency, weak slices, deltas with bootstrap CIs; write a report."""
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"'{split}' is not a split; use test or val", param_hint="--split")
+    cfg = _load(config, overrides)
+    quiet_libraries()
+    from srl_rlvr.evaluate.report import comparison_table
+    from srl_rlvr.evaluate.run import run_evaluation
+
+    run = run_evaluation(
+        cfg,
+        model,
+        baseline=baseline,
+        task_name=task,
+        n=n,
+        split=split,  # type: ignore[arg-type]
+        out_dir=out,
+        on_model=lambda label, path: err_console.print(f"evaluating {label} ({path})"),
+    )
+    console.print(comparison_table(run.results, cfg.eval, title=f"{split} split"))
+    if run.generalization:
+        console.print(comparison_table(run.generalization, cfg.eval, title="never-seen problem family"))
+    console.print(f"report: {run.report} and {run.report.with_name('report.json')}")
+
+
+def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
+    """Pipeline events as one live bar per running stage and a line per skipped or finished one."""
+    bars: dict[str, TaskID] = {}
+
+    def show(event: StageEvent) -> None:
+        if event.kind == "skip":
+            progress.console.print(f"[dim]skip {event.stage}: {escape(event.message)}[/dim]")
+        elif event.kind == "start":
+            progress.console.print(f"[bold]{event.stage}[/bold]: {event.message}")
+            bars[event.stage] = progress.add_task(event.stage, total=None, note="")
+        elif event.kind == "step":
+            progress.update(bars[event.stage], completed=event.step, total=event.total, note=event.message)
+        else:
+            progress.remove_task(bars.pop(event.stage))
+            progress.console.print(f"[green]done[/green] {event.stage}: {escape(event.message)}")
+
+    return show
+
+
+@app.command("run")
+def run_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Rerun this stage and every later one, even if unchanged.")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run just this stage; the ones before it must have run.")
+    ] = None,
+) -> None:
+    """The whole job in one run directory: trajectories -> SRL -> RLVR -> evaluation against the base model.
+
+    Stages whose inputs did not change are skipped; an interrupted stage resumes from its checkpoint
+    when you rerun the same command.
+    """
+    cfg = _load(config, overrides)
+    quiet_libraries()
+    from srl_rlvr.evaluate.report import comparison_table
+    from srl_rlvr.pipeline import run_pipeline
+    from srl_rlvr.train.loop import TrainingInterrupted
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err_console,
+    )
+    try:
+        with progress:
+            result = run_pipeline(cfg, from_stage, only, on_event=_show_stages(progress))
+    except TrainingInterrupted as e:
+        err_console.print(
+            f"[yellow]interrupted; checkpoint saved at {escape(str(e.checkpoint))}. "
+            "Rerun the same command to resume.[/yellow]"
+        )
+        raise SystemExit(143) from None
+    evaluation = result.evaluation
+    if evaluation is None:
+        console.print(f"run directory: {result.run_dir} (no evaluation in this run)")
+        return
+    title = f"held-out test split: {' -> '.join(evaluation.results)}"
+    console.print(comparison_table(evaluation.results, cfg.eval, title=title))
+    if evaluation.generalization:
+        console.print(
+            comparison_table(evaluation.generalization, cfg.eval, title="never-seen problem family")
+        )
+    console.print(f"report: {evaluation.report} and {evaluation.report.with_name('report.json')}")
 
 
 def quiet_libraries() -> None:

@@ -11,7 +11,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -38,10 +38,14 @@ class LoraConfig(Section):
 class ModelConfig(Section):
     name_or_path: str = Field(
         "tiny",
-        description="HF hub id, local folder, or 'tiny' (random-init model built from config, no download).",
+        description="HF hub id, local folder, 'embedded' (the small pretrained arithmetic model in the "
+        "package) or 'tiny' (random-init model built from config). The last two need no download.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="'auto': bfloat16 on a GPU that supports it, float32 otherwise."
+        "auto",
+        description="Weight dtype. 'auto': float32 weights (bfloat16 for a frozen LoRA base on a bf16 GPU), "
+        "computed in bfloat16 autocast on such a GPU: updates of a small learning rate vanish in "
+        "bfloat16 weights.",
     )
     device: str = Field(
         "auto", description="'auto': cuda if available, else cpu. Or 'cpu', 'cuda', 'cuda:1'."
@@ -120,6 +124,13 @@ class PolicyRLConfig(Section):
     min_group_std: float = Field(
         1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
     )
+    warmup_steps: float = Field(
+        0,
+        ge=0,
+        description="Linear learning-rate warm-up: steps, or a fraction of all steps when < 1. Adam's first "
+        "updates move every weight by the full learning rate whatever its gradient's noise; a warm-up "
+        "keeps them from knocking a trained policy off.",
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
     logging_steps: int = Field(1, gt=0)
@@ -132,6 +143,13 @@ class SRLConfig(PolicyRLConfig):
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         "grpo",
         description="Token aggregation of the GRPO loss (TRL); 'grpo' is the paper's per-sequence mean.",
+    )
+    prompt_style: Literal["instruct", "continue"] = Field(
+        "instruct",
+        description="instruct (paper): problem, expert steps so far, an instruction to think then write "
+        "the next step. continue: problem and expert steps so far, one a line; the model's next line is "
+        "the step, so SRL trains exactly the continuation a plain-solution model writes at inference "
+        "(for small models without a think habit).",
     )
     think_open: str = Field("<think>", min_length=1)
     think_close: str = Field("</think>", min_length=1)
@@ -234,6 +252,22 @@ class EvalConfig(Section):
     bootstrap_samples: int = Field(
         1000, gt=0, description="Resamples for confidence intervals on metric deltas."
     )
+    bootstrap_seed: int = Field(0, description="Seed of the resampling, so a report's intervals reproduce.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of every confidence interval.")
+    slice_min_size: int = Field(
+        10, gt=0, description="A slice needs this many problems to be flagged weak; fewer is noise."
+    )
+    slice_max_values: int = Field(
+        20,
+        ge=2,
+        description="Metadata keys with more distinct values than this (ids, free text) are not sliced.",
+    )
+    max_failure_examples: int = Field(3, ge=0, description="Failed problems shown per weak slice.")
+    generalization_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Task options overriding task.options for a family never seen in training, e.g. "
+        "{min_steps: 5, max_steps: 6} for arithmetic; empty: no generalisation split.",
+    )
 
 
 class RegistryConfig(Section):
@@ -249,6 +283,32 @@ class ModelSelectionConfig(Section):
     update_frequency_days: int = Field(7, gt=0)
 
 
+StageName = Literal["generate", "sft", "srl", "rlvr", "evaluate"]
+
+
+class PipelineConfig(Section):
+    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate."""
+
+    stages: list[StageName] = Field(
+        default_factory=lambda: ["generate", "srl", "rlvr", "evaluate"],
+        description="Stages to run. generate writes (or, with data.trajectories set, only loads) the "
+        "trajectories; sft is optional and, when listed, SRL starts from its model (a warm start); "
+        "rlvr starts from the last training stage before it; evaluate compares the base model with "
+        "every training stage and writes the report.",
+    )
+
+    @model_validator(mode="after")
+    def _runnable(self) -> PipelineConfig:
+        order = list(get_args(StageName))
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError("a stage is listed twice")
+        if self.stages != sorted(self.stages, key=order.index):
+            raise ValueError(f"list stages in the order they run: {', '.join(order)}")
+        if "generate" not in self.stages and {"sft", "srl"} & set(self.stages):
+            raise ValueError("sft and srl train on trajectories: list generate before them")
+        return self
+
+
 class Config(Section):
     seed: int = 0
     output_dir: str = Field("runs/default", description="The run directory every stage writes into.")
@@ -262,6 +322,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     model_selection: ModelSelectionConfig = Field(default_factory=ModelSelectionConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 
 class _Yaml12Loader(yaml.SafeLoader):

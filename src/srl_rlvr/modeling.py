@@ -1,8 +1,10 @@
-"""Load the model to train: an HF hub id, a local folder, or `tiny` (built from config, no download).
+"""Load the model to train: an HF hub id, a local folder, `embedded` or `tiny` (no download for either).
 
 `tiny` exists so tests and CPU smoke runs never touch the network: a Qwen2-architecture model with
 random weights and a byte-level tokenizer built in-process (256 byte symbols, no merges), so any
-text round-trips exactly. LoRA is applied through peft when the config asks for it.
+text round-trips exactly. `embedded` is the small pretrained arithmetic model shipped in the package
+(`scripts/pretrain_embedded.py` makes it): the quickstart's base. LoRA is applied through peft when
+the config asks for it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ TINY_SIZE = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
+
+
+EMBEDDED_DIR = Path(__file__).parent / "assets" / "arithmetic-base"
+
+
+def model_source(name_or_path: str) -> str:
+    """Where to load `name_or_path` from: the packaged folder for `embedded`, else the name itself."""
+    if name_or_path != "embedded":
+        return name_or_path
+    if not (EMBEDDED_DIR / "config.json").is_file():
+        raise ModelLoadError(
+            f"the embedded model is missing from {EMBEDDED_DIR}; reinstall the package or run "
+            "scripts/pretrain_embedded.py"
+        )
+    return str(EMBEDDED_DIR)
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -72,11 +89,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        on_bf16_gpu = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if on_bf16_gpu else torch.float32
-    return getattr(torch, dtype)
+def resolve_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    """The dtype weights are stored in. 'auto': float32 for weights that train, bfloat16 on a bf16 GPU
+    only under LoRA (the frozen base). Optimiser updates of 1e-5 of a weight are below bfloat16's
+    resolution (about 4e-3 relative) and vanish; the stages still compute in bfloat16 through autocast
+    (`autocast_bf16`)."""
+    if config.dtype == "auto":
+        return torch.bfloat16 if config.lora is not None and bf16_gpu(device) else torch.float32
+    return getattr(torch, config.dtype)
+
+
+def bf16_gpu(device: torch.device | None = None) -> bool:
+    on_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    return on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def autocast_bf16(config: ModelConfig) -> bool:
+    """Whether a stage computes in bfloat16 (mixed precision, float32 master weights)."""
+    return config.dtype == "bfloat16" or (config.dtype == "auto" and config.device != "cpu" and bf16_gpu())
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
@@ -104,6 +134,7 @@ def _looks_like_a_missing_folder(name_or_path: str) -> bool:
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     if name_or_path == "tiny":
         return byte_tokenizer()
+    name_or_path = model_source(name_or_path)
     if _looks_like_a_missing_folder(name_or_path):
         raise ModelLoadError(f"cannot load model '{name_or_path}': no such folder")
     try:
@@ -128,16 +159,17 @@ def _explain_load_failure(name_or_path: str, error: Exception) -> str:
 def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer named by `config`, on its device and dtype, with LoRA if configured."""
     device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
+    dtype = resolve_dtype(config, device)
     tokenizer = load_tokenizer(config.name_or_path, config.trust_remote_code)
-    if config.name_or_path == "tiny":
+    source = model_source(config.name_or_path)
+    if source == "tiny":
         model = tiny_model(tokenizer, seed=seed).to(dtype)
-    elif is_adapter_folder(config.name_or_path):
-        model = merged_adapter_model(config.name_or_path, dtype, config.trust_remote_code)
+    elif is_adapter_folder(source):
+        model = merged_adapter_model(source, dtype, config.trust_remote_code)
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                config.name_or_path, dtype=dtype, trust_remote_code=config.trust_remote_code
+                source, dtype=dtype, trust_remote_code=config.trust_remote_code
             )
         except (OSError, ValueError) as e:
             raise ModelLoadError(_explain_load_failure(config.name_or_path, e)) from None

@@ -9,10 +9,13 @@ lacks and both stages need:
 - Per-row importance weights (a dataset column `weight`; SRL's step rewards) multiply the advantages.
 - Dynamic sampling (DAPO): a group whose reward std is below `min_group_std` carries no signal; its
   completion mask is zeroed, so it leaves the loss, the KL and the token normaliser.
+- Extra stop tokens (`stop_token_ids`): rollouts end there as at EOS, in generation and in the mask
+  (SRL's `continue` style stops each rollout at the end of its line).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.modeling import autocast_bf16
 from srl_rlvr.train.loop import run_settings
 
 
@@ -44,9 +48,17 @@ def group_advantages(
 class GroupTrainer(GRPOTrainer):
     """GRPOTrainer with our advantage rule: normalisation, importance weights, dynamic sampling."""
 
-    def __init__(self, *args: Any, stage: PolicyRLConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, stage: PolicyRLConfig, stop_token_ids: Sequence[int] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.stage = stage
+        if stop_token_ids:
+            # TRL masks after the first of `eos_token_ids` and passes them to generate(); the
+            # model's own generation config (saved with it) stays untouched.
+            self.eos_token_ids = [*self.eos_token_ids, *stop_token_ids]
+            self.generation_kwargs["eos_token_id"] = self.eos_token_ids
+            self.generation_config.eos_token_id = self.eos_token_ids
         self._global_rewards: torch.Tensor | None = None
         self._global_weights: torch.Tensor | None = None
 
@@ -90,9 +102,6 @@ def grpo_args(
             f"batch_size ({stage.batch_size}) must be a multiple of num_generations "
             f"({stage.num_generations}): each step trains whole rollout groups"
         )
-    bf16 = config.model.dtype == "bfloat16" or (
-        config.model.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    )
     return GRPOConfig(
         output_dir=str(out_dir),
         learning_rate=stage.learning_rate,
@@ -110,9 +119,10 @@ def grpo_args(
         entropy_coef=entropy_coef,
         scale_rewards="none",
         max_grad_norm=stage.max_grad_norm,
+        warmup_steps=stage.warmup_steps,
         save_steps=stage.save_steps,
         logging_steps=stage.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
-        **run_settings(config.seed, bf16=bf16),
+        **run_settings(config.seed, bf16=autocast_bf16(config.model)),
         save_only_model=False,
     )

@@ -7,7 +7,9 @@ shared with RLVR (`train/grpo.py`: TRL's GRPOTrainer plus our advantage rule), w
 - Step-wise expansion (§3.2 "action-based formulation"): a trajectory with n expert steps becomes n
   instances; instance k's prompt is the task prompt plus expert actions 1..k-1, its target action k.
 - Output format: the policy thinks inside `<think>...</think>` (its inner monologue, unrewarded),
-  then writes the action.
+  then writes the action. With `prompt_style: continue` (our addition, for small models that write
+  plain solutions one step a line) there is no instruction and no think block: the prompt is the
+  solution so far, the action is the model's next line, and rollouts stop at the newline.
 - Reward (§3.2): difflib sequence similarity 2M/T between the policy's action and the expert's, in
   [0, 1]; a completion that breaks the format scores `format_penalty` (-1 in the paper).
 - Objective: GRPO group rollouts with group-normalised advantages, the clipped ratio and a KL anchor
@@ -33,7 +35,7 @@ from transformers import TrainerCallback
 
 from srl_rlvr.config import Config, SRLConfig
 from srl_rlvr.data.trajectory import Trajectory
-from srl_rlvr.errors import DataError
+from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Task, problem_of
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
@@ -47,6 +49,8 @@ NEXT_STEP = "Next step (think inside {open}{close}, then write only the step):\n
 
 def srl_prompt(task_prompt: str, previous_actions: Sequence[str], cfg: SRLConfig) -> str:
     context = "".join(f"{action}\n" for action in previous_actions)
+    if cfg.prompt_style == "continue":
+        return task_prompt + context
     return task_prompt + context + NEXT_STEP.format(open=cfg.think_open, close=cfg.think_close)
 
 
@@ -85,8 +89,10 @@ def parse_action(completion: str, cfg: SRLConfig) -> str | None:
     """The action after a closed think block, or None when the format is broken.
 
     With `require_think` off, a completion with no think block at all is taken whole as the action;
-    an opened but unclosed block is still broken.
+    an opened but unclosed block is still broken. In `continue` style the action is the first line.
     """
+    if cfg.prompt_style == "continue":
+        return completion.strip("\n").split("\n", 1)[0].strip() or None
     if cfg.think_close in completion:
         head, _, action = completion.rpartition(cfg.think_close)
         if cfg.think_open not in head:
@@ -122,6 +128,14 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
     return srl_step_similarity
 
 
+def line_end_tokens(tokenizer: Any) -> list[int]:
+    """Token ids that end a line, so `continue`-style rollouts stop after one step."""
+    ids = tokenizer.encode("\n", add_special_tokens=False)
+    if len(ids) != 1:
+        raise ConfigError("srl.prompt_style 'continue' needs a tokenizer with a single newline token")
+    return ids
+
+
 def train_srl(
     config: Config,
     trajectories: Sequence[Trajectory],
@@ -138,6 +152,7 @@ def train_srl(
     dataset = build_srl_dataset(trajectories, task, config.srl)
     model_config = materialize(config.model, out_dir / "base", seed=config.seed)
     model, tokenizer = load_model(model_config, seed=config.seed)
+    stops = line_end_tokens(tokenizer) if config.srl.prompt_style == "continue" else []
     trainer = GroupTrainer(
         model=model,
         reward_funcs=[make_srl_reward(config.srl)],
@@ -145,6 +160,7 @@ def train_srl(
         train_dataset=dataset,
         processing_class=tokenizer,
         stage=config.srl,
+        stop_token_ids=stops,
     )
     kl = AdaptiveKLCallback(trainer, AdaptiveKLController(config.srl.kl_penalty_weight, config.srl.max_kl))
     log.info("SRL: %d step-wise instances from %d trajectories", len(dataset), len(trajectories))

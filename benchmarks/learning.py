@@ -1,0 +1,160 @@
+"""Which recipe teaches the base model most? SFT, RLVR, SRL and SRL -> RLVR from the same base.
+
+Every arm starts from the same base model (default: the embedded one), trains on the same problems
+(SRL and SFT on the solver's trajectories of them, RLVR on the problems and their verifier), and is
+scored greedily on held-out test problems and on a harder family none of them trained on. Arms get
+equal budgets: `--budget-s` seconds of training each (SRL -> RLVR splits its budget by
+`--srl-share`), or, with `--budget-s 0`, fixed step counts. Seeds run one after another in this
+process; run several processes for parallel seeds.
+
+    python benchmarks/learning.py --seeds 0 --budget-s 120 --out runs/bench_learning
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from srl_rlvr.cli import quiet_libraries
+from srl_rlvr.config import Config, build_config
+from srl_rlvr.evaluate.generation import generate
+from srl_rlvr.evaluate.stats import paired_delta_ci
+from srl_rlvr.modeling import load_model, model_source
+from srl_rlvr.tasks import Problem, load_task
+from srl_rlvr.train.rlvr import train_rlvr
+from srl_rlvr.train.sft import train_sft
+from srl_rlvr.train.srl import train_srl
+
+ARMS = ("sft", "rlvr", "srl", "srl_rlvr")
+
+
+class TimeBudget(TrainerCallback):
+    """Stop training once `seconds` of wall time have passed since the first step began."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.started = seconds, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self.started = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if time.time() - self.started > self.seconds:
+            control.should_training_stop = True
+
+
+def accuracy(path: str, task: Any, problems: list[Problem], max_new_tokens: int) -> dict[str, Any]:
+    """Greedy accuracy with a 95 % bootstrap interval, and the per-problem outcomes."""
+    model, tokenizer = load_model(build_config({"model": {"name_or_path": path}}).model)
+    completions = generate(
+        model, tokenizer, [task.prompt(p) for p in problems], max_new_tokens, batch_size=256
+    )
+    correct = [task.reward(c, p) for c, p in zip(completions, problems, strict=True)]
+    rng = random.Random(0)
+    means = sorted(sum(rng.choice(correct) for _ in correct) / len(correct) for _ in range(1000))
+    return {
+        "accuracy": sum(correct) / len(correct),
+        "ci": [means[25], means[974]],
+        "correct": correct,
+        "example": completions[0],
+    }
+
+
+def run_arm(
+    arm: str, config: Config, base: str, task: Any, train: list[Problem], out: Path, args: argparse.Namespace
+) -> str:
+    trajectories = [task.solve(p) for p in train]
+    budget = args.budget_s
+    share = args.srl_share if arm == "srl_rlvr" else 1.0
+    srl_cb = [TimeBudget(budget * share)] if budget else []
+    rlvr_cb = [TimeBudget(budget * (1 - share if arm == "srl_rlvr" else 1.0))] if budget else []
+    on_base = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": base})})
+    if arm == "sft":
+        return str(train_sft(on_base, trajectories, out / "sft", task=task, callbacks=srl_cb))
+    if arm == "rlvr":
+        return str(train_rlvr(on_base, train, out / "rlvr", task=task, model=base, callbacks=rlvr_cb))
+    reuse = out.parent / "srl" / "final"
+    if arm == "srl_rlvr" and not budget and reuse.is_dir():
+        srl = reuse  # with step budgets, SRL -> RLVR's SRL stage is the SRL arm
+    else:
+        srl = train_srl(on_base, trajectories, out / "srl", task=task, callbacks=srl_cb)
+    if arm == "srl":
+        return str(srl)
+    return str(train_rlvr(on_base, train, out / "srl_rlvr", task=task, model=str(srl), callbacks=rlvr_cb))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="embedded")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--options", default='{"min_steps": 2, "max_steps": 4}', help="task options (JSON)")
+    parser.add_argument(
+        "--harder", default='{"min_steps": 5, "max_steps": 6}', help="never-trained family (JSON)"
+    )
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--heldout", type=int, default=500)
+    parser.add_argument("--budget-s", type=float, default=0, help="training seconds per arm (0: steps)")
+    parser.add_argument("--srl-share", type=float, default=0.5, help="SRL's share of SRL -> RLVR")
+    parser.add_argument("--config", default="examples/quickstart.yaml", help="hyper-parameters")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_learning"))
+    args = parser.parse_args()
+    quiet_libraries()
+
+    base = model_source(args.base)
+    options = json.loads(args.options)
+    task = load_task("arithmetic", options)
+    harder_task = load_task("arithmetic", {**options, **json.loads(args.harder)})
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+    for seed in args.seeds:
+        from srl_rlvr.config import load_config
+
+        config = load_config(args.config, [f"seed={seed}", *args.set])
+        config.task.options = options
+        train = task.sample(args.train, seed=seed, split="train")
+        heldout = task.sample(args.heldout, seed=seed, split="test")
+        harder = harder_task.sample(args.heldout, seed=seed, split="test")
+        tokens = config.eval.max_new_tokens
+        row = {
+            "seed": seed,
+            "base": accuracy(base, task, heldout, tokens),
+            "base_harder": accuracy(base, harder_task, harder, tokens),
+        }
+        print(f"seed {seed} base: {row['base']['accuracy']:.3f}", flush=True)
+        for arm in args.arms:
+            started = time.time()
+            path = run_arm(arm, config, base, task, train, args.out / f"seed{seed}" / arm, args)
+            row[arm] = accuracy(path, task, heldout, tokens)
+            row[f"{arm}_harder"] = accuracy(path, harder_task, harder, tokens)
+            row[f"{arm}_seconds"] = time.time() - started
+            delta, low, high = paired_delta_ci(row["base"]["correct"], row[arm]["correct"])
+            row[f"{arm}_delta"] = [delta, low, high]
+            print(
+                f"seed {seed} {arm}: {row[arm]['accuracy']:.3f} {row[arm]['ci']} "
+                f"delta vs base {delta:+.3f} [{low:+.3f}, {high:+.3f}] "
+                f"harder {row[f'{arm}_harder']['accuracy']:.3f} ({row[f'{arm}_seconds']:.0f} s)",
+                flush=True,
+            )
+        results["runs"].append(row)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+    print("\n| seed | base | " + " | ".join(args.arms) + " |")
+    print("|---|---|" + "---|" * len(args.arms))
+    for row in results["runs"]:
+        cells = [f"{row[a]['accuracy']:.3f} ({row[a + '_harder']['accuracy']:.3f})" for a in args.arms]
+        print(
+            f"| {row['seed']} | {row['base']['accuracy']:.3f} ({row['base_harder']['accuracy']:.3f}) | "
+            + " | ".join(cells)
+            + " |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The evaluation report: `report.md` for people, `report.json` for machines, PNGs under `plots/`.
+
+Models are compared in the order given (e.g. base -> SRL -> RLVR): each against the one before it
+and against the first, the reward delta with a paired bootstrap interval. Weak slices come with
+failures to read; a never-seen problem family, when evaluated, is reported on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from srl_rlvr.config import EvalConfig
+from srl_rlvr.evaluate.evaluation import EvalResult, compare
+from srl_rlvr.evaluate.plots import plot_metrics, plot_slices, plot_stage_curves, read_stage_metrics
+from srl_rlvr.evaluate.slices import Slice, slice_results, weak_slices
+
+
+def stage_comparisons(results: Mapping[str, EvalResult], eval_config: EvalConfig) -> list[dict[str, Any]]:
+    """Each model against the previous one and against the first (the base), without repeats."""
+    labels = list(results)
+    pairs = []
+    for i, label in enumerate(labels[1:], start=1):
+        pairs.append((labels[i - 1], label))
+        if i > 1:
+            pairs.append((labels[0], label))
+    return [compare(results[a], results[b], eval_config) for a, b in pairs]
+
+
+def _delta(comparison: dict[str, Any]) -> str:
+    reward = comparison["reward"]
+    star = " *" if reward["significant"] else ""
+    return f"{reward['delta']:+.3f} [{reward['ci_low']:+.3f}, {reward['ci_high']:+.3f}]{star}"
+
+
+def comparison_table(
+    results: Mapping[str, EvalResult], eval_config: EvalConfig, title: str = "held-out evaluation"
+) -> Table:
+    """The metrics of each model with its reward delta against the first, for the CLI to print."""
+    metrics = list(dict.fromkeys(k for r in results.values() for k in r.metrics))
+    ci = f"{eval_config.confidence:.0%} CI"
+    base_label, base = next(iter(results.items()), ("", None))
+    caption = f"Δ reward: paired, against {base_label}; * the {ci} excludes 0. Latency: ms p50/p95/p99."
+    table = Table(title=title, caption=caption)
+    for column in ["model", "n", *metrics, f"Δ reward [{ci}]", "latency", "tokens/s"]:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for label, result in results.items():
+        delta = _delta(compare(base, result, eval_config)) if base is not None and result is not base else ""
+        latency = "/".join(f"{result.latency_ms[p]:.0f}" for p in ("p50", "p95", "p99"))
+        table.add_row(
+            label,
+            str(result.n),
+            *(f"{result.metrics.get(m, float('nan')):.3f}" for m in metrics),
+            delta,
+            latency,
+            f"{result.tokens_per_second:.1f}",
+        )
+    return table
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in `text`, so a completion cannot break out of it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _metrics_md(results: Mapping[str, EvalResult], comparisons: list[dict[str, Any]], ci: str) -> list[str]:
+    metrics = list(dict.fromkeys(k for r in results.values() for k in r.metrics))
+    lines = [
+        "| model | n | " + " | ".join(metrics) + " |",
+        "|---|---:|" + "---:|" * len(metrics),
+        *(
+            f"| {label} | {r.n} | "
+            + " | ".join(f"{r.metrics.get(m, float('nan')):.3f}" for m in metrics)
+            + " |"
+            for label, r in results.items()
+        ),
+    ]
+    if comparisons:
+        others = [m for m in metrics if m != "reward"]
+        lines += [
+            "",
+            f"| comparison | Δ reward [{ci}] | "
+            + "".join(f"Δ {m} | " for m in others)
+            + "improved / regressed |",
+            "|---|---:|" + "---:|" * len(others) + "---:|",
+        ]
+        for c in comparisons:
+            deltas = "".join(f"{c['metrics'].get(m, float('nan')):+.3f} | " for m in others)
+            counts = f"{c['reward']['improved']} / {c['reward']['regressed']}"
+            lines.append(f"| {c['model']} vs {c['baseline']} | {_delta(c)} | {deltas}{counts} |")
+        lines.append(
+            f"\nΔ reward: mean over problems of (model - baseline); * the paired bootstrap {ci} excludes 0."
+        )
+    return lines
+
+
+def _latency_md(results: Mapping[str, EvalResult], eval_config: EvalConfig) -> list[str]:
+    return [
+        "| model | p50 ms | p95 ms | p99 ms | tokens/s |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {label} | {r.latency_ms['p50']:.0f} | {r.latency_ms['p95']:.0f} | "
+            f"{r.latency_ms['p99']:.0f} | {r.tokens_per_second:.1f} |"
+            for label, r in results.items()
+        ),
+        "",
+        f"Measured on batched greedy generation ({eval_config.batch_size} prompts a batch, at most "
+        f"{eval_config.max_new_tokens} new tokens): a request's latency is its batch's wall time; "
+        "tokens/s counts generated tokens up to EOS over total wall time.",
+    ]
+
+
+def _weak_md(label: str, slices: list[Slice], overall: float, eval_config: EvalConfig) -> list[str]:
+    weak = weak_slices(slices)
+    lines = [f"### {label} (overall mean reward {overall:.3f})", ""]
+    if not weak:
+        return [
+            *lines,
+            f"No slice of {eval_config.slice_min_size}+ problems is significantly below the overall mean.",
+            "",
+        ]
+    for s in weak:
+        lines.append(f"- **{s.name}**: {s.mean:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}] over {s.n} problems")
+        for f in s.failures:
+            block = f"problem: {f['text']}\nexpected: {f['expected']}\ncompletion (reward {f['reward']:.2f}):\n{f['completion']}"
+            fence = _fence(block)
+            lines += ["", f"  {fence}text", *(f"  {line}" for line in block.splitlines()), f"  {fence}"]
+        lines.append("")
+    return lines
+
+
+def write_report(
+    out_dir: str | Path,
+    results: Mapping[str, EvalResult],
+    stage_dirs: Mapping[str, str | Path] | None = None,
+    generalization: Mapping[str, EvalResult] | None = None,
+    eval_config: EvalConfig | None = None,
+) -> Path:
+    """Write report.md, report.json and plots/*.png into `out_dir`; return the report.md path.
+
+    `results` are in comparison order (base first); `stage_dirs` name the training stages whose
+    metrics.jsonl to plot; `generalization` scores the same models on a never-seen family.
+    """
+    eval_config = eval_config or EvalConfig()
+    out_dir = Path(out_dir)
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    ci = f"{eval_config.confidence:.0%} CI"
+    first = next(iter(results.values()))
+
+    comparisons = stage_comparisons(results, eval_config)
+    slices = {label: slice_results(r, eval_config) for label, r in results.items()}
+    overall = {label: r.metrics["reward"] for label, r in results.items()}
+    gen_comparisons = stage_comparisons(generalization, eval_config) if generalization else []
+
+    curves = {}
+    for stage, stage_dir in (stage_dirs or {}).items():
+        drawn = plot_stage_curves(stage, read_stage_metrics(stage_dir), plots / f"curves_{stage}.png")
+        if drawn is not None:
+            curves[stage] = drawn
+    panels = {"Held-out split": results} | ({"Never-seen family": generalization} if generalization else {})
+    metrics_png = plot_metrics(panels, plots / "metrics.png", eval_config)
+    shown = {
+        label: [s for s in model_slices if s.n >= eval_config.slice_min_size]
+        for label, model_slices in slices.items()
+    }
+    slices_png = plot_slices(shown, overall, plots / "slices.png")
+    pngs = [*curves.values(), metrics_png, slices_png]
+
+    md = [
+        f"# Evaluation: {first.task}",
+        "",
+        f"{first.n} held-out problems; models: {', '.join(f'`{r.model}`' for r in results.values())}.",
+        "",
+        "## Metrics",
+        "",
+        *_metrics_md(results, comparisons, ci),
+        "",
+        f"![metrics]({metrics_png.relative_to(out_dir).as_posix()})",
+        "",
+        "## Latency and throughput",
+        "",
+        *_latency_md(results, eval_config),
+        "",
+        "## Weak slices",
+        "",
+        f"Slices by problem metadata and completion length; weak: at least {eval_config.slice_min_size} "
+        f"problems and the {ci} of the slice's mean reward lies below the overall mean.",
+        "",
+    ]
+    for label, model_slices in slices.items():
+        md += _weak_md(label, model_slices, overall[label], eval_config)
+    md += [f"![slices]({slices_png.relative_to(out_dir).as_posix()})", ""]
+    if generalization:
+        gen_first = next(iter(generalization.values()))
+        family = eval_config.generalization_options
+        md += [
+            "## Generalisation: a problem family never seen in training",
+            "",
+            f"{gen_first.n} problems"
+            + (f" with task options {eval_config.generalization_options}." if family else "."),
+            "",
+            *_metrics_md(generalization, gen_comparisons, ci),
+            "",
+        ]
+    if curves:
+        md += ["## Training curves", ""]
+        for stage, png in curves.items():
+            md += [f"![{stage}]({png.relative_to(out_dir).as_posix()})", ""]
+    (out_dir / "report.md").write_text("\n".join(md))
+
+    report = {
+        "task": first.task,
+        "n": first.n,
+        "eval_config": eval_config.model_dump(mode="json"),
+        "results": {label: r.summary() for label, r in results.items()},
+        "comparisons": comparisons,
+        "slices": {label: [asdict(s) for s in model_slices] for label, model_slices in slices.items()},
+        "weak_slices": {label: [s.name for s in weak_slices(ms)] for label, ms in slices.items()},
+        "generalization": None
+        if not generalization
+        else {
+            "options": eval_config.generalization_options,
+            "results": {label: r.summary() for label, r in generalization.items()},
+            "comparisons": gen_comparisons,
+        },
+        "plots": [p.relative_to(out_dir).as_posix() for p in pngs],
+        "records": {label: [asdict(x) for x in r.records] for label, r in results.items()},
+        "generalization_records": {
+            label: [asdict(x) for x in r.records] for label, r in (generalization or {}).items()
+        },
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return out_dir / "report.md"

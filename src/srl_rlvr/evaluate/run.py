@@ -1,0 +1,111 @@
+"""The evaluation job: load each model, score it on held-out problems (and a never-seen family when
+configured), write the report. `srl-rlvr eval` is this function plus printing.
+
+Models are loaded one at a time and freed before the next, so base, SRL and RLVR models need not
+fit in memory together.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from srl_rlvr.config import Config
+from srl_rlvr.evaluate.evaluation import EvalResult, evaluate_model
+from srl_rlvr.evaluate.report import write_report
+from srl_rlvr.modeling import load_model
+from srl_rlvr.tasks import load_task
+from srl_rlvr.tasks.base import Split
+
+log = logging.getLogger(__name__)
+
+MODEL_FILES = ("config.json", "adapter_config.json")
+
+
+@dataclass
+class EvalRun:
+    results: dict[str, EvalResult]
+    generalization: dict[str, EvalResult]
+    report: Path
+
+
+def resolve_model(name: str) -> tuple[str, Path | None]:
+    """What to load for `name`, and the training stage folder whose metrics.jsonl to plot, if any.
+
+    A stage folder (`runs/x/rlvr`) means the model it kept: `best/` when validation chose one (what
+    RLVR returns), else `final/`. 'tiny' and hub ids load as given.
+    """
+    folder = Path(name)
+    for kept in ("best", "final"):
+        if any((folder / kept / f).is_file() for f in MODEL_FILES):
+            return str(folder / kept), folder if (folder / "metrics.jsonl").is_file() else None
+    if folder.is_dir() and (folder.parent / "metrics.jsonl").is_file():  # runs/x/srl/final given
+        return name, folder.parent
+    return name, None
+
+
+def model_label(name: str, taken: Sequence[str]) -> str:
+    """A short name for tables: the stage folder's name (`srl`), else the last path part; unique."""
+    _, stage = resolve_model(name)
+    label = stage.name if stage is not None else Path(name.rstrip("/")).name or name
+    candidate, i = label, 2
+    while candidate in taken:
+        candidate, i = f"{label}-{i}", i + 1
+    return candidate
+
+
+def default_out_dir(model: str) -> Path:
+    """`<model>/eval` for a folder, else `runs/eval` ('tiny', a hub id)."""
+    return Path(model) / "eval" if Path(model).is_dir() else Path("runs/eval")
+
+
+def run_evaluation(
+    config: Config,
+    models: Sequence[str],
+    baseline: str | None = None,
+    task_name: str | None = None,
+    n: int | None = None,
+    split: Split = "test",
+    out_dir: str | Path | None = None,
+    on_model: Callable[[str, str], None] | None = None,
+) -> EvalRun:
+    """Evaluate `baseline` (first, when given) then `models` in order on the same `n` problems.
+
+    Task options come from the config when `task_name` is the config's task (or unset).
+    `on_model(label, path)` is called before each model loads, for progress output.
+    """
+    task_name = task_name or config.task.name
+    options = config.task.options if task_name == config.task.name else {}
+    task = load_task(task_name, options)
+    n = n or config.data.test_size
+    problems = task.sample(n, config.data.seed, split)
+    family = config.eval.generalization_options
+    unseen_task = load_task(task_name, {**options, **family}) if family else None
+    unseen = unseen_task.sample(n, config.data.seed, split) if unseen_task else []
+
+    results: dict[str, EvalResult] = {}
+    generalization: dict[str, EvalResult] = {}
+    stage_dirs: dict[str, Path] = {}
+    for name in [*([baseline] if baseline else []), *models]:
+        path, stage = resolve_model(name)
+        label = model_label(name, list(results))
+        if on_model is not None:
+            on_model(label, path)
+        model_config = config.model.model_copy(update={"name_or_path": path, "lora": None})
+        model, tokenizer = load_model(model_config, seed=config.seed)
+        results[label] = evaluate_model(model, tokenizer, task, problems, config.eval, label, source=path)
+        if unseen_task is not None:
+            generalization[label] = evaluate_model(
+                model, tokenizer, unseen_task, unseen, config.eval, label, source=path
+            )
+        if stage is not None:
+            stage_dirs[label] = stage
+        del model
+        gc.collect()
+
+    out = Path(out_dir) if out_dir else default_out_dir(models[-1])
+    report = write_report(out, results, stage_dirs, generalization or None, config.eval)
+    return EvalRun(results, generalization, report)

@@ -1,0 +1,207 @@
+"""`srl-rlvr run`: the stages of `stages.py` over one run directory, skipping what has not changed.
+
+Each stage's *fingerprint* hashes the config it reads and the ids of its upstream outputs (the
+dataset's content hash; for a trained model, an id new each time its stage runs).
+`<output_dir>/pipeline.json` records per stage {fingerprint, status, output, output_id, seconds,
+finished}; outputs are stored relative to the run directory, so the folder can be moved. On a rerun:
+
+- fingerprint unchanged and status done: the stage is skipped;
+- fingerprint unchanged and status running (killed, SIGTERM, crash): a training stage resumes from
+  its last checkpoint, any other stage reruns;
+- fingerprint changed (or no record): the stage's folder is cleared and it runs from scratch, which
+  gives its output a new id, so every stage downstream reruns too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from srl_rlvr.config import Config, dump_config
+from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.evaluate.run import EvalRun
+from srl_rlvr.stages import TRAINING, Emit, StageEvent, load_evaluation, run_stage, stage_dir, upstream_stages
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "pipeline.json"
+Record = dict[str, Any]
+
+
+@dataclass
+class PipelineResult:
+    """`records` is pipeline.json's content; `evaluation` is None when evaluate neither ran nor was skipped."""
+
+    run_dir: Path
+    records: dict[str, Record]
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    evaluation: EvalRun | None = None
+
+
+def _sections(config: Config, stage: str) -> dict[str, Any]:
+    """The config a stage reads: changing anything here reruns it (and so everything after it)."""
+    c = config.model_dump(mode="json")
+    data = c["data"]
+    by_stage = {
+        "generate": {
+            "data": {k: data[k] for k in ("trajectories", "train_size", "seed")},
+            "collaboration": c["collaboration"],
+        },
+        "sft": {"model": c["model"], "sft": c["sft"]},
+        "srl": {"model": c["model"], "srl": c["srl"]},
+        # RLVR samples its train and val problems from the task itself
+        "rlvr": {
+            "model": c["model"],
+            "rlvr": c["rlvr"],
+            "data": [data["train_size"], data["val_size"], data["seed"]],
+        },
+        "evaluate": {"model": c["model"], "eval": c["eval"], "data": [data["test_size"], data["seed"]]},
+    }
+    return {"seed": c["seed"], "task": c["task"], **by_stage[stage]}
+
+
+def fingerprint(config: Config, stage: str, inputs: dict[str, str]) -> str:
+    """sha256 of the stage's config sections and the ids of its upstream outputs."""
+    payload = {"stage": stage, "config": _sections(config, stage), "inputs": inputs}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def read_state(run_dir: str | Path) -> dict[str, Record]:
+    """pipeline.json's per-stage records ({} before the first run)."""
+    path = Path(run_dir) / STATE_FILE
+    return json.loads(path.read_text())["stages"] if path.is_file() else {}
+
+
+def _write_state(run_dir: Path, records: dict[str, Record]) -> None:
+    tmp = run_dir / f"{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps({"stages": records}, indent=2) + "\n")
+    tmp.replace(run_dir / STATE_FILE)  # atomic: a kill mid-write cannot leave half a file
+
+
+def output_path(run_dir: Path, record: Record) -> Path:
+    return run_dir / (record.get("output") or "missing")
+
+
+def _is_done(run_dir: Path, record: Record) -> bool:
+    return record.get("status") == "done" and output_path(run_dir, record).exists()
+
+
+def _inputs(config: Config, stage: str, records: dict[str, Record]) -> dict[str, str]:
+    inputs = {u: records[u]["output_id"] for u in upstream_stages(stage, config.pipeline.stages)}
+    if stage == "generate" and config.data.trajectories is not None:
+        from srl_rlvr.data.versioning import load_dataset
+
+        inputs["trajectories"] = load_dataset(config.data.trajectories)[1]["hash"]  # content, not path
+    return inputs
+
+
+def _check_upstream(config: Config, stage: str, records: dict[str, Record]) -> None:
+    for upstream in upstream_stages(stage, config.pipeline.stages):
+        if not _is_done(Path(config.output_dir), records.get(upstream, {})):
+            raise DataError(
+                f"--only {stage} needs the {upstream} stage's output, which {config.output_dir} does not "
+                f"have; run `--only {upstream}` (or the whole pipeline) first"
+            )
+
+
+def _execute(
+    config: Config,
+    stage: str,
+    current: str,
+    resume: bool,
+    records: dict[str, Record],
+    emit: Emit,
+    callbacks: Sequence[TrainerCallback],
+) -> EvalRun | None:
+    """Run `stage`, keeping its record in pipeline.json: running while it runs (so a killed run can
+    tell it resumes), done with its output afterwards."""
+    run_dir = Path(config.output_dir)
+    seconds = records.get(stage, {}).get("seconds", 0.0) if resume else 0.0
+    records[stage] = {"fingerprint": current, "status": "running", "output": None, "seconds": seconds}
+    _write_state(run_dir, records)
+    upstream = {u: output_path(run_dir, records[u]) for u in upstream_stages(stage, config.pipeline.stages)}
+    started = time.monotonic()
+    try:
+        output = run_stage(config, stage, upstream, resume, emit, callbacks)
+    finally:
+        records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)
+        _write_state(run_dir, records)
+    finished = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    path = output.path
+    records[stage].update(
+        status="done",
+        output=str(path.relative_to(run_dir) if path.is_relative_to(run_dir) else path.absolute()),
+        output_id=output.content_hash or hashlib.sha256(f"{current}:{finished}".encode()).hexdigest(),
+        finished=finished,
+    )
+    _write_state(run_dir, records)
+    emit(StageEvent("finish", stage, message=f"{records[stage]['seconds']:.1f}s; output {path}"))
+    log.info("%s done in %.1fs: %s", stage, records[stage]["seconds"], path)
+    return output.evaluation
+
+
+def run_pipeline(
+    config: Config,
+    from_stage: str | None = None,
+    only: str | None = None,
+    on_event: Emit | None = None,
+    extra_callbacks: Sequence[TrainerCallback] = (),
+) -> PipelineResult:
+    """Run `config.pipeline.stages` in `config.output_dir`, skipping and resuming as the module says.
+
+    `from_stage` reruns that stage and all after it even when unchanged; `only` runs just that one
+    (its upstream outputs must exist). Either still resumes a stage interrupted with the same
+    inputs. A SIGTERM during training raises `TrainingInterrupted` once the checkpoint is saved:
+    calling again with the same arguments resumes. `extra_callbacks` go to every training stage.
+    """
+    stages = list(config.pipeline.stages)
+    if from_stage is not None and only is not None:
+        raise ConfigError("give --from or --only, not both")
+    for flag, name in (("--from", from_stage), ("--only", only)):
+        if name is not None and name not in stages:
+            raise ConfigError(f"{flag} {name}: not one of pipeline.stages ({', '.join(stages)})")
+    run_dir = Path(config.output_dir)
+    records = read_state(run_dir)
+    if only is not None:
+        _check_upstream(config, only, records)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    forced = set(stages[stages.index(from_stage) :]) if from_stage else {only} if only else set()
+    emit = on_event or (lambda event: None)
+    result = PipelineResult(run_dir, records)
+
+    for stage in [only] if only else stages:
+        current = fingerprint(config, stage, _inputs(config, stage, records))
+        record = records.get(stage, {})
+        same = record.get("fingerprint") == current
+        if same and _is_done(run_dir, record) and stage not in forced:
+            emit(
+                StageEvent("skip", stage, message=f"inputs unchanged; output {output_path(run_dir, record)}")
+            )
+            result.skipped.append(stage)
+            if stage == "evaluate":
+                result.evaluation = load_evaluation(stage_dir(config, stage))
+            continue
+        resume = same and record.get("status") == "running" and stage in TRAINING
+        if resume:
+            why = "resuming from its last checkpoint"
+        else:
+            why = "forced" if stage in forced else "inputs changed" if record else "first run"
+            if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):
+                shutil.rmtree(stage_dir(config, stage))
+        emit(StageEvent("start", stage, message=why))
+        evaluation = _execute(config, stage, current, resume, records, emit, extra_callbacks)
+        result.ran.append(stage)
+        result.evaluation = evaluation or result.evaluation
+    return result

@@ -1,0 +1,197 @@
+"""What each stage of `srl-rlvr run` does, given the outputs of the stages before it.
+
+The order is generate -> sft (optional) -> srl -> rlvr -> evaluate. Evaluate also writes the
+report (report.md, report.json, plots), so there is no separate report stage. `pipeline.py`
+decides which stages run; this module only runs one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from srl_rlvr.config import Config
+from srl_rlvr.evaluate.evaluation import EvalResult, ProblemRecord
+from srl_rlvr.evaluate.run import EvalRun
+
+TRAINING = ("sft", "srl", "rlvr")
+
+
+@dataclass
+class StageEvent:
+    """What the pipeline tells its caller: a stage started, was skipped, stepped or finished."""
+
+    kind: Literal["start", "skip", "step", "finish"]
+    stage: str
+    step: int = 0
+    total: int | None = None
+    message: str = ""
+
+
+@dataclass
+class StageOutput:
+    """`content_hash` names the output by content where that is cheap (the dataset), else None."""
+
+    path: Path
+    content_hash: str | None = None
+    evaluation: EvalRun | None = None
+
+
+Emit = Callable[[StageEvent], None]
+
+
+def stage_dir(config: Config, stage: str) -> Path:
+    """Where a stage writes inside the run directory."""
+    return Path(config.output_dir) / {"generate": "data", "evaluate": "report"}.get(stage, stage)
+
+
+def upstream_stages(stage: str, stages: Sequence[str]) -> list[str]:
+    """The stages whose outputs `stage` reads, among those configured."""
+    wanted = {
+        "generate": [],
+        "sft": ["generate"],
+        "srl": ["generate", "sft"],  # SRL starts from the SFT model when SFT is listed
+        "rlvr": [s for s in ("srl", "sft") if s in stages][:1],  # the last training stage before it
+        "evaluate": list(TRAINING),
+    }[stage]
+    return [s for s in wanted if s in stages]
+
+
+class StepEvents(TrainerCallback):
+    """Turns a trainer's step count and logged metrics into step events, for a progress display."""
+
+    SHOWN = ("reward", "kl", "loss")
+
+    def __init__(self, stage: str, emit: Emit) -> None:
+        self.stage, self.emit = stage, emit
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.emit(StageEvent("step", self.stage, state.global_step, state.max_steps))
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.emit(StageEvent("step", self.stage, state.global_step, state.max_steps))
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        stats = "  ".join(f"{k} {logs[k]:.3g}" for k in self.SHOWN if k in (logs or {}))
+        if stats:
+            self.emit(StageEvent("step", self.stage, state.global_step, state.max_steps, stats))
+
+
+def _generate(config: Config, emit: Emit) -> StageOutput:
+    """The configured trajectory file when there is one, else the task solver's verified trajectories."""
+    from srl_rlvr.collaborate.solver_teacher import generate_dataset
+    from srl_rlvr.data.versioning import load_dataset
+
+    if config.data.trajectories is not None:
+        path = Path(config.data.trajectories)
+        return StageOutput(path, load_dataset(path)[1]["hash"])
+
+    def on_row(done: int, total: int) -> None:
+        emit(StageEvent("step", "generate", done, total))
+
+    out = stage_dir(config, "generate")
+    return StageOutput(out, generate_dataset(config, out, on_row=on_row)["hash"])
+
+
+def _train(
+    config: Config,
+    stage: str,
+    upstream: Mapping[str, Path],
+    resume: bool,
+    callbacks: Sequence[TrainerCallback],
+) -> StageOutput:
+    """Train from the previous training stage's model (else the base model) into the stage folder."""
+    from srl_rlvr.data.versioning import load_dataset
+    from srl_rlvr.tasks import load_task
+
+    task = load_task(config.task.name, config.task.options)
+    out = stage_dir(config, stage)
+    start = next((str(upstream[s]) for s in TRAINING if s in upstream), config.model.name_or_path)
+    if stage == "rlvr":
+        from srl_rlvr.train.rlvr import train_rlvr
+
+        problems = task.sample(config.data.train_size, config.data.seed, "train")
+        return StageOutput(
+            train_rlvr(config, problems, out, task, model=start, resume=resume, callbacks=callbacks)
+        )
+    from srl_rlvr.train.sft import train_sft
+    from srl_rlvr.train.srl import train_srl
+
+    trajectories, _ = load_dataset(upstream["generate"])
+    config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": start})})
+    train = train_srl if stage == "srl" else train_sft
+    return StageOutput(train(config, trajectories, out, task, resume=resume, callbacks=callbacks))
+
+
+def _evaluate(config: Config, emit: Emit) -> StageOutput:
+    """The base model, then every training stage of this run, on the same held-out problems."""
+    from srl_rlvr.evaluate.run import run_evaluation
+
+    base = config.model.name_or_path
+    trained = [str(stage_dir(config, s)) for s in upstream_stages("evaluate", config.pipeline.stages)]
+    done: list[str] = []
+
+    def on_model(label: str, path: str) -> None:
+        emit(StageEvent("step", "evaluate", len(done), len(trained) + 1, label))
+        done.append(label)
+
+    out = stage_dir(config, "evaluate")
+    evaluation = run_evaluation(
+        config, trained or [base], baseline=base if trained else None, out_dir=out, on_model=on_model
+    )
+    return StageOutput(evaluation.report, evaluation=evaluation)
+
+
+def run_stage(
+    config: Config,
+    stage: str,
+    upstream: Mapping[str, Path],
+    resume: bool = False,
+    emit: Emit = lambda event: None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> StageOutput:
+    """Run one stage. `upstream` maps each of `upstream_stages(stage)` to its output; `resume`
+    continues a training stage from its last checkpoint; `callbacks` go to the trainer."""
+    if stage == "generate":
+        return _generate(config, emit)
+    if stage == "evaluate":
+        return _evaluate(config, emit)
+    return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks])
+
+
+def load_evaluation(report_dir: str | Path) -> EvalRun:
+    """The evaluation a previous run wrote to report.json, so a skipped evaluate still has its table."""
+    report_dir = Path(report_dir)
+    data = json.loads((report_dir / "report.json").read_text())
+
+    def results(summaries: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> dict[str, EvalResult]:
+        return {
+            label: EvalResult(
+                **{k: v for k, v in summary.items() if k != "n"},
+                records=[ProblemRecord(**r) for r in records[label]],
+            )
+            for label, summary in summaries.items()
+        }
+
+    unseen = data["generalization"]
+    return EvalRun(
+        results(data["results"], data["records"]),
+        results(unseen["results"], data["generalization_records"]) if unseen else {},
+        report_dir / "report.md",
+    )

@@ -1,0 +1,178 @@
+"""`srl-rlvr run`: one run directory, stages skipped when unchanged, resumed after SIGTERM."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from rl_helpers import SigtermAtStep
+from typer.testing import CliRunner
+
+from srl_rlvr.cli import app, main
+from srl_rlvr.config import Config, build_config
+from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.pipeline import PipelineResult, read_state, run_pipeline
+from srl_rlvr.stages import StageEvent, upstream_stages
+from srl_rlvr.train.loop import TrainingInterrupted
+
+TINY = [
+    "data.train_size=8",
+    "data.test_size=8",
+    "srl.max_steps=2",
+    "srl.batch_size=4",
+    "srl.num_generations=2",
+    "srl.max_completion_length=8",
+    "srl.require_think=false",
+    "srl.learning_rate=1e-3",
+    "rlvr.max_steps=2",
+    "rlvr.batch_size=4",
+    "rlvr.num_generations=2",
+    "rlvr.max_completion_length=8",
+    "rlvr.eval_steps=0",
+    "eval.max_new_tokens=8",
+    "eval.batch_size=8",
+    "eval.bootstrap_samples=100",
+]
+ALL = ["generate", "srl", "rlvr", "evaluate"]
+
+
+def tiny_config(run_dir: Path, *overrides: str) -> Config:
+    return build_config(overrides=[*TINY, f"output_dir={run_dir}", *overrides])
+
+
+def run(config: Config, **kwargs: object) -> tuple[PipelineResult, list[StageEvent]]:
+    events: list[StageEvent] = []
+    return run_pipeline(config, on_event=events.append, **kwargs), events  # type: ignore[arg-type]
+
+
+def kinds(events: list[StageEvent], kind: str) -> list[str]:
+    return [e.stage for e in events if e.kind == kind]
+
+
+def loss_steps(stage_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PipelineResult, list[StageEvent]]:
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    result, events = run(tiny_config(run_dir))
+    return run_dir, result, events
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    """A moved copy: pipeline.json stores outputs relative to the run directory, so it still works."""
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def test_a_full_run_writes_every_stage_output_and_marks_them_done(finished_run) -> None:
+    run_dir, result, events = finished_run
+
+    assert result.ran == ALL and result.skipped == []
+    assert (run_dir / "data" / "trajectories.jsonl").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "srl" / "final" / "config.json").is_file()
+    assert (run_dir / "rlvr" / "final" / "config.json").is_file()
+    assert {"report.md", "report.json"} <= {p.name for p in (run_dir / "report").iterdir()}
+    records = read_state(run_dir)
+    assert [s for s, r in records.items() if r["status"] == "done"] == ALL
+    assert records["srl"]["output"] == "srl/final" and records["generate"]["output"] == "data"
+    assert result.evaluation is not None and list(result.evaluation.results) == ["tiny", "srl", "rlvr"]
+    srl_steps = [(e.step, e.total) for e in events if e.kind == "step" and e.stage == "srl"]
+    assert srl_steps[0] == (0, 2) and srl_steps[-1] == (2, 2)
+
+
+def test_an_unchanged_rerun_skips_every_stage_and_keeps_the_records(finished_run) -> None:
+    run_dir, _, _ = finished_run
+    before = read_state(run_dir)
+
+    started = time.monotonic()
+    result, events = run(tiny_config(run_dir))
+
+    assert time.monotonic() - started < 5
+    assert kinds(events, "skip") == ALL and kinds(events, "start") == [] and result.ran == []
+    assert read_state(run_dir) == before
+    assert result.evaluation is not None and list(result.evaluation.results) == ["tiny", "srl", "rlvr"]
+
+
+def test_a_changed_srl_learning_rate_reruns_srl_and_everything_after_it(finished_run, tmp_path: Path) -> None:
+    run_dir = copy_of(finished_run[0], tmp_path)
+    before = read_state(run_dir)
+
+    result, events = run(tiny_config(run_dir, "srl.learning_rate=5e-4"))
+
+    assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate"]
+    assert {e.message for e in events if e.kind == "start"} == {"inputs changed"}
+    after = read_state(run_dir)
+    assert after["generate"] == before["generate"]
+    assert all(after[s]["output_id"] != before[s]["output_id"] for s in ("srl", "rlvr"))
+    assert loss_steps(run_dir / "srl") == [1, 2]  # cleared, not appended to the old run's log
+
+
+def test_sigterm_during_srl_then_a_rerun_resumes_srl_and_finishes(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", "srl.max_steps=3")
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run(config, extra_callbacks=[SigtermAtStep(1)])
+
+    assert stopped.value.checkpoint is not None and stopped.value.checkpoint.endswith("checkpoint-2")
+    assert read_state(config.output_dir)["srl"]["status"] == "running"
+    assert not (tmp_path / "run" / "srl" / "final").exists()
+    result, events = run(config)
+    assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate"]
+    assert next(e.message for e in events if e.kind == "start") == "resuming from its last checkpoint"
+    assert next((e.step, e.total) for e in events if e.kind == "step") == (2, 3)
+    assert loss_steps(tmp_path / "run" / "srl") == [1, 2, 3]
+    assert all(r["status"] == "done" for r in read_state(config.output_dir).values())
+
+
+def test_only_rlvr_without_an_srl_output_names_the_stage_to_run_first(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as missing:
+        run_pipeline(tiny_config(tmp_path), only="rlvr")
+    assert "needs the srl stage's output" in str(missing.value) and "\n" not in str(missing.value)
+    with pytest.raises(ConfigError) as unlisted:
+        run_pipeline(tiny_config(tmp_path), from_stage="sft")
+    assert str(unlisted.value).startswith("--from sft: not one of pipeline.stages")
+
+
+def test_only_reruns_just_that_stage_from_the_outputs_already_there(finished_run, tmp_path: Path) -> None:
+    run_dir = copy_of(finished_run[0], tmp_path)
+    before = read_state(run_dir)
+
+    result, events = run(tiny_config(run_dir), only="rlvr")
+
+    assert result.ran == ["rlvr"] and kinds(events, "skip") == [] and result.evaluation is None
+    after = read_state(run_dir)
+    assert after["srl"] == before["srl"] and after["rlvr"]["output_id"] != before["rlvr"]["output_id"]
+
+
+def test_sft_when_listed_feeds_srl_which_feeds_rlvr() -> None:
+    stages = ["generate", "sft", "srl", "rlvr", "evaluate"]
+    assert upstream_stages("srl", stages) == ["generate", "sft"]
+    assert upstream_stages("rlvr", stages) == ["srl"]
+    assert upstream_stages("rlvr", ["generate", "sft", "rlvr"]) == ["sft"]
+    assert upstream_stages("evaluate", stages) == ["sft", "srl", "rlvr"]
+    with pytest.raises(ConfigError, match="order they run"):
+        build_config(overrides=["pipeline.stages=[srl,generate]"])
+
+
+def test_cli_run_shows_skipped_stages_and_prints_the_comparison_table(finished_run, tmp_path: Path) -> None:
+    run_dir = copy_of(finished_run[0], tmp_path)
+
+    result = CliRunner().invoke(app, ["run", *TINY, f"output_dir={run_dir}", "--from", "evaluate"])
+
+    assert result.exit_code == 0, result.output
+    assert "skip srl: inputs unchanged" in result.output and "evaluate: forced" in result.output
+    assert "tiny -> srl -> rlvr" in result.output and "Δ reward" in result.output
+    assert f"report: {run_dir / 'report' / 'report.md'}" in result.output.replace("\n", "")
+
+
+def test_cli_run_reports_a_missing_upstream_stage_as_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", *TINY, f"output_dir={tmp_path}", "--only", "evaluate"])
+
+    assert exit_.value.code == 2
+    assert "error: --only evaluate needs the srl stage's output" in capsys.readouterr().err
