@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from srl_rlvr.cli import quiet_libraries
-from srl_rlvr.config import Config, build_config
+from srl_rlvr.config import Config, build_config, load_config
 from srl_rlvr.evaluate.generation import generate
-from srl_rlvr.evaluate.stats import paired_delta_ci
+from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci
 from srl_rlvr.modeling import load_model, model_source
 from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.train.rlvr import train_rlvr
@@ -55,11 +54,9 @@ def accuracy(path: str, task: Any, problems: list[Problem], max_new_tokens: int)
         model, tokenizer, [task.prompt(p) for p in problems], max_new_tokens, batch_size=256
     )
     correct = [task.reward(c, p) for c, p in zip(completions, problems, strict=True)]
-    rng = random.Random(0)
-    means = sorted(sum(rng.choice(correct) for _ in correct) / len(correct) for _ in range(1000))
     return {
         "accuracy": sum(correct) / len(correct),
-        "ci": [means[25], means[974]],
+        "ci": list(bootstrap_ci(correct)),
         "correct": correct,
         "example": completions[0],
     }
@@ -113,8 +110,6 @@ def main() -> None:
     harder_task = load_task("arithmetic", {**options, **json.loads(args.harder)})
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     for seed in args.seeds:
-        from srl_rlvr.config import load_config
-
         config = load_config(args.config, [f"seed={seed}", *args.set])
         config.task.options = options
         train = task.sample(args.train, seed=seed, split="train")
