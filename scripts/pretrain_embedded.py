@@ -1,12 +1,16 @@
-"""Pretrain the embedded default model: a byte-level Qwen2 that knows the arithmetic format.
+"""Pretrain the embedded default model: a byte-level Qwen2 that knows arithmetic but gives up early.
 
 The quickstart needs a base that writes solutions in the task's format (one `a op x = y` line a step,
-then `Answer: N`) but is weak at longer chains, so SRL and RLVR have something to fix. So the base
-mostly sees short problems (1-2 steps), with a small share (5 %) of 3-4-step ones: it can continue a
-chain, unreliably, and has never seen five steps. Training is plain SFT (TRL, through `train_sft`) on
-the task's programmatic solver; held-out accuracy per number of steps is written to the model card.
+then `Answer: N`) and has a weakness that SRL and RLVR can fix in a few minutes on a laptop CPU. RL
+learns about a bit per rollout, so a few thousand rollouts can change a habit but cannot teach new
+arithmetic. So the base learns every step right, from 1-4-step problems, but from two solvers, as
+real pretraining data mixes careful and careless work: the task's exact solver and a hasty one that,
+after a step with a large value, often stops and answers that value. The base picks up the habit
+of giving up on big numbers; SRL's step rewards and RLVR's outcome reward both train it away.
+Training is plain SFT (TRL, through `train_sft`); held-out accuracy per number of steps goes in the
+model card.
 
-    python scripts/pretrain_embedded.py                      # GPU: ~3 min; CPU: ~30 min
+    python scripts/pretrain_embedded.py                      # GPU: ~4 min; CPU: ~30 min
     python scripts/pretrain_embedded.py --steps 200 --out /tmp/base   # a quick smoke run
 """
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import build_config
+from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.evaluate.generation import evaluate_task
 from srl_rlvr.modeling import EMBEDDED_DIR, byte_tokenizer, load_model, tiny_model
 from srl_rlvr.tasks import load_task
@@ -30,11 +35,16 @@ from srl_rlvr.train.sft import train_sft
 CARD = """# Embedded arithmetic base model
 
 A {params:.2f}M-parameter Qwen2-architecture model with a byte-level tokenizer (no merges), pretrained
-from random weights by `scripts/pretrain_embedded.py` on {train} solver trajectories of the
-`arithmetic` task with options `{options}`, of which a share {long_fraction} has options
-`{long_options}` ({steps} SFT steps, batch {batch}, lr {lr}, seed {seed};
-{seconds:.0f} s on {device}). It is the quickstart's base: it follows the format and is reliable on
-short chains, unreliable on the rare longer ones, and has never seen longer still.
+from random weights by `scripts/pretrain_embedded.py` ({steps} SFT steps, batch {batch}, lr {lr},
+seed {seed}; {seconds:.0f} s on {device}) on {train} trajectories of the `arithmetic` task with
+options `{options}`{long}.
+
+The trajectories come from two solvers: the task's exact one and a hasty one that, after a step
+whose value is large, may stop and answer that value (its chance rises from 0 at |value| {start:g}
+to {top:g} at |value| {end:g} and above; {hasty:.1%} of the trajectories ended early). Every step the
+model saw was done right, but it learned to give up on big numbers. It is the quickstart's base:
+it follows the format, and its habit costs it most problems of 3 or more steps, which SRL and
+RLVR can train away; it has never seen more than {max_steps} steps.
 
 Held-out greedy accuracy (test split, {heldout} problems per row):
 
@@ -49,12 +59,15 @@ Command: `{command}`
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=EMBEDDED_DIR)
-    parser.add_argument("--options", default='{"min_steps": 1, "max_steps": 2}', help="task options (JSON)")
+    parser.add_argument("--options", default='{"min_steps": 1, "max_steps": 4}', help="task options (JSON)")
     parser.add_argument("--train", type=int, default=20000, help="solver trajectories")
     parser.add_argument(
         "--long-options", default='{"min_steps": 3, "max_steps": 4}', help="options of the rare long problems"
     )
-    parser.add_argument("--long-fraction", type=float, default=0.05, help="share of long problems")
+    parser.add_argument("--long-fraction", type=float, default=0.0, help="share of long problems")
+    parser.add_argument("--give-up-max", type=float, default=0.7, help="hasty solver's top chance to stop")
+    parser.add_argument("--give-up-from", type=float, default=5, help="|value| where hastiness starts")
+    parser.add_argument("--give-up-to", type=float, default=40, help="|value| where it reaches its max")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -73,7 +86,10 @@ def main() -> None:
     long_task = load_task("arithmetic", {**options, **json.loads(args.long_options)})
     problems = task.sample(args.train - n_long, seed=args.seed, split="train")
     problems += long_task.sample(n_long, seed=args.seed, split="train")
-    trajectories = [task.solve(p) for p in problems]
+    rng = random.Random(args.seed)
+    solved = [task.solve(p) for p in problems]
+    trajectories = [give_up(t, rng, args.give_up_from, args.give_up_to, args.give_up_max) for t in solved]
+    hasty = sum(len(t.steps) < len(s.steps) for t, s in zip(trajectories, solved, strict=True)) / len(solved)
     random.Random(args.seed).shuffle(trajectories)
     with tempfile.TemporaryDirectory() as scratch:
         init = Path(scratch) / "init"
@@ -133,8 +149,12 @@ def main() -> None:
             params=sum(p.numel() for p in model.parameters()) / 1e6,
             train=len(trajectories),
             options=json.dumps(options),
-            long_fraction=args.long_fraction,
-            long_options=args.long_options,
+            long=f", plus a share {args.long_fraction} with `{args.long_options}`" if n_long else "",
+            start=args.give_up_from,
+            end=args.give_up_to,
+            top=args.give_up_max,
+            hasty=hasty,
+            max_steps=max(task.max_steps, long_task.max_steps if n_long else 0),
             steps=args.steps,
             batch=args.batch_size,
             lr=args.lr,
@@ -148,6 +168,23 @@ def main() -> None:
     )
     (args.out / "heldout.json").write_text(json.dumps(scores, indent=2))
     print(f"embedded model written to {args.out}")
+
+
+def give_up(trajectory: Trajectory, rng: random.Random, start: float, end: float, top: float) -> Trajectory:
+    """A hasty solver's version: after a step whose value is large, it may stop and answer that value.
+
+    The chance rises linearly from 0 at |value| = start to `top` at |value| = end, so the base learns
+    a habit that is wrong more often the bigger the numbers get, while its training data still
+    shows every kind of step done right.
+    """
+    steps = trajectory.steps[:-1]
+    for i, step in enumerate(steps[:-1]):
+        value = int(step.action.rsplit("=", 1)[1])
+        chance = top * min(max((abs(value) - start) / (end - start), 0.0), 1.0)
+        if rng.random() < chance:
+            answer = Step(action=f"Answer: {value}", reasoning="The last value is the answer.")
+            return trajectory.model_copy(update={"steps": [*steps[: i + 1], answer]})
+    return trajectory
 
 
 def _given(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:

@@ -153,17 +153,21 @@ def test_write_report_writes_markdown_json_and_readable_plots(tmp_path: Path) ->
     assert "](plots/curves_rlvr.png)" in text and "never seen in training" in text
 
 
-def test_comparison_table_shows_each_model_with_its_delta_to_the_first() -> None:
+def test_comparison_table_shows_each_model_with_its_delta_to_the_row_above() -> None:
     results = {
-        "base": hand_made_result("base", {2: 1, 3: 1, 4: 0}),
+        "base": hand_made_result("base", {2: 1, 3: 0, 4: 0}),
+        "srl": hand_made_result("srl", {2: 1, 3: 1, 4: 0}),
         "rlvr": hand_made_result("rlvr", {2: 1, 3: 1, 4: 1}),
     }
 
     table = comparison_table(results, FAST)
 
     assert [c.header for c in table.columns][:4] == ["model", "n", "reward", "accuracy"]
-    delta = list(table.columns[4].cells)
-    assert delta[0] == "" and delta[1].startswith("+0.333 [") and delta[1].endswith("*")
+    delta = list(next(c for c in table.columns if str(c.header).startswith("Δ reward")).cells)
+    assert delta[0] == ""
+    assert delta[1].startswith("+0.333 [") and delta[2].startswith("+0.333 ["), (
+        "each row against the one above"
+    )
 
 
 def test_eval_cli_on_tiny_prints_a_table_and_writes_the_report(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ and `config check` answer instantly.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -50,7 +51,8 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 
-console = Console()
+# A log file or pipe gets a width that fits the evaluation table; a terminal keeps its own.
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in defaults.")]

@@ -51,6 +51,11 @@ class ModelConfig(Section):
         "auto", description="'auto': cuda if available, else cpu. Or 'cpu', 'cuda', 'cuda:1'."
     )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute activations in the backward pass to save memory. 'auto': on a GPU only; "
+        "on a CPU the recompute costs a third more time for memory a small model does not need.",
+    )
     trust_remote_code: bool = False
 
 

@@ -91,8 +91,8 @@ def plot_metrics(panels: Mapping[str, Mapping[str, EvalResult]], path: Path, eva
         for i, (label, result) in enumerate(results.items()):
             offsets = x - 0.4 + width * (i + 0.5)
             values = [result.metrics.get(m, np.nan) for m in metrics]
-            bars = ax.bar(offsets, values, width, label=label)
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+            ax.bar(offsets, values, width, label=label)
+            tops = list(values)
             if "reward" in metrics:
                 low, high = bootstrap_ci(
                     result.rewards,
@@ -108,6 +108,18 @@ def plot_metrics(panels: Mapping[str, Mapping[str, EvalResult]], path: Path, eva
                     color="black",
                     capsize=3,
                 )
+                tops[metrics.index("reward")] = high  # the value sits above its interval, not on it
+            for offset, value, top in zip(offsets, values, tops, strict=True):
+                if np.isfinite(value):
+                    ax.annotate(
+                        f"{value:.2f}",
+                        (offset, top),
+                        xytext=(0, 2),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                    )
         n = next(iter(results.values())).n if results else 0
         ax.set_title(f"{title} (n={n}; reward bars: {eval_config.confidence:.0%} bootstrap CI)")
         scores = [v for r in results.values() for v in r.metrics.values() if np.isfinite(v)]

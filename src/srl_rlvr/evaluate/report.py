@@ -35,32 +35,39 @@ def stage_comparisons(results: Mapping[str, EvalResult], eval_config: EvalConfig
 
 def _delta(comparison: dict[str, Any]) -> str:
     reward = comparison["reward"]
-    star = " *" if reward["significant"] else ""
+    star = "*" if reward["significant"] else ""
     return f"{reward['delta']:+.3f} [{reward['ci_low']:+.3f}, {reward['ci_high']:+.3f}]{star}"
 
 
 def comparison_table(
     results: Mapping[str, EvalResult], eval_config: EvalConfig, title: str = "held-out evaluation"
 ) -> Table:
-    """The metrics of each model with its reward delta against the first, for the CLI to print."""
+    """The metrics of each model with its reward delta against the row above, for the CLI to print.
+
+    Against the row above because a pipeline's rows are its stages in order: each stage must beat
+    the one before. report.md also compares every stage with the base.
+    """
     metrics = list(dict.fromkeys(k for r in results.values() for k in r.metrics))
     ci = f"{eval_config.confidence:.0%} CI"
-    base_label, base = next(iter(results.items()), ("", None))
-    caption = f"Δ reward: paired, against {base_label}; * the {ci} excludes 0. Latency: ms p50/p95/p99."
+    caption = (
+        f"Δ reward: paired, against the row above; * its {ci} excludes 0. "
+        "Latency: p50 of a batch's wall time; p95/p99 in report.md."
+    )
     table = Table(title=title, caption=caption)
-    for column in ["model", "n", *metrics, f"Δ reward [{ci}]", "latency", "tokens/s"]:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    for column in ["model", "n", *metrics, f"Δ reward [{ci}]", "p50 ms", "tokens/s"]:
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+    previous: EvalResult | None = None
     for label, result in results.items():
-        delta = _delta(compare(base, result, eval_config)) if base is not None and result is not base else ""
-        latency = "/".join(f"{result.latency_ms[p]:.0f}" for p in ("p50", "p95", "p99"))
+        delta = _delta(compare(previous, result, eval_config)) if previous is not None else ""
         table.add_row(
             label,
             str(result.n),
             *(f"{result.metrics.get(m, float('nan')):.3f}" for m in metrics),
             delta,
-            latency,
-            f"{result.tokens_per_second:.1f}",
+            f"{result.latency_ms['p50']:.0f}",
+            f"{result.tokens_per_second:.0f}",
         )
+        previous = result
     return table
 
 

@@ -27,7 +27,7 @@ from trl import DPOConfig, DPOTrainer
 from srl_rlvr.config import Config, RLVRConfig
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import generate, safe_reward
-from srl_rlvr.modeling import autocast_bf16, load_model, materialize
+from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem, Task
 from srl_rlvr.train.loop import run_settings
 
@@ -189,7 +189,7 @@ def build_dpo_trainer(
         logging_steps=cfg.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
         trust_remote_code=config.model.trust_remote_code,
-        **run_settings(config.seed, bf16=autocast_bf16(config.model)),
+        **run_settings(config.seed, config.model),
     )
     # No ref_model: TRL reloads it from the policy's `_name_or_path` (the start model's folder, which is
     # why `tiny` is materialized first), or, for a LoRA policy, keeps a frozen copy of the adapter.

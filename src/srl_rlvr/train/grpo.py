@@ -24,7 +24,6 @@ from trl import GRPOConfig, GRPOTrainer
 
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.modeling import autocast_bf16
 from srl_rlvr.train.loop import run_settings
 
 
@@ -123,6 +122,6 @@ def grpo_args(
         save_steps=stage.save_steps,
         logging_steps=stage.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
-        **run_settings(config.seed, bf16=autocast_bf16(config.model)),
+        **run_settings(config.seed, config.model),
         save_only_model=False,
     )

@@ -15,18 +15,23 @@ import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from srl_rlvr.config import ModelConfig
+from srl_rlvr.modeling import autocast_bf16
 from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, last_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def run_settings(seed: int, bf16: bool) -> dict[str, object]:
+def run_settings(seed: int, model: ModelConfig) -> dict[str, object]:
     """TrainingArguments every stage shares: GPU when there is one, our own progress bar and
     metrics.jsonl instead of the libraries' reporting."""
+    cuda = torch.cuda.is_available()
+    checkpointing = model.gradient_checkpointing
     return {
         "seed": seed,
-        "bf16": bf16,
-        "use_cpu": not torch.cuda.is_available(),
+        "bf16": autocast_bf16(model),
+        "gradient_checkpointing": cuda if checkpointing == "auto" else checkpointing,
+        "use_cpu": not cuda,
         "report_to": "none",
         "disable_tqdm": True,
     }

@@ -18,7 +18,7 @@ from trl import SFTTrainer
 from srl_rlvr.config import Config
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
-from srl_rlvr.modeling import autocast_bf16, load_model, materialize
+from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Task, load_task, problem_of
 from srl_rlvr.train.loop import run_settings, run_trainer
 
@@ -61,7 +61,7 @@ def train_sft(
         max_grad_norm=sft.max_grad_norm,
         save_steps=sft.save_steps,
         logging_steps=sft.logging_steps,
-        **run_settings(config.seed, bf16=autocast_bf16(config.model)),
+        **run_settings(config.seed, config.model),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=callbacks)
