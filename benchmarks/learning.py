@@ -62,6 +62,15 @@ def accuracy(path: str, task: Any, problems: list[Problem], max_new_tokens: int)
     }
 
 
+def steps_done(out: Path) -> int:
+    """Optimiser steps an arm took (its stages' metrics.jsonl), to show what its budget bought."""
+    total = 0
+    for log in out.rglob("metrics.jsonl"):
+        steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines() if line.strip()]
+        total += max(steps, default=0)
+    return total
+
+
 def run_arm(
     arm: str, config: Config, base: str, task: Any, train: list[Problem], out: Path, args: argparse.Namespace
 ) -> str:
@@ -101,7 +110,19 @@ def main() -> None:
     parser.add_argument("--config", default="examples/quickstart.yaml", help="hyper-parameters")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_learning"))
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        type=Path,
+        help="results.json of parallel runs: write their joint table and plot",
+    )
     args = parser.parse_args()
+    if args.merge:
+        runs = [row for path in args.merge for row in json.loads(path.read_text())["runs"]]
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot(runs, args.arms, args.out / "learning.png")
+        print_table(runs, args.arms)
+        return
     quiet_libraries()
 
     base = model_source(args.base)
@@ -128,27 +149,70 @@ def main() -> None:
             row[arm] = accuracy(path, task, heldout, tokens)
             row[f"{arm}_harder"] = accuracy(path, harder_task, harder, tokens)
             row[f"{arm}_seconds"] = time.time() - started
+            row[f"{arm}_steps"] = steps_done(args.out / f"seed{seed}" / arm)
             delta, low, high = paired_delta_ci(row["base"]["correct"], row[arm]["correct"])
             row[f"{arm}_delta"] = [delta, low, high]
             print(
                 f"seed {seed} {arm}: {row[arm]['accuracy']:.3f} {row[arm]['ci']} "
                 f"delta vs base {delta:+.3f} [{low:+.3f}, {high:+.3f}] "
-                f"harder {row[f'{arm}_harder']['accuracy']:.3f} ({row[f'{arm}_seconds']:.0f} s)",
+                f"harder {row[f'{arm}_harder']['accuracy']:.3f} "
+                f"({row[f'{arm}_seconds']:.0f} s, {row[f'{arm}_steps']} steps)",
                 flush=True,
             )
         results["runs"].append(row)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        plot(results["runs"], args.arms, args.out / "learning.png")
 
-    print("\n| seed | base | " + " | ".join(args.arms) + " |")
-    print("|---|---|" + "---|" * len(args.arms))
-    for row in results["runs"]:
-        cells = [f"{row[a]['accuracy']:.3f} ({row[a + '_harder']['accuracy']:.3f})" for a in args.arms]
+    print_table(results["runs"], args.arms)
+
+
+def print_table(runs: list[dict[str, Any]], arms: list[str]) -> None:
+    """Accuracy per seed and arm (harder family in brackets), then the mean paired delta per arm."""
+    print("\n| seed | base | " + " | ".join(arms) + " |")
+    print("|---|---|" + "---|" * len(arms))
+    for row in runs:
+        cells = [f"{row[a]['accuracy']:.3f} ({row[a + '_harder']['accuracy']:.3f})" for a in arms]
         print(
             f"| {row['seed']} | {row['base']['accuracy']:.3f} ({row['base_harder']['accuracy']:.3f}) | "
             + " | ".join(cells)
             + " |"
         )
+    deltas = [f"{sum(r[a + '_delta'][0] for r in runs) / len(runs):+.3f}" for a in arms]
+    print("| mean Δ vs base | | " + " | ".join(deltas) + " |")
+
+
+def plot(runs: list[dict[str, Any]], arms: list[str], path: Path) -> None:
+    """Held-out and harder-family accuracy per arm: a bar for the mean over seeds, a dot per seed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    labels = ["base", *arms]
+    for ax, suffix, title in zip(
+        fig.subplots(1, 2),
+        ("", "_harder"),
+        ("held-out problems", "harder family (never trained on)"),
+        strict=True,
+    ):
+        for i, label in enumerate(labels):
+            values = [row[label + suffix]["accuracy"] for row in runs]
+            ax.bar(i, sum(values) / len(values), color="lightgray" if label == "base" else f"C{i}")
+            ax.plot([i] * len(values), values, "k.", label="one seed" if i == 0 else None)
+            ax.annotate(
+                f"{sum(values) / len(values):.3f}",
+                (i, max(values)),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel("arm (equal training budget, same base)")
+        ax.set_ylabel("greedy accuracy")
+        ax.set_title(f"{title}: mean of {len(runs)} seed(s)")
+        ax.legend(loc="upper left")
+        ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Pieces several RL test files use: a task a random model solves half the time, and a SIGTERM trigger."""
+"""Pieces several RL test files use: a task a random model solves half the time, SIGTERM and NaN triggers."""
 
 import os
 import signal
@@ -41,3 +41,16 @@ class SigtermAtStep(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class NaNGradientsAtStep(TrainerCallback):
+    """Simulates a blown-up update: the optimizer step at `step` applies NaN gradients."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step + 1 == self.step:
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(float("nan"))

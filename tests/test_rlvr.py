@@ -4,9 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from rl_helpers import FirstCharacterTask, SigtermAtStep
+from rl_helpers import FirstCharacterTask, NaNGradientsAtStep, SigtermAtStep
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from srl_rlvr.cli import main
 from srl_rlvr.config import Config, build_config
@@ -97,22 +96,9 @@ def test_ppo_resumes_after_sigterm_with_its_value_head(tmp_path: Path) -> None:
     assert [r["step"] for r in step_records(tmp_path / "rlvr")] == [1, 2, 3, 4]
 
 
-class _NaNGradientsAtStep(TrainerCallback):
-    """Simulates a blown-up update: the optimizer step at `step` applies NaN gradients."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
-        if state.global_step + 1 == self.step:
-            for parameter in model.parameters():
-                if parameter.grad is not None:
-                    parameter.grad.fill_(float("nan"))
-
-
 def test_the_stability_guard_restores_the_last_good_checkpoint_after_a_nan(tmp_path: Path) -> None:
     config = rlvr_config(tmp_path, "rlvr.max_steps=5", "rlvr.save_steps=2")
-    final = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, callbacks=[_NaNGradientsAtStep(3)])
+    final = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, callbacks=[NaNGradientsAtStep(3)])
     out = tmp_path / "rlvr"
     events = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
     assert len(events) == 1 and events[0]["step"] == 3 and "nan" in events[0]["reason"]

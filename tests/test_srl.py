@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from rl_helpers import SigtermAtStep
+from rl_helpers import NaNGradientsAtStep, SigtermAtStep
+from safetensors.torch import load_file
 
 from srl_rlvr.config import Config, LoraConfig, SRLConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
@@ -111,6 +112,21 @@ def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(
         assert all(torch.isfinite(torch.tensor(record[k])) for k in ("loss", "reward", "kl", "kl_weight"))
         assert 0.0 <= record["filtered_group_frac"] <= 1.0 and "format_failure_rate" in record
     assert any(r["filtered_group_frac"] < 1.0 for r in steps), "no group carried signal: nothing was trained"
+
+
+def test_a_nan_update_in_srl_is_undone_from_the_last_good_checkpoint(
+    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
+    out = tmp_path / "srl"
+    config = tiny_srl_config.model_copy(deep=True)
+    config.srl.max_steps = 4
+
+    final = train_srl(config, arithmetic_trajectories, out, callbacks=[NaNGradientsAtStep(2)])
+
+    events = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
+    assert len(events) == 1 and events[0]["step"] == 2 and "nan" in events[0]["reason"]
+    weights = load_file(final / "model.safetensors")
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(

@@ -139,6 +139,14 @@ class PolicyRLConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
     logging_steps: int = Field(1, gt=0)
+    spike_factor: float = Field(
+        5.0,
+        gt=1,
+        description="Stability guard: KL above factor x its recent mean (or x max_kl), or a reward drop "
+        "beyond factor x its recent std, restores the last good checkpoint.",
+    )
+    restore_lr_factor: float = Field(0.5, gt=0, lt=1, description="Learning rate multiplier after a restore.")
+    max_restores: int = Field(3, ge=0, description="Give up after this many restores.")
 
 
 class SRLConfig(PolicyRLConfig):
@@ -216,14 +224,6 @@ class RLVRConfig(PolicyRLConfig):
     early_stopping_patience: int = Field(
         5, ge=0, description="Stop after this many validations without a new best; 0 never stops early."
     )
-    spike_factor: float = Field(
-        5.0,
-        gt=1,
-        description="Stability guard: KL above factor x its recent mean (or x max_kl), or a reward drop "
-        "beyond factor x its recent std, restores the last good checkpoint.",
-    )
-    restore_lr_factor: float = Field(0.5, gt=0, lt=1, description="Learning rate multiplier after a restore.")
-    max_restores: int = Field(3, ge=0, description="Give up after this many restores.")
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature (strength of the implicit KL anchor).")
     dpo_correct_threshold: float = Field(
         1.0, description="DPO: a sample whose reward reaches this is correct; below it, wrong."

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from srl_rlvr.config import PolicyRLConfig
 from srl_rlvr.errors import UserError
 from srl_rlvr.train.callbacks import last_checkpoint
 
@@ -55,6 +56,18 @@ def instability(
                 f"reward drop: {logs['reward']:.4g} < recent mean {mean:.4g} - {factor:g} x std = {floor:.4g}"
             )
     return None
+
+
+def stability_guard(trainer: Any, out_dir: Path, stage: PolicyRLConfig) -> StabilityGuard:
+    """The guard with a stage section's settings (`srl:` or `rlvr:`)."""
+    return StabilityGuard(
+        trainer,
+        out_dir,
+        spike_factor=stage.spike_factor,
+        max_kl=stage.max_kl,
+        lr_factor=stage.restore_lr_factor,
+        max_restores=stage.max_restores,
+    )
 
 
 class StabilityGuard(TrainerCallback):

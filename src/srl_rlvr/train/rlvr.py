@@ -30,7 +30,7 @@ from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args
-from srl_rlvr.train.guard import StabilityGuard
+from srl_rlvr.train.guard import stability_guard
 from srl_rlvr.train.loop import run_trainer
 from srl_rlvr.train.rewards import reward_functions
 from srl_rlvr.train.validation import ValidationCallback
@@ -116,16 +116,7 @@ def train_rlvr(
         trainer = _rollout_trainer(config, problems, task, out_dir)
         tokenizer = trainer.processing_class
         shared = [AdaptiveKLCallback(trainer, AdaptiveKLController(cfg.kl_penalty_weight, cfg.max_kl))]
-    shared.append(
-        StabilityGuard(
-            trainer,
-            out_dir,
-            spike_factor=cfg.spike_factor,
-            max_kl=cfg.max_kl,
-            lr_factor=cfg.restore_lr_factor,
-            max_restores=cfg.max_restores,
-        )
-    )
+    shared.append(stability_guard(trainer, out_dir, cfg))
     if cfg.eval_steps and val_problems:
         shared.append(
             ValidationCallback(

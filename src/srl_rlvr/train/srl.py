@@ -40,6 +40,7 @@ from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Task, problem_of
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args
+from srl_rlvr.train.guard import stability_guard
 from srl_rlvr.train.loop import run_trainer
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def train_srl(
     )
     kl = AdaptiveKLCallback(trainer, AdaptiveKLController(config.srl.kl_penalty_weight, config.srl.max_kl))
     log.info("SRL: %d step-wise instances from %d trajectories", len(dataset), len(trajectories))
-    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[kl, *callbacks])
+    guard = stability_guard(trainer, out_dir, config.srl)
+    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[kl, guard, *callbacks])
 
 
 @torch.no_grad()
