@@ -6,11 +6,13 @@ import pytest
 import torch
 from rl_helpers import FirstCharacterTask, NaNGradientsAtStep, SigtermAtStep
 from safetensors.torch import load_file
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from srl_rlvr.cli import main
 from srl_rlvr.config import Config, build_config
 from srl_rlvr.errors import TaskError
 from srl_rlvr.tasks import Problem
+from srl_rlvr.train.guard import StabilityGuard
 from srl_rlvr.train.loop import TrainingInterrupted
 from srl_rlvr.train.ppo import VALUE_HEAD_FILE, gae, terminal_rewards
 from srl_rlvr.train.rewards import outcome_reward, overlong_penalty, reward_functions
@@ -195,3 +197,23 @@ def test_cli_trains_rlvr_from_a_stage_folder_and_rejects_a_bad_batch(
         main(["train", "rlvr", *common, "rlvr.batch_size=3", "--model", str(tmp_path / "first")])
     assert bad.value.code == 2
     assert "multiple of num_generations" in capsys.readouterr().err
+
+
+def test_the_guard_restores_on_a_kl_spike_only_when_the_next_step_spikes_too(tmp_path: Path) -> None:
+    guard = StabilityGuard(trainer=None, out_dir=tmp_path, spike_factor=5.0, max_kl=0.1)
+    guard._restore = lambda: "checkpoint-x"  # type: ignore[method-assign]  # the restore itself: test above
+    state, control = TrainerState(), TrainerControl()
+
+    def log_step(step: int, kl: float) -> None:
+        state.global_step = step
+        guard.on_log(TrainingArguments(str(tmp_path)), state, control, logs={"kl": kl, "reward": 0.5})
+
+    for step, kl in enumerate([0.05, 0.06, 0.05, 3.0, 0.05, 0.06], start=1):
+        log_step(step, kl)
+    assert guard.restores == 0, "one heavy-tailed batch is not a divergence"
+
+    log_step(7, 3.0)
+    log_step(8, 2.5)
+    assert guard.restores == 1
+    event = json.loads((tmp_path / "stability.jsonl").read_text().splitlines()[0])
+    assert event["step"] == 8 and event["reason"].startswith("kl spike")

@@ -11,6 +11,10 @@ lacks and both stages need:
   completion mask is zeroed, so it leaves the loss, the KL and the token normaliser.
 - Extra stop tokens (`stop_token_ids`): rollouts end there as at EOS, in generation and in the mask
   (SRL's `continue` style stops each rollout at the end of its line).
+- A floor on token log-probabilities (`LOGP_FLOOR`). TRL's KL term is exp(ref - logp) - (ref - logp)
+  - 1 on every position, masked afterwards by multiplication. On a padding position after a rollout
+  stopped, logp can fall so low that exp() overflows, and inf x 0 is NaN: the loss and then the
+  weights go NaN (seen in long SRL runs on a GPU). No sampled token has a log-probability near -50.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from trl import GRPOConfig, GRPOTrainer
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.train.loop import run_settings
+
+LOGP_FLOOR = -50.0
 
 
 def group_advantages(
@@ -60,6 +66,10 @@ class GroupTrainer(GRPOTrainer):
             self.generation_config.eos_token_id = self.eos_token_ids
         self._global_rewards: torch.Tensor | None = None
         self._global_weights: torch.Tensor | None = None
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
+        logps, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        return (logps.clamp(min=LOGP_FLOOR), *rest)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

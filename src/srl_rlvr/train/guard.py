@@ -1,7 +1,9 @@
 """Stability guard: undo a blown-up RL step instead of training on from corrupted weights.
 
 RL on language models diverges suddenly: NaN weights after an update, a NaN loss, a KL that jumps
-far past its target, or a reward that collapses. Continuing from there wastes the run. After each
+far past its target and stays there, or a reward that collapses. A KL spike must last two logged
+steps: the k3 estimator TRL logs is heavy-tailed, and one sampled token the policy has learned to
+avoid but the reference still likes (the habit being trained away) spikes a single batch. Continuing from there wastes the run. After each
 update the guard checks the trainable weights are finite, and after each logged step it checks the
 logs; on a hit it cancels that step's checkpoint, restores the model, optimizer and scheduler from
 the last good checkpoint (checkpoints are only written on steps that passed), lowers the learning
@@ -89,6 +91,7 @@ class StabilityGuard(TrainerCallback):
         self.kl_history: deque[float] = deque(maxlen=window)
         self.reward_history: deque[float] = deque(maxlen=window)
         self.restores = 0
+        self.kl_spikes = 0  # consecutive logged steps with a KL spike
         self.lr_scale = 1.0
         self._weights_finite = True
         self._last_restore_step = -1
@@ -128,6 +131,12 @@ class StabilityGuard(TrainerCallback):
         reason = instability(
             logs, list(self.kl_history), list(self.reward_history), self.spike_factor, self.max_kl
         )
+        if reason is not None and reason.startswith("kl spike"):
+            self.kl_spikes += 1
+            if self.kl_spikes < 2:
+                log.info("step %d: %s (restores if the next step spikes too)", state.global_step, reason)
+                return
+        self.kl_spikes = 0 if reason is None else self.kl_spikes
         if reason is not None and not self._restored_this_step(state):
             self._recover(reason, state, control)
             logs["stability_restores"] = self.restores
@@ -143,6 +152,7 @@ class StabilityGuard(TrainerCallback):
     def _recover(self, reason: str, state: TrainerState, control: TrainerControl) -> None:
         control.should_save = False  # never checkpoint the diverged weights
         self._last_restore_step = state.global_step
+        self.kl_spikes = 0
         self.restores += 1
         if self.restores > self.max_restores:
             raise TrainingUnstable(
