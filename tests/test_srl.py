@@ -114,14 +114,18 @@ def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(
     assert any(r["filtered_group_frac"] < 1.0 for r in steps), "no group carried signal: nothing was trained"
 
 
-def test_a_nan_update_in_srl_is_undone_from_the_last_good_checkpoint(
-    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
-) -> None:
-    out = tmp_path / "srl"
+@pytest.fixture
+def four_step_config(tiny_srl_config: Config) -> Config:
     config = tiny_srl_config.model_copy(deep=True)
     config.srl.max_steps = 4
+    return config
 
-    final = train_srl(config, arithmetic_trajectories, out, callbacks=[NaNGradientsAtStep(2)])
+
+def test_a_nan_update_in_srl_is_undone_from_the_last_good_checkpoint(
+    four_step_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
+    out = tmp_path / "srl"
+    final = train_srl(four_step_config, arithmetic_trajectories, out, callbacks=[NaNGradientsAtStep(2)])
 
     events = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
     assert len(events) == 1 and events[0]["step"] == 2 and "nan" in events[0]["reason"]
@@ -130,11 +134,10 @@ def test_a_nan_update_in_srl_is_undone_from_the_last_good_checkpoint(
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
-    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+    four_step_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
 ) -> None:
     out = tmp_path / "srl"
-    config = tiny_srl_config.model_copy(deep=True)
-    config.srl.max_steps = 4
+    config = four_step_config
     with pytest.raises(TrainingInterrupted) as stopped:
         train_srl(config, arithmetic_trajectories, out, callbacks=[SigtermAtStep(1)])
     assert stopped.value.checkpoint is not None and stopped.value.checkpoint.endswith("checkpoint-2")
