@@ -30,6 +30,7 @@ from srl_rlvr.errors import UserError
 
 if TYPE_CHECKING:
     from srl_rlvr.config import Config
+    from srl_rlvr.evaluate.run import EvalRun
     from srl_rlvr.stages import StageEvent
 
 app = typer.Typer(
@@ -295,7 +296,6 @@ def eval_command(
         raise typer.BadParameter(f"'{split}' is not a split; use test or val", param_hint="--split")
     cfg = _load(config, overrides)
     quiet_libraries()
-    from srl_rlvr.evaluate.report import comparison_table
     from srl_rlvr.evaluate.run import run_evaluation
 
     run = run_evaluation(
@@ -308,10 +308,7 @@ def eval_command(
         out_dir=out,
         on_model=lambda label, path: err_console.print(f"evaluating {label} ({path})"),
     )
-    console.print(comparison_table(run.results, cfg.eval, title=f"{split} split"))
-    if run.generalization:
-        console.print(comparison_table(run.generalization, cfg.eval, title="never-seen problem family"))
-    console.print(f"report: {run.report} and {run.report.with_name('report.json')}")
+    _print_evaluation(run, cfg, title=f"{split} split")
 
 
 def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
@@ -351,7 +348,6 @@ def run_command(
     """
     cfg = _load(config, overrides)
     quiet_libraries()
-    from srl_rlvr.evaluate.report import comparison_table
     from srl_rlvr.pipeline import run_pipeline
     from srl_rlvr.train.loop import TrainingInterrupted
 
@@ -377,13 +373,17 @@ def run_command(
     if evaluation is None:
         console.print(f"run directory: {result.run_dir} (no evaluation in this run)")
         return
-    title = f"held-out test split: {' -> '.join(evaluation.results)}"
-    console.print(comparison_table(evaluation.results, cfg.eval, title=title))
-    if evaluation.generalization:
-        console.print(
-            comparison_table(evaluation.generalization, cfg.eval, title="never-seen problem family")
-        )
-    console.print(f"report: {evaluation.report} and {evaluation.report.with_name('report.json')}")
+    _print_evaluation(evaluation, cfg, title=f"held-out test split: {' -> '.join(evaluation.results)}")
+
+
+def _print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
+    """The comparison tables `eval` and `run` both end with, and where the report is."""
+    from srl_rlvr.evaluate.report import comparison_table
+
+    console.print(comparison_table(run.results, cfg.eval, title=title))
+    if run.generalization:
+        console.print(comparison_table(run.generalization, cfg.eval, title="never-seen problem family"))
+    console.print(f"report: {run.report} and {run.report.with_name('report.json')}")
 
 
 def quiet_libraries() -> None:

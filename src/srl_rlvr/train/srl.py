@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -169,32 +168,17 @@ def train_srl(
     return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[kl, guard, *callbacks])
 
 
-@torch.no_grad()
 def evaluate_step_reward(
     model: Any, tokenizer: Any, dataset: Dataset, cfg: SRLConfig, batch_size: int = 64
 ) -> dict[str, float]:
     """Greedy next-step predictions on step-wise prompts, scored by the SRL reward: the learning signal
     SRL optimises, measured on held-out trajectories (mean reward, exact-step rate, format failures)."""
-    model.eval()
-    device = next(model.parameters()).device
-    rewards: list[float] = []
-    exact = 0
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        batch = tokenizer(rows["prompt"], return_tensors="pt", padding=True).to(device)
-        generated = model.generate(
-            **batch,
-            max_new_tokens=cfg.max_completion_length,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        completions = tokenizer.batch_decode(
-            generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-        rewards += make_srl_reward(cfg)(completions=completions, expert_action=rows["expert_action"])
-        exact += sum(
-            parse_action(c, cfg) == a.strip() for c, a in zip(completions, rows["expert_action"], strict=True)
-        )
+    from srl_rlvr.evaluate.generation import generate
+
+    completions = generate(model, tokenizer, dataset["prompt"], cfg.max_completion_length, batch_size)
+    actions = dataset["expert_action"]
+    rewards = make_srl_reward(cfg)(completions=completions, expert_action=actions)
+    exact = sum(parse_action(c, cfg) == a.strip() for c, a in zip(completions, actions, strict=True))
     n = max(len(rewards), 1)
     return {
         "mean_step_reward": sum(rewards) / n,
