@@ -127,28 +127,81 @@ def data_check(
 def generate(
     config: ConfigArg = None,
     overrides: OverridesArg = None,
-    n: Annotated[int | None, typer.Option(help="Trajectories to produce (default: data.train_size).")] = None,
+    task: Annotated[str | None, typer.Option(help="Task name or module:Class (overrides task.name).")] = None,
+    n: Annotated[
+        int | None, typer.Option(help="Accepted trajectories to produce (default: data.train_size).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Dataset folder (default: <output_dir>/data).")] = None,
-    split: Annotated[str, typer.Option(help="Which split's problems to solve.")] = "train",
+    problems: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of problems {text, answer?, id?, metadata?} instead of the task's sampler."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Which split's problems the task sampler draws.")] = "train",
+    concurrency: Annotated[
+        int | None, typer.Option(help="Problems in flight at once (collaboration.requests.concurrency).")
+    ] = None,
 ) -> None:
-    """Generate a versioned, verified expert-trajectory dataset with the task's solver."""
-    from srl_rlvr.collaborate.solver_teacher import generate_dataset
+    """Generate a versioned, verified expert-trajectory dataset with the configured teacher team.
 
-    cfg = _load(config, overrides)
+    Retrieves context from collaboration.retrieval.knowledge_dir, asks the teacher (the task's
+    solver, an OpenAI-compatible endpoint or a local model) for a step-by-step trajectory, checks it
+    (rules, the task's verifier, an optional LLM judge) and retries with feedback. Accepted rows go
+    to trajectories.jsonl as they come, rejected problems to rejected.jsonl; rerun to continue after
+    a crash or Ctrl-C.
+    """
+    from srl_rlvr.collaborate.orchestrator import Progress as Generated
+    from srl_rlvr.collaborate.orchestrator import generate_dataset
+
+    extra = [f"task.name={task}"] if task else []
+    extra += [f"collaboration.requests.concurrency={concurrency}"] if concurrency else []
+    cfg = _load(config, [*(overrides or []), *extra])
     out = out or Path(cfg.output_dir) / "data"
-    with Progress(console=err_console, transient=True) as progress:
-        bar = progress.add_task("solving + verifying", total=None)
-        manifest = generate_dataset(
-            cfg,
-            out,
-            n=n,
-            split=split,  # type: ignore[arg-type]
-            on_row=lambda done, total: progress.update(bar, completed=done, total=total),
-        )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("teaching + verifying", total=None)
+
+        def show(p: Generated) -> None:
+            progress.update(
+                bar,
+                completed=p.accepted,
+                total=p.target,
+                description=f"accepted ({p.rejected} rejected, {p.attempts} attempts)",
+            )
+
+        try:
+            manifest = generate_dataset(
+                cfg,
+                out,
+                n=n,
+                split=split,  # type: ignore[arg-type]
+                problems_file=str(problems) if problems else None,
+                on_progress=show,
+            )
+        except KeyboardInterrupt:
+            err_console.print(
+                f"[yellow]interrupted: rows decided so far are kept in {out}; rerun to continue"
+            )
+            raise SystemExit(130) from None
     console.print(
-        f"wrote {manifest['count']} trajectories ({manifest['rejected']} rejected) to {out}, "
-        f"hash {manifest['hash'][:16]}"
+        f"wrote {manifest['count']} trajectories ({manifest['rejected']} rejected, {manifest['attempts']} "
+        f"teacher attempts) to {out}, hash {manifest['hash'][:16]}"
     )
+    if manifest.get("exhausted"):
+        console.print(
+            f"[yellow]the problem source ran out before {n or cfg.data.train_size} rows were accepted"
+        )
+    for model, usage in manifest.get("usage", {}).items():
+        console.print(
+            f"  {model}: {usage['requests']} requests ({usage['cached']} cached, {usage['retries']} retries), "
+            f"{usage['prompt_tokens']}+{usage['completion_tokens']} tokens, ${usage['cost_usd']:.4f}"
+        )
 
 
 DataOpt = Annotated[

@@ -22,3 +22,11 @@ class ModelLoadError(UserError):
 
 class TaskError(UserError):
     """A task name or `module:Class` reference cannot be resolved."""
+
+
+class EndpointError(UserError):
+    """An LLM endpoint (teacher, judge) refused a request or kept failing; the message never holds a key."""
+
+
+class EndpointDown(EndpointError):
+    """The endpoint's circuit breaker is open: it failed too often in a row, so no request was sent."""

@@ -56,7 +56,8 @@ def _sections(config: Config, stage: str) -> dict[str, Any]:
     by_stage = {
         "generate": {
             "data": {k: data[k] for k in ("trajectories", "train_size", "seed")},
-            "collaboration": c["collaboration"],
+            # how requests are sent (concurrency, retries, cache) does not change what is generated
+            "collaboration": {k: v for k, v in c["collaboration"].items() if k != "requests"},
         },
         "sft": {"model": c["model"], "sft": c["sft"]},
         "srl": {"model": c["model"], "srl": c["srl"]},
@@ -193,9 +194,13 @@ def run_pipeline(
             if stage == "evaluate":
                 result.evaluation = load_evaluation(stage_dir(config, stage))
             continue
-        resume = same and record.get("status") == "running" and stage in TRAINING
+        resume = same and record.get("status") == "running" and stage in (*TRAINING, "generate")
         if resume:
-            why = "resuming from its last checkpoint"
+            why = (
+                "continuing the rows already decided"
+                if stage == "generate"
+                else "resuming from its last checkpoint"
+            )
         else:
             why = "forced" if stage in forced else "inputs changed" if record else "first run"
             if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):

@@ -94,19 +94,19 @@ class StepEvents(TrainerCallback):
 
 
 def _generate(config: Config, emit: Emit) -> StageOutput:
-    """The configured trajectory file when there is one, else the task solver's verified trajectories."""
-    from srl_rlvr.collaborate.solver_teacher import generate_dataset
+    """The configured trajectory file when there is one, else the teacher team's verified trajectories."""
+    from srl_rlvr.collaborate.orchestrator import Progress, generate_dataset
     from srl_rlvr.data.versioning import load_dataset
 
     if config.data.trajectories is not None:
         path = Path(config.data.trajectories)
         return StageOutput(path, load_dataset(path)[1]["hash"])
 
-    def on_row(done: int, total: int) -> None:
-        emit(StageEvent("step", "generate", done, total))
+    def on_progress(p: Progress) -> None:
+        emit(StageEvent("step", "generate", p.accepted, p.target, f"{p.rejected} rejected"))
 
     out = stage_dir(config, "generate")
-    return StageOutput(out, generate_dataset(config, out, on_row=on_row)["hash"])
+    return StageOutput(out, generate_dataset(config, out, on_progress=on_progress)["hash"])
 
 
 def _train(
