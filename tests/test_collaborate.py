@@ -285,3 +285,38 @@ def test_generate_cli_prints_the_counts_and_refuses_a_bad_problem_file(
         main(["generate", "--problems", str(bad), "--out", str(tmp_path / "e")])
     assert exit_.value.code == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_every_decided_row_and_the_same_command_continues(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(server: ScriptedChatServer) -> list[str]:
+        teacher = f"{{base_url: '{server.base_url}', model: m, api_key_env: null}}"
+        return [sys.executable, "-m", "srl_rlvr", "generate", "--n", "24", "--out", str(tmp_path / "d"),
+                f"collaboration.teacher={teacher}", "collaboration.requests.concurrency=4",
+                "collaboration.requests.cache_dir=null"]  # fmt: skip
+
+    answer = lambda request: solution_json(problem_in(request))  # noqa: E731
+    with ScriptedChatServer(answer, latency_s=0.2) as server:
+        run = subprocess.Popen(command(server), stderr=subprocess.PIPE, text=True)
+        rows = tmp_path / "d" / "trajectories.jsonl"
+        deadline = time.monotonic() + 60
+        while not (rows.is_file() and len(rows.read_text().splitlines()) >= 8):
+            assert run.poll() is None, run.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+        kept = len(rows.read_text().splitlines())
+        sent_before = len(server.requests)
+    assert run.returncode == 130 and "rerun to continue" in " ".join(err.split())
+    assert 8 <= kept < 24 and sent_before - kept <= 4  # at most the requests in flight are lost
+
+    with ScriptedChatServer(answer) as server:
+        subprocess.run(command(server), check=True, capture_output=True)
+        assert len(server.requests) <= 24 - kept + 4 and len(server.requests) >= 24 - kept
+    rows_after, manifest = load_dataset(tmp_path / "d")
+    assert manifest["count"] == 24 and [r.problem for r in rows_after] == [p.text for p in problems(24)]

@@ -56,19 +56,21 @@ app.add_typer(train_app, name="train")
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
-ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in defaults.")]
+# A string, not a Path: the first argument may be an override (`teacher.base_url=http://...`), and a
+# Path would fold its '//' into '/'.
+ConfigArg = Annotated[str | None, typer.Argument(help="YAML config; omit for the built-in defaults.")]
 OverridesArg = Annotated[
     list[str] | None,
     typer.Argument(help="Dotted overrides, e.g. srl.learning_rate=3e-6 task.name=sentiment."),
 ]
 
 
-def _load(config: Path | None, overrides: list[str] | None) -> Config:
+def _load(config: str | None, overrides: list[str] | None) -> Config:
     from srl_rlvr.config import load_config
 
     overrides = list(overrides or [])
-    if config is not None and "=" in str(config) and not config.exists():  # overrides with no config file
-        config, overrides = None, [str(config), *overrides]
+    if config is not None and "=" in config and not Path(config).exists():  # overrides with no config file
+        config, overrides = None, [config, *overrides]
     return load_config(config, overrides)
 
 
@@ -143,11 +145,7 @@ def generate(
 ) -> None:
     """Generate a versioned, verified expert-trajectory dataset with the configured teacher team.
 
-    Retrieves context from collaboration.retrieval.knowledge_dir, asks the teacher (the task's
-    solver, an OpenAI-compatible endpoint or a local model) for a step-by-step trajectory, checks it
-    (rules, the task's verifier, an optional LLM judge) and retries with feedback. Accepted rows go
-    to trajectories.jsonl as they come, rejected problems to rejected.jsonl; rerun to continue after
-    a crash or Ctrl-C.
+    For each problem: retrieve context (collaboration.retrieval), ask the teacher (the task's solver, an OpenAI-compatible endpoint or a local model) for a step-by-step trajectory, verify it (rules, the task's verifier, an optional LLM judge), retry with the feedback. Accepted rows go to trajectories.jsonl as they come, rejected problems to rejected.jsonl; after a crash or Ctrl-C the same command continues.
     """
     from srl_rlvr.collaborate.orchestrator import Progress as Generated
     from srl_rlvr.collaborate.orchestrator import generate_dataset
@@ -220,7 +218,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the las
 
 def _train(
     stage: str,
-    config: Path | None,
+    config: str | None,
     overrides: list[str] | None,
     data: Path | None,
     out: Path | None,
