@@ -1,4 +1,6 @@
 import logging
+import os
+import tempfile
 import warnings
 
 import pytest
@@ -8,6 +10,8 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.tasks import load_task
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+# Every run a test makes is tracked in one throwaway MLflow store, never in the working directory's.
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='srl-rlvr-mlflow-')}/mlflow.db"
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 

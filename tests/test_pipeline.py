@@ -34,7 +34,7 @@ TINY = [
     "eval.batch_size=8",
     "eval.bootstrap_samples=100",
 ]
-ALL = ["generate", "srl", "rlvr", "evaluate"]
+ALL = ["generate", "srl", "rlvr", "evaluate", "register"]
 
 
 def tiny_config(run_dir: Path, *overrides: str) -> Config:
@@ -102,7 +102,7 @@ def test_a_changed_srl_learning_rate_reruns_srl_and_everything_after_it(finished
 
     result, events = run(tiny_config(run_dir, "srl.learning_rate=5e-4"))
 
-    assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate"]
+    assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate", "register"]
     assert {e.message for e in events if e.kind == "start"} == {"inputs changed"}
     after = read_state(run_dir)
     assert after["generate"] == before["generate"]
@@ -120,7 +120,7 @@ def test_sigterm_during_srl_then_a_rerun_resumes_srl_and_finishes(tmp_path: Path
     assert read_state(config.output_dir)["srl"]["status"] == "running"
     assert not (tmp_path / "run" / "srl" / "final").exists()
     result, events = run(config)
-    assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate"]
+    assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate", "register"]
     assert next(e.message for e in events if e.kind == "start") == "resuming from its last checkpoint"
     assert next((e.step, e.total) for e in events if e.kind == "step") == (2, 3)
     assert loss_steps(tmp_path / "run" / "srl") == [1, 2, 3]
@@ -176,3 +176,34 @@ def test_cli_run_reports_a_missing_upstream_stage_as_one_line(
 
     assert exit_.value.code == 2
     assert "error: --only evaluate needs the srl stage's output" in capsys.readouterr().err
+
+
+def test_the_store_holds_every_stage_run_and_the_registered_lineage(finished_run) -> None:
+    from mlflow import MlflowClient
+
+    from srl_rlvr.manage.registry import lineage, resolve
+    from srl_rlvr.manage.tracking import recorded_run_id
+
+    run_dir, _, _ = finished_run
+    client = MlflowClient()
+    registered = json.loads((run_dir / "register" / "registered.json").read_text())
+    srl_ref, rlvr_ref = (v["reference"] for v in registered["versions"])
+
+    rlvr, srl, base = lineage(rlvr_ref)
+    assert (rlvr.reference, srl.reference, base) == (rlvr_ref, srl_ref, "tiny")
+    dataset_hash = json.loads((run_dir / "data" / "manifest.json").read_text())["hash"]
+    assert srl.dataset == f"dataset:{dataset_hash}" and rlvr.dataset.startswith("task:arithmetic")
+    assert {"reward", "accuracy", "latency_p50_ms"} <= set(rlvr.metrics)
+    assert resolve("registry:arithmetic@staging").stage == "rlvr"  # the last model a run registers
+
+    srl_run = client.get_run(recorded_run_id(run_dir / "srl"))
+    assert srl_run.data.params["srl.learning_rate"] == "0.001" and srl_run.info.status == "FINISHED"
+    assert srl_run.data.tags["mlflow.parentRunId"] == recorded_run_id(run_dir)
+    assert srl_run.data.tags["srl_rlvr.dataset"] == f"dataset:{dataset_hash}"
+    assert "code.version" in srl_run.data.tags
+    assert [m.step for m in client.get_metric_history(srl_run.info.run_id, "loss")] == [1, 2]
+    assert srl.run_id == srl_run.info.run_id  # the version links to the run that trained it
+    evaluation = client.get_run(recorded_run_id(run_dir / "report"))
+    assert {"tiny.reward", "srl.reward", "rlvr.reward"} <= set(evaluation.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id)}
+    assert {"report.md", "report.json", "plots", "config.yaml"} <= artifacts

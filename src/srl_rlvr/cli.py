@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from srl_rlvr import cli_registry
 from srl_rlvr.errors import UserError
 
 if TYPE_CHECKING:
@@ -65,9 +66,10 @@ OverridesArg = Annotated[
 ]
 
 
-def _load(config: str | None, overrides: list[str] | None) -> Config:
+def _load(config: str | Path | None, overrides: list[str] | None) -> Config:
     from srl_rlvr.config import load_config
 
+    config = str(config) if config is not None else None
     overrides = list(overrides or [])
     if config is not None and "=" in config and not Path(config).exists():  # overrides with no config file
         config, overrides = None, [config, *overrides]
@@ -243,8 +245,14 @@ def _train(
         from srl_rlvr.train.srl import train_srl as train
     else:
         from srl_rlvr.train.sft import train_sft as train
+    from srl_rlvr.manage.tracking import TRAINING_FILES, tracked_run
+
     try:
-        final = train(cfg, trajectories, out, resume=resume, callbacks=[RichProgress(stage)])
+        with tracked_run(cfg, stage, out, {"srl_rlvr.dataset": f"dataset:{manifest['hash']}"}) as run:
+            tracking = [run.callback()] if run else []
+            final = train(cfg, trajectories, out, resume=resume, callbacks=[RichProgress(stage), *tracking])
+            if run:
+                run.log_files(out, TRAINING_FILES)
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
@@ -307,10 +315,23 @@ def train_rlvr_command(
     err_console.print(
         f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
     )
+    from srl_rlvr.manage.tracking import TRAINING_FILES, tracked_run
+    from srl_rlvr.stages import stage_data
+
     try:
-        result = train_rlvr(
-            cfg, problems, out, task=task, model=start, resume=resume, callbacks=[RichProgress("rlvr")]
-        )
+        with tracked_run(cfg, "rlvr", out, {"srl_rlvr.dataset": stage_data(cfg, "rlvr", {})}) as run:
+            tracking = [run.callback()] if run else []
+            result = train_rlvr(
+                cfg,
+                problems,
+                out,
+                task=task,
+                model=start,
+                resume=resume,
+                callbacks=[RichProgress("rlvr"), *tracking],
+            )
+            if run:
+                run.log_files(out, TRAINING_FILES)
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
@@ -347,18 +368,26 @@ def eval_command(
         raise typer.BadParameter(f"'{split}' is not a split; use test or val", param_hint="--split")
     cfg = _load(config, overrides)
     quiet_libraries()
-    from srl_rlvr.evaluate.run import run_evaluation
+    from srl_rlvr.evaluate.run import default_out_dir, run_evaluation
+    from srl_rlvr.manage.tracking import STAGE_FILES, log_evaluation, tracked_run
 
-    run = run_evaluation(
-        cfg,
-        model,
-        baseline=baseline,
-        task_name=task,
-        n=n,
-        split=split,  # type: ignore[arg-type]
-        out_dir=out,
-        on_model=lambda label, path: err_console.print(f"evaluating {label} ({path})"),
-    )
+    out = out or default_out_dir(model[-1])
+    with tracked_run(
+        cfg, "evaluate", out, {"srl_rlvr.models": ", ".join([*([baseline] if baseline else []), *model])}
+    ) as tracking:
+        run = run_evaluation(
+            cfg,
+            model,
+            baseline=baseline,
+            task_name=task,
+            n=n,
+            split=split,  # type: ignore[arg-type]
+            out_dir=out,
+            on_model=lambda label, path: err_console.print(f"evaluating {label} ({path})"),
+        )
+        if tracking:
+            log_evaluation(tracking, run.results)
+            tracking.log_files(run.report.parent, STAGE_FILES["evaluate"])
     _print_evaluation(run, cfg, title=f"{split} split")
 
 
@@ -425,6 +454,16 @@ def run_command(
         console.print(f"run directory: {result.run_dir} (no evaluation in this run)")
         return
     _print_evaluation(evaluation, cfg, title=f"held-out test split: {' -> '.join(evaluation.results)}")
+    registered = result.run_dir / "register" / "registered.json"
+    if "register" in cfg.pipeline.stages and registered.is_file():
+        import json
+
+        from srl_rlvr.manage.tracking import tracking_uri
+
+        versions = json.loads(registered.read_text())["versions"]
+        alias = f" ({cfg.registry.alias_on_register})" if cfg.registry.alias_on_register else ""
+        shown = ", ".join(f"{v['reference']} ({v['stage']})" for v in versions)
+        console.print(f"registered {shown}{alias} in {tracking_uri(cfg)}; browse runs with `srl-rlvr ui`")
 
 
 def _print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
@@ -448,6 +487,9 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+cli_registry.add_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:

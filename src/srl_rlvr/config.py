@@ -413,10 +413,23 @@ class EvalConfig(Section):
 
 
 class RegistryConfig(Section):
+    """Experiment tracking and the model registry, both on MLflow (a local sqlite store by default)."""
+
     tracking_uri: str = Field(
-        "sqlite:///mlflow.db", description="MLflow store; MLFLOW_TRACKING_URI overrides it."
+        "sqlite:///mlflow.db",
+        description="MLflow store (relative sqlite paths are from the working directory); the "
+        "MLFLOW_TRACKING_URI environment variable overrides it, e.g. for a team's server.",
     )
+    tracking: bool = Field(True, description="Log runs (config, per-step metrics, reports) to MLflow.")
+    experiment: str | None = Field(None, description="MLflow experiment name; defaults to the task name.")
     model_name: str | None = Field(None, description="Registered model name; defaults to the task name.")
+    primary_metric: str = Field(
+        "reward",
+        description="The evaluation metric the promotion gate compares (reward: the task's mean reward).",
+    )
+    alias_on_register: Literal["staging", "production", "backup"] | None = Field(
+        "staging", description="Alias given to the last model a pipeline registers; promote it from there."
+    )
 
 
 class ModelSelectionConfig(Section):
@@ -425,17 +438,18 @@ class ModelSelectionConfig(Section):
     update_frequency_days: int = Field(7, gt=0)
 
 
-StageName = Literal["generate", "sft", "srl", "rlvr", "evaluate"]
+StageName = Literal["generate", "sft", "srl", "rlvr", "evaluate", "register"]
 
 
 class PipelineConfig(Section):
-    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate."""
+    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate -> register."""
 
     stages: list[StageName] = Field(
-        default_factory=lambda: ["generate", "srl", "rlvr", "evaluate"],
+        default_factory=lambda: ["generate", "srl", "rlvr", "evaluate", "register"],
         description="Stages to run. generate writes (or, with data.trajectories set, only loads) the "
         "trajectories; sft is optional and, when listed, SRL starts from its model (a warm start); "
-        "rlvr starts from the last training stage before it; evaluate compares the base model with "
+        "rlvr starts from the last training stage before it; register puts every trained model in the "
+        "MLflow registry with its evaluation and lineage; evaluate compares the base model with "
         "every training stage and writes the report.",
     )
 
@@ -448,6 +462,8 @@ class PipelineConfig(Section):
             raise ValueError(f"list stages in the order they run: {', '.join(order)}")
         if "generate" not in self.stages and {"sft", "srl"} & set(self.stages):
             raise ValueError("sft and srl train on trajectories: list generate before them")
+        if "register" in self.stages and "evaluate" not in self.stages:
+            raise ValueError("register records each model's evaluation: list evaluate before it")
         return self
 
 

@@ -43,7 +43,12 @@ EMBEDDED_DIR = Path(__file__).parent / "assets" / "arithmetic-base"
 
 
 def model_source(name_or_path: str) -> str:
-    """Where to load `name_or_path` from: the packaged folder for `embedded`, else the name itself."""
+    """Where to load `name_or_path` from: the packaged folder for `embedded`, the registry's copy for
+    `registry:NAME@ALIAS` or `registry:NAME/VERSION`, else the name itself."""
+    if name_or_path.startswith("registry:"):
+        from srl_rlvr.manage.registry import local_path
+
+        return local_path(name_or_path)
     if name_or_path != "embedded":
         return name_or_path
     if not (EMBEDDED_DIR / "config.json").is_file():
@@ -220,6 +225,8 @@ def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> Model
     stages load exactly the same starting model.
     """
     folder = Path(folder)
+    if config.name_or_path.startswith("registry:"):  # a registered adapter needs merging like any other
+        config = config.model_copy(update={"name_or_path": model_source(config.name_or_path)})
     if config.name_or_path == "tiny":
         if not (folder / "config.json").is_file():
             tokenizer = byte_tokenizer()

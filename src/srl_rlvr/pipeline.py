@@ -30,7 +30,17 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, dump_config
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.evaluate.run import EvalRun
-from srl_rlvr.stages import TRAINING, Emit, StageEvent, load_evaluation, run_stage, stage_dir, upstream_stages
+from srl_rlvr.manage.tracking import log_stage_outcome, tracked_run
+from srl_rlvr.stages import (
+    TRAINING,
+    Emit,
+    StageEvent,
+    load_evaluation,
+    run_stage,
+    stage_data,
+    stage_dir,
+    upstream_stages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,7 @@ def _sections(config: Config, stage: str) -> dict[str, Any]:
             "data": [data["train_size"], data["val_size"], data["seed"]],
         },
         "evaluate": {"model": c["model"], "eval": c["eval"], "data": [data["test_size"], data["seed"]]},
+        "register": {"model": c["model"], "registry": c["registry"]},
     }
     return {"seed": c["seed"], "task": c["task"], **by_stage[stage]}
 
@@ -124,6 +135,7 @@ def _execute(
     records: dict[str, Record],
     emit: Emit,
     callbacks: Sequence[TrainerCallback],
+    parent_run_id: str | None = None,
 ) -> EvalRun | None:
     """Run `stage`, keeping its record in pipeline.json: running while it runs (so a killed run can
     tell it resumes), done with its output afterwards."""
@@ -133,8 +145,14 @@ def _execute(
     _write_state(run_dir, records)
     upstream = {u: output_path(run_dir, records[u]) for u in upstream_stages(stage, config.pipeline.stages)}
     started = time.monotonic()
+    tags = {"srl_rlvr.dataset": stage_data(config, stage, upstream)} if stage in TRAINING else {}
     try:
-        output = run_stage(config, stage, upstream, resume, emit, callbacks)
+        with tracked_run(config, stage, stage_dir(config, stage), tags, parent_run_id) as run:
+            output = run_stage(
+                config, stage, upstream, resume, emit, [*callbacks, *([run.callback()] if run else [])]
+            )
+            if run is not None:
+                log_stage_outcome(run, stage, output)
     finally:
         records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)
         _write_state(run_dir, records)
@@ -182,31 +200,45 @@ def run_pipeline(
     emit = on_event or (lambda event: None)
     result = PipelineResult(run_dir, records)
 
-    for stage in [only] if only else stages:
-        current = fingerprint(config, stage, _inputs(config, stage, records))
-        record = records.get(stage, {})
-        same = record.get("fingerprint") == current
-        if same and _is_done(run_dir, record) and stage not in forced:
-            emit(
-                StageEvent("skip", stage, message=f"inputs unchanged; output {output_path(run_dir, record)}")
-            )
-            result.skipped.append(stage)
-            if stage == "evaluate":
-                result.evaluation = load_evaluation(stage_dir(config, stage))
-            continue
-        resume = same and record.get("status") == "running" and stage in (*TRAINING, "generate")
-        if resume:
-            why = (
-                "continuing the rows already decided"
-                if stage == "generate"
-                else "resuming from its last checkpoint"
-            )
-        else:
-            why = "forced" if stage in forced else "inputs changed" if record else "first run"
-            if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):
-                shutil.rmtree(stage_dir(config, stage))
-        emit(StageEvent("start", stage, message=why))
-        evaluation = _execute(config, stage, current, resume, records, emit, extra_callbacks)
-        result.ran.append(stage)
-        result.evaluation = evaluation or result.evaluation
+    with tracked_run(config, "pipeline", run_dir) as pipeline_run:
+        parent_run_id = pipeline_run.run_id if pipeline_run else None
+        for stage in [only] if only else stages:
+            _run_or_skip(config, stage, forced, records, emit, extra_callbacks, result, parent_run_id)
     return result
+
+
+def _run_or_skip(
+    config: Config,
+    stage: str,
+    forced: set[str],
+    records: dict[str, Record],
+    emit: Emit,
+    extra_callbacks: Sequence[TrainerCallback],
+    result: PipelineResult,
+    parent_run_id: str | None,
+) -> None:
+    run_dir = Path(config.output_dir)
+    current = fingerprint(config, stage, _inputs(config, stage, records))
+    record = records.get(stage, {})
+    same = record.get("fingerprint") == current
+    if same and _is_done(run_dir, record) and stage not in forced:
+        emit(StageEvent("skip", stage, message=f"inputs unchanged; output {output_path(run_dir, record)}"))
+        result.skipped.append(stage)
+        if stage == "evaluate":
+            result.evaluation = load_evaluation(stage_dir(config, stage))
+        return
+    resume = same and record.get("status") == "running" and stage in (*TRAINING, "generate")
+    if resume:
+        why = (
+            "continuing the rows already decided"
+            if stage == "generate"
+            else "resuming from its last checkpoint"
+        )
+    else:
+        why = "forced" if stage in forced else "inputs changed" if record else "first run"
+        if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):
+            shutil.rmtree(stage_dir(config, stage))
+    emit(StageEvent("start", stage, message=why))
+    evaluation = _execute(config, stage, current, resume, records, emit, extra_callbacks, parent_run_id)
+    result.ran.append(stage)
+    result.evaluation = evaluation or result.evaluation

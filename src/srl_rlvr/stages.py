@@ -1,7 +1,8 @@
 """What each stage of `srl-rlvr run` does, given the outputs of the stages before it.
 
-The order is generate -> sft (optional) -> srl -> rlvr -> evaluate. Evaluate also writes the
-report (report.md, report.json, plots), so there is no separate report stage. `pipeline.py`
+The order is generate -> sft (optional) -> srl -> rlvr -> evaluate -> register. Evaluate also
+writes the report (report.md, report.json, plots), so there is no separate report stage; register
+puts each trained model in the MLflow registry with its evaluation and lineage. `pipeline.py`
 decides which stages run; this module only runs one.
 """
 
@@ -50,6 +51,17 @@ def stage_dir(config: Config, stage: str) -> Path:
     return Path(config.output_dir) / {"generate": "data", "evaluate": "report"}.get(stage, stage)
 
 
+def stage_data(config: Config, stage: str, upstream: Mapping[str, Path]) -> str:
+    """What a training stage learned from, for lineage: the dataset's content hash, or for RLVR
+    (which samples its own problems) the task and sample."""
+    from srl_rlvr.data.versioning import load_dataset
+
+    if stage in ("sft", "srl") and "generate" in upstream:
+        return "dataset:" + load_dataset(upstream["generate"])[1]["hash"]
+    options = json.dumps(config.task.options, sort_keys=True) if config.task.options else ""
+    return f"task:{config.task.name}{options} train_size={config.data.train_size} seed={config.data.seed}"
+
+
 def upstream_stages(stage: str, stages: Sequence[str]) -> list[str]:
     """The stages whose outputs `stage` reads, among those configured."""
     wanted = {
@@ -58,6 +70,7 @@ def upstream_stages(stage: str, stages: Sequence[str]) -> list[str]:
         "srl": ["generate", "sft"],  # SRL starts from the SFT model when SFT is listed
         "rlvr": [s for s in ("srl", "sft") if s in stages][:1],  # the last training stage before it
         "evaluate": list(TRAINING),
+        "register": ["generate", *TRAINING, "evaluate"],
     }[stage]
     return [s for s in wanted if s in stages]
 
@@ -158,6 +171,42 @@ def _evaluate(config: Config, emit: Emit) -> StageOutput:
     return StageOutput(evaluation.report, evaluation=evaluation)
 
 
+def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
+    """Each trained model of this run, in order, as a registry version whose parent is the one before
+    (the first's is the base model), with its evaluation; the last gets `registry.alias_on_register`."""
+    from srl_rlvr.manage.registry import promote, register
+    from srl_rlvr.manage.tracking import recorded_run_id
+
+    name = config.registry.model_name or config.task.name
+    evaluation = load_evaluation(upstream["evaluate"].parent)
+    parent = config.model.name_or_path
+    registered = []
+    for stage in (s for s in TRAINING if s in upstream):
+        result = evaluation.results.get(stage)
+        metrics = dict(result.metrics) if result else {}
+        if result and result.latency_ms:
+            metrics["latency_p50_ms"] = result.latency_ms["p50"]
+        version = register(
+            name,
+            upstream[stage],
+            stage=stage,
+            parent=parent,
+            dataset=stage_data(config, stage, upstream),
+            metrics=metrics,
+            run_id=recorded_run_id(stage_dir(config, stage)),
+            experiment=config.registry.experiment or config.task.name,
+        )
+        registered.append({"stage": stage, "reference": version.reference, "parent": version.parent})
+        parent = version.reference
+    if registered and config.registry.alias_on_register:
+        last = registered[-1]["reference"].rsplit("/", 1)
+        promote(name, int(last[1]), to=config.registry.alias_on_register, force=True)
+    out = stage_dir(config, "register")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "registered.json").write_text(json.dumps({"model": name, "versions": registered}, indent=2) + "\n")
+    return StageOutput(out / "registered.json")
+
+
 def run_stage(
     config: Config,
     stage: str,
@@ -172,6 +221,8 @@ def run_stage(
         return _generate(config, emit)
     if stage == "evaluate":
         return _evaluate(config, emit)
+    if stage == "register":
+        return _register(config, upstream)
     return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks])
 
 

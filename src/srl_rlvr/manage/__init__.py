@@ -1,0 +1,1 @@
+"""Managing models after training: registry and tracking, selection (MCDA), cost-benefit, routing."""

@@ -1,0 +1,142 @@
+"""The spec's decision tree for common roles, and its three tiers: the first filter of model selection.
+
+Follows architecture.md, "Decision Tree for Common Roles" (size class, candidates and PRIMARY_CRITERIA
+per branch) and "Three-Tier Architecture Strategy" (gold = small real-time, silver = mid-size
+interactive, bronze = large async). A branch fixes the parameter range a role may use, because latency
+is physics: no amount of scoring makes a 671B model answer inside a 16 ms frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from srl_rlvr.manage.catalog import Candidate, RoleProfile
+
+Tier = Literal["gold", "silver", "bronze"]
+
+TIERS: dict[str, str] = {
+    "gold": "small models (3-8B) for real-time",
+    "silver": "mid-size models (7-13B) for interactive use",
+    "bronze": "large models (50B+) for async expert work",
+}
+
+# The spec writes "< 16ms"; a role whose limit is exactly one frame (16 ms at 60 FPS) means "within
+# the frame", so the bounds are inclusive.
+REAL_TIME_MS = 16.0
+INTERACTIVE_MS = 250.0  # the spec's upper bound for interactive NPCs
+
+SMALL = (3.0, 8.0)
+MID = (7.0, 13.0)
+LARGE = (50.0, math.inf)
+LARGE_MOE = (100.0, math.inf)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One leaf of the tree: which models a role may use and what it weighs them by."""
+
+    rule: str
+    tier: Tier
+    parameters_b: tuple[float, float]
+    weights: dict[str, float]
+    tool_use: bool = False
+    spec_candidates: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> str:
+        low, high = self.parameters_b
+        return f"{low:g}B+" if math.isinf(high) else f"{low:g}-{high:g}B"
+
+
+def decision_branch(profile: RoleProfile) -> Branch:
+    """The spec's branch for this role: by role kind, then latency, real-time flag or quality."""
+    latency = profile.requirements.max_latency_ms
+    if profile.kind == "expert_analysis":
+        return Branch(
+            "expert analysis: large model with tool support, async acceptable",
+            "bronze",
+            LARGE,
+            {"accuracy": 0.5, "tool_use": 0.3, "cost": 0.2},
+            tool_use=True,
+            spec_candidates=("DeepSeek-V3-671B", "GPT-5", "Claude 4.5"),
+        )
+    if profile.kind == "content_generation":
+        if profile.quality == "maximum":
+            return Branch(
+                "content generation at maximum quality: large MoE model",
+                "bronze",
+                LARGE_MOE,
+                {"quality": 0.6, "creativity": 0.3, "cost": 0.1},
+                spec_candidates=("DeepSeek-V3-671B", "GPT-5", "Claude 4.5"),
+            )
+        return Branch(
+            "content generation: mid-size model",
+            "silver",
+            MID,
+            {"quality": 0.4, "cost": 0.4, "latency": 0.2},
+            spec_candidates=("Llama-3.1-8B", "Mistral-Nemo-12B"),
+        )
+    if profile.kind == "classification":
+        if profile.real_time:
+            return Branch(
+                "real-time classification: small model",
+                "gold",
+                SMALL,
+                {"latency": 0.4, "accuracy": 0.4, "cost": 0.2},
+                spec_candidates=("Qwen2.5-3B", "Phi-3.5-mini"),
+            )
+        return Branch(
+            "batch classification: mid-size model",
+            "silver",
+            MID,
+            {"accuracy": 0.5, "f1": 0.3, "cost": 0.2},
+            spec_candidates=("Llama-3.1-8B", "Qwen2.5-7B"),
+        )
+    if latency is not None and latency <= REAL_TIME_MS:
+        return Branch(
+            f"real-time interaction, latency <= {REAL_TIME_MS:g} ms: small model",
+            "gold",
+            SMALL,
+            {"latency": 0.5, "accuracy": 0.3, "cost": 0.2},
+            spec_candidates=("Qwen2.5-3B", "Llama-3.2-3B", "Phi-3.5-mini"),
+        )
+    if latency is not None and latency <= INTERACTIVE_MS:
+        return Branch(
+            f"interactive, latency <= {INTERACTIVE_MS:g} ms: mid-size model",
+            "silver",
+            MID,
+            {"latency": 0.3, "accuracy": 0.4, "cost": 0.3},
+            spec_candidates=("Llama-3.1-8B", "Qwen2.5-7B", "Mistral-Nemo-12B"),
+        )
+    return Branch(
+        "async interaction: large model",
+        "bronze",
+        LARGE,
+        {"accuracy": 0.6, "cost": 0.2, "latency": 0.2},
+        spec_candidates=("DeepSeek-V3", "GPT-4", "Claude 4"),
+    )
+
+
+def role_weights(profile: RoleProfile) -> dict[str, float]:
+    """The profile's own weights, else the branch's PRIMARY_CRITERIA; normalised to sum to 1."""
+    weights = profile.weights or decision_branch(profile).weights
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items() if w > 0}
+
+
+def branch_misfit(branch: Branch, candidate: Candidate) -> str | None:
+    """Why the tree excludes this candidate from the branch, or None when it fits.
+
+    An undisclosed size (a frontier API) counts as large: the spec lists GPT and Claude there.
+    """
+    low, high = branch.parameters_b
+    params = candidate.entry.parameters_b
+    size = f"{params:g}B" if params is not None else "undisclosed (large)"
+    fits = low <= params <= high if params is not None else math.isinf(high)
+    if not fits:
+        return f"decision tree: {branch.tier} tier takes {branch.size}, model is {size}"
+    if branch.tool_use and not candidate.entry.capabilities.tool_use:
+        return f"decision tree: {branch.tier} tier ({branch.rule}) needs tool use"
+    return None
