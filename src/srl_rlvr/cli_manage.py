@@ -6,7 +6,6 @@ these commands print them. The consoles are this module's own, so `cli.py` can i
 
 from __future__ import annotations
 
-import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -131,7 +130,7 @@ def costbenefit_command(
     (the spec's weights); 'adopt' above 0.7 when the new model also meets the role's hard requirements.
     """
     from srl_rlvr.manage.catalog import find_candidate, load_catalog, load_role
-    from srl_rlvr.manage.costbenefit import DECISION_WEIGHTS, analyse
+    from srl_rlvr.manage.costbenefit import DECISION_WEIGHTS, analyse, describe_months, trainable
     from srl_rlvr.manage.costbenefit import write_run_config as write_config
 
     profile = load_role(role)
@@ -152,8 +151,7 @@ def costbenefit_command(
         "monthly inference", f"${result.monthly_cost_current:,.0f}", f"${result.monthly_cost_new:,.0f}"
     )
     table.add_row("training", "", f"${result.training_cost:,.0f}")
-    months = result.break_even.months
-    table.add_row("break-even", "", f"{months:.1f} months" if math.isfinite(months) else "never")
+    table.add_row("break-even", "", describe_months(result.break_even.months))
     for name, delta in result.performance_delta.items():
         table.add_row(f"{name} change", "", f"{delta:+.1%}")
     console.print(table)
@@ -175,7 +173,9 @@ def costbenefit_command(
     colour = "green" if result.decision == "adopt" else "yellow"
     console.print(f"decision: [bold {colour}]{result.decision}[/bold {colour}]")
     if write_run_config is not None:
-        if result.decision == "adopt":
+        if result.decision == "adopt" and not trainable(fresh):
+            err_console.print(f"[yellow]no run config written: {escape(fresh.name)} is not ours to fine-tune")
+        elif result.decision == "adopt":
             path = write_config(profile, fresh, result, write_run_config)
             console.print(f"run config: {path} (train with `srl-rlvr run {path}`)")
         else:

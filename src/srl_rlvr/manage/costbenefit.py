@@ -21,7 +21,13 @@ from srl_rlvr.config import build_config
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.manage.catalog import Candidate, Load, RoleProfile
 from srl_rlvr.manage.decision_tree import role_weights
-from srl_rlvr.manage.selection import LOWER_IS_BETTER, benchmark_match, criterion_value, requirement_failures
+from srl_rlvr.manage.selection import (
+    BENCHMARK_TOLERANCE,
+    LOWER_IS_BETTER,
+    benchmark_match,
+    criterion_value,
+    requirement_failures,
+)
 
 DECISION_WEIGHTS = {"performance": 0.4, "savings": 0.3, "risk": 0.2, "break_even": 0.1}
 ADOPT_ABOVE = 0.7
@@ -63,6 +69,12 @@ def break_even(training_cost: float, monthly_savings: float) -> BreakEven:
     """Months until the savings repay the training; never when nothing is saved."""
     months = training_cost / monthly_savings if monthly_savings > 0 else math.inf
     return BreakEven(months, min(1.0, 12.0 / max(months, 1.0)))
+
+
+def describe_months(months: float) -> str:
+    if not math.isfinite(months):
+        return "never"
+    return f"{months * 30:.0f} days" if months < 1 else f"{months:.1f} months"
 
 
 def monthly_cost(candidate: Candidate, load: Load) -> float:
@@ -111,7 +123,7 @@ def adoption_risk(new: Candidate) -> tuple[float, list[str]]:
     if match is None:
         risk += UNMEASURED_RISK
         factors.append(f"benchmarks not measured by our evaluation (+{UNMEASURED_RISK:g})")
-    elif match < 0.9:
+    elif match < 1.0 - BENCHMARK_TOLERANCE:
         risk += MISMATCH_RISK
         factors.append(f"measured benchmarks {1 - match:.0%} off the reported ones (+{MISMATCH_RISK:g})")
     return min(1.0, risk), factors
@@ -143,8 +155,7 @@ def analyse(
         + (", ".join(f"{k} {d:+.0%}" for k, d in deltas.items()) or "no comparable figures"),
         f"inference ${cost_current:,.0f} -> ${cost_new:,.0f} a month at {load.requests_per_day:,.0f} "
         f"requests/day x {load.tokens_per_request:,.0f} tokens",
-        f"training ${training:,.0f}; "
-        + (f"break-even in {even.months:.1f} months" if math.isfinite(even.months) else "never breaks even"),
+        f"training ${training:,.0f}; break-even: {describe_months(even.months)}",
         f"risk {risk:.2f}" + (f": {'; '.join(risk_factors)}" if risk_factors else ""),
     ]
     if blockers:
@@ -177,9 +188,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def trainable(candidate: Candidate) -> bool:
+    """Open weights we can fine-tune with LoRA; adopting a hosted API needs no training run."""
+    return candidate.entry.training_cost_usd is not None and candidate.entry.capabilities.lora
+
+
 def adoption_run_config(profile: RoleProfile, new: Candidate) -> dict[str, Any]:
     """The pipeline config that fine-tunes `new` for the role, validated as `srl-rlvr run` will read it."""
-    if new.entry.training_cost_usd is None or not new.entry.capabilities.lora:
+    if not trainable(new):
         raise ConfigError(f"{new.name} cannot be fine-tuned here (a hosted API or no LoRA support)")
     if profile.task is None:
         raise ConfigError(

@@ -149,19 +149,23 @@ def benchmark_match(candidate: Candidate) -> float | None:
 
 
 def validate_candidate(profile: RoleProfile, candidate: Candidate) -> Validation:
+    """The spec's six checks; the measured ones are None until our own evaluation backs the candidate."""
     req, entry = profile.requirements, candidate.entry
     match = benchmark_match(candidate)
     monthly = profile.load.tokens_per_month / 1e6 * entry.cost_per_1m_tokens
     if req.monthly_budget_usd is not None:
         within_budget = monthly <= req.monthly_budget_usd
     else:
-        within_budget = (
-            req.max_cost_per_1m_tokens is None or entry.cost_per_1m_tokens <= req.max_cost_per_1m_tokens
-        )
+        limit = req.max_cost_per_1m_tokens
+        within_budget = limit is None or entry.cost_per_1m_tokens <= limit
+    latency_ok = req.max_latency_ms is None or candidate.latency.p95 <= req.max_latency_ms
     accuracy = candidate.benchmarks.get(profile.benchmark_key("accuracy"))
     replicas = None
-    if req.throughput_rps is not None and entry.throughput_rps is not None:
-        replicas = math.ceil(req.throughput_rps / entry.throughput_rps)
+    if req.throughput_rps is not None:
+        if candidate.is_api:
+            replicas = 1  # the provider scales, within its rate limits
+        elif entry.throughput_rps is not None:
+            replicas = math.ceil(req.throughput_rps / entry.throughput_rps)
     return Validation(
         benchmark_match=None if match is None else round(match, 4),
         benchmark_within_10pct=None if match is None else match >= 1.0 - BENCHMARK_TOLERANCE,
@@ -169,11 +173,9 @@ def validate_candidate(profile: RoleProfile, candidate: Candidate) -> Validation
         or bool(set(entry.hardware) & set(req.hardware_available)),
         cost_within_budget=within_budget,
         monthly_cost_usd=round(monthly, 2),
-        latency_verified=None
-        if not candidate.latency_measured
-        else req.max_latency_ms is None or candidate.latency.p95 <= req.max_latency_ms,
+        latency_verified=latency_ok if candidate.latency_measured else None,
         quality_threshold=req.min_accuracy is None or (accuracy is not None and accuracy >= req.min_accuracy),
-        replicas_for_peak=1 if req.throughput_rps is not None and candidate.is_api else replicas,
+        replicas_for_peak=replicas,
     )
 
 
