@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from srl_rlvr import cli_manage, cli_registry
+from srl_rlvr import cli_manage, cli_registry, cli_serve
 from srl_rlvr.errors import UserError
 
 if TYPE_CHECKING:
@@ -491,6 +491,7 @@ def quiet_libraries() -> None:
 
 cli_registry.add_commands(app)
 cli_manage.add_commands(app)
+cli_serve.add_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,13 @@
+"""Serving: an OpenAI-compatible HTTP server over trained models, read in this order:
+
+config.py      the `serve:` section of the YAML file
+generation.py  the one function that turns prompts into completions (the fast engine swaps in here)
+models.py      base models loaded once, LoRA adapters attached and detached at runtime, batching
+guardrails.py  input and output rules per role; audit.py writes every violation
+auth.py        API keys and the per-key rate limit
+health.py      live error rate and latency per model, periodic probes: healthy / degraded / failed
+roles.py       each role's chain of models, canary traffic shift, rollback and promotion
+openai_api.py  request and response shapes of the OpenAI API
+server.py      one request's path: guardrails -> healthy model -> failover -> guardrails
+app.py         the FastAPI routes; run.py starts uvicorn (in the foreground or a background thread)
+"""

@@ -1,0 +1,297 @@
+"""The HTTP routes: OpenAI's API, vLLM's adapter routes, health, metrics and the admin routes.
+
+Every route but /health needs an API key (`Authorization: Bearer <key>`) and counts against the key's
+rate limit. Bodies are read up to `limits.max_body_bytes` (413 beyond) and validated here, so a bad
+request gets a 400 that names the field rather than a framework's 422. The admin routes (adapters,
+/admin/*) may be limited to some key ids (`auth.admin_keys`); /admin/fail exists only with
+`serve.chaos: true` and makes a model fail on purpose, to test or drill failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+
+from srl_rlvr.errors import UserError
+from srl_rlvr.serve.auth import key_id_of
+from srl_rlvr.serve.config import ServeConfig
+from srl_rlvr.serve.openai_api import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    FailRequest,
+    LoadAdapterRequest,
+    ShiftRequest,
+    UnloadAdapterRequest,
+    chat_response,
+    chat_stream,
+    completion_response,
+    completion_stream,
+    new_id,
+)
+from srl_rlvr.serve.server import Answer, Ask, Server
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def _validation_message(e: ValidationError) -> tuple[str, str | None]:
+    errors = e.errors()
+    param = ".".join(str(p) for p in errors[0]["loc"]) if errors and errors[0]["loc"] else None
+    text = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:5])
+    return f"invalid request: {text}", param
+
+
+async def _events(lines: Iterator[str]) -> AsyncIterator[str]:
+    """An async iterator, so Starlette does not hop to a thread pool for every chunk."""
+    for line in lines:
+        yield line
+
+
+def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
+    """The FastAPI app over a Server; models load in the background once the app starts."""
+    server = server or Server(config)
+    started = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(server.start())  # /health answers while models load
+        yield
+        loading.cancel()
+        await server.stop()
+
+    app = FastAPI(title="srl-rlvr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, e: UserError) -> JSONResponse:
+        return JSONResponse(ApiError(400, str(e)).body(), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse(ApiError(e.status_code, str(e.detail)).body(), status_code=e.status_code)
+
+    async def client_key(request: Request) -> str:
+        key_id = "anonymous"
+        if config.auth.enabled:
+            found = key_id_of(server.keys, _presented_key(request))
+            if found is None:
+                raise ApiError(
+                    401,
+                    "missing or invalid API key: send `Authorization: Bearer <key>`",
+                    code="invalid_api_key",
+                )
+            key_id = found
+        wait = server.limiter.wait_time(key_id)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"key {key_id} is over its rate limit of {config.auth.requests_per_second:g} requests/s",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return key_id
+
+    async def admin_key(key_id: str = Depends(client_key)) -> str:
+        if config.auth.admin_keys is not None and key_id not in config.auth.admin_keys:
+            raise ApiError(403, f"key {key_id} may not manage models (serve.auth.admin_keys)")
+        return key_id
+
+    async def read_body(request: Request, model: type[T]) -> T:
+        limit = config.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        too_large = ApiError(
+            413, f"request body over {limit} bytes (serve.limits.max_body_bytes)", code="request_too_large"
+        )
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        try:
+            return model.model_validate(json.loads(body or b"{}"))
+        except json.JSONDecodeError as e:
+            raise ApiError(400, f"request body is not JSON: {e}") from None
+        except ValidationError as e:
+            message, param = _validation_message(e)
+            raise ApiError(400, message, code="invalid_request", param=param) from None
+
+    def max_tokens(asked: int | None) -> int:
+        n = asked or min(config.limits.default_max_tokens, config.limits.max_tokens)
+        if n > config.limits.max_tokens:
+            raise ApiError(
+                400,
+                f"max_tokens {n} is over this server's limit of {config.limits.max_tokens}",
+                param="max_tokens",
+            )
+        return n
+
+    async def observed(route: str, name: str, run: Callable[[], Awaitable[Response]]) -> Response:
+        """Count and time a model request by route, requested name and status."""
+        label = name if name in server.served_names() else "-"
+        began = time.perf_counter()
+        status = 500
+        try:
+            if not server.ready:
+                raise ApiError(
+                    503, server.load_error or "models are still loading", headers={"Retry-After": "5"}
+                )
+            response = await run()
+            status = response.status_code
+            return response
+        except ApiError as e:
+            status = e.status
+            raise
+        finally:
+            server.metrics.requests.labels(route, label, str(status)).inc()
+            server.metrics.latency.labels(route, label).observe(time.perf_counter() - began)
+
+    def temperature(asked: float | None) -> float:
+        return config.limits.default_temperature if asked is None else asked
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request, key_id: str = Depends(client_key)) -> Response:
+        body = await read_body(request, ChatRequest)
+
+        async def run() -> Response:
+            request_id = new_id("chatcmpl")
+            ask = Ask(
+                body.model,
+                body.plain_messages(),
+                True,
+                max_tokens(body.max_completion_tokens or body.max_tokens),
+                temperature(body.temperature),
+                body.stops,
+                key_id,
+                request_id,
+            )
+            answer: Answer = await server.answer(ask)
+            headers = {"x-served-by": answer.served_by}
+            if body.stream:
+                events = chat_stream(
+                    request_id, body.model, answer.completion, answer.refusal, body.include_usage
+                )
+                return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
+            return JSONResponse(
+                chat_response(request_id, body.model, answer.completion, answer.refusal), headers=headers
+            )
+
+        return await observed("chat", body.model, run)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, key_id: str = Depends(client_key)) -> Response:
+        body = await read_body(request, CompletionRequest)
+
+        async def run() -> Response:
+            request_id = new_id("cmpl")
+            messages = [{"role": "user", "content": body.prompt}]
+            ask = Ask(
+                body.model,
+                messages,
+                False,
+                max_tokens(body.max_tokens),
+                temperature(body.temperature),
+                body.stops,
+                key_id,
+                request_id,
+            )
+            answer = await server.answer(ask)
+            refused = answer.refusal is not None
+            headers = {"x-served-by": answer.served_by}
+            if body.stream:
+                events = completion_stream(
+                    request_id, body.model, answer.completion, refused, body.include_usage
+                )
+                return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
+            return JSONResponse(
+                completion_response(request_id, body.model, answer.completion, refused), headers=headers
+            )
+
+        return await observed("completions", body.model, run)
+
+    @app.get("/v1/models")
+    async def list_models(key_id: str = Depends(client_key)) -> dict[str, Any]:
+        def entry(name: str, kind: str, **more: str) -> dict[str, Any]:
+            return {
+                "id": name,
+                "object": "model",
+                "created": started,
+                "owned_by": "srl-rlvr",
+                "kind": kind,
+                **more,
+            }
+
+        adapters = server.models.adapters()
+        data = [entry(name, "role", root=state.primary) for name, state in server.roles.states.items()]
+        data += [entry(name, "model") for name in server.models.workers]
+        data += [entry(name, "adapter", parent=base) for name, base in adapters.items()]
+        return {"object": "list", "data": data}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready(key_id: str = Depends(client_key)) -> JSONResponse:
+        if server.ready:
+            return JSONResponse({"status": "ready", "models": list(server.models.where)})
+        status = "failed" if server.load_error else "loading"
+        return JSONResponse({"status": status, "error": server.load_error}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics(key_id: str = Depends(client_key)) -> Response:
+        return Response(server.render_metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(request: Request, key_id: str = Depends(admin_key)) -> PlainTextResponse:
+        body = await read_body(request, LoadAdapterRequest)
+        await server.load_adapter(body.lora_name, body.lora_path, body.base_model_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(request: Request, key_id: str = Depends(admin_key)) -> PlainTextResponse:
+        body = await read_body(request, UnloadAdapterRequest)
+        await server.unload_adapter(body.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
+
+    @app.get("/admin/roles")
+    async def roles(key_id: str = Depends(admin_key)) -> dict[str, Any]:
+        return server.roles.describe(server.health)
+
+    @app.post("/admin/shift")
+    async def shift(request: Request, key_id: str = Depends(admin_key)) -> dict[str, Any]:
+        body = await read_body(request, ShiftRequest)
+        return await server.shift(body.role, body.to, body.percent)
+
+    @app.post("/admin/fail")
+    async def fail(request: Request, key_id: str = Depends(admin_key)) -> dict[str, Any]:
+        if not config.chaos:
+            raise ApiError(404, "chaos routes are off (serve.chaos: true turns them on)")
+        body = await read_body(request, FailRequest)
+        server.set_failing(body.model, body.fail)
+        return {"model": body.model, "failing": body.fail}
+
+    return app

@@ -1,0 +1,287 @@
+"""The server's typed configuration: the `serve:` section of the YAML file `srl-rlvr serve` takes.
+
+Every default lives here, once, with its reason. Unknown keys are errors that name the closest valid
+key, and every model a role names must be one the file defines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from srl_rlvr.config import apply_override, parse_yaml
+from srl_rlvr.data.pii import PII_KINDS
+from srl_rlvr.errors import ConfigError
+
+# Phrasings of the common "forget your instructions" attacks; a role may replace or extend them.
+DEFAULT_INJECTION_PATTERNS = [
+    r"(?i)\b(ignore|disregard|forget)\b.{0,20}\b(previous|prior|above|earlier|system)\b.{0,20}"
+    r"\b(instructions?|prompts?|rules|messages?)\b",
+    r"(?i)\b(reveal|print|repeat|show)\b.{0,20}\b(system prompt|hidden instructions?)\b",
+    r"(?i)\byou are now\b.{0,20}\b(DAN|jailbroken|developer mode|unrestricted)\b",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _compiled(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+    return patterns
+
+
+def _pii_kinds(kinds: list[str]) -> list[str]:
+    unknown = sorted(set(kinds) - set(PII_KINDS))
+    if unknown:
+        raise ValueError(f"unknown PII kind(s) {', '.join(unknown)}; valid: {', '.join(PII_KINDS)}")
+    return kinds
+
+
+Patterns = Annotated[list[str], AfterValidator(_compiled)]
+PiiKinds = Annotated[list[str], AfterValidator(_pii_kinds)]
+
+
+class ServedModel(Section):
+    """A model the server loads: a base (`path` alone) or a LoRA adapter attached to one (`base`)."""
+
+    path: str = Field(
+        description="'tiny', 'embedded', a folder, a hub id or registry:NAME@ALIAS / registry:NAME/VERSION. "
+        "With `base` set, a LoRA adapter folder (or registry reference to one)."
+    )
+    base: str | None = Field(
+        None, description="Name of the served base model this adapter attaches to; the base loads once."
+    )
+
+
+class InputRules(Section):
+    max_chars: int | None = Field(
+        8000, gt=0, description="Longest request text (all message contents together); longer is refused."
+    )
+    injection_patterns: Patterns = Field(
+        default_factory=lambda: list(DEFAULT_INJECTION_PATTERNS),
+        description="Regexes for prompt-injection attempts in user text; a match refuses the request.",
+    )
+    scope_patterns: Patterns = Field(
+        default_factory=list,
+        description="When set, user text must match one of these regexes: the role stays on its job.",
+    )
+    schema_: str | None = Field(
+        None,
+        alias="schema",
+        description="'module:PydanticModel' that the last user message must be JSON of; else refused.",
+    )
+    redact_pii: PiiKinds = Field(
+        default_factory=list,
+        description="PII kinds (email, phone, card, ssn, iban, ip, address) replaced before the model sees "
+        "them. Off by default: an extraction role may need the very text it would hide.",
+    )
+
+
+class OutputRules(Section):
+    schema_: str | None = Field(
+        None,
+        alias="schema",
+        description="'module:PydanticModel' the answer must be JSON of (the role's task, when it names "
+        "one, checks its own format with parse()). A non-conforming answer is retried once, then refused.",
+    )
+    retry_temperature: float = Field(
+        0.7, ge=0.0, description="Sampling temperature of the one retry: a greedy retry repeats the answer."
+    )
+    refusal: str = Field(
+        "I could not produce an answer in the required format.",
+        description="What a client gets (as the message's `refusal`) when the retry fails too.",
+    )
+    max_chars: int | None = Field(None, gt=0, description="Longer answers are cut to this many characters.")
+    blocklist: list[str] = Field(
+        default_factory=list,
+        description="Words or phrases (case-insensitive, whole words) an answer must not contain.",
+    )
+    safe_reply: str = Field(
+        "I can't help with that.", description="Replaces an answer that hits the blocklist."
+    )
+    redact_pii: PiiKinds = Field(
+        default_factory=list, description="PII kinds replaced in answers before they leave the server."
+    )
+
+
+class Guardrails(Section):
+    """A role's rules (guardrails.py applies them); every violation is audited."""
+
+    input: InputRules = Field(default_factory=InputRules)
+    output: OutputRules = Field(default_factory=OutputRules)
+
+
+class RoleConfig(Section):
+    """A job an application asks for by name (`model: <role>`), served by a chain of models."""
+
+    primary: str = Field(description="The served model that takes the role's traffic.")
+    backups: list[str] = Field(
+        default_factory=list, description="Tried in order when the models before them are unhealthy or fail."
+    )
+    routing: Literal["chain", "bandit"] = Field(
+        "chain",
+        description="'chain': primary first, backups on failure. 'bandit': LinUCB learns which of them "
+        "serves best (reward: format compliance minus latency, manage/routing.py); failover still applies.",
+    )
+    task: str | None = Field(
+        None,
+        description="The task the role's models were trained on (built-in name or module:Class): a chat "
+        "request's last user message is wrapped in its prompt() (a completion's prompt is sent as is), and "
+        "answers are checked with its parse().",
+    )
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+
+class AuthConfig(Section):
+    enabled: bool = Field(True, description="Off only for a server nobody else can reach.")
+    api_keys_env: str | None = Field(
+        "SRL_RLVR_API_KEYS", description="Environment variable holding comma-separated API keys."
+    )
+    keys_file: str | None = Field(None, description="A file of `id: key` lines; the id is what logs show.")
+    admin_keys: list[str] | None = Field(
+        None,
+        description="Key ids allowed on adapter and /admin routes; None: every valid key.",
+    )
+    requests_per_second: float = Field(20.0, gt=0, description="Sustained request rate per key.")
+    burst: int = Field(40, gt=0, description="Requests a key may send at once before the rate applies.")
+
+
+class LimitsConfig(Section):
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Larger request bodies get 413.")
+    max_tokens: int = Field(1024, gt=0, description="Largest `max_tokens` a request may ask for (else 400).")
+    default_max_tokens: int = Field(
+        256, gt=0, description="When a request does not say (at most max_tokens)."
+    )
+    default_temperature: float = Field(
+        0.0, ge=0.0, description="When a request does not say: task models answer best greedily."
+    )
+    max_batch: int = Field(32, gt=0, description="Requests generated together in one batch per base model.")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="A generation slower than this counts as the model failing."
+    )
+    failover_attempts: int = Field(
+        2, ge=1, description="Models a request is tried on before the client sees an error."
+    )
+
+
+class HealthConfig(Section):
+    probe_interval_s: float = Field(10.0, gt=0, description="Seconds between probes of each model.")
+    probe_timeout_s: float = Field(30.0, gt=0, description="A probe slower than this failed.")
+    window_s: float = Field(60.0, gt=0, description="Live error rate and latency are over this window.")
+    min_requests: int = Field(5, gt=0, description="Fewer requests in the window say nothing about a rate.")
+    consecutive_failures: int = Field(
+        3, gt=0, description="Errors in a row that mark a model failed, whatever the window holds."
+    )
+    degraded_error_rate: float = Field(
+        0.1, ge=0, le=1, description="Error rate over the window that marks a model degraded (used last)."
+    )
+    failed_error_rate: float = Field(
+        0.5, ge=0, le=1, description="Error rate over the window that marks a model failed (skipped)."
+    )
+    degraded_p95_ms: float | None = Field(
+        20_000.0, gt=0, description="p95 latency above this marks a model degraded; None: no limit."
+    )
+
+
+class CanaryConfig(Section):
+    min_requests: int = Field(
+        20, gt=0, description="Requests the canary must have served in the window before it is judged."
+    )
+    error_rate_margin: float = Field(
+        0.05, ge=0, description="Roll back when canary error rate > primary's + this."
+    )
+    latency_margin: float = Field(
+        0.5, ge=0, description="Roll back when canary p95 > primary p95 × (1 + this) + latency_slack_ms."
+    )
+    latency_slack_ms: float = Field(
+        200.0, ge=0, description="Absolute slack on p95: small samples of fast models are noisy."
+    )
+
+
+class ServeConfig(Section):
+    host: str = Field("127.0.0.1", description="0.0.0.0 to accept connections from other machines.")
+    port: int = Field(8000, ge=0, le=65535, description="0: any free port (tests).")
+    device: str = Field("auto", description="Where models load: 'auto' (cuda if available), 'cpu', 'cuda:1'.")
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch threads for generation (process-wide); None: torch's default, one per core. On a "
+        "small shared CPU, 1: OpenMP threads that contend for busy cores spin, and a batch took 40x longer.",
+    )
+    models: dict[str, ServedModel] = Field(description="Served models by name (the `model` clients send).")
+    roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Jobs, each a chain of models.")
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    audit_log: str = Field("serve-audit.jsonl", description="Append-only JSONL of guardrail violations.")
+    chaos: bool = Field(
+        False, description="Enable POST /admin/fail, which makes a model fail on purpose (tests, drills)."
+    )
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> ServeConfig:
+        clash = sorted(set(self.models) & set(self.roles))
+        if clash:
+            raise ValueError(f"names used for both a model and a role: {', '.join(clash)}")
+        for name, model in self.models.items():
+            if model.base is not None:
+                base = self.models.get(model.base)
+                if base is None or base.base is not None:
+                    raise ValueError(f"models.{name}.base: '{model.base}' is not a base model defined here")
+        for name, role in self.roles.items():
+            for used in [role.primary, *role.backups]:
+                if used not in self.models:
+                    raise ValueError(
+                        f"roles.{name}: unknown model '{used}'; models: {', '.join(self.models)}"
+                    )
+        return self
+
+
+def _paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + (field.alias or name))
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += _paths(annotation, f"{prefix}{field.alias or name}.")
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in ("serve", *err["loc"]))
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(path, ["serve." + p for p in _paths(ServeConfig)], n=1)
+        return f"{path}: unknown key" + (f"; did you mean '{close[0]}'?" if close else "")
+    return f"{path}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def build_serve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> ServeConfig:
+    """A ServeConfig from the mapping under `serve:`; overrides look like `serve.port=9000`."""
+    wrapped = {"serve": dict(raw)}
+    for override in overrides:
+        apply_override(wrapped, override)
+    try:
+        return ServeConfig.model_validate(wrapped["serve"])
+    except ValidationError as e:
+        raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
+
+
+def load_serve_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ServeConfig:
+    """The `serve:` section of a YAML file (other top-level sections, such as a run's, are left alone)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    raw = parse_yaml(path.read_text(), source=str(path)) or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("serve"), dict):
+        raise ConfigError(f"{path}: no `serve:` section (see examples/serve.yaml)")
+    return build_serve_config(raw["serve"], overrides)

@@ -1,0 +1,89 @@
+"""Prompts in, completions out: the one function the server generates through.
+
+Plain HF `generate` over a batch of left-padded prompts that share a temperature; each row keeps its own
+token budget and stop strings. Rows of one batch may use different LoRA adapters of the same base
+(peft's `adapter_names`). The fast engine of issue 8 can replace `generate_batch` without the server
+noticing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The prompt for chat messages: the tokenizer's chat template when it has one, else plain
+    `role: content` lines ending with `assistant:` (the tiny and embedded models have no template)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role']}: {m['content']}" for m in messages]
+    return "\n".join([*lines, "assistant:"])
+
+
+def context_length(model: Any) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
+def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_tokens: Sequence[int],
+    temperature: float,
+    stops: Sequence[Sequence[str]],
+    adapter_names: Sequence[str] | None = None,
+) -> list[Completion]:
+    """One completion per prompt; `adapter_names` (one per row, BASE_ADAPTER for none) needs a PeftModel."""
+    device = next(model.parameters()).device
+    batch = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
+    sampling = temperature > 0
+    extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
+    generated = model.generate(
+        **batch,
+        max_new_tokens=max(max_tokens),
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+    new_tokens = generated[:, batch["input_ids"].shape[1] :].cpu().tolist()
+    prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
+    stop_ids = _stop_ids(model, tokenizer)
+    out = []
+    for row, limit, row_stops, n_prompt in zip(new_tokens, max_tokens, stops, prompt_tokens, strict=True):
+        row = row[:limit]
+        end = next((i for i, token in enumerate(row) if token in stop_ids), None)
+        ids = row if end is None else row[:end]
+        text, stopped = _cut(tokenizer.decode(ids, skip_special_tokens=True), row_stops)
+        finish = "stop" if end is not None or stopped else "length"
+        out.append(Completion(text, int(n_prompt), len(row) if end is None else end + 1, finish))
+    return out

@@ -1,0 +1,120 @@
+"""Guardrails per role: what a request may ask, and what an answer may say.
+
+Input, in order: size, schema, prompt-injection patterns, scope patterns (each refuses), then PII
+redaction (the model never sees the PII). Output: format against the role's schema (the caller retries a
+non-conforming answer once, then refuses), length (truncates), blocklist (replaces the answer with a
+safe reply), PII redaction. Each rule a request trips comes back as a `Violation` for the audit log; the
+text that tripped it never does.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
+
+from srl_rlvr.data.pii import redact_text
+from srl_rlvr.serve.config import InputRules, OutputRules, RoleConfig
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str  # e.g. "input.injection", "output.format"
+    action: str  # "refuse", "redact", "retry", "truncate" or "replace"
+
+
+@dataclass
+class Checked:
+    """The request's messages or the answer's text after the rules, and what the rules did to it."""
+
+    value: list[Message] | str
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def refused(self) -> Violation | None:
+        return next((v for v in self.violations if v.action == "refuse"), None)
+
+
+@functools.lru_cache(maxsize=64)
+def _schema(reference: str) -> type[BaseModel]:
+    from srl_rlvr.tasks.extraction import load_schema
+
+    return load_schema(reference)
+
+
+def _matches_json(schema: type[BaseModel], text: str) -> bool:
+    try:
+        schema.model_validate_json(text)
+    except ValidationError:
+        return False
+    return True
+
+
+def check_input(rules: InputRules, messages: list[Message]) -> Checked:
+    """Refuse (first rule that trips) or pass the messages on, PII redacted when the role asks."""
+    user = [m["content"] for m in messages if m["role"] == "user"]
+    if rules.max_chars is not None and sum(len(m["content"]) for m in messages) > rules.max_chars:
+        return Checked(messages, [Violation("input.size", "refuse")])
+    if rules.schema_ is not None and not (user and _matches_json(_schema(rules.schema_), user[-1])):
+        return Checked(messages, [Violation("input.schema", "refuse")])
+    if any(re.search(p, text) for p in rules.injection_patterns for text in user):
+        return Checked(messages, [Violation("input.injection", "refuse")])
+    if rules.scope_patterns and not any(re.search(p, text) for p in rules.scope_patterns for text in user):
+        return Checked(messages, [Violation("input.scope", "refuse")])
+    if not rules.redact_pii:
+        return Checked(messages)
+    redacted, found = [], 0
+    for m in messages:
+        text, counts = redact_text(m["content"], rules.redact_pii)
+        redacted.append({**m, "content": text})
+        found += sum(counts.values())
+    return Checked(redacted, [Violation("input.pii", "redact")] if found else [])
+
+
+def format_check(role: RoleConfig) -> Callable[[str], bool] | None:
+    """Whether an answer is in the role's format: its task's parse() finds an answer, or the last JSON
+    object in it validates against the output schema. None when the role has neither."""
+    if role.task is not None:
+        from srl_rlvr.tasks import load_task
+
+        task = load_task(role.task)
+        return lambda text: task.parse(text) is not None
+    if role.guardrails.output.schema_ is not None:
+        from srl_rlvr.tasks.task_data import last_json_object
+
+        schema = _schema(role.guardrails.output.schema_)
+
+        def conforms(text: str) -> bool:
+            found = last_json_object(text)
+            try:
+                return found is not None and schema.model_validate(found) is not None
+            except ValidationError:
+                return False
+
+        return conforms
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _blocklist_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
+
+
+def check_output(rules: OutputRules, text: str) -> Checked:
+    """Length, blocklist and PII rules on an answer that already passed the format check."""
+    violations = []
+    if rules.max_chars is not None and len(text) > rules.max_chars:
+        text = text[: rules.max_chars]
+        violations.append(Violation("output.length", "truncate"))
+    if rules.blocklist and _blocklist_pattern(tuple(rules.blocklist)).search(text):
+        return Checked(rules.safe_reply, [*violations, Violation("output.blocklist", "replace")])
+    if rules.redact_pii:
+        text, counts = redact_text(text, rules.redact_pii)
+        if counts:
+            violations.append(Violation("output.pii", "redact"))
+    return Checked(text, violations)

@@ -1,0 +1,144 @@
+"""Which model answers a role's request: its chain, a canary's share of traffic, and the bandit.
+
+A role has a primary and ordered backups; the health monitor puts healthy models first. A canary
+(`shift`) takes `percent` of the role's requests. After each of them its error rate and p95 latency are
+compared with the primary's over the health window; beyond the configured margins it is rolled back
+(its traffic returns to the chain). Shifting to 100 promotes it: it becomes the primary and the old
+primary the first backup. A role with `routing: bandit` lets LinUCB (manage/routing.py) pick among its
+models, healthy ones only, and learn from each answer's reward.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from srl_rlvr.errors import UserError
+from srl_rlvr.manage.routing import LinUCBRouter
+from srl_rlvr.serve.config import CanaryConfig, RoleConfig
+from srl_rlvr.serve.health import HealthMonitor, ModelStats
+
+
+@dataclass
+class Canary:
+    model: str
+    percent: float
+
+
+@dataclass
+class RoleState:
+    primary: str
+    backups: list[str]
+    routing: str
+    canary: Canary | None = None
+    last_rollback: dict[str, Any] | None = None
+    router: LinUCBRouter | None = field(default=None, repr=False)
+
+    @property
+    def models(self) -> list[str]:
+        return [self.primary, *self.backups]
+
+
+def canary_verdict(canary: ModelStats, primary: ModelStats, config: CanaryConfig) -> str | None:
+    """Why the canary must go, or None while it holds up (or has not served enough to judge)."""
+    if canary.requests < config.min_requests:
+        return None
+    if canary.error_rate > primary.error_rate + config.error_rate_margin:
+        return f"error rate {canary.error_rate:.1%} vs primary {primary.error_rate:.1%}"
+    if canary.p95_ms is not None and primary.p95_ms is not None:
+        limit = primary.p95_ms * (1 + config.latency_margin) + config.latency_slack_ms
+        if canary.p95_ms > limit:
+            return f"p95 latency {canary.p95_ms:.0f} ms vs primary {primary.p95_ms:.0f} ms"
+    return None
+
+
+class Roles:
+    """The live state of every role: changed by shifts, rollbacks and promotions while serving."""
+
+    def __init__(self, configs: Mapping[str, RoleConfig], canary: CanaryConfig, seed: int = 0) -> None:
+        self.config = canary
+        self.rng = random.Random(seed)
+        self.states = {
+            name: RoleState(role.primary, list(role.backups), role.routing) for name, role in configs.items()
+        }
+        for state in self.states.values():
+            self._reset_router(state)
+
+    @staticmethod
+    def _reset_router(state: RoleState) -> None:
+        state.router = LinUCBRouter(state.models) if state.routing == "bandit" else None
+
+    def chain(self, role: str, health: HealthMonitor, features: Mapping[str, float]) -> list[str]:
+        """The models to try for one request, in order."""
+        state = self.states[role]
+        models = state.models
+        if state.router is not None:
+            bounds = state.router.upper_bounds(features)
+            healthy = [m for m in models if health.state(m) == "healthy"] or models
+            best = max(healthy, key=lambda m: bounds[m])
+            models = [best, *(m for m in models if m != best)]
+        if state.canary is not None and self.rng.random() * 100 < state.canary.percent:
+            models = [state.canary.model, *(m for m in models if m != state.canary.model)]
+        return health.order(models)
+
+    def shift(self, role: str, to: str, percent: float) -> RoleState:
+        """Send `percent` of the role's traffic to `to`; 0 withdraws the canary, 100 promotes it."""
+        state = self.states[role]
+        if to == state.primary:
+            raise UserError(f"'{to}' is already the primary of role '{role}'")
+        if percent <= 0:
+            state.canary = None
+        elif percent >= 100:
+            state.backups = [state.primary, *(m for m in state.backups if m != to)]
+            state.primary = to
+            state.canary = None
+            self._reset_router(state)
+        elif state.canary is not None and state.canary.model == to:
+            state.canary.percent = percent
+        else:
+            state.canary = Canary(to, percent)
+        return state
+
+    def judge_canary(self, role: str, health: HealthMonitor) -> str | None:
+        """Roll the canary back when it failed or does worse than the primary; the reason, or None."""
+        state = self.states[role]
+        if state.canary is None:
+            return None
+        if health.state(state.canary.model) == "failed":
+            reason: str | None = "failed its health checks"
+        else:
+            reason = canary_verdict(
+                health.stats(state.canary.model), health.stats(state.primary), self.config
+            )
+        if reason is not None:
+            state.last_rollback = {
+                "model": state.canary.model,
+                "percent": state.canary.percent,
+                "reason": reason,
+            }
+            state.canary = None
+        return reason
+
+    def learn(self, role: str, model: str, features: Mapping[str, float], reward: float) -> None:
+        router = self.states[role].router
+        if router is not None and model in router.models:
+            router.update(model, features, reward)
+
+    def describe(self, health: HealthMonitor) -> dict[str, Any]:
+        """Each role's chain with the health of its models, its canary and its last rollback."""
+        out = {}
+        for name, state in self.states.items():
+            models = [*state.models, *([state.canary.model] if state.canary else [])]
+            out[name] = {
+                "primary": state.primary,
+                "backups": state.backups,
+                "routing": state.routing,
+                "canary": None if state.canary is None else vars(state.canary),
+                "last_rollback": state.last_rollback,
+                "health": {m: health.state(m) for m in models},
+            }
+            if state.router is not None:
+                out[name]["bandit_pulls"] = dict(state.router.pulls)
+        return out

@@ -1,0 +1,286 @@
+"""One request's path through the server, and the state that lives across requests.
+
+`model` names a role or a served model. For a role: input guardrails -> the role's chain (canary share,
+bandit, healthiest first) -> generation, failing over to the next model when one errs or times out ->
+output guardrails (a non-conforming answer is retried once, then refused) -> canary judgement and the
+bandit's reward. A model named directly gets exactly that model: no role rules, no failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+
+from srl_rlvr.manage.routing import request_features, reward
+from srl_rlvr.serve.audit import AuditLog
+from srl_rlvr.serve.auth import RateLimiter, load_keys
+from srl_rlvr.serve.config import RoleConfig, ServeConfig
+from srl_rlvr.serve.generation import Completion, render_chat
+from srl_rlvr.serve.guardrails import Message, Violation, check_input, check_output, format_check
+from srl_rlvr.serve.health import RANK, HealthMonitor
+from srl_rlvr.serve.metrics import ServeMetrics
+from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong
+from srl_rlvr.serve.openai_api import ApiError
+from srl_rlvr.serve.roles import Roles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    completion: Completion
+    refusal: str | None  # set when the output guardrails refused the answer
+    served_by: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What one request asks for, after parsing: the messages (a completion's prompt is one user
+    message), whether to render them as chat, and the generation settings."""
+
+    name: str
+    messages: list[Message]
+    chat: bool
+    max_tokens: int
+    temperature: float
+    stop: list[str]
+    key_id: str
+    request_id: str
+
+
+class Server:
+    """Everything a running server holds: keys, models, health, roles, guardrail checks, audit, metrics."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        from srl_rlvr.tasks import load_task
+
+        self.config = config
+        self.keys = load_keys(config.auth)
+        self.limiter = RateLimiter(config.auth.requests_per_second, config.auth.burst)
+        self.models = ModelSet(config.device, config.limits.max_batch)
+        self.health = HealthMonitor(config.health)
+        self.roles = Roles(config.roles, config.canary)
+        self.formats = {name: format_check(role) for name, role in config.roles.items()}
+        self.tasks = {name: load_task(role.task) for name, role in config.roles.items() if role.task}
+        self.audit = AuditLog(config.audit_log)
+        self.metrics = ServeMetrics()
+        self.ready = False
+        self.load_error: str | None = None
+        self._probes: asyncio.Task[None] | None = None
+
+    def load(self) -> None:
+        """Blocking: every configured base model, then the adapters on them."""
+        if self.config.cpu_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.config.cpu_threads)
+        for name, model in self.config.models.items():
+            if model.base is None:
+                self.models.load_base(name, model.path)
+        for name, model in self.config.models.items():
+            if model.base is not None:
+                self.models.attach(name, model.path, model.base)
+
+    async def start(self) -> None:
+        """Load models off the event loop (/health answers meanwhile), then start probing them."""
+        try:
+            await asyncio.to_thread(self.load)
+        except Exception as e:  # /ready reports it; the process stays up so an operator can see why
+            log.exception("loading models failed")
+            self.load_error = f"{type(e).__name__}: {e}"
+            return
+        self.ready = True
+        self._probes = asyncio.create_task(
+            self.health.probe_forever(lambda: list(self.models.where), self._probe)
+        )
+
+    async def stop(self) -> None:
+        if self._probes is not None:
+            self._probes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probes
+        await asyncio.to_thread(self.models.close)
+
+    async def _probe(self, model: str) -> None:
+        await self.models.generate(model, "ping", 1, 0.0, [], self.config.health.probe_timeout_s)
+
+    def served_names(self) -> list[str]:
+        return [*self.config.roles, *self.models.where]
+
+    async def answer(self, ask: Ask) -> Answer:
+        role = self.config.roles.get(ask.name)
+        if role is None and ask.name not in self.models.where:
+            raise ApiError(
+                404,
+                f"model '{ask.name}' does not exist; served: {', '.join(self.served_names())}",
+                code="model_not_found",
+                param="model",
+            )
+        if role is None:
+            completion, served = await self._generate(ask, [ask.name])
+            self._count_tokens(served, completion)
+            return Answer(completion, None, served)
+        checked = check_input(role.guardrails.input, ask.messages)
+        self._report(checked.violations, ask, ask.name)
+        if checked.refused is not None:
+            raise ApiError(
+                400,
+                f"refused by guardrail {checked.refused.rule} of role '{ask.name}'",
+                code="guardrail_violation",
+                param=checked.refused.rule,
+            )
+        ask = replace(ask, messages=checked.value)
+        began = time.perf_counter()
+        features = request_features(sum(len(m["content"]) for m in ask.messages) // 4, role=ask.name)
+        chain = self.roles.chain(ask.name, self.health, features)
+        completion, served = await self._generate(ask, chain)
+        completion, refusal = await self._enforce_output(ask, role, chain, completion, served)
+        canary = self.roles.states[ask.name].canary
+        if canary is not None and canary.model in chain:  # it is in the chain when this request drew it
+            reason = self.roles.judge_canary(ask.name, self.health)
+            if reason is not None:
+                self.metrics.rollbacks.labels(ask.name).inc()
+                log.warning("role %s: canary %s rolled back: %s", ask.name, canary.model, reason)
+        quality = 0.0 if refusal else 1.0
+        self.roles.learn(
+            ask.name, served, features, reward(quality, 0.0, 1000 * (time.perf_counter() - began))
+        )
+        self._count_tokens(served, completion)
+        return Answer(completion, refusal, served)
+
+    def _prompt(self, ask: Ask, model: str) -> str:
+        if not ask.chat:
+            return ask.messages[-1]["content"]
+        task = self.tasks.get(ask.name)
+        if task is not None:
+            from srl_rlvr.tasks import Problem
+
+            user = [m["content"] for m in ask.messages if m["role"] == "user"]
+            return task.prompt(Problem(id=ask.request_id, text=user[-1] if user else "", answer=None))
+        return render_chat(self.models.tokenizer(model), ask.messages)
+
+    async def _generate(
+        self, ask: Ask, chain: list[str], temperature: float | None = None
+    ) -> tuple[Completion, str]:
+        """The first answer down the chain; a model that fails is recorded and the next one tried."""
+        error: Exception | None = None
+        for attempt, model in enumerate(chain[: self.config.limits.failover_attempts]):
+            began = time.perf_counter()
+            try:
+                completion = await self.models.generate(
+                    model,
+                    self._prompt(ask, model),
+                    ask.max_tokens,
+                    ask.temperature if temperature is None else temperature,
+                    ask.stop,
+                    self.config.limits.request_timeout_s,
+                )
+            except PromptTooLong as e:
+                raise ApiError(400, str(e), code="context_length_exceeded", param="max_tokens") from None
+            except ModelFailure as e:
+                self.health.record(model, False, 1000 * (time.perf_counter() - began))
+                self.metrics.model_errors.labels(model).inc()
+                log.warning("request %s: %s failed, trying the next model: %s", ask.request_id, model, e)
+                error = e
+                continue
+            self.health.record(model, True, 1000 * (time.perf_counter() - began))
+            if attempt:
+                self.metrics.failovers.labels(ask.name).inc()
+            return completion, model
+        raise ApiError(
+            503,
+            f"no model could answer '{ask.name}': {error}",
+            code="model_unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _enforce_output(
+        self, ask: Ask, role: RoleConfig, chain: list[str], completion: Completion, served: str
+    ) -> tuple[Completion, str | None]:
+        rules = role.guardrails.output
+        conforms = self.formats[ask.name]
+        if conforms is not None and not conforms(completion.text):
+            self._report([Violation("output.format", "retry")], ask, served)
+            retry_chain = [served, *(m for m in chain if m != served)]
+            completion, served = await self._generate(ask, retry_chain, rules.retry_temperature)
+            if not conforms(completion.text):
+                self._report([Violation("output.format", "refuse")], ask, served)
+                return completion, rules.refusal
+        checked = check_output(rules, completion.text)
+        self._report(checked.violations, ask, served)
+        return replace(completion, text=checked.value), None
+
+    def _report(self, violations: list[Violation], ask: Ask, model: str) -> None:
+        for v in violations:
+            self.metrics.violations.labels(ask.name, model, v.rule, v.action).inc()
+            self.audit.write(
+                key_id=ask.key_id,
+                model=model,
+                role=ask.name,
+                rule=v.rule,
+                action=v.action,
+                request_id=ask.request_id,
+            )
+
+    def _count_tokens(self, model: str, c: Completion) -> None:
+        self.metrics.tokens.labels(model, "prompt").inc(c.prompt_tokens)
+        self.metrics.tokens.labels(model, "completion").inc(c.completion_tokens)
+
+    def render_metrics(self) -> bytes:
+        for model in self.models.where:
+            self.metrics.health.labels(model).set(RANK[self.health.state(model)])
+        return self.metrics.render()
+
+    # -- runtime changes: adapters, canary, chaos ---------------------------------------------------------
+
+    def _roles_using(self, model: str) -> list[str]:
+        return [
+            name
+            for name, s in self.roles.states.items()
+            if model in s.models or (s.canary is not None and s.canary.model == model)
+        ]
+
+    async def load_adapter(self, name: str, path: str, base: str | None) -> None:
+        if name in self.config.roles:
+            raise ApiError(400, f"'{name}' is a role; choose another adapter name", param="lora_name")
+        if (
+            base is None
+        ):  # a hot-swap keeps the adapter's base; a new adapter needs one when there are several
+            base = self.models.adapters().get(name)
+        if base is None:
+            if len(self.models.workers) != 1:
+                bases = ", ".join(self.models.workers)
+                raise ApiError(400, f"several base models are loaded ({bases}): say which in base_model_name")
+            base = next(iter(self.models.workers))
+        await asyncio.to_thread(self.models.attach, name, path, base)
+
+    async def unload_adapter(self, name: str) -> None:
+        users = self._roles_using(name)
+        if users:
+            raise ApiError(400, f"role(s) {', '.join(users)} use '{name}'; shift them to another model first")
+        await asyncio.to_thread(self.models.detach, name)
+
+    async def shift(self, role: str, to: str, percent: float) -> dict[str, object]:
+        """Canary `to` at `percent` of the role's traffic, loading it first when it is not served yet: an
+        adapter attaches to the base of the role's primary, anything else loads as a base model."""
+        if role not in self.roles.states:
+            raise ApiError(404, f"no role '{role}'; roles: {', '.join(self.roles.states)}", param="role")
+        if to not in self.models.where and percent > 0:
+            from srl_rlvr.modeling import is_adapter_folder, model_source
+
+            folder = await asyncio.to_thread(model_source, to)
+            if is_adapter_folder(folder):
+                base = self.models.where[self.roles.states[role].primary].name
+                await asyncio.to_thread(self.models.attach, to, folder, base)
+            else:
+                await asyncio.to_thread(self.models.load_base, to, to)
+        self.roles.shift(role, to, percent)
+        return self.roles.describe(self.health)[role]
+
+    def set_failing(self, model: str, failing: bool) -> None:
+        if model not in self.models.where:
+            raise ApiError(404, f"model '{model}' is not loaded", param="model")
+        self.models.set_failing(model, failing)
