@@ -229,6 +229,26 @@ class CollaborationConfig(Section):
     problems: ProblemSourceConfig = Field(default_factory=ProblemSourceConfig)
 
 
+class RolloutConfig(Section):
+    """How SRL/RLVR rollouts are generated (`srl_rlvr.rollout`)."""
+
+    engine: Literal["auto", "hf", "fast"] = Field(
+        "auto",
+        description="auto: the built-in fast engine on a CUDA GPU for a Llama/Qwen2-family model without "
+        "LoRA, FSDP or DeepSpeed, else TRL's HF generate; hf: always TRL's generate; fast: the fast "
+        "engine wherever it can run (eagerly on a CPU), else HF generate with a warning.",
+    )
+    cuda_graphs: bool = Field(
+        True, description="Replay the fast engine's decode step as a CUDA graph (off: eager, for debugging)."
+    )
+    fused_ops: bool = Field(
+        False,
+        description="Fuse the fast engine's elementwise ops with torch.compile (CUDA): ~1.3x faster "
+        "decode steps (0.5B on an H100) for a ~12 s compile at the first rollout; off by default so "
+        "rollouts start at once and follow HF's op order exactly.",
+    )
+
+
 class PolicyRLConfig(Section):
     """What SRL and RLVR share: rollout groups, the clipped objective, the KL anchor, checkpoints.
 
@@ -284,6 +304,7 @@ class PolicyRLConfig(Section):
     )
     restore_lr_factor: float = Field(0.5, gt=0, lt=1, description="Learning rate multiplier after a restore.")
     max_restores: int = Field(3, ge=0, description="Give up after this many restores.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
 class SRLConfig(PolicyRLConfig):

@@ -15,22 +15,71 @@ lacks and both stages need:
   - 1 on every position, masked afterwards by multiplication. On a padding position after a rollout
   stopped, logp can fall so low that exp() overflows, and inf x 0 is NaN: the loss and then the
   weights go NaN (seen in long SRL runs on a GPU). No sampled token has a log-probability near -50.
+- Fast rollouts (`stage.rollout.engine`): TRL's HF `generate` path is replaced by `srl_rlvr.rollout`'s
+  engine where it applies (`auto`: CUDA, a Llama/Qwen2-family model, no LoRA/FSDP/DeepSpeed/vLLM, and
+  sampling options it implements). It reads the policy's own weights, so there is nothing to sync
+  after an optimiser step; it returns the same completion ids TRL's path does (cut after the first
+  EOS/stop token) plus the sampling log-probs, which TRL keeps as `sampling_per_token_logps`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import GenerationConfig
 from trl import GRPOConfig, GRPOTrainer
+from trl.extras.profiling import profiling_context
 
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
 from srl_rlvr.train.loop import run_settings
 
+log = logging.getLogger(__name__)
+
 LOGP_FLOOR = -50.0
+
+# Generation options the fast engine does not implement, with their neutral values; any other value
+# sends the rollout through TRL's own generate.
+_NEUTRAL_GENERATION = {
+    "min_p": (None, 0.0),
+    "repetition_penalty": (None, 1.0),
+    "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "no_repeat_ngram_size": (None, 0),
+    "num_beams": (None, 1),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []),
+    "bad_words_ids": (None, []),
+}
+
+
+def fast_sampling_params(generation: GenerationConfig) -> SamplingParams | None:
+    """TRL's generation config as the fast engine's request; None when it uses an option the engine
+    lacks (the caller then keeps TRL's path)."""
+    if any(getattr(generation, name, None) not in neutral for name, neutral in _NEUTRAL_GENERATION.items()):
+        return None
+    eos = generation.eos_token_id
+    sampled = bool(generation.do_sample)
+    return SamplingParams(
+        max_new_tokens=generation.max_new_tokens,
+        temperature=generation.temperature if sampled else 0.0,
+        top_p=generation.top_p if sampled and generation.top_p is not None else 1.0,
+        top_k=(generation.top_k or 0) if sampled else 0,
+        stop_token_ids=() if eos is None else tuple([eos] if isinstance(eos, int) else eos),
+    )
+
+
+def cut_after_first(ids: list[int], stops: Sequence[int]) -> int:
+    """Length of `ids` up to and including the first stop token (TRL's completion mask)."""
+    return next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
 
 
 def group_advantages(
@@ -66,6 +115,48 @@ class GroupTrainer(GRPOTrainer):
             self.generation_config.eos_token_id = self.eos_token_ids
         self._global_rewards: torch.Tensor | None = None
         self._global_weights: torch.Tensor | None = None
+        self._fast_engine: FastEngine | None = None
+        self._engine_decided = False
+
+    def _rollout_engine(self) -> FastEngine | None:
+        """The fast engine when `stage.rollout` picks it for this model and setup, else None (TRL's
+        own generation). Decided at the first rollout, once accelerate has placed the model."""
+        if self._engine_decided:
+            return self._fast_engine
+        self._engine_decided = True
+        settings = self.stage.rollout
+        if settings.engine == "hf":
+            return None
+        if self.use_vllm or self.use_transformers_continuous_batching:
+            why = "TRL's vLLM or continuous-batching generation is configured"
+        elif self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            why = "the weights are sharded (DeepSpeed/FSDP)"
+        else:
+            name, why = choose_engine(self.accelerator.unwrap_model(self.model), settings.engine)
+            if name == "fast":
+                self._fast_engine = FastEngine(
+                    self.accelerator.unwrap_model(self.model), settings.cuda_graphs, settings.fused_ops
+                )
+                log.info("rollouts: fast engine (%s)", why)
+                return self._fast_engine
+        (log.warning if settings.engine == "fast" else log.info)("rollouts: TRL's HF generate (%s)", why)
+        return None
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):  # type: ignore[no-untyped-def]
+        engine = self._rollout_engine()
+        params = fast_sampling_params(self.generation_config) if engine is not None else None
+        if engine is None or params is None or images is not None or multimodal_fields:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
+            )
+        with profiling_context(self, "rollout.generate"):
+            rollout = engine.generate(prompt_ids, params)
+        # The engine stopped at the generation config's EOS ids, which GroupTrainer keeps equal to
+        # `eos_token_ids`; cutting again keeps TRL's mask semantics should the two ever differ.
+        lengths = [cut_after_first(ids, self.eos_token_ids) for ids in rollout.completion_ids]
+        completion_ids = [ids[:n] for ids, n in zip(rollout.completion_ids, lengths, strict=True)]
+        logprobs = [lp[:n] for lp, n in zip(rollout.logprobs, lengths, strict=True)]
+        return completion_ids, logprobs
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
         logps, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)

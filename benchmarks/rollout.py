@@ -1,0 +1,478 @@
+"""Rollout speed: the fast engine (`srl_rlvr.rollout`) against HF generate and TRL's GRPOTrainer.
+
+Issue 8's setting: a Qwen2.5-0.5B-architecture model (random init, bf16), 64-token prompts, 256 new
+tokens (forced: no stop token), batch 64 and 256, all variants in one run on one GPU:
+
+- hf_generate: `model.generate` as TRL's GRPOTrainer calls it (sampling, dynamic cache).
+- fast_eager: the fast engine without CUDA graphs (the same kernels, launched one by one).
+- fast_graphs: the fast engine as shipped (decode steps replayed as CUDA graphs).
+- fast_graphs_fused: the same with its elementwise ops fused by torch.compile (`fused_ops`).
+- fast_graphs_fp32_weights: float32 weights (our training default keeps float32 master weights);
+  its "% of ceiling" still uses the bf16 compute bound.
+- fast_graphs_top_p0.9: top-p sampling (a full sort of the vocabulary each step).
+- fast_graphs_early_exit: ~1,200 stop tokens, so rows end after ~128 tokens on average at random
+  points: finished rows leave the batch (tokens/s counts generated tokens only).
+- training step: TRL's default GRPOTrainer against our GroupTrainer with `rollout.engine: fast`
+  (plain and fused ops), 64 completions a step (8 prompts x 8), beta 0, same model and data.
+- parity: greedy tokens of the engine against HF generate (bf16, random and pretrained model), with
+  two controls that measure how much HF disagrees with itself on the random model (SDPA against
+  eager attention; its decode against its own teacher-forced argmax), and the engine's log-probs
+  against a teacher-forced forward pass (fp32 and bf16).
+
+"% of ceiling" divides by the issue's bound for one decode step: weights and the mean KV cache read
+at HBM_BYTES_PER_S plus the matmul FLOPs at MATMUL_FLOPS_PER_S. Warm-up (graph capture, first-call
+overhead) is its own column. Writes benchmarks/results/rollout-DATE.json (and $OUT/ when set).
+
+    python benchmarks/rollout.py           # ~4 minutes on an H100
+    python benchmarks/rollout.py --quick   # smoke run: short generations, no training steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams
+
+PROMPT_TOKENS = 64
+NEW_TOKENS = 256
+BATCHES = (64, 256)
+ENGINE_REPEATS = 3
+TRAIN_BATCH, TRAIN_GROUP = 64, 8
+TRAIN_STEPS = {"trl_default": 3, "fast": 6, "fast_fused": 6}  # timed, after one warm-up step each
+EARLY_EXIT_STOPS = 1200  # stop ids: a random model stops with probability ~1/127 a token
+HBM_BYTES_PER_S = 3.0e12  # the issue's ceiling: H100 HBM3 ...
+MATMUL_FLOPS_PER_S = 790e12  # ... and dense bf16 tensor-core throughput
+QWEN25_05B = {
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
+EOS_ID = 151643  # Qwen2.5's <|endoftext|>; generation ignores it (forced lengths)
+
+
+def qwen_05b(seed: int = 0) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    config = Qwen2Config(**QWEN25_05B, pad_token_id=0, eos_token_id=EOS_ID, bos_token_id=EOS_ID)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(config)
+    return model.to(torch.bfloat16).eval()
+
+
+def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    """A tokenizer with one word per id ("t123"), so text prompts of 64 words are 64 tokens."""
+    core = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="t0", eos_token=f"t{EOS_ID}")
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def random_prompts(count: int, length: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(1, EOS_ID) for _ in range(length)] for _ in range(count)]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def ceiling_ms(model: torch.nn.Module, batch: int, context: float) -> float:
+    config = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv = 2 * config.num_hidden_layers * batch * config.num_key_value_heads * head_dim * context * 2
+    flops = (
+        2 * batch * (sum(p.numel() for p in model.model.layers.parameters()) + model.lm_head.weight.numel())
+    )
+    return 1e3 * ((weights + kv) / HBM_BYTES_PER_S + flops / MATMUL_FLOPS_PER_S)
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def run_part(results: dict, name: str, fn: Callable[[], Any]) -> None:
+    """One part of the run; a failure is recorded and the rest still runs."""
+    print(f"--- {name}", flush=True)
+    try:
+        results[name] = fn()
+    except Exception as e:  # a benchmark reports what broke and goes on
+        results[name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
+        print(results[name]["trace"], flush=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+# ---- generation throughput -------------------------------------------------------------------
+def hf_generate_variant(model: Qwen2ForCausalLM, new_tokens: int) -> list[dict]:
+    """`generate` with the config TRL's GRPOTrainer builds (temperature 1, top-p 1, top-k 0)."""
+    config = GenerationConfig(
+        max_new_tokens=new_tokens,
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        eos_token_id=None,
+        pad_token_id=0,
+        disable_compile=True,
+    )
+    rows = []
+    model.generate(torch.ones(2, 8, dtype=torch.long, device="cuda"), generation_config=config)  # warm-up
+    for batch in BATCHES:
+        ids = torch.tensor(random_prompts(batch, PROMPT_TOKENS, batch), device="cuda")
+        torch.cuda.reset_peak_memory_stats()
+        seconds, out = timed(lambda ids=ids: model.generate(ids, generation_config=config))
+        assert out.size(1) == PROMPT_TOKENS + new_tokens
+        rows.append(_row("hf_generate", model, batch, new_tokens, seconds, None, 0.0))
+    return rows
+
+
+def engine_variant(
+    model: Qwen2ForCausalLM,
+    name: str,
+    new_tokens: int,
+    cuda_graphs: bool = True,
+    fused: bool = False,
+    top_p: float = 1.0,
+    stops: int = 0,
+) -> list[dict]:
+    rows = []
+    engine = FastEngine(model, cuda_graphs=cuda_graphs, fused=fused)
+    stop_ids = tuple(range(1000, 1000 + stops))
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=top_p, stop_token_ids=stop_ids)
+    repeats = ENGINE_REPEATS if cuda_graphs else 1
+    for batch in BATCHES:
+        prompts = random_prompts(batch, PROMPT_TOKENS, batch)
+        torch.cuda.reset_peak_memory_stats()
+        first, _ = timed(lambda prompts=prompts: engine.generate(prompts, params))
+        capture = engine.warmup_s
+        times, generated = [], []
+        for _ in range(repeats):
+            seconds, rollout = timed(lambda prompts=prompts: engine.generate(prompts, params))
+            times.append(seconds)
+            generated.append(sum(len(c) for c in rollout.completion_ids))
+        assert stops or all(len(c) == new_tokens for c in rollout.completion_ids)
+        prefill, _ = timed(lambda prompts=prompts: engine.generate(prompts, SamplingParams(max_new_tokens=1)))
+        seconds = sum(times) / len(times)
+        tokens = sum(generated) / len(generated)
+        row = _row(name, model, batch, new_tokens, seconds, prefill, first - seconds, tokens)
+        row["graph_capture_s"] = round(capture, 3)
+        if stops:
+            row["mean_completion_tokens"] = round(tokens / batch, 1)
+        rows.append(row)
+        engine.release()
+    return rows
+
+
+def _row(
+    name: str,
+    model: torch.nn.Module,
+    batch: int,
+    new: int,
+    seconds: float,
+    prefill: float | None,
+    warmup: float,
+    tokens: float | None = None,
+) -> dict:
+    tokens = tokens or batch * new
+    decode = seconds - (prefill or 0.0)
+    step_ms = 1e3 * decode / (new - 1 if prefill is not None else new)
+    bound = ceiling_ms(model, batch, PROMPT_TOKENS + new / 2)
+    row = {
+        "variant": name,
+        "batch": batch,
+        "tokens_per_s": round(tokens / seconds),
+        "ms_per_decode_step": round(step_ms, 3),
+        "prefill_ms": None if prefill is None else round(1e3 * prefill, 1),
+        "pct_of_ceiling": round(100 * bound / step_ms, 1),
+        "ceiling_ms_per_step": round(bound, 3),
+        "warmup_s": round(max(warmup, 0.0), 2),
+        "seconds": round(seconds, 3),
+        "peak_mem_gib": round(peak_gib(), 2),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+# ---- correctness on the GPU -----------------------------------------------------------------
+def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
+    pairs = [(x, y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=False)]
+    lengths_equal = sum(len(ra) == len(rb) for ra, rb in zip(a, b, strict=True))
+    return {
+        "token_match": round(sum(x == y for x, y in pairs) / max(len(pairs), 1), 4),
+        "rows_identical": f"{sum(ra == rb for ra, rb in zip(a, b, strict=True))}/{len(a)}",
+        "lengths_equal": f"{lengths_equal}/{len(a)}",
+    }
+
+
+def logprob_error(engine: FastEngine, model: torch.nn.Module, prompts: list[list[int]], new: int) -> dict:
+    rollout = engine.generate(prompts, SamplingParams(max_new_tokens=new, temperature=1.0))
+    reference = HFEngine(model).logprobs(prompts, rollout.completion_ids, 1.0)
+    diffs = [
+        abs(x - y)
+        for a, b in zip(rollout.logprobs, reference, strict=True)
+        for x, y in zip(a, b, strict=True)
+    ]
+    return {"max_abs": round(max(diffs), 6), "mean_abs": round(sum(diffs) / len(diffs), 6)}
+
+
+def teacher_forced_argmax(
+    model: torch.nn.Module, prompts: list[list[int]], completions: list[list[int]]
+) -> dict:
+    """How often HF's own forward pass over its greedy output picks the token its decode picked."""
+    matches = total = 0
+    for prompt, completion in zip(prompts, completions, strict=True):
+        ids = torch.tensor([prompt + completion], device="cuda")
+        with torch.no_grad():
+            picks = model(ids).logits[0, len(prompt) - 1 : -1].argmax(-1).tolist()
+        matches += sum(a == b for a, b in zip(picks, completion, strict=True))
+        total += len(completion)
+    return {"token_match": round(matches / total, 4)}
+
+
+def parity(model: Qwen2ForCausalLM) -> dict:
+    rng = random.Random(1)
+    prompts = [random_prompts(1, rng.randint(16, PROMPT_TOKENS), i)[0] for i in range(32)]
+    greedy = SamplingParams(max_new_tokens=64, temperature=0.0)
+    hf = HFEngine(model).generate(prompts, greedy).completion_ids
+    out: dict[str, Any] = {}
+    for name, fused in (("plain", False), ("fused", True)):
+        fast = FastEngine(model, fused=fused).generate(prompts, greedy).completion_ids
+        out[f"greedy_bf16_random_0.5b_{name}"] = agreement(fast, hf)
+    out["greedy_bf16_random_0.5b_plain"]["distinct_tokens_in_hf_output"] = len({t for row in hf for t in row})
+    model.set_attn_implementation("eager")
+    eager = HFEngine(model).generate(prompts, greedy).completion_ids
+    model.set_attn_implementation("sdpa")
+    out["control_hf_sdpa_vs_hf_eager_attention"] = agreement(eager, hf)
+    out["control_hf_decode_vs_hf_teacher_forced_argmax"] = teacher_forced_argmax(model, prompts, hf)
+    out["logprobs_bf16_random_0.5b"] = logprob_error(FastEngine(model), model, prompts[:16], 64)
+    fp32 = qwen_05b().float()
+    out["logprobs_fp32_random_0.5b"] = logprob_error(FastEngine(fp32), fp32, prompts[:16], 64)
+    del fp32
+    for name, fused in (("plain", False), ("fused", True)):
+        out[f"greedy_bf16_embedded_pretrained_{name}"] = embedded_parity(fused)
+    return out
+
+
+def embedded_parity(fused: bool) -> dict:
+    """The packaged pretrained arithmetic model: peaked distributions, real stop tokens."""
+    from srl_rlvr.config import ModelConfig
+    from srl_rlvr.modeling import load_model
+    from srl_rlvr.tasks import load_task
+
+    model, tokenizer = load_model(ModelConfig(name_or_path="embedded", device="cuda", dtype="bfloat16"))
+    model.eval()
+    task = load_task("arithmetic")
+    prompts = [tokenizer(task.prompt(p))["input_ids"] for p in task.sample(64, 0, "test")]
+    params = SamplingParams(max_new_tokens=128, temperature=0.0, stop_token_ids=(tokenizer.eos_token_id,))
+    fast = FastEngine(model, fused=fused).generate(prompts, params).completion_ids
+    hf = HFEngine(model, pad_token_id=tokenizer.pad_token_id).generate(prompts, params).completion_ids
+    return agreement(fast, hf)
+
+
+# ---- a full training step ---------------------------------------------------------------------
+def training_step(engine: str, steps: int) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from srl_rlvr.config import RLVRConfig
+    from srl_rlvr.train.grpo import GroupTrainer
+
+    class StepTimes(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.start)
+
+    tokenizer = word_tokenizer(QWEN25_05B["vocab_size"])
+    texts = [" ".join(f"t{i}" for i in p) for p in random_prompts(512, PROMPT_TOKENS, 7)]
+    rng = random.Random(0)
+
+    def reward(completions: list[str], **kwargs: Any) -> list[float]:
+        return [rng.random() for _ in completions]
+
+    args = GRPOConfig(
+        output_dir=f"/tmp/rollout-bench-{engine}",
+        per_device_train_batch_size=TRAIN_BATCH,
+        num_generations=TRAIN_GROUP,
+        max_completion_length=NEW_TOKENS,
+        learning_rate=1e-6,
+        beta=0.0,
+        max_steps=steps + 1,
+        bf16=True,
+        gradient_checkpointing=False,
+        logging_steps=1000,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    common = {
+        "model": qwen_05b().train(),
+        "reward_funcs": [reward],
+        "args": args,
+        "train_dataset": Dataset.from_dict({"prompt": texts}),
+        "processing_class": tokenizer,
+    }
+    if engine == "trl_default":
+        trainer = GRPOTrainer(**common)
+    else:
+        stage = RLVRConfig(rollout={"engine": "fast", "fused_ops": engine == "fast_fused"})
+        trainer = GroupTrainer(**common, stage=stage)
+    # Forced lengths: no stop token in generation (TRL's completion mask keeps its EOS rule).
+    trainer.generation_config.eos_token_id = None
+    trainer.generation_kwargs["eos_token_id"] = None
+    clock = StepTimes()
+    trainer.add_callback(clock)
+    torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    timed_steps = clock.times[1:]
+    mean = sum(timed_steps) / len(timed_steps)
+    row = {
+        "trainer": engine,
+        "completions_per_step": TRAIN_BATCH,
+        "first_step_s": round(clock.times[0], 2),
+        "step_s": round(mean, 3),
+        "steps_timed": len(timed_steps),
+        "completion_tokens_per_s": round(TRAIN_BATCH * NEW_TOKENS / mean),
+        "peak_mem_gib": round(peak_gib(), 2),
+    }
+    print(json.dumps(row), flush=True)
+    del trainer, common
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, no training")
+    parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: hf parity training")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/rollout.py needs a CUDA GPU")
+    new = 32 if args.quick else NEW_TOKENS
+    results: dict[str, Any] = {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "settings": {
+            "model": "Qwen2.5-0.5B architecture, random init, bf16",
+            "prompt_tokens": PROMPT_TOKENS,
+            "new_tokens": new,
+            "batches": BATCHES,
+        },
+    }
+    model = qwen_05b()
+    variants: list[dict] = []
+    results["variants"] = variants
+    if "hf" not in args.skip:
+        run_part(results, "hf_generate", lambda: variants.extend(hf_generate_variant(model, new)))
+    run_part(results, "fast_eager", lambda: variants.extend(engine_variant(model, "fast_eager", new, False)))
+    run_part(results, "fast_graphs", lambda: variants.extend(engine_variant(model, "fast_graphs", new)))
+    run_part(
+        results,
+        "fast_graphs_fused",
+        lambda: variants.extend(engine_variant(model, "fast_graphs_fused", new, fused=True)),
+    )
+    run_part(
+        results,
+        "fast_graphs_fp32",
+        lambda: variants.extend(engine_variant(qwen_05b().float(), "fast_graphs_fp32_weights", new)),
+    )
+    run_part(
+        results,
+        "fast_graphs_top_p",
+        lambda: variants.extend(engine_variant(model, "fast_graphs_top_p0.9", new, top_p=0.9)),
+    )
+    run_part(
+        results,
+        "fast_graphs_early_exit",
+        lambda: variants.extend(engine_variant(model, "fast_graphs_early_exit", new, stops=EARLY_EXIT_STOPS)),
+    )
+    if "parity" not in args.skip:
+        run_part(results, "parity", lambda: parity(model))
+    if not args.quick and "training" not in args.skip:
+        training: list[dict] = []
+        results["training"] = training
+        for name in TRAIN_STEPS:
+            run_part(
+                results,
+                f"training_{name}",
+                lambda name=name: training.append(training_step(name, TRAIN_STEPS[name])),
+            )
+    summarise(results)
+    out = (
+        Path(__file__).parent / "results" / f"rollout-{results['date']}{'-quick' if args.quick else ''}.json"
+    )
+    out.parent.mkdir(exist_ok=True)
+    text = json.dumps(results, indent=1, default=str)
+    out.write_text(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], out.name).write_text(text)
+
+
+def summarise(results: dict) -> None:
+    rows = results["variants"]
+    base = {r["batch"]: r["tokens_per_s"] for r in rows if r["variant"] == "hf_generate"}
+    training = {r["trainer"]: r for r in results.get("training", [])}
+    trl = training.get("trl_default", {}).get("completion_tokens_per_s", float("nan"))
+    print(f"\n{results['device']}  prompts {PROMPT_TOKENS}, new {results['settings']['new_tokens']}")
+    header = ("variant", "batch", "tok/s", "ms/step", "%ceil", "x HF", "x TRL", "warmup s", "peak GiB")
+    print(f"{header[0]:24}" + "".join(f"{h:>9}" for h in header[1:]))
+    for r in rows:
+        speedup = r["tokens_per_s"] / base[r["batch"]] if r["batch"] in base else float("nan")
+        cells = (r["batch"], r["tokens_per_s"], r["ms_per_decode_step"], r["pct_of_ceiling"])
+        cells += (f"{speedup:.1f}", f"{r['tokens_per_s'] / trl:.1f}", r["warmup_s"], r["peak_mem_gib"])
+        print(f"{r['variant']:24}" + "".join(f"{c:>9}" for c in cells))
+    for name, row in training.items():
+        if name != "trl_default" and "trl_default" in training:
+            speedup = training["trl_default"]["step_s"] / row["step_s"]
+            results[f"training_speedup_{name}"] = round(speedup, 2)
+            print(
+                f"training step: TRL {training['trl_default']['step_s']} s, {name} {row['step_s']} s: {speedup:.1f}x"
+            )
+    if "parity" in results:
+        print("parity:", json.dumps(results["parity"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The fast rollout engine: batched prefill, CUDA-graph decode steps, on-GPU sampling, early exit.
+
+One `generate` call:
+1. Prefill. Prompts are left-padded to the longest (P) and run through the model in row chunks;
+   identical prompts (a GRPO group repeats each prompt `num_generations` times) are run once and
+   their cache rows copied. The first token is sampled from the last position's logits.
+2. Decode. Each step feeds every row's last token at cache column P + t. On CUDA the step (forward,
+   sampling, bookkeeping) is captured once per (rows, attention width, sampler) as a CUDA graph and
+   replayed: ~800 kernel launches become one, and launches are what a 0.5B model's step is bound
+   by (on an H100: 19.8 ms a step eager, 3.9 ms replayed, at batch 256). vLLM's and SGLang's
+   decode loops and PyTorch's gpt-fast do the same; rollouts need no paged cache (Kwon et al. 2023,
+   "Efficient Memory Management for Large Language Model Serving with PagedAttention"), since every
+   row of a call has the same length bound. Attention reads only the first `width` cache columns,
+   rounded up to `window`, so early steps do not pay for the full length.
+3. Early exit. Every `check_every` steps the host reads how many rows are unfinished (the one
+   sync); when all are, the loop ends; when at most half are, the unfinished rows are moved to the
+   front of the cache and the step runs at the smaller batch (its own graph).
+
+Graphs are captured lazily, a few ms each (no compiler; 0.1-0.2 s for a whole first call), and kept
+across calls while the batch and length fit the cache; `warmup_s` after a call says how long
+capture took. `fused=True` adds a one-off torch.compile of the elementwise ops (~12 s) for ~1.3x
+faster steps (`ops.py`). Weights are the model's
+own (`decoder.py`): graphs are re-captured only if a weight tensor is replaced rather than updated.
+On CPU the same steps run eagerly (tests use that path).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from srl_rlvr.rollout.cache import KVCache
+from srl_rlvr.rollout.decoder import Decoder
+from srl_rlvr.rollout.sampling import Rollout, SamplingParams, sample
+
+SamplerKey = tuple[bool, int, bool]  # greedy, top_k, top-p on
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class FastEngine:
+    """Generation over a supported HF model's live weights (see `decoder.unsupported_reason`).
+
+    `fused`: fuse the elementwise ops with torch.compile (`ops.py`; CUDA only); `window`:
+    attention-width and cache-length granularity; `check_every`: decode steps between finished-row
+    checks; `prefill_tokens`: prompt tokens per prefill chunk (bounds its memory).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cuda_graphs: bool = True,
+        fused: bool = False,
+        window: int = 128,
+        check_every: int = 8,
+        prefill_tokens: int = 16384,
+    ) -> None:
+        self.decoder = Decoder(model, fused=fused)
+        self.device = self.decoder.device
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.window, self.check_every, self.prefill_tokens = window, check_every, prefill_tokens
+        self.cache: KVCache | None = None
+        self._graphs: dict[tuple[int, int, SamplerKey], torch.cuda.CUDAGraph] = {}
+        self._pool = None
+        self._pointers: tuple[int, ...] = ()
+        self.warmup_s = 0.0  # graph capture time in the last call
+
+    # ---- buffers --------------------------------------------------------------------------
+    def _allocate(self, rows: int, columns: int, stops: int) -> None:
+        """(Re)allocate the cache and step buffers; graphs point into them, so they go too."""
+        old = self.cache
+        rows, columns = max(rows, old.rows if old else 0), max(columns, old.columns if old else 0)
+        self.release()
+        d, device = self.decoder, self.device
+        self.cache = KVCache(len(d.layers), rows, columns, d.num_kv_heads, d.head_dim, d.dtype, device)
+        d.build_rope_tables(columns)
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=device)  # each row's next input
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)  # its rope position
+        self.done = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.row_ids = torch.zeros(rows, dtype=torch.long, device=device)  # which prompt a row holds
+        self.out_ids = torch.zeros(rows, columns, dtype=torch.long, device=device)
+        self.out_logps = torch.zeros(rows, columns, dtype=torch.float32, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # cache column written next
+        self.step = torch.zeros(1, dtype=torch.long, device=device)  # output column written next
+        self.temperature = torch.ones(1, device=device)
+        self.top_p = torch.ones(1, device=device)
+        self.stops = torch.full((stops,), -1, dtype=torch.long, device=device)
+
+    def release(self) -> None:
+        """Free the cache and the graphs (the next call allocates and captures again)."""
+        self._graphs.clear()
+        self._pool = None
+        self.cache = None
+
+    def _prepare(self, batch: int, length: int, params: SamplingParams) -> None:
+        columns = round_up(length, self.window)
+        stops = max(8, len(params.stop_token_ids))
+        cache = self.cache
+        if cache is None or cache.rows < batch or cache.columns < columns or self.stops.numel() < stops:
+            self._allocate(round_up(batch, 8), columns, stops)
+        pointers = self.decoder.weight_pointers()
+        if pointers != self._pointers:
+            self._graphs.clear()
+            self._pointers = pointers
+        self.temperature.fill_(params.temperature or 1.0)
+        self.top_p.fill_(params.top_p)
+        self.stops.fill_(-1)
+        if params.stop_token_ids:
+            self.stops[: len(params.stop_token_ids)] = torch.tensor(params.stop_token_ids, device=self.device)
+
+    def _bucket(self, rows: int) -> int:
+        assert self.cache is not None
+        return min(self.cache.rows, round_up(rows, 8))
+
+    # ---- one step -------------------------------------------------------------------------
+    def _record(self, rows: int, token: torch.Tensor, logp: torch.Tensor) -> None:
+        self.out_ids[:rows].index_copy_(1, self.step, token[:, None])
+        self.out_logps[:rows].index_copy_(1, self.step, logp[:, None])
+        self.done[:rows].logical_or_((token[:, None] == self.stops[None]).any(dim=-1))
+        self.tokens[:rows] = token
+        self.step.add_(1)
+
+    def _decode_step(self, rows: int, width: int, sampler: SamplerKey) -> None:
+        assert self.cache is not None
+        logits = self.decoder.decode(self.cache, self.tokens[:rows], self.positions[:rows], self.slot, width)
+        token, logp = sample(logits, *sampler, self.temperature, self.top_p)
+        self._record(rows, token, logp)
+        self.positions[:rows].add_(1)
+        self.slot.add_(1)
+
+    def _run_step(self, rows: int, width: int, sampler: SamplerKey) -> None:
+        if not self.cuda_graphs:
+            self._decode_step(rows, width, sampler)
+            return
+        key = (rows, width, sampler)
+        graph = self._graphs.get(key)
+        if graph is None:
+            start = time.perf_counter()
+            graph = self._graphs[key] = self._capture(rows, width, sampler)
+            self.warmup_s += time.perf_counter() - start
+        graph.replay()
+
+    def _capture(self, rows: int, width: int, sampler: SamplerKey) -> torch.cuda.CUDAGraph:
+        """Warm the step up eagerly on a side stream (lazy library init must not happen inside a
+        capture), undo its effect on the step state, then capture it."""
+        state = (self.tokens, self.positions, self.done, self.slot, self.step)
+        saved = [t.clone() for t in state]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._decode_step(rows, width, sampler)
+        torch.cuda.current_stream().wait_stream(side)
+        for tensor, value in zip(state, saved, strict=True):
+            tensor.copy_(value)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._decode_step(rows, width, sampler)
+        return graph
+
+    # ---- a whole call ---------------------------------------------------------------------
+    def _prefill(self, prompts: Sequence[Sequence[int]], rows: int, length: int) -> torch.Tensor:
+        """Prefill the distinct prompts, copy them to every row that holds them; last-token logits
+        per row. Rows beyond the prompts (batch rounding) copy prompt 0 and start finished."""
+        assert self.cache is not None
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        source += [0] * (rows - len(prompts))
+        unique = list(distinct)
+        ids = torch.zeros(len(unique), length, dtype=torch.long)
+        for i, prompt in enumerate(unique):
+            ids[i, length - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        ids = ids.to(self.device)
+        pads = torch.tensor([length - len(p) for p in unique], device=self.device)
+        self.cache.bias[:rows].fill_(float("-inf"))
+        chunk = max(1, self.prefill_tokens // length)
+        logits = torch.cat(
+            [
+                self.decoder.prefill(self.cache, slice(s, s + len(part)), part, pads[s : s + chunk])
+                for s in range(0, len(unique), chunk)
+                for part in [ids[s : s + chunk]]
+            ]
+        )
+        index = torch.tensor(source, device=self.device)
+        if len(unique) < rows:
+            self.cache.reorder(index, length)
+        self.positions[:rows] = (length - pads)[index]
+        self.row_ids[:rows] = torch.arange(rows, device=self.device).clamp(max=len(prompts))
+        self.done[:rows] = self.row_ids[:rows] == len(prompts)
+        return logits[index]
+
+    def _compact(self, rows: int, new_rows: int, columns: int, final: list[torch.Tensor]) -> int:
+        """Keep the unfinished rows (and finished ones to fill the bucket) at the front."""
+        assert self.cache is not None
+        self._flush(rows, final)
+        order = torch.argsort(self.done[:rows].to(torch.int8), stable=True)[:new_rows]
+        for buffer in (self.tokens, self.positions, self.done, self.row_ids, self.out_ids, self.out_logps):
+            buffer[:new_rows] = buffer[order]
+        self.cache.reorder(order, columns)
+        return new_rows
+
+    def _flush(self, rows: int, final: list[torch.Tensor]) -> None:
+        """Copy each row's outputs so far to its prompt's row of the result."""
+        ids, logps = final
+        count = ids.size(1)
+        ids.index_copy_(0, self.row_ids[:rows], self.out_ids[:rows, :count])
+        logps.index_copy_(0, self.row_ids[:rows], self.out_logps[:rows, :count])
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollout:
+        """Complete each prompt (lists of token ids); see `Rollout` for what comes back."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        self.warmup_s = 0.0
+        batch, length, new = len(prompts), max(len(p) for p in prompts), params.max_new_tokens
+        with torch.autocast(self.device.type, enabled=False):
+            self._prepare(batch, length + new - 1, params)
+            rows = self._bucket(batch)
+            sampler: SamplerKey = (params.greedy, params.top_k, params.top_p < 1.0)
+            logits = self._prefill(prompts, rows, length)
+            self.step.zero_()
+            self.slot.fill_(length)
+            token, logp = sample(logits, *sampler, self.temperature, self.top_p)
+            self._record(rows, token, logp)
+            final = [
+                torch.zeros(batch + 1, new, dtype=torch.long, device=self.device),
+                torch.zeros(batch + 1, new, device=self.device),
+            ]
+            for t in range(1, new):
+                if t % self.check_every == 0:
+                    unfinished = int((~self.done[:rows]).sum())
+                    if unfinished == 0:
+                        break
+                    if unfinished <= rows // 2 and self._bucket(unfinished) < rows:
+                        rows = self._compact(rows, self._bucket(unfinished), length + t - 1, final)
+                width = min(self.cache.columns, round_up(length + t, self.window))
+                self._run_step(rows, width, sampler)
+            self._flush(rows, final)
+        return self._result(final[0][:batch], final[1][:batch])
+
+    def _result(self, ids: torch.Tensor, logps: torch.Tensor) -> Rollout:
+        """Cut each row after its first stop token; one transfer to the host."""
+        hit = (ids[..., None] == self.stops).any(dim=-1)
+        first = torch.where(hit.any(dim=1), hit.int().argmax(dim=1) + 1, ids.size(1))
+        ids_list, logps_list, lengths = ids.tolist(), logps.tolist(), first.tolist()
+        return Rollout(
+            completion_ids=[row[:n] for row, n in zip(ids_list, lengths, strict=True)],
+            logprobs=[row[:n] for row, n in zip(logps_list, lengths, strict=True)],
+        )
