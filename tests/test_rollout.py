@@ -240,3 +240,21 @@ def test_group_trainer_rolls_out_with_the_fast_engine_and_keeps_trl_semantics(tm
         assert stops in ([], [len(ids) - 1])
     trainer.generation_config.repetition_penalty = 1.2  # an option the engine lacks: TRL's path
     assert fast_sampling_params(trainer.generation_config) is None
+
+
+def test_serving_generates_the_same_greedy_answers_through_the_fast_engine() -> None:
+    from srl_rlvr.config import ModelConfig
+    from srl_rlvr.modeling import load_model
+    from srl_rlvr.serve.generation import generate_batch
+
+    model, tokenizer = load_model(ModelConfig(name_or_path="embedded", device="cpu"))
+    prompts = [
+        "Solve step by step. End with Answer: N\nStart with 7. Add 5. Multiply by 3.\n",
+        "Solve step by step. End with Answer: N\nStart with 2. Subtract 9.\n",
+    ]
+    served = {
+        engine: generate_batch(model, tokenizer, prompts, [40, 8], 0.0, [[], ["="]], engine=engine)
+        for engine in ("hf", "fast")
+    }
+    assert served["fast"] == served["hf"]
+    assert served["fast"][0].text.endswith("Answer: 36") and served["fast"][1].text == "2-9"

@@ -1,18 +1,22 @@
 """Prompts in, completions out: the one function the server generates through.
 
-Plain HF `generate` over a batch of left-padded prompts that share a temperature; each row keeps its own
-token budget and stop strings. Rows of one batch may use different LoRA adapters of the same base
-(peft's `adapter_names`). The fast engine of issue 8 can replace `generate_batch` without the server
-noticing.
+A batch of prompts that share a temperature; each row keeps its own token budget and stop strings.
+A plain model on a GPU goes through the fast rollout engine (`srl_rlvr.rollout`: static KV cache,
+CUDA-graph decode steps), one engine per model, kept while the model lives. Rows of one batch may
+use different LoRA adapters of the same base (peft's `adapter_names`); such a batch, and everything
+on a CPU, goes through HF `generate`.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+
+from srl_rlvr.rollout import FastEngine, SamplingParams, make_engine
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 
@@ -50,6 +54,31 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(ends)], True) if ends else (text, False)
 
 
+_ENGINES: weakref.WeakKeyDictionary[Any, FastEngine] = weakref.WeakKeyDictionary()
+
+
+def _fast_engine(model: Any, choice: Literal["auto", "hf", "fast"]) -> FastEngine | None:
+    """The model's fast engine when `choice` picks one for it (its CUDA graphs are reused), else None."""
+    if choice == "hf":
+        return None
+    if model not in _ENGINES:
+        engine = make_engine(model, choice)
+        if not isinstance(engine, FastEngine):
+            return None
+        _ENGINES[model] = engine
+    return _ENGINES[model]
+
+
+def _new_tokens_fast(
+    engine: FastEngine, model: Any, tokenizer: Any, prompts: Sequence[str], max_new: int, temperature: float
+) -> tuple[list[list[int]], list[int]]:
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    params = SamplingParams(
+        max_new_tokens=max_new, temperature=temperature, stop_token_ids=tuple(_stop_ids(model, tokenizer))
+    )
+    return engine.generate(ids, params).completion_ids, [len(i) for i in ids]
+
+
 @torch.no_grad()
 def generate_batch(
     model: Any,
@@ -59,8 +88,16 @@ def generate_batch(
     temperature: float,
     stops: Sequence[Sequence[str]],
     adapter_names: Sequence[str] | None = None,
+    engine: Literal["auto", "hf", "fast"] = "auto",
 ) -> list[Completion]:
-    """One completion per prompt; `adapter_names` (one per row, BASE_ADAPTER for none) needs a PeftModel."""
+    """One completion per prompt; `adapter_names` (one per row, BASE_ADAPTER for none) needs a PeftModel.
+    `engine` as in `srl_rlvr.rollout.make_engine` (auto: the fast engine on a GPU)."""
+    fast = _fast_engine(model, engine) if adapter_names is None else None
+    if fast is not None:
+        new_tokens, prompt_tokens = _new_tokens_fast(
+            fast, model, tokenizer, prompts, max(max_tokens), temperature
+        )
+        return _completions(model, tokenizer, new_tokens, prompt_tokens, max_tokens, stops)
     device = next(model.parameters()).device
     batch = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
     sampling = temperature > 0
@@ -77,10 +114,22 @@ def generate_batch(
     )
     new_tokens = generated[:, batch["input_ids"].shape[1] :].cpu().tolist()
     prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
+    return _completions(model, tokenizer, new_tokens, prompt_tokens, max_tokens, stops)
+
+
+def _completions(
+    model: Any,
+    tokenizer: Any,
+    new_tokens: Sequence[Sequence[int]],
+    prompt_tokens: Sequence[int],
+    max_tokens: Sequence[int],
+    stops: Sequence[Sequence[str]],
+) -> list[Completion]:
+    """Each row cut at its own token budget, its first stop token and its first stop string."""
     stop_ids = _stop_ids(model, tokenizer)
     out = []
     for row, limit, row_stops, n_prompt in zip(new_tokens, max_tokens, stops, prompt_tokens, strict=True):
-        row = row[:limit]
+        row = list(row[:limit])
         end = next((i for i, token in enumerate(row) if token in stop_ids), None)
         ids = row if end is None else row[:end]
         text, stopped = _cut(tokenizer.decode(ids, skip_special_tokens=True), row_stops)
