@@ -10,25 +10,12 @@ from pathlib import Path
 
 import openai
 import pytest
-from peft import LoraConfig, get_peft_model
+from serve_helpers import make_adapter
 
-from srl_rlvr.config import ModelConfig
-from srl_rlvr.modeling import load_model
 from srl_rlvr.serve.config import build_serve_config
 from srl_rlvr.serve.run import serve_in_thread
 
 KEY = "sk-test-alice"
-
-
-def make_adapter(folder: Path, seed: int) -> str:
-    """A LoRA adapter of the tiny model with random (non-zero) weights, saved like a training run saves it."""
-    import torch
-
-    model, _ = load_model(ModelConfig(name_or_path="tiny", device="cpu"))
-    torch.manual_seed(seed)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,10 @@ from typing import Any
 import openai
 import pytest
 import typer
-from peft import LoraConfig, get_peft_model
+from serve_helpers import make_adapter
 from typer.testing import CliRunner
 
 from srl_rlvr.cli_serve import add_commands
-from srl_rlvr.config import ModelConfig
-from srl_rlvr.modeling import load_model
 from srl_rlvr.serve.config import CanaryConfig, HealthConfig, build_serve_config
 from srl_rlvr.serve.health import HealthMonitor, ModelStats
 from srl_rlvr.serve.roles import canary_verdict
@@ -26,16 +24,6 @@ from srl_rlvr.serve.run import serve_in_thread
 
 KEY = "sk-test-ops"
 HELLO = [{"role": "user", "content": "Hello"}]
-
-
-def make_adapter(folder: Path, seed: int) -> str:
-    import torch
-
-    model, _ = load_model(ModelConfig(name_or_path="tiny", device="cpu"))
-    torch.manual_seed(seed)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
