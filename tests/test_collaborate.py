@@ -320,3 +320,27 @@ def test_ctrl_c_keeps_every_decided_row_and_the_same_command_continues(tmp_path:
         assert len(server.requests) <= 24 - kept + 4 and len(server.requests) >= 24 - kept
     rows_after, manifest = load_dataset(tmp_path / "d")
     assert manifest["count"] == 24 and [r.problem for r in rows_after] == [p.text for p in problems(24)]
+
+
+def test_concurrent_workers_waiting_on_the_problem_generator_do_not_overshoot_n(tmp_path: Path) -> None:
+    shown_seed = ARITHMETIC.sample(5, seed=0, split="train")[0].text
+    batch = iter(range(1000))
+
+    def respond(request: dict[str, Any]) -> str:
+        if "new problems" in request["messages"][0]["content"]:
+            k = next(batch)
+            fresh = [{"text": f"Start with {k}. Add {k + 1}. Subtract {k + 2}.", "answer": k - 1}]
+            return json.dumps({"problems": [{"text": shown_seed, "answer": 0}, *fresh]})
+        prompt = request["messages"][1]["content"]
+        k = int(prompt.split("Start with ")[1].split(".")[0])
+        steps = [f"{k}+{k + 1}={2 * k + 1}", f"{2 * k + 1}-{k + 2}={k - 1}", f"Answer: {k - 1}"]
+        return json.dumps({"steps": [{"action": a} for a in steps]})
+
+    with ScriptedChatServer(respond) as server:
+        cfg = endpoint_config(
+            server, tmp_path, "collaboration.problems.source=generate", "collaboration.requests.concurrency=4"
+        )
+        manifest = generate_dataset(cfg, tmp_path / "data", n=2)
+    rows, _ = load_dataset(tmp_path / "data")
+    assert manifest["count"] == len(rows) == 2
+    assert shown_seed not in {r.problem for r in rows}  # a copy of a shown example is a duplicate

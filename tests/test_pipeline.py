@@ -207,3 +207,30 @@ def test_the_store_holds_every_stage_run_and_the_registered_lineage(finished_run
     assert {"tiny.reward", "srl.reward", "rlvr.reward"} <= set(evaluation.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id)}
     assert {"report.md", "report.json", "plots", "config.yaml"} <= artifacts
+
+
+def test_register_finds_each_stage_by_path_even_when_the_base_took_its_label(tmp_path: Path) -> None:
+    """A base model that is an earlier run's `srl` folder is labelled `srl`; this run's SRL is `srl-2`."""
+    from srl_rlvr.evaluate.evaluation import EvalResult
+    from srl_rlvr.evaluate.run import EvalRun
+    from srl_rlvr.stages import _result_of
+
+    def result(label: str, model: Path, reward: float) -> EvalResult:
+        return EvalResult(label, str(model), "arithmetic", {"reward": reward}, {"p50": 1.0}, 1.0, 8)
+
+    base, trained = tmp_path / "prev" / "srl" / "final", tmp_path / "new" / "srl" / "final"
+    evaluation = EvalRun(
+        {"srl": result("srl", base, 0.2), "srl-2": result("srl-2", trained, 0.7)}, {}, tmp_path
+    )
+    assert _result_of(evaluation, tmp_path / "new" / "srl", "srl").metrics["reward"] == 0.7
+
+
+def test_the_register_stage_uses_the_configs_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    run(tiny_config(tmp_path / "run", f"registry.tracking_uri={store}", "registry.model_name=team-model"))
+    assert [m.name for m in MlflowClient(store).search_registered_models()] == ["team-model"]
+    assert not (tmp_path / "mlflow.db").exists()

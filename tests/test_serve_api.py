@@ -122,6 +122,10 @@ def test_max_tokens_over_the_limit_and_unknown_models_get_clear_4xx(client: open
     hello = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.BadRequestError, match="max_tokens 1000 is over this server's limit of 64"):
         client.chat.completions.create(model="tiny", messages=hello, max_tokens=1000)
+    with pytest.raises(
+        openai.BadRequestError, match="max_tokens: Input should be greater than or equal to 1"
+    ):
+        client.chat.completions.create(model="tiny", messages=hello, max_tokens=0)
     with pytest.raises(openai.BadRequestError, match=r"invalid request: n"):
         client.chat.completions.create(model="tiny", messages=hello, n=2)
     with pytest.raises(openai.NotFoundError, match="model 'gpt-9' does not exist; served: assistant"):

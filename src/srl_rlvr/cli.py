@@ -7,6 +7,7 @@ and `config check` answer instantly.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,7 +74,10 @@ def _load(config: str | Path | None, overrides: list[str] | None) -> Config:
     overrides = list(overrides or [])
     if config is not None and "=" in config and not Path(config).exists():  # overrides with no config file
         config, overrides = None, [config, *overrides]
-    return load_config(config, overrides)
+    loaded = load_config(config, overrides)
+    # `registry:` model references resolve in the config's store, unless the environment names one
+    os.environ.setdefault("MLFLOW_TRACKING_URI", loaded.registry.tracking_uri)
+    return loaded
 
 
 @config_app.command("check")

@@ -171,18 +171,28 @@ def _evaluate(config: Config, emit: Emit) -> StageOutput:
     return StageOutput(evaluation.report, evaluation=evaluation)
 
 
+def _result_of(evaluation: EvalRun, folder: Path, stage: str) -> EvalResult | None:
+    """The evaluation of the model in a stage folder, found by its path: its label may not be the
+    stage's name (a base model that is itself an earlier run's `srl` folder takes that label)."""
+    for result in evaluation.results.values():
+        if folder.resolve() in (Path(result.model).resolve(), Path(result.model).resolve().parent):
+            return result
+    return evaluation.results.get(stage)
+
+
 def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     """Each trained model of this run, in order, as a registry version whose parent is the one before
     (the first's is the base model), with its evaluation; the last gets `registry.alias_on_register`."""
     from srl_rlvr.manage.registry import promote, register
-    from srl_rlvr.manage.tracking import recorded_run_id
+    from srl_rlvr.manage.tracking import recorded_run_id, tracking_uri
 
     name = config.registry.model_name or config.task.name
+    uri = tracking_uri(config)
     evaluation = load_evaluation(upstream["evaluate"].parent)
     parent = config.model.name_or_path
     registered = []
     for stage in (s for s in TRAINING if s in upstream):
-        result = evaluation.results.get(stage)
+        result = _result_of(evaluation, stage_dir(config, stage), stage)
         metrics = dict(result.metrics) if result else {}
         if result and result.latency_ms:
             metrics["latency_p50_ms"] = result.latency_ms["p50"]
@@ -195,12 +205,13 @@ def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
             metrics=metrics,
             run_id=recorded_run_id(stage_dir(config, stage)),
             experiment=config.registry.experiment or config.task.name,
+            uri=uri,
         )
         registered.append({"stage": stage, "reference": version.reference, "parent": version.parent})
         parent = version.reference
     if registered and config.registry.alias_on_register:
         last = registered[-1]["reference"].rsplit("/", 1)
-        promote(name, int(last[1]), to=config.registry.alias_on_register, force=True)
+        promote(name, int(last[1]), to=config.registry.alias_on_register, force=True, uri=uri)
     out = stage_dir(config, "register")
     out.mkdir(parents=True, exist_ok=True)
     (out / "registered.json").write_text(json.dumps({"model": name, "versions": registered}, indent=2) + "\n")

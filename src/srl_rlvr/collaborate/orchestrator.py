@@ -247,7 +247,7 @@ async def _generate(
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("count", 0) >= n or manifest.get("exhausted"):
+        if manifest.get("count", 0) >= n:
             return manifest
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the dataset is open again until n rows are in
@@ -278,15 +278,17 @@ async def _generate(
             if run.progress.accepted + run.progress.rejected + run.in_flight >= max_problems:
                 exhausted = True
                 return
-            problem = await team.problems.next()  # type: ignore[union-attr]
-            if problem is None:
-                exhausted = True
-                return
-            if problem.id in run.decided:
-                continue
-            run.decided.add(problem.id)
+            # the slot is taken before waiting for a problem: a generator's next() awaits the network,
+            # and every worker would otherwise pass the check above and overshoot n
             run.in_flight += 1
             try:
+                problem = await team.problems.next()  # type: ignore[union-attr]
+                if problem is None:
+                    exhausted = True
+                    return
+                if problem.id in run.decided:
+                    continue
+                run.decided.add(problem.id)
                 row, letter = await _work_on(team, problem, collab)
             finally:
                 run.in_flight -= 1

@@ -154,6 +154,8 @@ class ProblemGenerator:
             self.dedup.add(p.text)
         seeds = task.sample(max(shown_examples, 1), seed=seed, split="train")
         self.seed_texts = [p.text for p in seeds]
+        for text in self.seed_texts:  # a copy of a problem shown as an example is not new either
+            self.dedup.add(text)
         self.example_prompt = task.prompt(seeds[0]) if seeds else ""
         self.next_index = 0
         self.duplicates = 0

@@ -51,8 +51,9 @@ class Version:
         return f"{PREFIX}{self.name}/{self.version}"
 
 
-def _client() -> MlflowClient:
-    return mlflow_client(tracking_uri())
+def _client(uri: str | None = None) -> MlflowClient:
+    """The store at `uri` (a pipeline passes its config's), else MLFLOW_TRACKING_URI's, else the default."""
+    return mlflow_client(uri or tracking_uri())
 
 
 def _version(mv: Any, aliases: list[str] | None = None) -> Version:
@@ -104,10 +105,10 @@ def get_version(
     return _version(mv)
 
 
-def resolve(reference: str) -> Version:
+def resolve(reference: str, uri: str | None = None) -> Version:
     """The version a `registry:NAME@ALIAS` or `registry:NAME/VERSION` reference names."""
     name, alias, version = parse_reference(reference)
-    return get_version(_client(), name, version, alias)
+    return get_version(_client(uri), name, version, alias)
 
 
 def local_path(reference: str) -> str:
@@ -135,11 +136,12 @@ def register(
     metrics: dict[str, float] | None = None,
     run_id: str | None = None,
     experiment: str | None = None,
+    uri: str | None = None,
 ) -> Version:
     """Copy `model_dir` into the run's artifacts (a new run when none is given) and register it."""
     from srl_rlvr.manage.tracking import experiment_id
 
-    client = _client()
+    client = _client(uri)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
         raise RegistryError(f"{model_dir} is not a model folder (no config.json or adapter_config.json)")
@@ -152,7 +154,7 @@ def register(
     client.log_artifacts(run_id, str(model_dir), artifact_path)
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
     if parent.startswith(PREFIX):
-        parent = resolve(parent).reference  # an alias moves; lineage must name the exact version
+        parent = resolve(parent, uri).reference  # an alias moves; lineage must name the exact version
     tags = {"stage": stage, "parent": parent, "dataset": dataset}
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in (metrics or {}).items()})
     from mlflow.exceptions import MlflowException
@@ -203,14 +205,19 @@ def lineage(reference: str) -> list[Version | str]:
 
 
 def promote(
-    name: str, version: int, to: str = "production", metric: str = "reward", force: bool = False
+    name: str,
+    version: int,
+    to: str = "production",
+    metric: str = "reward",
+    force: bool = False,
+    uri: str | None = None,
 ) -> str:
     """Point alias `to` at `version`; return what happened, in words. To production: the previous
     production version becomes backup, and a version worse than it on `metric` is refused unless
     `force` (as is one with no evaluation of that metric)."""
     if to not in ALIASES:
         raise RegistryError(f"unknown alias '{to}'; use one of {', '.join(ALIASES)}")
-    client = _client()
+    client = _client(uri)
     new = get_version(client, name, version)
     current = dict(client.get_registered_model(name).aliases).get(to)
     if current is not None and int(current) == version:
