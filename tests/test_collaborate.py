@@ -210,7 +210,7 @@ def test_a_judge_correction_is_kept_only_when_it_checks_out(tmp_path: Path) -> N
     assert "step 1 is sloppy" in retry[-1]["content"]  # the wrong correction was refused; feedback sent
     [row], _ = load_dataset(tmp_path / "data")
     assert row.provenance["corrected_by"].startswith("judge-m@") and row.provenance["attempts"] == 2
-    assert row.provenance["checks"]["judge"] == 0.3
+    assert row.provenance["checks"] == {"rules": 1.0, "outcome": 1.0, "judge_of_original": 0.3}
     assert set(manifest["usage"]) == {"teacher-m", "judge-m"}
 
 

@@ -132,7 +132,7 @@ class Verifier:
         if review.corrected is not None:
             fixed = self.check(review.corrected, problem)
             if fixed.score >= min_score:
-                fixed.checks["judge"] = review.score
+                fixed.checks["judge_of_original"] = review.score  # the correction is checked, not judged
                 fixed.corrected = True
                 return fixed
         verdict.feedback = review.feedback or f"the judge scored it {review.score:.2f}"

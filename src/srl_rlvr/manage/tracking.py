@@ -10,6 +10,7 @@ config and joins the run the stage already opened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -163,15 +164,18 @@ class MLflowMetrics(TrainerCallback):
                 log.warning("could not log step %d to MLflow: %s", state.global_step, e)
 
 
-def _reopen(client: MlflowClient, folder: Path) -> str | None:
-    """The run recorded in `folder`, reopened, when it exists in this store."""
+def _reopen(client: MlflowClient, folder: Path, config_sha: str) -> str | None:
+    """The run recorded in `folder`, reopened, when it exists in this store and was made with the
+    same config (a changed config is a new run, so a run's params always say what it ran with)."""
     path = folder / RUN_FILE
     if not path.is_file():
         return None
     run_id = json.loads(path.read_text()).get("run_id")
     try:
-        client.get_run(run_id)
+        recorded = client.get_run(run_id)
     except Exception:  # another store, or the run was deleted
+        return None
+    if recorded.data.tags.get("srl_rlvr.config_sha") != config_sha:
         return None
     client.update_run(run_id, status="RUNNING")
     return run_id
@@ -194,10 +198,17 @@ def tracked_run(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     client = mlflow_client(tracking_uri(config))
-    run_id = _reopen(client, folder)
+    config_yaml = dump_config(config)
+    config_sha = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
+    run_id = _reopen(client, folder, config_sha)
     if run_id is None:
         experiment = experiment_id(client, config.registry.experiment or config.task.name)
-        run_tags = {"srl_rlvr.stage": name, "srl_rlvr.folder": str(folder.resolve()), **code_version()}
+        run_tags = {
+            "srl_rlvr.stage": name,
+            "srl_rlvr.folder": str(folder.resolve()),
+            "srl_rlvr.config_sha": config_sha,
+            **code_version(),
+        }
         if parent_run_id:
             run_tags["mlflow.parentRunId"] = parent_run_id
         run_id = client.create_run(experiment, run_name=name, tags=run_tags).info.run_id
@@ -206,7 +217,7 @@ def tracked_run(
         )
         run = TrackedRun(client, run_id)
         run.log_params(flatten(config.model_dump(mode="json")))
-        client.log_text(run_id, dump_config(config), "config.yaml")
+        client.log_text(run_id, config_yaml, "config.yaml")
     run = TrackedRun(client, run_id)
     run.set_tags(tags or {})
     status = "FAILED"
