@@ -27,7 +27,7 @@ class Generation:
     batch_seconds: list[float]
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     """EOS ids that end a completion: an instruct model's generation config may list several."""
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = set(configured if isinstance(configured, list) else [configured])
@@ -58,7 +58,7 @@ def generate_timed(
     model.eval()
     device = next(model.parameters()).device
     sampling = temperature > 0
-    stop_ids = _stop_ids(model, tokenizer)
+    stop_ids = eos_ids(model, tokenizer)
     completions: list[str] = []
     num_tokens: list[int] = []
     batch_seconds: list[float] = []

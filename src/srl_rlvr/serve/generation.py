@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from srl_rlvr.evaluate.generation import eos_ids
 from srl_rlvr.rollout import FastEngine, SamplingParams, make_engine
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
@@ -40,13 +41,6 @@ def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
 
 def context_length(model: Any) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    return {i for i in ids if i is not None}
 
 
 def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -74,7 +68,7 @@ def _new_tokens_fast(
 ) -> tuple[list[list[int]], list[int]]:
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     params = SamplingParams(
-        max_new_tokens=max_new, temperature=temperature, stop_token_ids=tuple(_stop_ids(model, tokenizer))
+        max_new_tokens=max_new, temperature=temperature, stop_token_ids=tuple(eos_ids(model, tokenizer))
     )
     return engine.generate(ids, params).completion_ids, [len(i) for i in ids]
 
@@ -126,7 +120,7 @@ def _completions(
     stops: Sequence[Sequence[str]],
 ) -> list[Completion]:
     """Each row cut at its own token budget, its first stop token and its first stop string."""
-    stop_ids = _stop_ids(model, tokenizer)
+    stop_ids = eos_ids(model, tokenizer)
     out = []
     for row, limit, row_stops, n_prompt in zip(new_tokens, max_tokens, stops, prompt_tokens, strict=True):
         row = list(row[:limit])
