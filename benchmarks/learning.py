@@ -111,17 +111,34 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_learning"))
     parser.add_argument(
+        "--label",
+        help="name this run's single arm in the results (e.g. ppo_mu4 for --arms rlvr with PPO overrides)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="*",
         type=Path,
         help="results.json of parallel runs: write their joint table and plot",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="with --merge: paired held-out difference B - A per seed (repeatable)",
+    )
     args = parser.parse_args()
+    if args.label and len(args.arms) != 1:
+        parser.error("--label names a single arm: give exactly one with --arms")
     if args.merge:
-        runs = [row for path in args.merge for row in json.loads(path.read_text())["runs"]]
+        runs = merge_runs([json.loads(path.read_text())["runs"] for path in args.merge])
+        arms = [key.removesuffix("_delta") for key in runs[0] if key.endswith("_delta")]
         args.out.mkdir(parents=True, exist_ok=True)
-        plot(runs, args.arms, args.out / "learning.png")
-        print_table(runs, args.arms)
+        plot(runs, arms, args.out / "learning.png")
+        print_table(runs, arms)
+        for a, b in args.compare:
+            print_comparison(runs, a, b)
         return
     quiet_libraries()
 
@@ -144,27 +161,55 @@ def main() -> None:
         }
         print(f"seed {seed} base: {row['base']['accuracy']:.3f}", flush=True)
         for arm in args.arms:
+            name = args.label or arm
             started = time.time()
-            path = run_arm(arm, config, base, task, train, args.out / f"seed{seed}" / arm, args)
-            row[arm] = accuracy(path, task, heldout, tokens)
-            row[f"{arm}_harder"] = accuracy(path, harder_task, harder, tokens)
-            row[f"{arm}_seconds"] = time.time() - started
-            row[f"{arm}_steps"] = steps_done(args.out / f"seed{seed}" / arm)
-            delta, low, high = paired_delta_ci(row["base"]["correct"], row[arm]["correct"])
-            row[f"{arm}_delta"] = [delta, low, high]
+            folder = args.out / f"seed{seed}" / name
+            path = run_arm(arm, config, base, task, train, folder, args)
+            row[name] = accuracy(path, task, heldout, tokens)
+            row[f"{name}_harder"] = accuracy(path, harder_task, harder, tokens)
+            row[f"{name}_seconds"] = time.time() - started
+            row[f"{name}_steps"] = steps_done(folder)
+            row[f"{name}_restores"] = restores(folder)
+            delta, low, high = paired_delta_ci(row["base"]["correct"], row[name]["correct"])
+            row[f"{name}_delta"] = [delta, low, high]
             print(
-                f"seed {seed} {arm}: {row[arm]['accuracy']:.3f} {row[arm]['ci']} "
+                f"seed {seed} {name}: {row[name]['accuracy']:.3f} {row[name]['ci']} "
                 f"delta vs base {delta:+.3f} [{low:+.3f}, {high:+.3f}] "
-                f"harder {row[f'{arm}_harder']['accuracy']:.3f} "
-                f"({row[f'{arm}_seconds']:.0f} s, {row[f'{arm}_steps']} steps)",
+                f"harder {row[f'{name}_harder']['accuracy']:.3f} "
+                f"({row[f'{name}_seconds']:.0f} s, {row[f'{name}_steps']} steps, "
+                f"{row[f'{name}_restores']} stability restores)",
                 flush=True,
             )
         results["runs"].append(row)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        plot(results["runs"], args.arms, args.out / "learning.png")
+        plot(results["runs"], [args.label] if args.label else args.arms, args.out / "learning.png")
 
-    print_table(results["runs"], args.arms)
+    print_table(results["runs"], [args.label] if args.label else args.arms)
+
+
+def restores(out: Path) -> int:
+    """Stability-guard restores in an arm's stages (lines of their stability.jsonl)."""
+    return sum(len(log.read_text().splitlines()) for log in out.rglob("stability.jsonl"))
+
+
+def merge_runs(files: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per seed from the rows of several result files (each may hold different arms)."""
+    by_seed: dict[int, dict[str, Any]] = {}
+    for rows in files:
+        for row in rows:
+            by_seed.setdefault(row["seed"], {}).update(row)
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+def print_comparison(runs: list[dict[str, Any]], a: str, b: str) -> None:
+    """Paired held-out difference of arm b over arm a on each seed, with its 95 % interval."""
+    cells = []
+    for row in runs:
+        if a in row and b in row:
+            delta, low, high = paired_delta_ci(row[a]["correct"], row[b]["correct"])
+            cells.append(f"seed {row['seed']}: {delta:+.3f} [{low:+.3f}, {high:+.3f}]")
+    print(f"{b} - {a}: " + "; ".join(cells))
 
 
 def print_table(runs: list[dict[str, Any]], arms: list[str]) -> None:
@@ -172,7 +217,11 @@ def print_table(runs: list[dict[str, Any]], arms: list[str]) -> None:
     print("\n| seed | base | " + " | ".join(arms) + " |")
     print("|---|---|" + "---|" * len(arms))
     for row in runs:
-        cells = [f"{row[a]['accuracy']:.3f} ({row[a + '_harder']['accuracy']:.3f})" for a in arms]
+        cells = [
+            f"{row[a]['accuracy']:.3f} ({row[a + '_harder']['accuracy']:.3f}; "
+            f"{row[a + '_steps']} steps, {row.get(a + '_restores', '?')} restores)"
+            for a in arms
+        ]
         print(
             f"| {row['seed']} | {row['base']['accuracy']:.3f} ({row['base_harder']['accuracy']:.3f}) | "
             + " | ".join(cells)

@@ -10,7 +10,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from srl_rlvr.cli import main
 from srl_rlvr.config import Config, build_config
-from srl_rlvr.errors import TaskError
+from srl_rlvr.errors import ConfigError, TaskError
 from srl_rlvr.tasks import Problem
 from srl_rlvr.train.guard import StabilityGuard
 from srl_rlvr.train.loop import TrainingInterrupted
@@ -55,9 +55,12 @@ def test_every_algorithm_trains_a_few_steps_with_finite_losses(algorithm: str, t
     assert [r["step"] for r in steps] == [1, 2]
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in steps)
     assert any(r["grad_norm"] > 0 for r in steps), "no gradient: nothing was trained"
-    if algorithm != "dpo":
+    if algorithm == "dapo":  # DAPO has no KL term: no reference model, nothing to measure
+        assert not any("kl" in r for r in steps)
+    elif algorithm != "dpo":
         assert all(math.isfinite(r["kl"]) and "kl_weight" in r for r in steps)
-        assert all(0.0 <= r["rewards/outcome/mean"] <= 1.0 for r in steps)
+    if algorithm != "dpo":  # rewards are logged on the steps that generate (every step_per_generation)
+        assert 0.0 <= steps[0]["rewards/outcome/mean"] <= 1.0
     if algorithm == "ppo":
         assert all(math.isfinite(r["value_loss"]) for r in steps)
 
@@ -126,7 +129,7 @@ def test_validation_keeps_the_best_model_and_stops_early(tmp_path: Path) -> None
     )
     result = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, val_problems=TASK.sample(4, 0, "val"))
     out = tmp_path / "rlvr"
-    assert result == out / "best"
+    assert result == out / "final" and not (out / "best").exists()
     saved = json.loads((result / "validation.json").read_text())
     assert saved["step"] == 0 and set(saved["metrics"]) == {"reward", "accuracy"}
     logged = records(out)
@@ -157,6 +160,8 @@ def test_a_failing_user_reward_names_the_problem() -> None:
 def test_algorithm_presets_fill_only_what_the_user_left_unset() -> None:
     dapo = build_config(overrides=["rlvr.algorithm=dapo"]).rlvr
     assert (dapo.clip_epsilon_high, dapo.mask_truncated_completions, dapo.loss_type) == (0.28, True, "dapo")
+    assert (dapo.kl_penalty_weight, dapo.length_penalty, dapo.dynamic_sampling) == (0.0, 1.0, True)
+    assert dapo.steps_per_generation == 4, "DAPO makes several minibatch updates per rollout batch"
     assert (
         build_config(overrides=["rlvr.algorithm=dapo", "rlvr.clip_epsilon_high=0.3"]).rlvr.clip_epsilon_high
         == 0.3
@@ -217,3 +222,53 @@ def test_the_guard_restores_on_a_kl_spike_only_when_the_next_step_spikes_too(tmp
     assert guard.restores == 1
     event = json.loads((tmp_path / "stability.jsonl").read_text().splitlines()[0])
     assert event["step"] == 8 and event["reason"].startswith("kl spike")
+
+
+def clip_metrics(out: Path) -> dict[str, float]:
+    """The largest clip fraction logged over a run, per metric."""
+    steps = step_records(out)
+    keys = ("clip_ratio/region_mean", "value_clip_ratio")
+    return {k: max(r[k] for r in steps) for k in keys if any(k in r for r in steps)}
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dapo", "ppo"])
+def test_the_clips_act_only_when_a_rollout_batch_is_reused(algorithm: str, tmp_path: Path) -> None:
+    # With one pass the policy that is trained is the one that sampled: every ratio is exactly 1 and
+    # nothing can be clipped. With mu = 4 passes at a large learning rate, the second pass already
+    # sees a moved policy (and, for PPO, moved values), and the clips cut in.
+    problems = TASK.sample(16, 0, "train")
+    fractions = {}
+    for mu in (1, 4):
+        config = rlvr_config(
+            tmp_path / f"mu{mu}",
+            f"rlvr.algorithm={algorithm}",
+            "rlvr.mask_truncated_completions=false",
+            "rlvr.dynamic_sampling=false",
+            "rlvr.steps_per_generation=1",
+            f"rlvr.num_iterations={mu}",
+            "rlvr.max_steps=4",
+            "rlvr.learning_rate=3e-2",
+        )
+        train_rlvr(config, problems, task=TASK)
+        fractions[mu] = clip_metrics(tmp_path / f"mu{mu}" / "rlvr")
+    assert all(value == 0.0 for value in fractions[1].values()), fractions[1]
+    assert fractions[4]["clip_ratio/region_mean"] > 0, fractions[4]
+    if algorithm == "ppo":
+        assert fractions[4]["value_clip_ratio"] > 0, fractions[4]
+
+
+def test_ppo_defaults_to_four_epochs_of_four_minibatches_and_no_discount() -> None:
+    ppo = build_config(overrides=["rlvr.algorithm=ppo"]).rlvr
+    assert (ppo.num_iterations, ppo.steps_per_generation, ppo.gamma, ppo.lam) == (4, 4, 1.0, 0.95)
+    assert ppo.entropy_coef == 0.01 and ppo.dynamic_sampling is False
+    # The spec's keys still load and mean what they say.
+    spec = build_config(overrides=["rlvr.use_ppo=true", "rlvr.gamma=0.99", "rlvr.epochs=3"]).rlvr
+    assert (spec.algorithm, spec.gamma, spec.epochs) == ("ppo", 0.99, 3)
+    with pytest.raises(ConfigError, match="dynamic_sampling is for the GRPO family"):
+        build_config(overrides=["rlvr.algorithm=ppo", "rlvr.dynamic_sampling=true"])
+
+
+def test_the_grpo_family_has_no_entropy_bonus_unless_asked() -> None:
+    for algorithm in ("grpo", "dr_grpo", "dapo"):
+        assert build_config(overrides=[f"rlvr.algorithm={algorithm}"]).rlvr.entropy_coef == 0.0
+    assert build_config(overrides=["rlvr.entropy_coef=0.02"]).rlvr.entropy_coef == 0.02

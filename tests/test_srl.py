@@ -5,15 +5,19 @@ import pytest
 import torch
 from rl_helpers import NaNGradientsAtStep, SigtermAtStep
 from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, TrainerCallback
 
-from srl_rlvr.config import Config, LoraConfig, SRLConfig
+from srl_rlvr.config import Config, LoraConfig, SRLConfig, build_config
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.callbacks import AdaptiveKLController
+from srl_rlvr.train.dynamic_sampling import informative_groups
 from srl_rlvr.train.grpo import group_advantages
 from srl_rlvr.train.loop import TrainingInterrupted
 from srl_rlvr.train.srl import (
     build_srl_dataset,
+    line_end_tokens,
     make_srl_reward,
     parse_action,
     step_similarity,
@@ -90,14 +94,22 @@ def test_kl_controller_raises_the_weight_above_target_and_lowers_it_below() -> N
     assert controller.update(float("nan")) == controller.weight
 
 
-def test_dynamic_sampling_drops_groups_without_reward_variance() -> None:
+def test_advantages_are_normalised_within_each_group() -> None:
     rewards = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.0, 1.0, 0.0, 1.0])
-    advantages, keep = group_advantages(rewards, group_size=4, method="z_score", min_std=1e-4)
-    assert keep.tolist() == [False] * 4 + [True] * 4
+    advantages = group_advantages(rewards, group_size=4, method="z_score")
     assert advantages[:4].abs().sum() == 0
     assert advantages[4:].tolist() == pytest.approx([-0.866, 0.866, -0.866, 0.866], abs=1e-3)
-    centred, _ = group_advantages(rewards, group_size=4, method="group", min_std=1e-4)
+    centred = group_advantages(rewards, group_size=4, method="group")
     assert centred[4:].tolist() == pytest.approx([-0.5, 0.5, -0.5, 0.5])
+
+
+def test_dynamic_sampling_keeps_groups_whose_reward_spread_beats_its_own_threshold() -> None:
+    # Equal rewards, a near-tie (rollouts a character apart: std 0.002) and a real difference.
+    rewards = torch.tensor([0.5] * 4 + [0.900, 0.900, 0.904, 0.900] + [0.0, 1.0, 0.0, 1.0])
+    assert informative_groups(rewards, 4, min_std=0.01).tolist() == [False, False, True]
+    # The threshold is on the population std (the SRL paper's formula), so 0.5 passes just below it.
+    assert informative_groups(rewards, 4, min_std=0.499).tolist() == [False, False, True]
+    assert informative_groups(rewards, 4, min_std=0.5).tolist() == [False, False, False]
 
 
 def test_a_few_srl_steps_on_the_tiny_model_give_finite_loss(
@@ -164,3 +176,65 @@ def test_srl_with_lora_trains_adapters_against_the_frozen_base(
     assert (final / "adapter_config.json").is_file()
     records = [json.loads(line) for line in (tmp_path / "srl" / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+
+
+class WreckWeightsAtStep(TrainerCallback):
+    """Makes the update of `step` ruin the model (every MLP output weight set to 7), like a bad step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if name.endswith("mlp.down_proj.weight"):
+                        parameter.fill_(7.0)
+
+
+def test_srl_keeps_the_best_validated_model_as_final_when_a_later_step_is_worse(tmp_path: Path) -> None:
+    task = load_task("arithmetic", {"min_steps": 2, "max_steps": 3})
+    trajectories = [task.solve(p) for p in task.sample(24, seed=0, split="train")]
+    config = build_config(
+        overrides=[
+            "model.name_or_path=embedded",
+            "task.options={min_steps: 2, max_steps: 3}",
+            "srl.prompt_style=continue",
+            "srl.require_think=false",
+            "srl.max_steps=4",
+            "srl.batch_size=8",
+            "srl.num_generations=4",
+            "srl.max_completion_length=16",
+            "srl.learning_rate=1e-5",
+            "srl.eval_steps=1",
+            "srl.early_stopping_patience=0",
+            "srl.val_fraction=0.25",
+        ]
+    )
+    out = tmp_path / "srl"
+    final = train_srl(config, trajectories, out, task=task, callbacks=[WreckWeightsAtStep(2)])
+
+    logged = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    start = logged[0 if 0 in logged else 1]["val_start/mean_step_reward"]
+    assert logged[2]["val/mean_step_reward"] < start - 0.2, "the wrecked step should validate far worse"
+    record = json.loads((final / "validation.json").read_text())
+    assert record["step"] in (0, 1) and record["primary"] == "mean_step_reward"
+    weights = load_file(final / "model.safetensors")
+    assert not any(bool((w == 7.0).all()) for name, w in weights.items() if "down_proj" in name)
+    assert not (out / "best").exists(), "the best model's copy is folded into final/"
+
+
+def test_continue_style_stops_on_every_token_that_ends_a_line() -> None:
+    # A byte-level BPE that merged ".\n" (as real vocabularies do): a rollout writing "5." then "\n"
+    # as one token must stop there too, not only on a bare "\n".
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    vocab[".Ċ"] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[(".", "Ċ")]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>")
+    stops = line_end_tokens(tokenizer)
+    assert tokenizer.encode("5.\n", add_special_tokens=False)[-1] in stops
+    assert tokenizer.encode("\n", add_special_tokens=False)[0] in stops
+    assert not any("\n" not in tokenizer.decode([i]) for i in stops)

@@ -82,10 +82,13 @@ def _load(config: str | Path | None, overrides: list[str] | None) -> Config:
 
 @config_app.command("check")
 def config_check(config: ConfigArg = None, overrides: OverridesArg = None) -> None:
-    """Validate a config and print it fully resolved (every default filled in)."""
+    """Validate a config and print it fully resolved (every default filled in), each key with its
+    description as a comment above it."""
     from srl_rlvr.config import dump_config
 
-    console.print(dump_config(_load(config, overrides)), end="", markup=False, highlight=False)
+    console.print(
+        dump_config(_load(config, overrides), described=True), end="", markup=False, highlight=False
+    )
     err_console.print(f"[green]ok[/green] {config or 'defaults'}")
 
 

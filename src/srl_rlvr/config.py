@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -253,6 +254,7 @@ class PolicyRLConfig(Section):
     """What SRL and RLVR share: rollout groups, the clipped objective, the KL anchor, checkpoints.
 
     Both stages run on TRL's GRPOTrainer, so these fields mean the same thing in `srl:` and `rlvr:`.
+    A field left unset (None) takes the default of the stage's algorithm (see each stage's section).
     """
 
     learning_rate: float = Field(1e-5, gt=0)
@@ -271,9 +273,24 @@ class PolicyRLConfig(Section):
     batch_size: int = Field(
         32, gt=0, description="Completions per optimiser step (prompts x num_generations)."
     )
-    epochs: int = Field(5, gt=0)
+    epochs: int = Field(5, gt=0, description="Passes over the training prompts.")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
     num_generations: int = Field(8, ge=2, description="Rollouts per prompt (the GRPO group).")
+    steps_per_generation: int | None = Field(
+        None,
+        gt=0,
+        description="Optimiser steps per rollout batch: each rollout batch holds steps_per_generation x "
+        "batch_size completions, split into that many minibatches (PPO's minibatches; DAPO makes 16). "
+        "From the second minibatch on the policy has moved, so the ratio to the rollout policy differs "
+        "from 1 and the clip acts. Default: 4 for ppo and dapo, else 1.",
+    )
+    num_iterations: int | None = Field(
+        None,
+        gt=0,
+        description="Passes over each rollout batch (mu in the GRPO paper, PPO's epochs). Old "
+        "log-probabilities (and PPO's old values) are taken once at rollout time. Default: 4 for ppo, "
+        "else 1.",
+    )
     temperature: float = Field(1.0, gt=0)
     max_completion_length: int = Field(96, gt=0, description="Tokens a rollout may generate.")
     clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip: [1-eps, 1+eps_high].")
@@ -283,8 +300,25 @@ class PolicyRLConfig(Section):
     mask_truncated_completions: bool = Field(
         False, description="Leave completions cut off at max_completion_length out of the loss (DAPO)."
     )
+    dynamic_sampling: bool | None = Field(
+        None,
+        description="Dynamic sampling with refill (DAPO, Yu et al. 2025 §3.2; SRL paper §4.2): a rollout group "
+        "whose reward std is at most min_group_std is dropped, and more prompts are drawn until the batch "
+        "holds its full count of groups or max_draws rollout batches are spent. Default: on for srl and "
+        "dapo, off for grpo, dr_grpo and ppo.",
+    )
     min_group_std: float = Field(
-        1e-4, ge=0, description="Dynamic sampling: groups whose reward std is below this carry no signal."
+        0.01,
+        ge=0,
+        description="Dynamic sampling: a group is kept when the population std of its rewards exceeds this. "
+        "Its own threshold, not z-score normalisation's epsilon: a near-tie (rollouts a character apart) "
+        "would otherwise be blown up to unit variance.",
+    )
+    max_draws: int = Field(
+        4,
+        gt=0,
+        description="Dynamic sampling: rollout batches drawn at most per step (the first included); then "
+        "the step trains on the groups it kept.",
     )
     warmup_steps: float = Field(
         0,
@@ -304,7 +338,22 @@ class PolicyRLConfig(Section):
     )
     restore_lr_factor: float = Field(0.5, gt=0, lt=1, description="Learning rate multiplier after a restore.")
     max_restores: int = Field(3, ge=0, description="Give up after this many restores.")
+    eval_steps: int = Field(
+        50,
+        ge=0,
+        description="Validate on held-out data every N steps and at the end; the best model is kept as "
+        "final/. 0 turns validation off (final/ is then the last model).",
+    )
+    early_stopping_patience: int = Field(
+        5, ge=0, description="Stop after this many validations without a new best; 0 never stops early."
+    )
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+    def _fill(self, defaults: dict[str, Any]) -> None:
+        """Set the fields the user did not set to the algorithm's defaults."""
+        for name, value in defaults.items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
 
 
 class SRLConfig(PolicyRLConfig):
@@ -331,6 +380,18 @@ class SRLConfig(PolicyRLConfig):
     format_penalty: float = Field(
         -1.0, le=0, description="Reward for a completion without a well-formed action."
     )
+    val_fraction: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Share of the trajectories held out (at least one) to validate on when eval_steps > 0: "
+        "mean step reward of greedy next-step predictions, as the paper selects its checkpoint.",
+    )
+
+    @model_validator(mode="after")
+    def _srl_defaults(self) -> SRLConfig:
+        self._fill({"dynamic_sampling": True, "steps_per_generation": 1, "num_iterations": 1})
+        return self
 
 
 class SFTConfig(Section):
@@ -349,8 +410,13 @@ class SFTConfig(Section):
 class RLVRConfig(PolicyRLConfig):
     """Outcome RL with verifiable rewards (Task.reward): GRPO family and PPO on rollouts, DPO on verified pairs.
 
-    `algorithm` presets the fields a user did not set: dr_grpo normalises by the group mean only;
-    dapo clips higher (0.28), masks truncated completions and uses token-level loss aggregation.
+    `algorithm` presets the fields a user did not set, to what its paper does:
+    - grpo (Shao et al. 2024): z-score advantages, per-sequence loss mean, one update per rollout batch.
+    - dr_grpo (Liu et al. 2025): advantages r - mean (no std division), constant loss normaliser.
+    - dapo (Yu et al. 2025): no KL term, clip (0.2, 0.28), token-level loss, overlong shaping,
+      truncated completions masked, dynamic sampling with refill, several minibatch updates a batch.
+    - ppo (Schulman et al. 2017; LLM setting as InstructGPT): value head, GAE with gamma 1 and lambda
+      0.95, 4 epochs x 4 minibatches a rollout batch, value clipping, entropy bonus 0.01.
     """
 
     algorithm: Literal["grpo", "dr_grpo", "dapo", "ppo", "dpo"] = "grpo"
@@ -361,8 +427,20 @@ class RLVRConfig(PolicyRLConfig):
     max_completion_length: int = Field(128, gt=0)
     value_coef: float = Field(0.5, ge=0, description="PPO value-loss weight.")
     value_clip: float = Field(0.2, gt=0, description="PPO: how far a value prediction may move per update.")
-    entropy_coef: float = Field(0.01, ge=0, description="Entropy bonus (PPO; also GRPO family when > 0).")
-    gamma: float = Field(0.99, ge=0, le=1, description="PPO discount.")
+    entropy_coef: float | None = Field(
+        None,
+        ge=0,
+        description="Entropy bonus weight. Default: 0.01 for ppo (Schulman et al. 2017); 0 for the GRPO "
+        "family, whose papers have none.",
+    )
+    gamma: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="PPO discount. The reward sits on the last token, so gamma < 1 scales a token's "
+        "advantage by gamma^(tokens to the end): 0.99 weighs the first of 128 tokens 0.28 as much as the "
+        "last, a bias against long answers. 1 (InstructGPT, TRL) has none.",
+    )
     lam: float = Field(0.95, ge=0, le=1, description="PPO GAE lambda.")
     format_reward: float = Field(
         0.0, ge=0, description="Added to the reward when the task can parse an answer from the completion."
@@ -376,12 +454,6 @@ class RLVRConfig(PolicyRLConfig):
     overlong_buffer: int = Field(
         32, gt=0, description="Tokens before the limit where the length penalty starts."
     )
-    eval_steps: int = Field(
-        50, ge=0, description="Validate on the held-out split every N steps; 0 turns validation off."
-    )
-    early_stopping_patience: int = Field(
-        5, ge=0, description="Stop after this many validations without a new best; 0 never stops early."
-    )
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature (strength of the implicit KL anchor).")
     dpo_correct_threshold: float = Field(
         1.0, description="DPO: a sample whose reward reaches this is correct; below it, wrong."
@@ -394,13 +466,39 @@ class RLVRConfig(PolicyRLConfig):
     def _algorithm_presets(self) -> RLVRConfig:
         if self.use_ppo and self.algorithm != "ppo":
             object.__setattr__(self, "algorithm", "ppo")
+        single_pass = {"steps_per_generation": 1, "num_iterations": 1}
         presets: dict[str, dict[str, Any]] = {
-            "dr_grpo": {"reward_norm_method": "group"},
-            "dapo": {"clip_epsilon_high": 0.28, "mask_truncated_completions": True},
+            "grpo": {**single_pass, "dynamic_sampling": False, "entropy_coef": 0.0},
+            "dr_grpo": {
+                **single_pass,
+                "reward_norm_method": "group",
+                "dynamic_sampling": False,
+                "entropy_coef": 0.0,
+            },
+            "dapo": {
+                "kl_penalty_weight": 0.0,
+                "clip_epsilon_high": 0.28,
+                "mask_truncated_completions": True,
+                "length_penalty": 1.0,
+                "dynamic_sampling": True,
+                "steps_per_generation": 4,
+                "num_iterations": 1,
+                "entropy_coef": 0.0,
+            },
+            "ppo": {
+                "steps_per_generation": 4,
+                "num_iterations": 4,
+                "dynamic_sampling": False,
+                "entropy_coef": 0.01,
+            },
+            "dpo": {**single_pass, "dynamic_sampling": False, "entropy_coef": 0.0},
         }
-        for name, value in presets.get(self.algorithm, {}).items():
-            if name not in self.model_fields_set:
-                object.__setattr__(self, name, value)
+        self._fill(presets[self.algorithm])
+        if self.dynamic_sampling and self.algorithm in ("ppo", "dpo"):
+            raise ValueError(
+                f"dynamic_sampling is for the GRPO family (grpo, dr_grpo, dapo), not {self.algorithm}: "
+                "PPO's baseline is its value head and DPO trains on pairs"
+            )
         return self
 
     @property
@@ -601,5 +699,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return build_config(raw, overrides)
 
 
-def dump_config(config: Config) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+def dump_config(config: Config, described: bool = False) -> str:
+    """The config as YAML; `described` puts each field's description above it as a comment (what
+    `srl-rlvr config check` prints), so every key explains itself where it is read."""
+    if not described:
+        return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return "".join(_described_lines(config, ""))
+
+
+def _described_lines(section: BaseModel, indent: str) -> list[str]:
+    lines = []
+    for name, field in type(section).model_fields.items():
+        if field.description:
+            wrapped = textwrap.wrap(field.description, width=100 - len(indent))
+            lines.extend(f"{indent}# {line}\n" for line in wrapped)
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:\n")
+            lines.extend(_described_lines(value, indent + "  "))
+        else:
+            dumped = yaml.safe_dump(
+                {name: value.model_dump(mode="json") if isinstance(value, BaseModel) else _plain(value)},
+                sort_keys=False,
+                default_flow_style=False,
+                width=1000,
+            )
+            lines.extend(f"{indent}{line}\n" for line in dumped.splitlines())
+    return lines
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -1,20 +1,24 @@
 """The rollout trainer SRL, the RLVR GRPO family and PPO all run on: TRL's GRPOTrainer plus our advantage rule.
 
-TRL does the rollouts, the clipped objective, the KL term, multi-GPU and checkpoints. We add what it
-lacks and both stages need:
+TRL does the rollouts, the clipped objective, the KL term, multi-GPU, checkpoints, and several
+updates per rollout batch (`steps_per_generation` minibatches, `num_iterations` passes, with old
+log-probabilities taken at rollout time). We add what it lacks and both stages need:
 
 - `reward_norm_method`: z_score is per-group (r-mean)/std as in GRPO; group is r-mean as in Dr. GRPO;
   none is the raw reward. TRL runs with `scale_rewards="none"` and advantages are recomputed from
   the rewards gathered over all processes, so groups split between GPUs stay whole.
 - Per-row importance weights (a dataset column `weight`; SRL's step rewards) multiply the advantages.
-- Dynamic sampling (DAPO): a group whose reward std is below `min_group_std` carries no signal; its
-  completion mask is zeroed, so it leaves the loss, the KL and the token normaliser.
+- Dynamic sampling with refill (DAPO §3.2, SRL §4.2; `train/dynamic_sampling.py`): groups whose
+  rewards do not differ are dropped and more prompts are drawn until the batch is full again.
+  A group left in the batch only as filler (the draw budget ran out) has its completion mask
+  zeroed, so it leaves the loss, the KL and the token normaliser; with the per-sequence `grpo` loss,
+  which averages over rows, the loss is rescaled to the rows that remain, so the gradient does not
+  shrink with the kept fraction.
 - Extra stop tokens (`stop_token_ids`): rollouts end there as at EOS, in generation and in the mask
   (SRL's `continue` style stops each rollout at the end of its line).
 - A floor on token log-probabilities (`LOGP_FLOOR`). TRL's KL term is exp(ref - logp) - (ref - logp)
   - 1 on every position, masked afterwards by multiplication. On a padding position after a rollout
-  stopped, logp can fall so low that exp() overflows, and inf x 0 is NaN: the loss and then the
-  weights go NaN (seen in long SRL runs on a GPU). No sampled token has a log-probability near -50.
+  stopped, logp can fall so low that exp() overflows, and inf x 0 is NaN.
 - Fast rollouts (`stage.rollout.engine`): TRL's HF `generate` path is replaced by `srl_rlvr.rollout`'s
   engine where it applies (`auto`: CUDA, a Llama/Qwen2-family model, no LoRA/FSDP/DeepSpeed/vLLM, and
   sampling options it implements). It reads the policy's own weights, so there is nothing to sync
@@ -37,6 +41,13 @@ from trl.extras.profiling import profiling_context
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
+from srl_rlvr.train.dynamic_sampling import (
+    PromptDraws,
+    chosen_groups,
+    informative_groups,
+    merge_rollouts,
+    take_rows,
+)
 from srl_rlvr.train.loop import run_settings
 
 log = logging.getLogger(__name__)
@@ -82,21 +93,17 @@ def cut_after_first(ids: list[int], stops: Sequence[int]) -> int:
     return next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
 
 
-def group_advantages(
-    rewards: torch.Tensor, group_size: int, method: str, min_std: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advantages per completion and the keep-mask of dynamic sampling, over a flat reward vector."""
+def group_advantages(rewards: torch.Tensor, group_size: int, method: str) -> torch.Tensor:
+    """Advantages per completion over a flat reward vector of consecutive groups (see module docstring)."""
     grouped = rewards.view(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, keepdim=True)
     if method == "z_score":
-        advantages = (grouped - mean) / (std + 1e-4)
+        advantages = (grouped - mean) / (grouped.std(dim=1, keepdim=True) + 1e-4)
     elif method == "group":
         advantages = grouped - mean
     else:
         advantages = grouped
-    keep = (std >= min_std).expand_as(grouped)
-    return (advantages * keep).flatten(), keep.flatten()
+    return advantages.flatten()
 
 
 class GroupTrainer(GRPOTrainer):
@@ -117,6 +124,7 @@ class GroupTrainer(GRPOTrainer):
         self._global_weights: torch.Tensor | None = None
         self._fast_engine: FastEngine | None = None
         self._engine_decided = False
+        self._draws: PromptDraws | None = None
 
     def _rollout_engine(self) -> FastEngine | None:
         """The fast engine when `stage.rollout` picks it for this model and setup, else None (TRL's
@@ -174,23 +182,73 @@ class GroupTrainer(GRPOTrainer):
         start = self.accelerator.process_index * local
         return global_values[start : start + local]
 
-    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+    def _score_draw(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor]:
+        """TRL's rollout and scoring of `inputs`, with our advantages; and, per local row, whether its
+        group's rewards differ enough to train on (dynamic sampling's test)."""
         output = super()._generate_and_score_completions(inputs)
         assert self._global_rewards is not None and self._global_weights is not None
-        advantages, keep = group_advantages(
-            self._global_rewards,
-            self.num_generations,
-            self.stage.reward_norm_method,
-            self.stage.min_group_std,
-        )
+        groups = self.num_generations
+        advantages = group_advantages(self._global_rewards, groups, self.stage.reward_norm_method)
+        informative = informative_groups(self._global_rewards, groups, self.stage.min_group_std)
         local = len(output["advantages"])
         output["advantages"] = self._local_slice(advantages * self._global_weights, local)
-        local_keep = self._local_slice(keep, local).to(output["completion_mask"].dtype)
-        output["completion_mask"] = output["completion_mask"] * local_keep.unsqueeze(1)
+        keep = self._local_slice(informative.repeat_interleave(groups), local)
+        return output, keep
+
+    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+        if not (self.model.training and self.stage.dynamic_sampling):
+            return self._score_draw(inputs)[0]
+        wanted = len(inputs) // self.num_generations  # whole groups on each process (grpo_args checks)
+        parts, keeps, draws = [], [], 0
+        while True:
+            output, keep = self._score_draw(inputs)
+            parts.append(output)
+            keeps.append(keep)
+            draws += 1
+            kept = torch.cat(keeps).view(-1, self.num_generations)[:, 0].sum()
+            # Every process draws until the one with the fewest kept groups is full: the scoring of a
+            # draw gathers rewards across processes, so all must take part in each one.
+            fewest = self.accelerator.gather(kept.reshape(1)).min().item()
+            if fewest >= wanted or draws >= self.stage.max_draws:
+                break
+            inputs = self._prompt_draws().draw(wanted)
+        merged = merge_rollouts(parts, self._tokenizer.pad_token_id)
+        group_keep = torch.cat(keeps).view(-1, self.num_generations)[:, 0]
+        groups, informative = chosen_groups(group_keep, wanted)
+        rows = groups[:, None] * self.num_generations + torch.arange(
+            self.num_generations, device=groups.device
+        )
+        output = take_rows(merged, rows.flatten())
+        row_keep = informative.repeat_interleave(self.num_generations)
+        output["completion_mask"] = output["completion_mask"] * row_keep.unsqueeze(1).to(
+            output["completion_mask"].dtype
+        )
+        output["advantages"] = output["advantages"] * row_keep.to(output["advantages"].dtype)
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["filtered_group_frac"].append(1.0 - keep.float().mean().item())
+        counts = torch.tensor([group_keep.numel(), informative.sum().item()], device=self.accelerator.device)
+        drawn, trained = self.accelerator.reduce(counts.float(), reduction="sum").tolist()
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/draws"].append(float(draws))
+        metrics["dynamic_sampling/groups_drawn"].append(drawn)
+        metrics["dynamic_sampling/groups_kept"].append(trained)
+        metrics["filtered_group_frac"].append(1.0 - trained / (wanted * self.accelerator.num_processes))
         return output
+
+    def _prompt_draws(self) -> PromptDraws:
+        if self._draws is None:
+            self._draws = PromptDraws(
+                self.train_dataset, self.num_generations, self.args.seed, self.accelerator.process_index
+            )
+        return self._draws
+
+    def _compute_loss(self, model, inputs):  # type: ignore[no-untyped-def]
+        loss = super()._compute_loss(model, inputs)
+        if self.loss_type in ("grpo", "sapo"):
+            # TRL averages per-sequence losses over every row; rows masked out (dynamic sampling's
+            # filler, truncated completions) would count as zeros and shrink the gradient.
+            rows = (inputs["completion_mask"].sum(dim=1) > 0).sum()
+            loss = loss * inputs["completion_mask"].size(0) / rows.clamp(min=1)
+        return loss
 
 
 def grpo_args(
@@ -209,6 +267,8 @@ def grpo_args(
         max_steps=stage.max_steps,
         per_device_train_batch_size=stage.batch_size,
         num_generations=stage.num_generations,
+        steps_per_generation=stage.steps_per_generation or 1,
+        num_iterations=stage.num_iterations or 1,
         max_completion_length=stage.max_completion_length,
         temperature=stage.temperature,
         beta=stage.kl_penalty_weight,

@@ -7,7 +7,7 @@ avoid but the reference still likes (the habit being trained away) spikes a sing
 update the guard checks the trainable weights are finite, and after each logged step it checks the
 logs; on a hit it cancels that step's checkpoint, restores the model, optimizer and scheduler from
 the last good checkpoint (checkpoints are only written on steps that passed), lowers the learning
-rate, and writes why to `stability.jsonl`. The scheduler restarts from the checkpoint's position,
+rate, puts the adaptive KL weight back to the checkpoint's, and writes why to `stability.jsonl`. The scheduler restarts from the checkpoint's position,
 so the restored steps are re-run at the lower rate. After `max_restores` it stops with an error
 that says what to change. A step-0 checkpoint is written at the start so there is always one.
 """
@@ -28,7 +28,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from srl_rlvr.config import PolicyRLConfig
 from srl_rlvr.errors import UserError
-from srl_rlvr.train.callbacks import last_checkpoint
+from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController, last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,11 @@ def instability(
     return None
 
 
-def stability_guard(trainer: Any, out_dir: Path, stage: PolicyRLConfig) -> StabilityGuard:
-    """The guard with a stage section's settings (`srl:` or `rlvr:`)."""
+def stability_guard(
+    trainer: Any, out_dir: Path, stage: PolicyRLConfig, kl: AdaptiveKLController | None = None
+) -> StabilityGuard:
+    """The guard with a stage section's settings (`srl:` or `rlvr:`); `kl` is the stage's adaptive KL
+    controller, whose weight a restore rolls back with the model."""
     return StabilityGuard(
         trainer,
         out_dir,
@@ -69,6 +72,7 @@ def stability_guard(trainer: Any, out_dir: Path, stage: PolicyRLConfig) -> Stabi
         max_kl=stage.max_kl,
         lr_factor=stage.restore_lr_factor,
         max_restores=stage.max_restores,
+        kl=kl,
     )
 
 
@@ -84,8 +88,9 @@ class StabilityGuard(TrainerCallback):
         lr_factor: float = 0.5,
         max_restores: int = 3,
         window: int = 20,
+        kl: AdaptiveKLController | None = None,
     ) -> None:
-        self.trainer, self.out_dir = trainer, Path(out_dir)
+        self.trainer, self.out_dir, self.kl = trainer, Path(out_dir), kl
         self.spike_factor, self.max_kl = spike_factor, max_kl
         self.lr_factor, self.max_restores = lr_factor, max_restores
         self.kl_history: deque[float] = deque(maxlen=window)
@@ -196,4 +201,8 @@ class StabilityGuard(TrainerCallback):
                 group["lr"] *= self.lr_factor
         if hasattr(scheduler, "_last_lr"):  # what the Trainer logs as learning_rate until the next step
             scheduler._last_lr = [group["lr"] for group in trainer.optimizer.param_groups]
+        saved_kl = Path(checkpoint) / AdaptiveKLCallback.FILE
+        if self.kl is not None and saved_kl.is_file():  # the KL weight the restored weights trained with
+            self.kl.weight = json.loads(saved_kl.read_text())["weight"]
+            trainer.beta = self.kl.weight
         return checkpoint

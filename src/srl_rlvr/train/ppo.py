@@ -1,7 +1,7 @@
 """PPO with a value head and GAE (Schulman et al. 2017, "Proximal Policy Optimization"; GAE: Schulman
 et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation").
 
-TRL no longer ships PPO, and the original spec asks for it (`rlvr.use_ppo: true`). Rather than a
+TRL no longer ships PPO, and users ask for it (`rlvr.use_ppo: true`). Rather than a
 parallel trainer, PPO is a subclass of the rollout trainer GRPO uses (`train/grpo.py`), so rollouts,
 reward functions, the clipped ratio objective, the KL anchor and its adaptive controller, logging,
 checkpoints and multi-GPU are the same code. What PPO changes:
@@ -11,7 +11,12 @@ checkpoints and multi-GPU are the same code. What PPO changes:
   pass TRL already runs for the log-probs, so values cost no second pass during the update.
 - **Advantages.** The outcome reward sits on a completion's last token; GAE(gamma, lambda) over the
   value estimates turns it into per-token advantages, whitened over the batch. TRL's loss accepts
-  (batch, tokens) advantages as they are.
+  (batch, tokens) advantages as they are. gamma defaults to 1, as in InstructGPT and TRL's former
+  PPOTrainer: with one terminal reward, gamma < 1 only shrinks early tokens' advantages.
+- **Epochs and minibatches.** Each rollout batch is split into `steps_per_generation` minibatches and
+  passed over `num_iterations` times (default 4 x 4, as in Schulman et al. 2017's experiments), with
+  old log-probabilities and old values taken once at rollout time, so the ratio and value clips act
+  from the second minibatch on.
 - **Loss.** TRL's clipped surrogate (+ its entropy bonus, `entropy_coef`, + the KL term) plus
   `value_coef` x the clipped value loss. The KL penalty stays a loss term, as in GRPO, rather than a
   per-token reward, so one adaptive controller holds KL under `rlvr.max_kl` for every algorithm.
@@ -136,11 +141,12 @@ class PPOTrainer(GroupTrainer):
         mask = output["completion_mask"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], mask], dim=1)
+        # Old values are constants of the update, like old log-probs: no graph back into the value head.
         with torch.no_grad(), self._hidden.capturing() as hidden:
             self._get_per_token_logps_and_entropies(
                 self.model, input_ids, attention_mask, completion_ids.size(1)
             )
-        values = self._values(hidden, completion_ids.size(1)).float() * mask
+            values = self._values(hidden, completion_ids.size(1)).float() * mask
         outcome = self._local_slice(self._global_rewards, len(prompt_ids)).float()
         advantages, returns = gae(
             terminal_rewards(outcome, mask), values, mask, self.stage.gamma, self.stage.lam
@@ -165,11 +171,17 @@ class PPOTrainer(GroupTrainer):
         values = self._values(hidden, inputs["completion_ids"].size(1)).float()
         old, returns = inputs["old_values"], inputs["returns"]
         clipped = old + (values - old).clamp(-self.stage.value_clip, self.stage.value_clip)
-        per_token = 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+        unclipped_loss, clipped_loss = (values - returns) ** 2, (clipped - returns) ** 2
+        per_token = 0.5 * torch.maximum(unclipped_loss, clipped_loss)
         value_loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
         mode = "train" if self.model.training else "eval"
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         self._metrics[mode]["value_loss"].append(self.accelerator.gather(value_loss.detach()).mean().item())
+        # Tokens where the clipped term is the larger one: their value gradient is cut (0 while every
+        # minibatch is the first pass over fresh rollouts, where values == old values).
+        clipped_tokens = ((clipped_loss > unclipped_loss).float() * mask).sum()
+        counts = self.accelerator.reduce(torch.stack([clipped_tokens, mask.sum()]).detach(), reduction="sum")
+        self._metrics[mode]["value_clip_ratio"].append((counts[0] / counts[1].clamp(min=1.0)).item())
         return loss + self.stage.value_coef * value_loss / normalizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

@@ -10,7 +10,7 @@ One entry point, `train_rlvr`, whatever `rlvr.algorithm` says:
 
 Every algorithm gets the same machinery: the reference is the model RLVR starts from (the SRL
 output, or the base model when RLVR runs alone), KL to it is logged and held under `rlvr.max_kl` by
-the adaptive controller, validation on held-out problems keeps the best model and stops early, the
+the adaptive controller, validation on held-out problems keeps the best model as `final/` and stops early, the
 stability guard undoes diverged steps, and checkpoints/SIGTERM/resume come from `train/loop.py`.
 """
 
@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 
 from srl_rlvr.config import Config
 from srl_rlvr.errors import DataError
+from srl_rlvr.evaluate.generation import evaluate_task
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
@@ -65,7 +66,7 @@ def _rollout_trainer(config: Config, problems: Sequence[Problem], task: Task, ou
     cfg = config.rlvr
     model, tokenizer = load_model(config.model, seed=config.seed)
     functions, weights = reward_functions(task, problems, cfg)
-    args = grpo_args(config, cfg, out_dir, cfg.loss_type, entropy_coef=cfg.entropy_coef)
+    args = grpo_args(config, cfg, out_dir, cfg.loss_type, entropy_coef=cfg.entropy_coef or 0.0)
     args.reward_weights = weights
     trainer_class = PPOTrainer if cfg.algorithm == "ppo" else GroupTrainer
     return trainer_class(
@@ -88,8 +89,8 @@ def train_rlvr(
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
-    """Train on `problems` with `rlvr.algorithm`; return the best validated model (`out_dir/best`), or
-    `out_dir/final` when validation is off.
+    """Train on `problems` with `rlvr.algorithm`; return the model folder, `out_dir/final`: the best
+    validated model, or the last one when validation is off.
 
     `model` is the start model (default: this run's SRL output, else `model.name_or_path`);
     `val_problems` default to the task's `val` split when `rlvr.eval_steps` > 0.
@@ -111,26 +112,24 @@ def train_rlvr(
         from srl_rlvr.train.dpo import build_dpo_trainer
 
         trainer, tokenizer = build_dpo_trainer(config, problems, out_dir, task, resume=resume)
-        shared: list[TrainerCallback] = []
+        shared: list[TrainerCallback] = [stability_guard(trainer, out_dir, cfg)]
     else:
         trainer = _rollout_trainer(config, problems, task, out_dir)
         tokenizer = trainer.processing_class
-        shared = [AdaptiveKLCallback(trainer, AdaptiveKLController(cfg.kl_penalty_weight, cfg.max_kl))]
-    shared.append(stability_guard(trainer, out_dir, cfg))
+        controller = AdaptiveKLController(cfg.kl_penalty_weight, cfg.max_kl)
+        shared = [AdaptiveKLCallback(trainer, controller), stability_guard(trainer, out_dir, cfg, controller)]
     if cfg.eval_steps and val_problems:
+        held_out = list(val_problems)
+
+        def score(model: Any, tokenizer: Any) -> dict[str, float]:
+            return evaluate_task(
+                model, tokenizer, task, held_out, cfg.max_completion_length, config.eval.batch_size
+            )
+
         shared.append(
             ValidationCallback(
-                trainer,
-                task,
-                val_problems,
-                out_dir,
-                every=cfg.eval_steps,
-                patience=cfg.early_stopping_patience,
-                max_new_tokens=cfg.max_completion_length,
-                batch_size=config.eval.batch_size,
+                trainer, score, "reward", out_dir, every=cfg.eval_steps, patience=cfg.early_stopping_patience
             )
         )
     log.info("RLVR (%s) on %d problems from %s", cfg.algorithm, len(problems), start)
-    final = run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[*shared, *callbacks])
-    best = out_dir / "best"
-    return best if (best / "validation.json").is_file() else final
+    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[*shared, *callbacks])

@@ -4,27 +4,35 @@ Deng et al. 2025, "Supervised Reinforcement Learning: From Expert Trajectories t
 Reasoning", arXiv 2510.25992. No library ships it, so it lives here, on top of the rollout trainer
 shared with RLVR (`train/grpo.py`: TRL's GRPOTrainer plus our advantage rule), with the paper's parts:
 
-- Step-wise expansion (§3.2 "action-based formulation"): a trajectory with n expert steps becomes n
+- Step-wise expansion (§4.2 "action-based problem formulation"): a trajectory with n expert steps becomes n
   instances; instance k's prompt is the task prompt plus expert actions 1..k-1, its target action k.
 - Output format: the policy thinks inside `<think>...</think>` (its inner monologue, unrewarded),
   then writes the action. With `prompt_style: continue` (our addition, for small models that write
   plain solutions one step a line) there is no instruction and no think block: the prompt is the
   solution so far, the action is the model's next line, and rollouts stop at the newline.
-- Reward (§3.2): difflib sequence similarity 2M/T between the policy's action and the expert's, in
+- Reward (§4.2): difflib sequence similarity 2M/T between the policy's action and the expert's, in
   [0, 1]; a completion that breaks the format scores `format_penalty` (-1 in the paper).
-- Objective: GRPO group rollouts with group-normalised advantages, the clipped ratio and a KL anchor
-  to the reference (base) model, whose weight an adaptive controller holds near `srl.max_kl`.
-- Dynamic sampling (§3.3, after DAPO): a group whose rewards have (near-)zero std carries no
-  signal and is dropped from the batch.
+- Objective: GRPO group rollouts with group-normalised advantages and the clipped ratio.
+- Dynamic sampling (§4.2, after DAPO): a group whose rewards' std is at most `min_group_std` is
+  dropped and more step-wise instances are drawn "until the batch is filled" (`train/grpo.py`).
+- Checkpoint selection (§5.1): validation on held-out trajectories (mean step reward of greedy
+  next-step predictions) every `eval_steps`; the best model is kept as `final/`.
 
-From the original spec: a step's optional `reward` is an importance weight multiplied into the
-advantages of its instance, and `reward_norm_method` picks z_score | group | none normalisation.
+Where we depart from the paper, on purpose (the README lists these too):
+- A KL anchor to the reference (base) model, weight `kl_penalty_weight` (0.1) held near `max_kl` by
+  an adaptive controller; the paper trains with KL coefficient 0 (its Table 8). Our users fine-tune
+  small models on small data, where the anchor keeps SRL from drifting; `srl.kl_penalty_weight: 0`
+  restores the paper's objective.
+- A step's optional `reward` is an importance weight multiplied into the advantages of its
+  instance, and `reward_norm_method` picks z_score | group | none normalisation (both default to the
+  paper's behaviour: weight 1, z-score).
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,7 @@ from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args
 from srl_rlvr.train.guard import stability_guard
 from srl_rlvr.train.loop import run_trainer
+from srl_rlvr.train.validation import ValidationCallback
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +138,28 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
 
 
 def line_end_tokens(tokenizer: Any) -> list[int]:
-    """Token ids that end a line, so `continue`-style rollouts stop after one step."""
-    ids = tokenizer.encode("\n", add_special_tokens=False)
-    if len(ids) != 1:
-        raise ConfigError("srl.prompt_style 'continue' needs a tokenizer with a single newline token")
+    """Every token id whose text holds a newline, so `continue`-style rollouts stop at the end of the
+    line: byte-level BPE vocabularies merge ".\n", "\n\n", ":\n" and the like, and a rollout that only
+    stopped on a bare "\n" would run on into the next line, whose tokens share the line's advantage."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    special = set(tokenizer.all_special_ids)
+    ids = [i for i, text in enumerate(texts) if "\n" in text and i not in special]
+    if not ids:
+        raise ConfigError("srl.prompt_style 'continue' needs a tokenizer that can write a newline")
     return ids
+
+
+def split_validation(
+    trajectories: Sequence[Trajectory], fraction: float, seed: int
+) -> tuple[list[Trajectory], list[Trajectory]]:
+    """Hold out `fraction` of the trajectories (at least one, when there are two or more), chosen by
+    `seed`, to validate on; the rest train."""
+    count = max(1, round(fraction * len(trajectories))) if fraction > 0 and len(trajectories) > 1 else 0
+    order = list(range(len(trajectories)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:count])
+    train = [t for i, t in enumerate(trajectories) if i not in held]
+    return train, [trajectories[i] for i in sorted(held)]
 
 
 def train_srl(
@@ -143,29 +169,58 @@ def train_srl(
     task: Task | None = None,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
+    val_trajectories: Sequence[Trajectory] | None = None,
 ) -> Path:
-    """Run SRL on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
+    """Run SRL on `trajectories`; return the folder of the trained model (`out_dir/final`: the best on
+    validation when `srl.eval_steps` > 0, else the last).
+
+    `val_trajectories` default to `srl.val_fraction` of `trajectories`, held out from training.
+    """
     from srl_rlvr.tasks import load_task
 
+    cfg = config.srl
     out_dir = Path(out_dir or Path(config.output_dir) / "srl")
     task = task or load_task(config.task.name, config.task.options)
-    dataset = build_srl_dataset(trajectories, task, config.srl)
+    if val_trajectories is None and cfg.eval_steps:
+        trajectories, val_trajectories = split_validation(trajectories, cfg.val_fraction, config.data.seed)
+    dataset = build_srl_dataset(trajectories, task, cfg)
     model_config = materialize(config.model, out_dir / "base", seed=config.seed)
     model, tokenizer = load_model(model_config, seed=config.seed)
-    stops = line_end_tokens(tokenizer) if config.srl.prompt_style == "continue" else []
+    stops = line_end_tokens(tokenizer) if cfg.prompt_style == "continue" else []
     trainer = GroupTrainer(
         model=model,
-        reward_funcs=[make_srl_reward(config.srl)],
-        args=grpo_args(config, config.srl, out_dir, config.srl.loss_type),
+        reward_funcs=[make_srl_reward(cfg)],
+        args=grpo_args(config, cfg, out_dir, cfg.loss_type),
         train_dataset=dataset,
         processing_class=tokenizer,
-        stage=config.srl,
+        stage=cfg,
         stop_token_ids=stops,
     )
-    kl = AdaptiveKLCallback(trainer, AdaptiveKLController(config.srl.kl_penalty_weight, config.srl.max_kl))
-    log.info("SRL: %d step-wise instances from %d trajectories", len(dataset), len(trajectories))
-    guard = stability_guard(trainer, out_dir, config.srl)
-    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[kl, guard, *callbacks])
+    controller = AdaptiveKLController(cfg.kl_penalty_weight, cfg.max_kl)
+    shared = [AdaptiveKLCallback(trainer, controller), stability_guard(trainer, out_dir, cfg, controller)]
+    if cfg.eval_steps and val_trajectories:
+        held_out = build_srl_dataset(val_trajectories, task, cfg)
+
+        def score(model: Any, tokenizer: Any) -> dict[str, float]:
+            return evaluate_step_reward(model, tokenizer, held_out, cfg, config.eval.batch_size)
+
+        shared.append(
+            ValidationCallback(
+                trainer,
+                score,
+                "mean_step_reward",
+                out_dir,
+                every=cfg.eval_steps,
+                patience=cfg.early_stopping_patience,
+            )
+        )
+    log.info(
+        "SRL: %d step-wise instances from %d trajectories (%d held out to validate)",
+        len(dataset),
+        len(trajectories),
+        len(val_trajectories or []),
+    )
+    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[*shared, *callbacks])
 
 
 def evaluate_step_reward(

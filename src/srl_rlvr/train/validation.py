@@ -1,72 +1,68 @@
-"""Validation during RL: held-out task metrics every N steps, the best model kept, early stopping.
+"""Validation during RL: held-out scores every N steps and at the end, the best model kept as `final/`.
 
-RL reward on the training prompts can rise while held-out accuracy falls (reward hacking, overfit
-prompts), so the run is judged on problems it never trains on, with the task's own verifier. The
-start model is scored first, so "best" means better than where the stage began; `best/` always
-holds the best model seen and `best/validation.json` says when and why.
+RL reward on the training prompts can rise while held-out quality falls (reward hacking, overfit
+prompts), so a run is judged on data it never trains on: RLVR by the task's verifier on held-out
+problems, SRL by the mean step reward of greedy next-step predictions on held-out trajectories (the
+SRL paper keeps the checkpoint that is best on its validation set, Deng et al. 2025 §5.1). The start
+model is scored first, so "best" means better than where the stage began. During training `best/`
+holds the best model so far (a resumed run continues from its record); when training ends the best
+weights are loaded back, so the stage's `final/` is the best model, with `final/validation.json`
+saying when and why.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from srl_rlvr.evaluate.generation import evaluate_task
-from srl_rlvr.tasks import Problem, Task
-
 log = logging.getLogger(__name__)
 
-PRIMARY = "reward"
+Score = Callable[[Any, Any], dict[str, float]]  # (model, tokenizer) -> metrics
 
 
 class ValidationCallback(TrainerCallback):
     def __init__(
         self,
         trainer: Any,
-        task: Task,
-        problems: Sequence[Problem],
+        score: Score,
+        primary: str,
         out_dir: str | Path,
         every: int,
         patience: int = 0,
-        max_new_tokens: int = 128,
-        batch_size: int = 32,
     ) -> None:
-        self.trainer, self.task, self.problems = trainer, task, list(problems)
+        self.trainer, self.score, self.primary = trainer, score, primary
         self.best_dir = Path(out_dir) / "best"
         self.every, self.patience = every, patience
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.best: float | None = None
+        self.best_step: int | None = None
+        self.last_validated: int | None = None
         self.stale = 0
         self._pending: dict[str, float] = {}
         record = self.best_dir / "validation.json"
         if record.is_file():  # a resumed run keeps its best so far
             saved = json.loads(record.read_text())
-            self.best, self.stale = saved["metrics"][PRIMARY], saved.get("stale", 0)
+            self.best, self.stale = saved["metrics"][primary], saved.get("stale", 0)
+            self.best_step = saved["step"]
 
     def _validate(self, state: TrainerState) -> dict[str, float]:
-        metrics = evaluate_task(
-            self.trainer.model,
-            self.trainer.processing_class,
-            self.task,
-            self.problems,
-            self.max_new_tokens,
-            self.batch_size,
-        )
-        score = metrics[PRIMARY]
+        metrics = self.score(self.trainer.model, self.trainer.processing_class)
+        self.last_validated = state.global_step
+        score = metrics[self.primary]
         if self.best is None or score > self.best:
-            self.best, self.stale = score, 0
+            self.best, self.best_step, self.stale = score, state.global_step, 0
             self.trainer.save_model(str(self.best_dir))
             if state.is_world_process_zero:
-                record = {"step": state.global_step, "metrics": metrics, "stale": 0}
+                record = {"step": state.global_step, "primary": self.primary, "metrics": metrics, "stale": 0}
                 (self.best_dir / "validation.json").write_text(json.dumps(record, indent=2))
         else:
             self.stale += 1
-        return {f"val/{k}": v for k, v in metrics.items()} | {"val/best_reward": self.best}
+        return {f"val/{k}": v for k, v in metrics.items()} | {f"val/best_{self.primary}": self.best}
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -85,8 +81,9 @@ class ValidationCallback(TrainerCallback):
         control.should_log = True  # the metrics ride on this step's log record
         if self.patience and self.stale >= self.patience:
             log.info(
-                "early stop at step %d: no better validation reward in %d checks (best %.4f)",
+                "early stop at step %d: no better validation %s in %d checks (best %.4f)",
                 state.global_step,
+                self.primary,
                 self.stale,
                 self.best,
             )
@@ -103,3 +100,19 @@ class ValidationCallback(TrainerCallback):
         if logs is not None and self._pending:
             logs.update(self._pending)
             self._pending = {}
+
+    def keep_best(self, state: TrainerState) -> None:
+        """At the end of a finished run: validate the last step if it was not, then load the best
+        weights back into the model, so what the caller saves as `final/` is the best model."""
+        if self.last_validated != state.global_step:
+            self._validate(state)
+        if self.best_step is not None and self.best_step != state.global_step:
+            log.info("keeping the best model: step %d (%s %.4f)", self.best_step, self.primary, self.best)
+            self.trainer._load_from_checkpoint(str(self.best_dir))
+
+    def record_into(self, final: Path) -> None:
+        """Move the best model's record into `final/` and drop the copy in `best/`."""
+        record = self.best_dir / "validation.json"
+        if record.is_file():
+            shutil.copy(record, final / "validation.json")
+        shutil.rmtree(self.best_dir, ignore_errors=True)

@@ -1,0 +1,189 @@
+"""Find why RL weights go non-finite: record per-step numerics and stop at the first non-finite gradient.
+
+Runs one arm of `benchmarks/learning.py` (same base, data, config and time budget) with probes on the
+rollout trainer: for every micro-batch, the extremes of the policy's and the reference's token
+log-probabilities, of `ref - logp` and of TRL's k3 KL term, inside and outside the completion mask;
+and before every clip, the gradient norm and whether every gradient is finite. At the first
+non-finite gradient it writes the step's record, the parameters hit, and the micro-batch itself,
+so the step can be replayed.
+
+    python benchmarks/stability_probe.py --arm srl --seed 3 --budget-s 90 --out runs/probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from srl_rlvr.cli import quiet_libraries
+from srl_rlvr.config import load_config
+from srl_rlvr.modeling import model_source
+from srl_rlvr.tasks import load_task
+from srl_rlvr.train import grpo
+from srl_rlvr.train.rlvr import train_rlvr
+from srl_rlvr.train.srl import train_srl
+
+RECORDS: list[dict[str, Any]] = []
+STATE: dict[str, Any] = {"step": 0, "out": Path("."), "hit": False}
+
+
+class NonFiniteGradient(RuntimeError):
+    pass
+
+
+def _stats(trainer: Any, model: Any, inputs: dict[str, Any]) -> dict[str, float]:
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    keep = inputs["completion_ids"].size(1)
+    with torch.no_grad():
+        raw, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, model, ids, attention, keep)
+    mask = inputs["completion_mask"].bool()
+    out: dict[str, float] = {"tokens": float(mask.sum())}
+    if mask.any():
+        out["logp_min_masked_in"] = float(raw[mask].min())
+        out["logp_below_-20"] = float((raw[mask] < -20).sum())
+    out["logp_min_all"] = float(raw.min())
+    ref = inputs.get("ref_per_token_logps")
+    if ref is not None:
+        floored = raw.clamp(min=grpo.LOGP_FLOOR)
+        gap = ref - floored
+        k3 = torch.exp(gap) - gap - 1
+        out["ref_min"] = float(ref.min())
+        out["gap_max_all"] = float(gap.max())
+        out["k3_max_all"] = float(k3.max())
+        if mask.any():
+            out["gap_max_in"] = float(gap[mask].max())
+            out["k3_max_in"] = float(k3[mask].max())
+            out["k3_mean_in"] = float(k3[mask].mean())
+    sampled = inputs.get("sampling_per_token_logps")
+    if sampled is not None and mask.any():
+        out["sampling_logp_min_in"] = float(sampled[mask].min())
+        out["sampling_vs_train_max_gap_in"] = float((sampled - raw)[mask].abs().max())
+    out["advantage_absmax"] = float(inputs["advantages"].abs().max())
+    return out
+
+
+def install_probes() -> None:
+    original_loss = grpo.GroupTrainer._compute_loss
+
+    def probed_loss(self: Any, model: Any, inputs: dict[str, Any]) -> Any:
+        record = _stats(self, model, inputs)
+        loss = original_loss(self, model, inputs)
+        record["loss"] = float(loss.detach())
+        record["beta"] = float(self.beta)
+        STATE["micro"] = {k: v.detach().cpu() for k, v in inputs.items() if torch.is_tensor(v)}
+        STATE["pending"] = record
+        return loss
+
+    grpo.GroupTrainer._compute_loss = probed_loss  # type: ignore[method-assign]
+
+    original_init = grpo.GroupTrainer.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        clip = self.accelerator.clip_grad_norm_
+        trainer = self
+
+        def probed_clip(parameters: Any, max_norm: float, *a: Any, **k: Any) -> Any:
+            parameters = list(parameters)
+            named = dict(trainer.model.named_parameters())
+            by_id = {id(p): n for n, p in named.items()}
+            bad = [
+                by_id.get(id(p), "?")
+                for p in parameters
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            ]
+            absmax = max((float(p.grad.abs().max()) for p in parameters if p.grad is not None), default=0.0)
+            norm = clip(parameters, max_norm, *a, **k)
+            STATE["step"] += 1
+            record = {
+                "step": STATE["step"],
+                **STATE.get("pending", {}),
+                "grad_norm": float(norm),
+                "grad_absmax": absmax,
+            }
+            record["bad_grads"] = bad[:10]
+            RECORDS.append(record)
+            if bad or not math.isfinite(float(norm)):
+                STATE["hit"] = True
+                out = STATE["out"]
+                (out / "event.json").write_text(
+                    json.dumps({"event": record, "before": RECORDS[-6:-1]}, indent=1)
+                )
+                torch.save(STATE["micro"], out / "microbatch.pt")
+                torch.save({n: p.detach().cpu() for n, p in named.items()}, out / "weights_before.pt")
+                raise NonFiniteGradient(f"non-finite gradient at step {STATE['step']}: {bad[:3]}")
+            return norm
+
+        self.accelerator.clip_grad_norm_ = probed_clip
+
+    grpo.GroupTrainer.__init__ = init  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arm", choices=["srl", "rlvr"], default="srl")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--options", default='{"min_steps": 4, "max_steps": 5}')
+    parser.add_argument("--train", type=int, default=4000)
+    parser.add_argument("--budget-s", type=float, default=90)
+    parser.add_argument("--config", default="examples/quickstart.yaml")
+    parser.add_argument("--set", nargs="*", default=[])
+    parser.add_argument("--out", type=Path, default=Path("runs/probe"))
+    args = parser.parse_args()
+    quiet_libraries()
+    from learning import TimeBudget  # benchmarks/ is on sys.path when this script runs
+
+    out = args.out / f"{args.arm}-seed{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    STATE["out"] = out
+    install_probes()
+    options = json.loads(args.options)
+    task = load_task("arithmetic", options)
+    config = load_config(
+        args.config,
+        [
+            f"seed={args.seed}",
+            "srl.max_steps=100000",
+            "rlvr.max_steps=100000",
+            f"output_dir={out}",
+            *args.set,
+        ],
+    )
+    config.task.options = options
+    base = model_source("embedded")
+    config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": base})})
+    train = task.sample(args.train, seed=args.seed, split="train")
+    budget = [TimeBudget(args.budget_s)]
+    started = time.time()
+    try:
+        if args.arm == "srl":
+            train_srl(config, [task.solve(p) for p in train], out / "srl", task=task, callbacks=budget)
+        else:
+            train_rlvr(config, train, out / "rlvr", task=task, model=base, callbacks=budget)
+        verdict = "no non-finite gradient"
+    except NonFiniteGradient as e:
+        verdict = str(e)
+    with (out / "probe.jsonl").open("w") as f:
+        for record in RECORDS:
+            f.write(json.dumps(record) + "\n")
+    worst = {
+        key: max((r.get(key, float("-inf")) for r in RECORDS), default=None)
+        for key in ("k3_max_in", "k3_max_all", "gap_max_in", "grad_norm", "grad_absmax", "logp_below_-20")
+    }
+    low = min((r.get("logp_min_masked_in", 0.0) for r in RECORDS), default=None)
+    print(
+        f"{args.arm} seed {args.seed}: {verdict} after {STATE['step']} steps, {time.time() - started:.0f} s"
+    )
+    print(f"  worst over the run: {json.dumps(worst)}; lowest in-mask logp {low}")
+
+
+if __name__ == "__main__":
+    main()
