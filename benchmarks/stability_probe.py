@@ -8,6 +8,12 @@ non-finite gradient it writes the step's record, the parameters hit, and the mic
 so the step can be replayed.
 
     python benchmarks/stability_probe.py --arm srl --seed 3 --budget-s 90 --out runs/probe
+    python benchmarks/stability_probe.py --replay runs/probe/srl-seed3
+
+`--replay` recomputes a dumped micro-batch's loss and gradients under variants (attention
+implementation and SDPA backend, autocast, TRL's fused LM head, masked rows dropped) and says which
+give non-finite gradients. Run under training code that predates the fix, this is how the cause
+was found: only PyTorch's cuDNN attention backend did (`train/loop.py: avoid_cudnn_attention`).
 """
 
 from __future__ import annotations
@@ -127,6 +133,66 @@ def install_probes() -> None:
     grpo.GroupTrainer.__init__ = init  # type: ignore[method-assign]
 
 
+def replay(folder: Path, reps: int = 3) -> None:
+    """Which variant of the step's computation makes the dumped micro-batch's gradients non-finite."""
+    from contextlib import nullcontext
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    batch = {k: v.to(device) for k, v in torch.load(folder / "microbatch.pt").items()}
+    weights = torch.load(folder / "weights_before.pt")
+    beta = json.loads((folder / "event.json").read_text())["event"]["beta"]
+
+    def run(attention: str = "sdpa", autocast: bool = True, fused: bool = True, backend: Any = None) -> str:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_source("embedded"), attn_implementation=attention, dtype=torch.float32
+        ).to(device)
+        model.load_state_dict(weights, strict=False)  # tied embeddings: no separate lm_head weight
+        if fused:
+            add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+        mask, keep = batch["completion_mask"], batch["completion_ids"].size(1)
+        hits = 0
+        for _ in range(reps):
+            model.zero_grad()
+            cast = torch.autocast(device, dtype=torch.bfloat16) if autocast else nullcontext()
+            kernels = sdpa_kernel([backend]) if backend is not None else nullcontext()
+            with cast, kernels:
+                if fused:
+                    labels = ids.masked_fill(attention_mask == 0, -100)
+                    labels[:, :-keep] = -100
+                    logp = model(
+                        input_ids=ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True
+                    )
+                    logp = logp.log_probs[:, -keep:]
+                else:
+                    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, -keep - 1 : -1]
+                    logp = (
+                        logits.float().log_softmax(-1).gather(-1, batch["completion_ids"][..., None])[..., 0]
+                    )
+            logp = logp.clamp(min=grpo.LOGP_FLOOR)
+            gap = batch["ref_per_token_logps"] - logp
+            per_token = -torch.exp(logp - logp.detach()) * batch["advantages"][:, None] + beta * (
+                gap.exp() - gap - 1
+            )
+            loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+            loss.backward()
+            hits += any(p.grad is not None and not torch.isfinite(p.grad).all() for p in model.parameters())
+        return f"loss {loss.item():+.4g}, non-finite gradients in {hits}/{reps} runs"
+
+    print(f"{folder}: as trained (sdpa, bf16 autocast, fused head): {run()}")
+    print(f"  float32, no autocast: {run(autocast=False)}")
+    print(f"  eager attention: {run(attention='eager')}")
+    print(f"  plain LM head: {run(fused=False)}")
+    if device == "cuda":
+        for backend in (SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+            print(f"  SDPA backend {backend.name}: {run(backend=backend)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", choices=["srl", "rlvr"], default="srl")
@@ -137,8 +203,13 @@ def main() -> None:
     parser.add_argument("--config", default="examples/quickstart.yaml")
     parser.add_argument("--set", nargs="*", default=[])
     parser.add_argument("--out", type=Path, default=Path("runs/probe"))
+    parser.add_argument("--replay", nargs="*", type=Path, help="folders with a dumped event to replay")
     args = parser.parse_args()
     quiet_libraries()
+    if args.replay:
+        for folder in args.replay:
+            replay(folder)
+        return
     from learning import TimeBudget  # benchmarks/ is on sys.path when this script runs
 
     out = args.out / f"{args.arm}-seed{args.seed}"

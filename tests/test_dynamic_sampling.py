@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from datasets import Dataset
 
@@ -34,23 +35,22 @@ class RecordingTrainer(GroupTrainer):
         return output
 
 
-def test_refill_trains_only_on_informative_groups_at_the_configured_batch_size(tmp_path: Path) -> None:
+def recording_trainer(tmp_path: Path, *overrides: str) -> RecordingTrainer:
+    """The rollout trainer on the tiny model: 8 completions a step in groups of 4, half the prompts
+    'constant' (their rewards never differ)."""
     config = build_config(
         overrides=[
             "rlvr.batch_size=8",
             "rlvr.num_generations=4",
             "rlvr.max_completion_length=4",
-            "rlvr.max_steps=3",
             "rlvr.learning_rate=1e-4",
-            "rlvr.dynamic_sampling=true",
-            "rlvr.min_group_std=0.01",
-            "rlvr.max_draws=20",
+            *overrides,
         ]
     )
     prompts = [f"Problem {i} (constant)." if i % 2 else f"Problem {i}. Start with ASCII." for i in range(16)]
     dataset = Dataset.from_dict({"prompt": prompts, "constant": [i % 2 == 1 for i in range(16)]})
     model, tokenizer = load_model(materialize(config.model, tmp_path / "base"))
-    trainer = RecordingTrainer(
+    return RecordingTrainer(
         model=model,
         reward_funcs=[half_constant_reward],
         args=grpo_args(config, config.rlvr, tmp_path, "grpo"),
@@ -58,6 +58,17 @@ def test_refill_trains_only_on_informative_groups_at_the_configured_batch_size(t
         processing_class=tokenizer,
         stage=config.rlvr,
     )
+
+
+def test_refill_trains_only_on_informative_groups_at_the_configured_batch_size(tmp_path: Path) -> None:
+    trainer = recording_trainer(
+        tmp_path,
+        "rlvr.max_steps=3",
+        "rlvr.dynamic_sampling=true",
+        "rlvr.min_group_std=0.01",
+        "rlvr.max_draws=20",
+    )
+    tokenizer = trainer.processing_class
     trainer.train()
 
     assert len(trainer.batches) == 3
@@ -99,3 +110,18 @@ def test_rollouts_of_different_widths_merge_with_prompts_left_padded() -> None:
     assert merged["prompt_ids"].tolist() == [[0, 5, 6], [1, 2, 3]]
     assert merged["completion_ids"].tolist() == [[7, 0], [8, 9]]
     assert merged["advantages"].tolist() == [1.0, -1.0] and "num_items_in_batch" not in merged
+
+
+def test_masked_rows_do_not_shrink_the_per_sequence_grpo_loss(tmp_path: Path) -> None:
+    # TRL's 'grpo' loss is a mean over rows; a masked row (filler group, truncated completion) must
+    # not count as a zero in it, or the gradient shrinks with the fraction kept.
+    trainer = recording_trainer(tmp_path, "rlvr.max_steps=1", "rlvr.dynamic_sampling=false")
+    trainer.train()
+    batch = trainer.batches[0]
+    half = {k: v[:4] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+    masked = {**batch, "completion_mask": batch["completion_mask"].clone()}
+    masked["completion_mask"][4:] = 0
+    with torch.no_grad():
+        assert float(trainer._compute_loss(trainer.model, masked)) == pytest.approx(
+            float(trainer._compute_loss(trainer.model, half)), rel=1e-4, abs=1e-7
+        )

@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def test_the_stability_guard_restores_the_last_good_checkpoint_after_a_nan(tmp_p
     events = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
     assert len(events) == 1 and events[0]["step"] == 3 and "nan" in events[0]["reason"]
     assert events[0]["restored_from"].endswith("checkpoint-2") and events[0]["learning_rate_scale"] == 0.5
+    saved = json.loads((out / "checkpoint-2" / "kl_controller.json").read_text())["weight"]
+    assert events[0]["kl_weight"] == saved
     assert not (out / "checkpoint-3").exists(), "the diverged step must not be checkpointed"
     steps = {r["step"]: r for r in step_records(out)}
     assert all(math.isfinite(steps[s]["loss"]) and math.isfinite(steps[s]["grad_norm"]) for s in (4, 5))
@@ -115,6 +118,17 @@ def test_the_stability_guard_restores_the_last_good_checkpoint_after_a_nan(tmp_p
     assert steps[4]["learning_rate"] == pytest.approx(steps[3]["learning_rate"] * 0.5)
     weights = load_file(final / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_restore_puts_the_adaptive_kl_weight_back_to_the_checkpoints(tmp_path: Path) -> None:
+    # No checkpoint after the start: the restore at step 3 goes back to step 0, and so must the KL
+    # weight, which the controller had moved on steps 1 and 2.
+    config = rlvr_config(tmp_path, "rlvr.max_steps=4", "rlvr.save_steps=10", "rlvr.kl_penalty_weight=0.05")
+    train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, callbacks=[NaNGradientsAtStep(3)])
+    out = tmp_path / "rlvr"
+    event = json.loads((out / "stability.jsonl").read_text().splitlines()[0])
+    assert event["restored_from"].endswith("checkpoint-0") and event["kl_weight"] == 0.05
+    assert {r["step"]: r for r in step_records(out)}[2]["kl_weight"] != 0.05
 
 
 def test_validation_keeps_the_best_model_and_stops_early(tmp_path: Path) -> None:
@@ -272,3 +286,27 @@ def test_the_grpo_family_has_no_entropy_bonus_unless_asked() -> None:
     for algorithm in ("grpo", "dr_grpo", "dapo"):
         assert build_config(overrides=[f"rlvr.algorithm={algorithm}"]).rlvr.entropy_coef == 0.0
     assert build_config(overrides=["rlvr.entropy_coef=0.02"]).rlvr.entropy_coef == 0.02
+
+
+def test_training_switches_off_cudnn_attention_whose_backward_returned_nan_gradients(tmp_path: Path) -> None:
+    # On an H200 the cuDNN SDPA backend's backward gave non-finite gradients on ordinary batches
+    # (BENCHMARKS.md); every stage must train with it off. Here it is a flag: no GPU is needed.
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    train_rlvr(rlvr_config(tmp_path, "rlvr.max_steps=1"), TASK.sample(8, 0, "train"), task=TASK)
+    assert not torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_dapo_warns_when_its_overlong_penalty_would_punish_right_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The random model writes all 6 tokens; with the penalty from token 2 on, every right answer pays.
+    config = rlvr_config(
+        tmp_path,
+        "rlvr.algorithm=dapo",
+        "rlvr.mask_truncated_completions=false",
+        "rlvr.max_steps=1",
+        "rlvr.overlong_buffer=4",
+    )
+    with caplog.at_level(logging.WARNING, logger="srl_rlvr.train.grpo"):
+        train_rlvr(config, TASK.sample(8, 0, "train"), task=TASK)
+    assert "overlong penalty starts at 2 tokens but right answers have a median of 6" in caplog.text

@@ -449,7 +449,8 @@ class RLVRConfig(PolicyRLConfig):
         0.0,
         ge=0,
         description="Weight of DAPO's overlong penalty: 0 up to max_completion_length-overlong_buffer, "
-        "falling linearly to -1 at max_completion_length.",
+        "falling linearly to -1 at max_completion_length. The penalty must start above the length of a "
+        "correct answer (DAPO: 16k of a 20k limit): where it does not, it rewards giving up early.",
     )
     overlong_buffer: int = Field(
         32, gt=0, description="Tokens before the limit where the length penalty starts."

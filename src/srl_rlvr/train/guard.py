@@ -109,6 +109,9 @@ class StabilityGuard(TrainerCallback):
         self._base_lrs = list(getattr(scheduler, "base_lrs", [])) or None
         if last_checkpoint(self.out_dir) is None:
             self.trainer._save_checkpoint(self.trainer.model, trial=None)
+            if self.kl is not None and state.is_world_process_zero:  # callbacks' on_save does not run here
+                saved = self.out_dir / f"checkpoint-{state.global_step}" / AdaptiveKLCallback.FILE
+                saved.write_text(json.dumps({"weight": self.kl.weight}))
 
     def on_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -171,6 +174,7 @@ class StabilityGuard(TrainerCallback):
             "reason": reason,
             "restored_from": checkpoint,
             "learning_rate_scale": self.lr_scale,
+            "kl_weight": None if self.kl is None else self.kl.weight,
         }
         log.warning(
             "step %d: %s; restored %s, learning rate x%g",
