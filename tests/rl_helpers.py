@@ -1,11 +1,18 @@
-"""Pieces several RL test files use: a task a random model solves half the time, SIGTERM and NaN triggers."""
+"""Pieces several RL test files use: a task a random model solves half the time, SIGTERM and NaN
+triggers, and the rollout trainer on the tiny model with every optimiser batch kept for inspection."""
 
 import os
 import signal
+from pathlib import Path
+from typing import Any
 
+from datasets import Dataset
 from transformers import TrainerCallback
 
+from srl_rlvr.config import build_config
+from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem
+from srl_rlvr.train.grpo import GroupTrainer, grpo_args
 
 
 class FirstCharacterTask:
@@ -54,3 +61,50 @@ class NaNGradientsAtStep(TrainerCallback):
             for parameter in model.parameters():
                 if parameter.grad is not None:
                     parameter.grad.fill_(float("nan"))
+
+
+def half_constant_reward(completions: list[str], constant: list[bool], **_: Any) -> list[float]:
+    """0.5 whatever the answer for the 'constant' prompts (no signal); else 1 for an ASCII first
+    character, which a random byte-level model writes about half the time."""
+    return [
+        0.5 if fixed else float(c[:1].isascii() and c != "")
+        for c, fixed in zip(completions, constant, strict=True)
+    ]
+
+
+class RecordingTrainer(GroupTrainer):
+    """The rollout trainer, keeping each batch it hands to the optimiser so the test can look at it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[dict[str, Any]] = []
+
+    def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
+        output = super()._generate_and_score_completions(inputs)
+        self.batches.append(output)
+        return output
+
+
+def recording_trainer(tmp_path: Path, *overrides: str) -> RecordingTrainer:
+    """The rollout trainer on the tiny model: 8 completions a step in groups of 4, half the prompts
+    'constant' (their rewards never differ)."""
+    config = build_config(
+        overrides=[
+            "rlvr.batch_size=8",
+            "rlvr.num_generations=4",
+            "rlvr.max_completion_length=4",
+            "rlvr.learning_rate=1e-4",
+            *overrides,
+        ]
+    )
+    prompts = [f"Problem {i} (constant)." if i % 2 else f"Problem {i}. Start with ASCII." for i in range(16)]
+    dataset = Dataset.from_dict({"prompt": prompts, "constant": [i % 2 == 1 for i in range(16)]})
+    model, tokenizer = load_model(materialize(config.model, tmp_path / "base"))
+    return RecordingTrainer(
+        model=model,
+        reward_funcs=[half_constant_reward],
+        args=grpo_args(config, config.rlvr, tmp_path, "grpo"),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        stage=config.rlvr,
+    )

@@ -16,6 +16,7 @@ log-probabilities taken at rollout time). We add what it lacks and both stages n
   shrink with the kept fraction.
 - Extra stop tokens (`stop_token_ids`): rollouts end there as at EOS, in generation and in the mask
   (SRL's `continue` style stops each rollout at the end of its line).
+- A bound on each token's KL log-ratio (`KL_LOG_RATIO_CAP`), as verl bounds its KL estimate; TRL has none.
 - A floor on token log-probabilities (`LOGP_FLOOR`). TRL's KL term is exp(ref - logp) - (ref - logp)
   - 1 on every position, masked afterwards by multiplication. On a padding position after a rollout
   stopped, logp can fall so low that exp() overflows, and inf x 0 is NaN.
@@ -53,6 +54,12 @@ from srl_rlvr.train.loop import run_settings
 log = logging.getLogger(__name__)
 
 LOGP_FLOOR = -50.0
+# TRL's per-token KL estimate k3 = exp(r) - r - 1, r = ref - logp, is unbounded where the policy has
+# learned to avoid a token the reference likes: one such sampled token (r = 7, k3 = 1,300, seen in
+# RLVR on an H200) moves a batch's mean KL by 0.65, which the stability guard took for divergence and
+# which dominates the clipped gradient. r is capped at 2.6 (k3 <= 9.9, as verl bounds its low-variance
+# KL at 10); past the cap the term still pulls the token back, at the cap's constant strength.
+KL_LOG_RATIO_CAP = 2.6
 
 # Generation options the fast engine does not implement, with their neutral values; any other value
 # sends the rollout through TRL's own generate.
@@ -126,6 +133,7 @@ class GroupTrainer(GRPOTrainer):
         self._engine_decided = False
         self._draws: PromptDraws | None = None
         self._overlong_checked = False
+        self._kl_reference: torch.Tensor | None = None
 
     def _rollout_engine(self) -> FastEngine | None:
         """The fast engine when `stage.rollout` picks it for this model and setup, else None (TRL's
@@ -169,7 +177,12 @@ class GroupTrainer(GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
         logps, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        return (logps.clamp(min=LOGP_FLOOR), *rest)
+        logps = logps.clamp(min=LOGP_FLOOR)
+        if self._kl_reference is not None and self._kl_reference.shape == logps.shape:
+            # The policy forward of a loss computation: bound each token's KL log-ratio (see
+            # KL_LOG_RATIO_CAP) in the reference log-probs TRL reads next.
+            self._kl_reference.copy_(torch.minimum(self._kl_reference, logps.detach() + KL_LOG_RATIO_CAP))
+        return (logps, *rest)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -271,7 +284,11 @@ class GroupTrainer(GRPOTrainer):
         return self._draws
 
     def _compute_loss(self, model, inputs):  # type: ignore[no-untyped-def]
-        loss = super()._compute_loss(model, inputs)
+        self._kl_reference = inputs.get("ref_per_token_logps")
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._kl_reference = None
         if self.loss_type in ("grpo", "sapo"):
             # TRL averages per-sequence losses over every row; rows masked out (dynamic sampling's
             # filler, truncated completions) would count as zeros and shrink the gradient.

@@ -1,0 +1,46 @@
+"""The rollout trainer's loss: what TRL's GRPO loss gets from us on top."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from rl_helpers import recording_trainer
+
+from srl_rlvr.train.grpo import KL_LOG_RATIO_CAP
+
+
+def test_masked_rows_do_not_shrink_the_per_sequence_grpo_loss(tmp_path: Path) -> None:
+    # TRL's 'grpo' loss is a mean over rows; a masked row (filler group, truncated completion) must
+    # not count as a zero in it, or the gradient shrinks with the fraction kept.
+    trainer = recording_trainer(tmp_path, "rlvr.max_steps=1", "rlvr.dynamic_sampling=false")
+    trainer.train()
+    batch = trainer.batches[0]
+    half = {k: v[:4] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+    masked = {**batch, "completion_mask": batch["completion_mask"].clone()}
+    masked["completion_mask"][4:] = 0
+    with torch.no_grad():
+        assert float(trainer._compute_loss(trainer.model, masked)) == pytest.approx(
+            float(trainer._compute_loss(trainer.model, half)), rel=1e-4, abs=1e-7
+        )
+
+
+def test_one_token_the_reference_likes_far_more_cannot_blow_up_the_kl(tmp_path: Path) -> None:
+    # Where the policy has learned to avoid a token the reference likes (ref - logp = 7 here), k3 is
+    # e^7 - 8 = 1,089 per token; bounded, it is e^2.6 - 3.6 = 9.86 and still pulls the token back.
+    trainer = recording_trainer(tmp_path, "rlvr.max_steps=1", "rlvr.dynamic_sampling=false")
+    trainer.train()
+    batch = dict(trainer.batches[0])
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, *_ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, attention, batch["completion_ids"].size(1)
+        )
+    batch["ref_per_token_logps"] = logps + 7.0
+    loss = trainer._compute_loss(trainer.model, batch)
+    assert math.isfinite(float(loss))
+    bound = math.exp(KL_LOG_RATIO_CAP) - KL_LOG_RATIO_CAP - 1
+    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(bound, rel=1e-3)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in trainer.model.parameters() if p.grad is not None)
