@@ -92,3 +92,14 @@ def test_cli_reports_a_typo_in_one_line_with_exit_code_2(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "learning_rate" in err and "Traceback" not in err
+
+
+def test_config_check_and_run_refuse_a_task_that_cannot_be_imported_before_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["config", "check"], ["run", f"output_dir={tmp_path / 'run'}"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "task.name=nonexistent_module:Foo"])
+        assert exited.value.code != 0
+        assert "cannot import module 'nonexistent_module'" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "run").exists()

@@ -121,7 +121,7 @@ def test_sigterm_during_srl_then_a_rerun_resumes_srl_and_finishes(tmp_path: Path
     assert not (tmp_path / "run" / "srl" / "final").exists()
     result, events = run(config)
     assert kinds(events, "skip") == ["generate"] and result.ran == ["srl", "rlvr", "evaluate", "register"]
-    assert next(e.message for e in events if e.kind == "start") == "resuming from its last checkpoint"
+    assert next(e.message for e in events if e.kind == "start").startswith("resuming from step 2 (")
     assert next((e.step, e.total) for e in events if e.kind == "step") == (2, 3)
     assert loss_steps(tmp_path / "run" / "srl") == [1, 2, 3]
     assert all(r["status"] == "done" for r in read_state(config.output_dir).values())

@@ -310,3 +310,16 @@ def test_dapo_warns_when_its_overlong_penalty_would_punish_right_answers(
     with caplog.at_level(logging.WARNING, logger="srl_rlvr.train.grpo"):
         train_rlvr(config, TASK.sample(8, 0, "train"), task=TASK)
     assert "overlong penalty starts at 2 tokens but right answers have a median of 6" in caplog.text
+
+
+def test_a_checkpoint_is_written_when_the_save_interval_in_minutes_has_passed(tmp_path: Path) -> None:
+    # save_steps alone (50) would write none in a 3-step run; a kill -9 would lose it all. With a
+    # wall-clock interval shorter than any step, every step checkpoints.
+    config = rlvr_config(tmp_path, "rlvr.max_steps=3", "rlvr.save_steps=50", "rlvr.save_minutes=1e-9")
+    train_rlvr(config, TASK.sample(8, 0, "train"), task=TASK)
+    out = tmp_path / "rlvr"
+    assert {p.name for p in out.glob("checkpoint-*")} >= {"checkpoint-1", "checkpoint-2", "checkpoint-3"}
+    config = rlvr_config(tmp_path / "off", "rlvr.max_steps=3", "rlvr.save_steps=50", "rlvr.save_minutes=0")
+    train_rlvr(config, TASK.sample(8, 0, "train"), task=TASK)
+    written = {p.name for p in (tmp_path / "off" / "rlvr").glob("checkpoint-*")}
+    assert not written & {"checkpoint-1", "checkpoint-2"}, "steps only: nothing between start and end"

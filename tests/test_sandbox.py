@@ -9,9 +9,9 @@ from srl_rlvr.tasks.sandbox import is_verifiable_test, network_namespace_availab
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add('a', 'b') == 'ab'"]
-# The audit hook must contain the code on its own (CI machines may lack unshare), so every
-# containment test runs with and without the network namespace.
-BOTH_LAYERS = pytest.mark.parametrize("netns", [True, False], ids=["netns", "hook-only"])
+# The audit hook must contain the code on its own (a machine may lack bubblewrap and user
+# namespaces), so every containment test runs with the strongest layer here and with the hook alone.
+BOTH_LAYERS = pytest.mark.parametrize("isolation", ["auto", "hook"], ids=["isolated", "hook-only"])
 
 
 def test_correct_code_passes_every_test() -> None:
@@ -39,21 +39,21 @@ def test_syntax_error_passes_nothing_and_is_reported() -> None:
 def test_infinite_loop_is_stopped_within_its_timeout() -> None:
     start = time.monotonic()
     result = run_tests("def add(a, b):\n    while True:\n        pass\n", ADD_TESTS, timeout_s=1.0)
-    assert time.monotonic() - start < 1.0 + 2
     assert result.timed_out and result.passed == 0
+    assert time.monotonic() - start < 60, "the run was not cut off"  # generous: CI machines are loaded
 
 
 @BOTH_LAYERS
-def test_socket_at_import_is_a_violation(netns: bool) -> None:
+def test_socket_at_import_is_a_violation(isolation: str) -> None:
     code = "import socket\nsocket.create_connection(('127.0.0.1', 9))\n" + ADD
-    result = run_tests(code, ADD_TESTS, network_namespace=netns)
+    result = run_tests(code, ADD_TESTS, isolation=isolation)
     assert result.violations and result.passed == 0
 
 
 @BOTH_LAYERS
-def test_socket_inside_the_function_is_a_violation(netns: bool) -> None:
+def test_socket_inside_the_function_is_a_violation(isolation: str) -> None:
     code = "import socket\n\ndef add(a, b):\n    socket.socket().bind(('0.0.0.0', 0))\n    return a + b\n"
-    result = run_tests(code, ADD_TESTS, network_namespace=netns)
+    result = run_tests(code, ADD_TESTS, isolation=isolation)
     assert result.violations and result.passed == 0
 
 
@@ -66,20 +66,20 @@ def test_network_namespace_leaves_only_loopback_where_available() -> None:
 
 
 @BOTH_LAYERS
-def test_tests_after_a_violation_count_as_failed(netns: bool) -> None:
+def test_tests_after_a_violation_count_as_failed(isolation: str) -> None:
     code = "import socket\n\ndef f(x):\n    if x == 2:\n        socket.socket()\n    return x\n"
     tests = ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"]
-    result = run_tests(code, tests, network_namespace=netns)
+    result = run_tests(code, tests, isolation=isolation)
     assert result.passed == 1 and result.violations == ["socket.__new__"]
 
 
 @BOTH_LAYERS
 @pytest.mark.parametrize("where", ["tmp", "home"])
-def test_writing_outside_the_sandbox_is_a_violation_and_leaves_no_file(netns: bool, where: str) -> None:
+def test_writing_outside_the_sandbox_is_a_violation_and_leaves_no_file(isolation: str, where: str) -> None:
     base = Path(tempfile.gettempdir()) if where == "tmp" else Path.home()
     target = base / f"srl-sandbox-escape-{uuid.uuid4().hex}"
     code = f"with open({str(target)!r}, 'w') as f:\n    f.write('escaped')\n" + ADD
-    result = run_tests(code, ADD_TESTS, network_namespace=netns)
+    result = run_tests(code, ADD_TESTS, isolation=isolation)
     assert result.violations and result.passed == 0
     assert not target.exists()
 
@@ -118,10 +118,8 @@ def test_working_directory_is_deleted_afterwards(tmp_path: Path, monkeypatch: py
     ids=["at-once", "growing"],
 )
 def test_memory_bomb_is_stopped(bomb: str) -> None:
-    start = time.monotonic()
-    result = run_tests(bomb + ADD, ADD_TESTS, timeout_s=5.0, memory_mb=256)
-    assert time.monotonic() - start < 5.0 + 2
-    assert result.passed == 0 and "MemoryError" in (result.error or "")
+    result = run_tests(bomb + ADD, ADD_TESTS, timeout_s=30.0, memory_mb=256)
+    assert result.passed == 0 and "MemoryError" in (result.error or "") and not result.timed_out
 
 
 @pytest.mark.parametrize(
@@ -137,7 +135,7 @@ def test_memory_bomb_is_stopped(bomb: str) -> None:
     ids=["subprocess", "os.system", "os.popen", "exec", "fork", "ctypes"],
 )
 def test_process_and_ffi_escapes_are_violations(attempt: str) -> None:
-    result = run_tests(attempt + ADD, ADD_TESTS, network_namespace=False)
+    result = run_tests(attempt + ADD, ADD_TESTS, isolation="hook")
     assert result.violations and result.passed == 0
 
 

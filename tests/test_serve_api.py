@@ -166,3 +166,29 @@ def test_ready_and_metrics_report_per_model(client: openai.OpenAI, server: str) 
     assert 'srl_rlvr_requests_total{model="tiny",route="completions",status="200"}' in text
     assert 'srl_rlvr_request_latency_seconds_bucket{le="0.01",model="tiny",route="completions"}' in text
     assert 'srl_rlvr_tokens_total{kind="completion",model="tiny"}' in text
+
+
+def post_raw(url: str, body: bytes, key: str | None = KEY) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_a_body_that_is_not_utf8_or_a_bool_for_max_tokens_gets_400(server: str) -> None:
+    status, text = post_raw(f"{server}/v1/completions", b'{"model": "tiny", "prompt": "\xff\xfe"}')
+    assert status == 400 and "not UTF-8" in text
+    body = json.dumps({"model": "tiny", "prompt": "hi", "max_tokens": True}).encode()
+    status, text = post_raw(f"{server}/v1/completions", body)
+    assert status == 400 and "max_tokens" in text
+
+
+def test_requests_refused_before_routing_are_counted_on_metrics(server: str) -> None:
+    assert post_raw(f"{server}/v1/chat/completions", b"{}", key="sk-nobody")[0] == 401
+    assert post_raw(f"{server}/v1/completions", b"not json")[0] == 400
+    text = get(f"{server}/metrics")[1]
+    assert 'srl_rlvr_requests_total{model="-",route="chat",status="401"}' in text
+    assert 'srl_rlvr_requests_total{model="-",route="completions",status="400"}' in text

@@ -89,3 +89,24 @@ def test_cli_data_check_on_a_malformed_file_fails_cleanly(
         main(["data", "check", str(path)])
     assert exit_.value.code == 2
     assert "bad.jsonl:1:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "no trajectories in it"),
+        (b"\n\n  \n", "no trajectories in it"),
+        (bytes(range(128, 256)), "not UTF-8 text"),
+        (b'{"problem": "x", "steps": [{"action": "a"}], "expected_outcome": "1"\n', "(column 69)"),
+    ],
+    ids=["empty", "blank-lines", "binary", "truncated"],
+)
+def test_cli_data_check_gives_one_line_errors_for_files_that_are_not_data(
+    content: bytes, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(SystemExit) as exited:
+        main(["data", "check", str(path)])
+    err = capsys.readouterr().err
+    assert exited.value.code != 0 and says in " ".join(err.split()) and "Traceback" not in err

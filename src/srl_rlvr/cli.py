@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from srl_rlvr import cli_manage, cli_registry, cli_serve
-from srl_rlvr.errors import UserError
+from srl_rlvr.errors import DataError, UserError
 
 if TYPE_CHECKING:
     from srl_rlvr.config import Config
@@ -85,10 +85,11 @@ def config_check(config: ConfigArg = None, overrides: OverridesArg = None) -> No
     """Validate a config and print it fully resolved (every default filled in), each key with its
     description as a comment above it."""
     from srl_rlvr.config import dump_config
+    from srl_rlvr.tasks import load_task
 
-    console.print(
-        dump_config(_load(config, overrides), described=True), end="", markup=False, highlight=False
-    )
+    loaded = _load(config, overrides)
+    load_task(loaded.task.name, loaded.task.options)  # imports a user task now, not at `run`
+    console.print(dump_config(loaded, described=True), end="", markup=False, highlight=False)
     err_console.print(f"[green]ok[/green] {config or 'defaults'}")
 
 
@@ -130,6 +131,8 @@ def data_check(
     from srl_rlvr.data.versioning import load_dataset
 
     rows, manifest = load_dataset(path)
+    if not rows:
+        raise DataError(f"{path}: no trajectories in it (the file is empty or blank)")
     steps = [len(r.steps) for r in rows]
     console.print(f"{len(rows)} trajectories, {min(steps)}-{max(steps)} steps, hash {manifest['hash'][:16]}")
 

@@ -329,6 +329,12 @@ class PolicyRLConfig(Section):
     )
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(50, gt=0, description="Checkpoint every N optimiser steps (and on SIGTERM).")
+    save_minutes: float = Field(
+        5.0,
+        ge=0,
+        description="Also checkpoint when this many minutes have passed since the last one, so a kill -9 "
+        "or a lost spot machine costs at most that much work however slow the steps; 0: steps only.",
+    )
     logging_steps: int = Field(1, gt=0)
     spike_factor: float = Field(
         5.0,
@@ -404,6 +410,9 @@ class SFTConfig(Section):
     max_length: int = Field(512, gt=0, description="Prompt plus solution tokens; longer rows are truncated.")
     max_grad_norm: float = Field(1.0, gt=0)
     save_steps: int = Field(100, gt=0)
+    save_minutes: float = Field(
+        5.0, ge=0, description="Also checkpoint when this many minutes have passed since the last one."
+    )
     logging_steps: int = Field(5, gt=0)
 
 

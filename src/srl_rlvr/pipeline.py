@@ -41,6 +41,7 @@ from srl_rlvr.stages import (
     stage_dir,
     upstream_stages,
 )
+from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,9 @@ def run_pipeline(
     records = read_state(run_dir)
     if only is not None:
         _check_upstream(config, only, records)
+    from srl_rlvr.tasks import load_task
+
+    load_task(config.task.name, config.task.options)  # a task that cannot load fails before any folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
     forced = set(stages[stages.index(from_stage) :]) if from_stage else {only} if only else set()
@@ -229,11 +233,13 @@ def _run_or_skip(
         return
     resume = same and record.get("status") == "running" and stage in (*TRAINING, "generate")
     if resume:
-        why = (
-            "continuing the rows already decided"
-            if stage == "generate"
-            else "resuming from its last checkpoint"
-        )
+        checkpoint = last_checkpoint(stage_dir(config, stage)) if stage != "generate" else None
+        if stage == "generate":
+            why = "continuing the rows already decided"
+        elif checkpoint is None:
+            why = "resuming: no checkpoint was written yet, so the stage starts over"
+        else:
+            why = f"resuming from step {Path(checkpoint).name.removeprefix('checkpoint-')} ({checkpoint})"
     else:
         why = "forced" if stage in forced else "inputs changed" if record else "first run"
         if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):

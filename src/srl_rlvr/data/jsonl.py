@@ -25,12 +25,18 @@ def iter_json_rows(path: str | Path) -> Iterator[tuple[int, Any | Exception]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1}); is this a JSONL file?"
+                ) from None
             if not line.strip():
                 continue
-            try:
-                yield lineno, json.loads(line)
+            try:  # without its newline, so an error's column is where it is on the line
+                yield lineno, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 yield lineno, e
 

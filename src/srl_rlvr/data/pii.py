@@ -102,7 +102,10 @@ def _iban_ok(candidate: str) -> bool:
 
 
 def _ip_ok(candidate: str) -> bool:
-    """Public addresses only: 192.168.0.1 or 127.0.0.1 name a network, not a person, and code is full of them.
+    """Public and private addresses: a private one (10.0.0.7, 192.168.1.20) names a machine on
+    someone's network, which production traffic should not leak either. Loopback, unspecified and
+    multicast addresses name no one and stay. Code and data about networks (a codegen task on IP
+    parsing) can leave `ip` out of the kinds they redact.
 
     Four one-digit octets (1.2.3.4, 8.8.8.8, 1.1.1.1) are version numbers or public resolvers, not people.
     """
@@ -110,7 +113,9 @@ def _ip_ok(candidate: str) -> bool:
         address = ipaddress.IPv4Address(candidate)
     except ValueError:
         return False
-    return address.is_global and len(candidate) > len("1.2.3.4")
+    if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_reserved:
+        return False
+    return (address.is_global or address.is_private) and len(candidate) > len("1.2.3.4")
 
 
 def _phone_ok(candidate: str) -> bool:

@@ -65,6 +65,9 @@ async def _events(lines: Iterator[str]) -> AsyncIterator[str]:
         yield line
 
 
+_MODEL_ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+
+
 def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     """The FastAPI app over a Server; models load in the background once the app starts."""
     server = server or Server(config)
@@ -133,6 +136,8 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 raise too_large
         try:
             return model.model_validate(json.loads(body or b"{}"))
+        except UnicodeDecodeError:
+            raise ApiError(400, "request body is not UTF-8 text; send JSON in UTF-8") from None
         except json.JSONDecodeError as e:
             raise ApiError(400, f"request body is not JSON: {e}") from None
         except ValidationError as e:
@@ -148,6 +153,18 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 param="max_tokens",
             )
         return n
+
+    @app.middleware("http")
+    async def count_refusals(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Count the model routes' requests refused before `observed` saw them (401, 413, 429, a body
+        that is not valid JSON): attacks and rate limiting show on /metrics too, model label '-'."""
+        response = await call_next(request)
+        route = _MODEL_ROUTES.get(request.url.path)
+        if route is not None and not getattr(request.state, "observed", False):
+            server.metrics.requests.labels(route, "-", str(response.status_code)).inc()
+        return response
 
     async def observed(route: str, name: str, run: Callable[[], Awaitable[Response]]) -> Response:
         """Count and time a model request by route, requested name and status."""
@@ -175,6 +192,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, key_id: str = Depends(client_key)) -> Response:
         body = await read_body(request, ChatRequest)
+        request.state.observed = True
 
         async def run() -> Response:
             request_id = new_id("chatcmpl")
@@ -204,6 +222,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request, key_id: str = Depends(client_key)) -> Response:
         body = await read_body(request, CompletionRequest)
+        request.state.observed = True
 
         async def run() -> Response:
             request_id = new_id("cmpl")

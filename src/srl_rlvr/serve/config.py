@@ -17,12 +17,17 @@ from srl_rlvr.config import apply_override, parse_yaml
 from srl_rlvr.data.pii import PII_KINDS
 from srl_rlvr.errors import ConfigError
 
-# Phrasings of the common "forget your instructions" attacks; a role may replace or extend them.
+# Phrasings of the common "forget your instructions" and "show me your prompt" attacks, matched against
+# every message after normalisation (guardrails.normalise: NFKC, no zero-width or control characters,
+# casefolded, one space between words). A role may replace or extend them. Patterns stop the attacks
+# they describe, reworded within their gaps; they do not stop paraphrase, other languages, or
+# instructions hidden in data the model reads (the README says so).
 DEFAULT_INJECTION_PATTERNS = [
-    r"(?i)\b(ignore|disregard|forget)\b.{0,20}\b(previous|prior|above|earlier|system)\b.{0,20}"
-    r"\b(instructions?|prompts?|rules|messages?)\b",
-    r"(?i)\b(reveal|print|repeat|show)\b.{0,20}\b(system prompt|hidden instructions?)\b",
-    r"(?i)\byou are now\b.{0,20}\b(DAN|jailbroken|developer mode|unrestricted)\b",
+    r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|prompts?|rules|guidelines|directives)\b",
+    r"\b(reveal|print|repeat|show|output|display|tell me|give me|leak)\b.{0,30}\b(system prompt|system message|"
+    r"hidden (instructions?|prompt)|initial (instructions?|prompt)|your (instructions|prompt))\b",
+    r"\byou are now\b.{0,20}\b(dan|jailbroken|developer mode|unrestricted)\b",
+    r"\b(pretend|act as if)\b.{0,30}\b(no|without) (rules|restrictions|guidelines)\b",
 ]
 
 
@@ -68,7 +73,8 @@ class InputRules(Section):
     )
     injection_patterns: Patterns = Field(
         default_factory=lambda: list(DEFAULT_INJECTION_PATTERNS),
-        description="Regexes for prompt-injection attempts in user text; a match refuses the request.",
+        description="Regexes for prompt-injection attempts, matched against every message (system ones "
+        "too) after normalisation (casefolded, NFKC, zero-width characters dropped); a match refuses.",
     )
     scope_patterns: Patterns = Field(
         default_factory=list,
@@ -151,6 +157,11 @@ class AuthConfig(Section):
         None,
         description="Key ids allowed on adapter and /admin routes; None: every valid key.",
     )
+    key_access: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Key id -> the roles and models it may call (403 otherwise); a key id not listed may "
+        "call every role and model.",
+    )
     requests_per_second: float = Field(20.0, gt=0, description="Sustained request rate per key.")
     burst: int = Field(40, gt=0, description="Requests a key may send at once before the rate applies.")
 
@@ -223,6 +234,14 @@ class ServeConfig(Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    direct_guardrails: Guardrails = Field(
+        default_factory=lambda: Guardrails(
+            input=InputRules(redact_pii=list(PII_KINDS)), output=OutputRules(redact_pii=list(PII_KINDS))
+        ),
+        description="Rules for a request that names a served model instead of a role: no role's rules "
+        "apply there, so these do (size, injection, PII redaction both ways; no format check). Every "
+        "violation is audited like a role's.",
+    )
     audit_log: str = Field("serve-audit.jsonl", description="Append-only JSONL of guardrail violations.")
     chaos: bool = Field(
         False, description="Enable POST /admin/fail, which makes a model fail on purpose (tests, drills)."
@@ -238,6 +257,11 @@ class ServeConfig(Section):
                 base = self.models.get(model.base)
                 if base is None or base.base is not None:
                     raise ValueError(f"models.{name}.base: '{model.base}' is not a base model defined here")
+        served = set(self.models) | set(self.roles)
+        for key_id, names in self.auth.key_access.items():
+            unknown = sorted(set(names) - served)
+            if unknown:
+                raise ValueError(f"auth.key_access.{key_id}: no role or model {', '.join(unknown)}")
         for name, role in self.roles.items():
             for used in [role.primary, *role.backups]:
                 if used not in self.models:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,14 +56,33 @@ def _matches_json(schema: type[BaseModel], text: str) -> bool:
     return True
 
 
+_INVISIBLE = re.compile(
+    r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufe00-\ufe0f]"
+)
+
+
+def normalise(text: str) -> str:
+    """What injection patterns are matched against: compatibility forms folded (NFKC: full-width and
+    styled letters become plain), invisible and control characters dropped, case folded, every run of
+    whitespace one space. "I g n o r e" spelled with spaces between letters is not undone."""
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    return " ".join(text.casefold().split())
+
+
 def check_input(rules: InputRules, messages: list[Message]) -> Checked:
-    """Refuse (first rule that trips) or pass the messages on, PII redacted when the role asks."""
+    """Refuse (first rule that trips) or pass the messages on, PII redacted when the role asks.
+
+    Injection patterns look at every message, system and assistant ones included (a client's system
+    message is as much client text as its user message), after `normalise`.
+    """
     user = [m["content"] for m in messages if m["role"] == "user"]
     if rules.max_chars is not None and sum(len(m["content"]) for m in messages) > rules.max_chars:
         return Checked(messages, [Violation("input.size", "refuse")])
     if rules.schema_ is not None and not (user and _matches_json(_schema(rules.schema_), user[-1])):
         return Checked(messages, [Violation("input.schema", "refuse")])
-    if any(re.search(p, text) for p in rules.injection_patterns for text in user):
+    texts = [normalise(m["content"]) for m in messages]
+    if any(re.search(p, text, re.IGNORECASE) for p in rules.injection_patterns for text in texts):
         return Checked(messages, [Violation("input.injection", "refuse")])
     if rules.scope_patterns and not any(re.search(p, text) for p in rules.scope_patterns for text in user):
         return Checked(messages, [Violation("input.scope", "refuse")])

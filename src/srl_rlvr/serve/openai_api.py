@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from srl_rlvr.serve.generation import Completion
 
@@ -58,7 +58,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1)  # strict: `true` is not 1
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     stop: str | list[str] | None = None
     stream: bool = False
@@ -95,7 +95,7 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
 
     def plain_messages(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text()} for m in self.messages]
@@ -103,7 +103,7 @@ class ChatRequest(_Request):
 
 class CompletionRequest(_Request):
     prompt: str
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+    max_tokens: StrictInt | None = Field(16, ge=1)  # OpenAI's default for completions
 
 
 class LoadAdapterRequest(BaseModel):

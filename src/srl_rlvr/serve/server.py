@@ -1,9 +1,11 @@
 """One request's path through the server, and the state that lives across requests.
 
-`model` names a role or a served model. For a role: input guardrails -> the role's chain (canary share,
-bandit, healthiest first) -> generation, failing over to the next model when one errs or times out ->
-output guardrails (a non-conforming answer is retried once, then refused) -> canary judgement and the
-bandit's reward. A model named directly gets exactly that model: no role rules, no failover.
+`model` names a role or a served model, and the key must be allowed to call it (`auth.key_access`).
+For a role: input guardrails -> the role's chain (canary share, bandit, healthiest first) ->
+generation, failing over to the next model when one errs or times out -> output guardrails (a
+non-conforming answer is retried once, then refused) -> canary judgement and the bandit's reward. A
+model named directly gets exactly that model, no failover, under `direct_guardrails`: naming a
+backup model must not be a way around a role's rules.
 """
 
 from __future__ import annotations
@@ -119,20 +121,27 @@ class Server:
                 code="model_not_found",
                 param="model",
             )
-        if role is None:
-            completion, served = await self._generate(ask, [ask.name])
-            self._count_tokens(served, completion)
-            return Answer(completion, None, served)
-        checked = check_input(role.guardrails.input, ask.messages)
+        allowed = self.config.auth.key_access.get(ask.key_id)
+        if allowed is not None and ask.name not in allowed:
+            raise ApiError(403, f"key {ask.key_id} may not call '{ask.name}' (serve.auth.key_access)")
+        guardrails = role.guardrails if role is not None else self.config.direct_guardrails
+        checked = check_input(guardrails.input, ask.messages)
         self._report(checked.violations, ask, ask.name)
         if checked.refused is not None:
+            whose = f"role '{ask.name}'" if role is not None else "direct model access"
             raise ApiError(
                 400,
-                f"refused by guardrail {checked.refused.rule} of role '{ask.name}'",
+                f"refused by guardrail {checked.refused.rule} of {whose}",
                 code="guardrail_violation",
                 param=checked.refused.rule,
             )
         ask = replace(ask, messages=checked.value)
+        if role is None:
+            completion, served = await self._generate(ask, [ask.name])
+            answer = check_output(guardrails.output, completion.text)
+            self._report(answer.violations, ask, served)
+            self._count_tokens(served, completion)
+            return Answer(replace(completion, text=answer.value), None, served)
         began = time.perf_counter()
         features = request_features(sum(len(m["content"]) for m in ask.messages) // 4, role=ask.name)
         chain = self.roles.chain(ask.name, self.health, features)

@@ -8,12 +8,14 @@ any other form fall back to a pass/fail bit from the child, which such code coul
 codegen data uses only the first form.
 
 Containment, in layers (PEP 578 is explicit that audit hooks alone are not a sandbox):
+- outside: bubblewrap where the machine has it (own namespaces, uid 65534, no capabilities, only
+  the system libraries and the standard library visible; `sandbox_isolation.py`), else `unshare -rn`
+  and a drop to uid 65534 where those work;
 - a fresh `python -I -S` in a new session (process group) with a temporary working directory, a
   minimal environment, rlimits (address space, CPU, file size, processes) and a wall-clock kill;
 - an audit hook installed before the solution runs that ends the process on network, process,
-  FFI/dlopen and introspection escapes and on file writes outside the working directory;
-- `unshare -rn` (an empty network namespace) when the host allows it, so the kernel refuses
-  network access too. The hook is enough on its own where `unshare` is missing.
+  FFI/dlopen and introspection escapes, on reads outside its working directory and the standard
+  library, and on writes outside its working directory.
 A violation is reported twice: a `V` line on the channel and the exit status `VIOLATION_EXIT`, which
 the solution cannot undo once the hook has called `os._exit`.
 """
@@ -31,12 +33,21 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from srl_rlvr.tasks.sandbox_isolation import (
+    NOBODY,
+    Isolation,
+    bubblewrap_available,
+    bubblewrap_command,
+    choose,
+    interpreter,
+    unshare_available,
+)
 
 VIOLATION_EXIT = 86  # exit status the audit hook uses; no other exit path of the harness uses it
 FILE_SIZE_LIMIT = 1 << 20  # bytes per file the child may write (RLIMIT_FSIZE); also caps its channel
@@ -142,37 +153,22 @@ def _judge(check: _Check, text: str) -> bool:
         return False
 
 
-def _limit_child(memory_mb: int, cpu_s: int) -> None:
-    """preexec_fn: limits set between fork and exec, so they bind `unshare` and the interpreter too."""
+def _limit_child(memory_mb: int, cpu_s: int, drop: Callable[[], None] | None) -> None:
+    """preexec_fn: limits set between fork and exec, so they bind the isolation layer and the
+    interpreter too; then the uid drop, if any (after it, no limit could be raised again)."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
-    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # exec is allowed, fork/threads are not (non-root)
     resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_LIMIT, OPEN_FILES_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-@functools.cache
-def _working_unshare() -> str | None:
-    """Path of an `unshare` that can make a network namespace here (needs user namespaces), or None."""
-    exe = shutil.which("unshare")
-    if exe is None:
-        return None
-    try:
-        probe = subprocess.run(
-            [exe, "-rn", "true"],
-            capture_output=True,
-            timeout=10,
-            preexec_fn=functools.partial(_limit_child, 512, 5),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return exe if probe.returncode == 0 else None
+    if drop is not None:
+        drop()
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # binds a non-root uid: no fork, no threads
 
 
 def network_namespace_available() -> bool:
-    """Whether runs get the kernel's no-network namespace on top of the audit hook; probed once."""
-    return _working_unshare() is not None
+    """Whether runs get the kernel's no-network namespace (bubblewrap's or unshare's); probed once."""
+    return bubblewrap_available() or unshare_available()
 
 
 def _kill_group(pid: int) -> None:
@@ -186,19 +182,25 @@ def run_tests(
     timeout_s: float = 5.0,
     memory_mb: int = 512,
     *,
-    network_namespace: bool = True,
+    isolation: Isolation = "auto",
 ) -> SandboxResult:
     """Run `code`, then each assert in `tests` separately, in one contained child process.
 
-    `timeout_s` bounds the whole run (start-up, import, all tests). `network_namespace=False` skips
-    `unshare` even where it works, leaving the audit hook alone in charge of the network.
+    `timeout_s` bounds the whole run (start-up, import, all tests). `isolation` picks the outer layer
+    (`sandbox_isolation.choose`): 'auto' takes the strongest this machine has; 'hook' leaves the audit
+    hook and rlimits alone in charge, as on a machine with neither bubblewrap nor user namespaces.
     """
     checks = [_check_of(test) for test in tests]
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="srl-sandbox-"))
-    command = [sys.executable, "-I", "-S", str(HARNESS)]
-    unshare = _working_unshare() if network_namespace else None
-    if unshare is not None:
-        command = [unshare, "-rn", *command]
+    layer, drop = choose(isolation, HARNESS)
+    if layer == "bubblewrap":
+        command = bubblewrap_command(HARNESS, workdir)
+    else:
+        command = [interpreter(), "-I", "-S", str(HARNESS)]
+        if layer == "namespace":
+            command = [shutil.which("unshare") or "unshare", "-rn", *command]
+        if drop is not None:
+            os.chown(workdir, NOBODY, NOBODY)
     with (
         tempfile.TemporaryFile() as stdin,
         tempfile.TemporaryFile() as channel,
@@ -223,7 +225,7 @@ def run_tests(
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir},
                 pass_fds=(channel.fileno(),),
                 start_new_session=True,  # its own process group, so a timeout kills every descendant
-                preexec_fn=functools.partial(_limit_child, memory_mb, math.ceil(timeout_s) + 1),
+                preexec_fn=functools.partial(_limit_child, memory_mb, math.ceil(timeout_s) + 1, drop),
             )
             try:
                 proc.wait(timeout=timeout_s)

@@ -9,12 +9,13 @@ import json
 import os
 import posix
 import sys
+import sysconfig
 
 VIOLATION_EXIT = 86
 MAX_VALUE_CHARS = 64_000
 
 
-def make_audit_hook(root, channel):
+def make_audit_hook(root, channel, readable, hidden):
     # The hook must keep its judgement after the solution has rebound builtins or patched stdlib
     # modules, so it calls only what is bound into its closure here, before the solution runs, plus
     # methods of exact built-in types (which cannot be patched). Nothing outside this closure refers
@@ -136,6 +137,18 @@ def make_audit_hook(root, channel):
     def inside(path):
         return path == root or path.startswith(root + "/")
 
+    def under(path, folders):
+        # A loop, not any(): the solution can rebind builtins, and the hook must not call them.
+        for folder in folders:  # noqa: SIM110
+            if path == folder or path.startswith(folder + "/"):
+                return True
+        return False
+
+    def may_read(path):
+        # Its own folder and the standard library; never installed packages (where a task's test
+        # data lives) nor anything else on the host.
+        return inside(path) or (under(path, readable) and not under(path, hidden)) or path in devices_ok
+
     def describe(path):
         return _repr(path)[:200] if _type(path) is _str or _type(path) is _bytes else "a non-str path"
 
@@ -158,6 +171,8 @@ def make_audit_hook(root, channel):
             writing = writing or "w" in mode or "a" in mode or "x" in mode or "+" in mode
         if writing and not inside(resolved):
             return "write outside the sandbox: " + describe(resolved)
+        if not writing and not may_read(resolved):
+            return "read outside the sandbox: " + describe(resolved)
         return None
 
     def hook(event, args):
@@ -246,7 +261,12 @@ def main():
 
         setattr(os, name, blocked)
         setattr(posix, name, blocked)
-    sys.addaudithook(make_audit_hook(payload["workdir"], channel))
+    paths = sysconfig.get_paths()
+    readable = {os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib")}
+    readable |= {paths[key] for key in ("stdlib", "platstdlib")}
+    hidden = {paths[key] for key in ("purelib", "platlib")}
+    hidden |= {os.path.realpath(folder) for folder in hidden}
+    sys.addaudithook(make_audit_hook(payload["workdir"], channel, tuple(readable), tuple(hidden)))
 
     try:
         code = compile(payload["code"], "solution.py", "exec")

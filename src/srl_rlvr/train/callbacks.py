@@ -10,6 +10,7 @@ import json
 import math
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,31 @@ class SigtermCheckpoint(TrainerCallback):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+
+
+class TimedCheckpoint(TrainerCallback):
+    """Checkpoint when `minutes` have passed since the last checkpoint (or the start), as well as every
+    `save_steps`: a stage of few slow steps would otherwise have nothing to resume from."""
+
+    def __init__(self, minutes: float, clock: Any = time.monotonic) -> None:
+        self.seconds, self.clock = minutes * 60, clock
+        self.last = 0.0
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.last = self.clock()
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.seconds and self.clock() - self.last >= self.seconds:
+            control.should_save = True
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.last = self.clock()
 
 
 class RichProgress(TrainerCallback):

@@ -17,7 +17,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from srl_rlvr.config import ModelConfig
 from srl_rlvr.modeling import autocast_bf16
-from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, last_checkpoint
+from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, TimedCheckpoint, last_checkpoint
 from srl_rlvr.train.validation import ValidationCallback
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,12 @@ def run_trainer(
     out_dir: str | Path,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
+    save_minutes: float = 0.0,
 ) -> Path:
     """Train (from the last checkpoint in `out_dir` when `resume`), save to `out_dir/final`, return it.
 
-    With a `ValidationCallback` among `callbacks`, `final/` is the best validated model.
+    With a `ValidationCallback` among `callbacks`, `final/` is the best validated model. A checkpoint is
+    also written every `save_minutes` of training (0: only the trainer's `save_steps`).
 
     `callbacks` run before the metrics logger, so values they add to the logs reach metrics.jsonl.
     """
@@ -90,7 +92,12 @@ def run_trainer(
     stop = SigtermCheckpoint()
     trainer.remove_callback(PrinterCallback)  # the CLI shows progress; logs go to metrics.jsonl
     trainer.remove_callback(ProgressCallback)
-    for callback in (*callbacks, MetricsLogger(out_dir / "metrics.jsonl"), stop):
+    for callback in (
+        *callbacks,
+        TimedCheckpoint(save_minutes),
+        MetricsLogger(out_dir / "metrics.jsonl"),
+        stop,
+    ):
         trainer.add_callback(callback)
     checkpoint = last_checkpoint(out_dir) if resume else None
     if resume and checkpoint is None:

@@ -132,4 +132,11 @@ def train_rlvr(
             )
         )
     log.info("RLVR (%s) on %d problems from %s", cfg.algorithm, len(problems), start)
-    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[*shared, *callbacks])
+    return run_trainer(
+        trainer,
+        tokenizer,
+        out_dir,
+        resume=resume,
+        callbacks=[*shared, *callbacks],
+        save_minutes=cfg.save_minutes,
+    )

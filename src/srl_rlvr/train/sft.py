@@ -64,4 +64,6 @@ def train_sft(
         **run_settings(config.seed, config.model),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=callbacks)
+    return run_trainer(
+        trainer, tokenizer, out_dir, resume=resume, callbacks=callbacks, save_minutes=config.sft.save_minutes
+    )

@@ -220,7 +220,14 @@ def train_srl(
         len(trajectories),
         len(val_trajectories or []),
     )
-    return run_trainer(trainer, tokenizer, out_dir, resume=resume, callbacks=[*shared, *callbacks])
+    return run_trainer(
+        trainer,
+        tokenizer,
+        out_dir,
+        resume=resume,
+        callbacks=[*shared, *callbacks],
+        save_minutes=cfg.save_minutes,
+    )
 
 
 def evaluate_step_reward(
