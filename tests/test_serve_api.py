@@ -192,3 +192,9 @@ def test_requests_refused_before_routing_are_counted_on_metrics(server: str) -> 
     text = get(f"{server}/metrics")[1]
     assert 'srl_rlvr_requests_total{model="-",route="chat",status="401"}' in text
     assert 'srl_rlvr_requests_total{model="-",route="completions",status="400"}' in text
+
+
+def test_an_empty_completion_prompt_starts_from_the_document_boundary(client: openai.OpenAI) -> None:
+    # Found by the API fuzzer: a prompt of no tokens crashed the model and came back as a 503.
+    reply = client.completions.create(model="tiny", prompt="", max_tokens=2)
+    assert reply.choices[0].finish_reason in ("length", "stop")

@@ -30,7 +30,7 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, dump_config
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.evaluate.run import EvalRun
-from srl_rlvr.manage.tracking import log_stage_outcome, tracked_run
+from srl_rlvr.manage.tracking import close_abandoned_run, log_stage_outcome, tracked_run
 from srl_rlvr.stages import (
     TRAINING,
     Emit,
@@ -241,8 +241,14 @@ def _run_or_skip(
         else:
             why = f"resuming from step {Path(checkpoint).name.removeprefix('checkpoint-')} ({checkpoint})"
     else:
-        why = "forced" if stage in forced else "inputs changed" if record else "first run"
+        if stage in forced:
+            why = "forced"
+        elif same and record.get("status") == "running":
+            why = "rerunning: its last run stopped before it finished"
+        else:
+            why = "inputs changed" if record else "first run"
         if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):
+            close_abandoned_run(config, stage_dir(config, stage))
             shutil.rmtree(stage_dir(config, stage))
     emit(StageEvent("start", stage, message=why))
     evaluation = _execute(config, stage, current, resume, records, emit, extra_callbacks, parent_run_id)

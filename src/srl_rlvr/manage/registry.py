@@ -138,13 +138,25 @@ def register(
     experiment: str | None = None,
     uri: str | None = None,
 ) -> Version:
-    """Copy `model_dir` into the run's artifacts (a new run when none is given) and register it."""
+    """Copy `model_dir` into the run's artifacts (a new run when none is given) and register it.
+
+    With a `run_id`, registering is idempotent: when that run's model of this `stage` already has a
+    version (a register stage killed halfway and rerun), that version is returned, not a duplicate.
+    """
     from srl_rlvr.manage.tracking import experiment_id
 
     client = _client(uri)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
         raise RegistryError(f"{model_dir} is not a model folder (no config.json or adapter_config.json)")
+    if run_id is not None:
+        done = [
+            mv
+            for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if mv.tags.get("stage") == stage
+        ]
+        if done:
+            return _version(min(done, key=lambda mv: int(mv.version)), aliases=[])
     if run_id is None:
         run_id = client.create_run(
             experiment_id(client, experiment or name), run_name=f"register {name}"

@@ -235,6 +235,21 @@ def tracked_run(
         client.set_terminated(run_id, status)
 
 
+def close_abandoned_run(config: Config, folder: str | Path) -> None:
+    """Mark the run recorded in `folder` KILLED when it is still RUNNING: its process died (kill -9,
+    a lost machine) before it could say so, and the stage is about to start over in a new run."""
+    run_id = recorded_run_id(folder)
+    if run_id is None or not config.registry.tracking:
+        return
+    client = mlflow_client(tracking_uri(config))
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "srl_rlvr.abandoned", "the process ended before the run did")
+            client.set_terminated(run_id, "KILLED")
+    except Exception as e:  # another store, or the run was deleted: nothing to close
+        log.info("could not close run %s: %s", run_id, e)
+
+
 def recorded_run_id(folder: str | Path) -> str | None:
     path = Path(folder) / RUN_FILE
     return json.loads(path.read_text()).get("run_id") if path.is_file() else None

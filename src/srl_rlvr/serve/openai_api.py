@@ -239,3 +239,41 @@ def completion_stream(
         body = {"id": request_id, "object": "text_completion", "created": created, "model": model}
         yield _sse({**body, "choices": [], "usage": _usage(c)})
     yield "data: [DONE]\n\n"
+
+
+def openapi_document() -> dict[str, Any]:
+    """An OpenAPI 3.1 description of the client routes, request bodies from the models above: what an
+    API fuzzer (the tests run schemathesis) or a client's code generator reads. The server reads
+    bodies itself (size limit first), so FastAPI's generated schema does not show them."""
+    schemas: dict[str, Any] = {}
+
+    def body(model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+        return {"required": True, "content": {"application/json": {"schema": ref}}}
+
+    def operation(summary: str, request: type[BaseModel] | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
+        if request is not None:
+            spec["requestBody"] = body(request)
+        return spec
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "srl-rlvr serve", "version": "1"},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/chat/completions": {"post": operation("Chat completion", ChatRequest)},
+            "/v1/completions": {"post": operation("Text completion", CompletionRequest)},
+            "/v1/models": {"get": operation("Served roles and models")},
+            "/health": {"get": operation("Liveness")},
+            "/ready": {"get": operation("Readiness")},
+            "/metrics": {"get": operation("Prometheus metrics")},
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

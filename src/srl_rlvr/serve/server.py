@@ -162,7 +162,10 @@ class Server:
 
     def _prompt(self, ask: Ask, model: str) -> str:
         if not ask.chat:
-            return ask.messages[-1]["content"]
+            # An empty completion prompt starts from the model's document boundary, as OpenAI's does:
+            # a prompt of no tokens at all crashed the model (found by the API fuzzer).
+            tokenizer = self.models.tokenizer(model)
+            return ask.messages[-1]["content"] or tokenizer.bos_token or tokenizer.eos_token or " "
         task = self.tasks.get(ask.name)
         if task is not None:
             from srl_rlvr.tasks import Problem
