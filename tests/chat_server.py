@@ -59,6 +59,13 @@ def error_json(status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": str(status)}}
 
 
+class _Listener(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 refuses connections when many clients connect at once on a
+    # busy machine; a client's many concurrent requests are what some tests are about.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class ScriptedChatServer:
     """Context manager: serves the script on a free port in a daemon thread until `__exit__`."""
 
@@ -135,7 +142,7 @@ class ScriptedChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up; that is the point of a delayed reply
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _Listener(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
         # A short poll interval: shutdown() waits up to one interval, once per test.
