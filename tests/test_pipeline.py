@@ -90,7 +90,7 @@ def test_an_unchanged_rerun_skips_every_stage_and_keeps_the_records(finished_run
     started = time.monotonic()
     result, events = run(tiny_config(run_dir))
 
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # nothing retrained (generous: CI machines are loaded)
     assert kinds(events, "skip") == ALL and kinds(events, "start") == [] and result.ran == []
     assert read_state(run_dir) == before
     assert result.evaluation is not None and list(result.evaluation.results) == ["tiny", "srl", "rlvr"]
@@ -234,3 +234,18 @@ def test_the_register_stage_uses_the_configs_store(tmp_path: Path, monkeypatch: 
     run(tiny_config(tmp_path / "run", f"registry.tracking_uri={store}", "registry.model_name=team-model"))
     assert [m.name for m in MlflowClient(store).search_registered_models()] == ["team-model"]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_stage_left_running_by_a_kill_is_rerun_and_says_so(finished_run, tmp_path: Path) -> None:
+    # What a kill -9 in evaluate leaves behind: its record still "running", with unchanged inputs.
+    run_dir = copy_of(finished_run[0], tmp_path)
+    state_file = run_dir / "pipeline.json"
+    state = json.loads(state_file.read_text())
+    state["stages"]["evaluate"]["status"] = "running"
+    state_file.write_text(json.dumps(state))
+    result, events = run(tiny_config(run_dir))
+    assert result.ran == ["evaluate", "register"]
+    assert (
+        next(e.message for e in events if e.kind == "start")
+        == "rerunning: its last run stopped before it finished"
+    )

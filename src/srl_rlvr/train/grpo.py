@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.extras.profiling import profiling_context
 
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
+from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import (
     PromptDraws,
     chosen_groups,
@@ -49,7 +50,9 @@ from srl_rlvr.train.dynamic_sampling import (
     merge_rollouts,
     take_rows,
 )
+from srl_rlvr.train.guard import stability_guard
 from srl_rlvr.train.loop import run_settings
+from srl_rlvr.train.validation import Score, ValidationCallback
 
 log = logging.getLogger(__name__)
 
@@ -332,3 +335,32 @@ def grpo_args(
         **run_settings(config.seed, config.model),
         save_only_model=False,
     )
+
+
+def stage_callbacks(
+    trainer: Any,
+    out_dir: Path,
+    stage: PolicyRLConfig,
+    score: Score | None,
+    primary: str,
+    adaptive_kl: bool = True,
+) -> list[TrainerCallback]:
+    """What SRL and RLVR wire around their trainer: the adaptive KL controller (not for DPO, whose
+    beta is its anchor), the stability guard (which rolls the controller back with the weights) and,
+    when `stage.eval_steps` and a `score` are given, validation keeping the best model by `primary`."""
+    controller = AdaptiveKLController(stage.kl_penalty_weight, stage.max_kl) if adaptive_kl else None
+    callbacks: list[TrainerCallback] = [stability_guard(trainer, out_dir, stage, controller)]
+    if controller is not None:
+        callbacks.insert(0, AdaptiveKLCallback(trainer, controller))
+    if stage.eval_steps and score is not None:
+        callbacks.append(
+            ValidationCallback(
+                trainer,
+                score,
+                primary,
+                out_dir,
+                every=stage.eval_steps,
+                patience=stage.early_stopping_patience,
+            )
+        )
+    return callbacks

@@ -29,12 +29,9 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import evaluate_task
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem, Task, load_task
-from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
-from srl_rlvr.train.grpo import GroupTrainer, grpo_args
-from srl_rlvr.train.guard import stability_guard
+from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.loop import run_trainer
 from srl_rlvr.train.rewards import reward_functions
-from srl_rlvr.train.validation import ValidationCallback
 
 log = logging.getLogger(__name__)
 
@@ -108,29 +105,23 @@ def train_rlvr(
     if val_problems is None and cfg.eval_steps:
         val_problems = task.sample(config.data.val_size, config.data.seed, "val")
 
+    held_out = list(val_problems or [])
+
+    def score(model: Any, tokenizer: Any) -> dict[str, float]:
+        return evaluate_task(
+            model, tokenizer, task, held_out, cfg.max_completion_length, config.eval.batch_size
+        )
+
     if cfg.algorithm == "dpo":
         from srl_rlvr.train.dpo import build_dpo_trainer
 
         trainer, tokenizer = build_dpo_trainer(config, problems, out_dir, task, resume=resume)
-        shared: list[TrainerCallback] = [stability_guard(trainer, out_dir, cfg)]
     else:
         trainer = _rollout_trainer(config, problems, task, out_dir)
         tokenizer = trainer.processing_class
-        controller = AdaptiveKLController(cfg.kl_penalty_weight, cfg.max_kl)
-        shared = [AdaptiveKLCallback(trainer, controller), stability_guard(trainer, out_dir, cfg, controller)]
-    if cfg.eval_steps and val_problems:
-        held_out = list(val_problems)
-
-        def score(model: Any, tokenizer: Any) -> dict[str, float]:
-            return evaluate_task(
-                model, tokenizer, task, held_out, cfg.max_completion_length, config.eval.batch_size
-            )
-
-        shared.append(
-            ValidationCallback(
-                trainer, score, "reward", out_dir, every=cfg.eval_steps, patience=cfg.early_stopping_patience
-            )
-        )
+    shared = stage_callbacks(
+        trainer, out_dir, cfg, score if held_out else None, "reward", adaptive_kl=cfg.algorithm != "dpo"
+    )
     log.info("RLVR (%s) on %d problems from %s", cfg.algorithm, len(problems), start)
     return run_trainer(
         trainer,

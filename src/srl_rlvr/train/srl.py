@@ -45,11 +45,8 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Task, problem_of
-from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
-from srl_rlvr.train.grpo import GroupTrainer, grpo_args
-from srl_rlvr.train.guard import stability_guard
+from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.loop import run_trainer
-from srl_rlvr.train.validation import ValidationCallback
 
 log = logging.getLogger(__name__)
 
@@ -196,24 +193,14 @@ def train_srl(
         stage=cfg,
         stop_token_ids=stops,
     )
-    controller = AdaptiveKLController(cfg.kl_penalty_weight, cfg.max_kl)
-    shared = [AdaptiveKLCallback(trainer, controller), stability_guard(trainer, out_dir, cfg, controller)]
-    if cfg.eval_steps and val_trajectories:
-        held_out = build_srl_dataset(val_trajectories, task, cfg)
+    held_out = build_srl_dataset(val_trajectories, task, cfg) if cfg.eval_steps and val_trajectories else None
 
-        def score(model: Any, tokenizer: Any) -> dict[str, float]:
-            return evaluate_step_reward(model, tokenizer, held_out, cfg, config.eval.batch_size)
+    def score(model: Any, tokenizer: Any) -> dict[str, float]:
+        return evaluate_step_reward(model, tokenizer, held_out, cfg, config.eval.batch_size)
 
-        shared.append(
-            ValidationCallback(
-                trainer,
-                score,
-                "mean_step_reward",
-                out_dir,
-                every=cfg.eval_steps,
-                patience=cfg.early_stopping_patience,
-            )
-        )
+    shared = stage_callbacks(
+        trainer, out_dir, cfg, score if held_out is not None else None, "mean_step_reward"
+    )
     log.info(
         "SRL: %d step-wise instances from %d trajectories (%d held out to validate)",
         len(dataset),
