@@ -24,7 +24,7 @@ from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import Config, build_config, load_config
 from srl_rlvr.evaluate.generation import generate
 from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci
-from srl_rlvr.modeling import load_model, model_source
+from srl_rlvr.modeling import chat_prompt, load_model, model_source
 from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.train.rlvr import train_rlvr
 from srl_rlvr.train.sft import train_sft
@@ -51,7 +51,11 @@ def accuracy(path: str, task: Any, problems: list[Problem], max_new_tokens: int)
     """Greedy accuracy with a 95 % bootstrap interval, and the per-problem outcomes."""
     model, tokenizer = load_model(build_config({"model": {"name_or_path": path}}).model)
     completions = generate(
-        model, tokenizer, [task.prompt(p) for p in problems], max_new_tokens, batch_size=256
+        model,
+        tokenizer,
+        [chat_prompt(tokenizer, task.prompt(p)) for p in problems],
+        max_new_tokens,
+        batch_size=256,
     )
     correct = [task.reward(c, p) for c, p in zip(completions, problems, strict=True)]
     return {

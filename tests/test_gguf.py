@@ -18,9 +18,11 @@ from srl_rlvr.train.rlvr import train_rlvr
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 260, 32, 64, 2, 4, 2
 
 
-def write_tiny_gguf(path: Path) -> Path:
+def write_tiny_gguf(path: Path, chat_template: str | None = None) -> Path:
     """A random 2-layer Llama with a byte-level tokenizer, in the layout llama.cpp writes."""
     writer = gguf.GGUFWriter(str(path), "llama")
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     writer.add_block_count(LAYERS)
     writer.add_context_length(256)
     writer.add_embedding_length(HIDDEN)
@@ -123,3 +125,34 @@ def test_real_smollm2_loads_from_its_package(monkeypatch: pytest.MonkeyPatch) ->
         ModelConfig(name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu")
     )
     assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.chat_template
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_model_with_a_chat_template_is_asked_in_it_in_training_and_evaluation(tmp_path: Path) -> None:
+    from srl_rlvr.config import SRLConfig
+    from srl_rlvr.modeling import chat_prompt
+    from srl_rlvr.tasks import load_task
+    from srl_rlvr.train.rlvr import build_rlvr_dataset
+    from srl_rlvr.train.srl import build_srl_dataset
+
+    path = write_tiny_gguf(tmp_path / "chat.gguf", chat_template=CHAT_TEMPLATE)
+    _, tokenizer = load_model(ModelConfig(name_or_path=str(path), device="cpu"))
+    task = load_task("arithmetic")
+    problem = task.sample(1, 0, "test")[0]
+    wrapped = f"<|im_start|>user\n{task.prompt(problem)}<|im_end|>\n<|im_start|>assistant\n"
+    assert chat_prompt(tokenizer, task.prompt(problem)) == wrapped
+    assert build_rlvr_dataset([problem], task, tokenizer)["prompt"] == [wrapped]
+    trajectory = task.solve(problem)
+    instruct = build_srl_dataset([trajectory], task, SRLConfig(), tokenizer)["prompt"]
+    assert all(p.startswith("<|im_start|>user\n") and p.endswith("assistant\n") for p in instruct)
+    # A `continue` prompt is a solution to continue, not a question: it stays plain.
+    plain = build_srl_dataset([trajectory], task, SRLConfig(prompt_style="continue"), tokenizer)["prompt"]
+    assert not any("<|im_start|>" in p for p in plain)
+    # A model without a template (the embedded one) is asked in plain text, as before.
+    _, embedded = load_model(ModelConfig(name_or_path="embedded", device="cpu"))
+    assert chat_prompt(embedded, "2+2?") == "2+2?"

@@ -210,6 +210,17 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     return tokenizer
 
 
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
+    """`text` as the user turn of the model's chat template, ready for the assistant's answer, when
+    its tokenizer has one: an instruct model answers in the format it was tuned on. Else `text`
+    unchanged. Training, evaluation and serving all build prompts through this, so a model is asked
+    the same way everywhere (a trained model's folder keeps its tokenizer's template)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return text
+    messages = [{"role": "user", "content": text}]
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
 def _explain_load_failure(name_or_path: str, error: Exception) -> str:
     if Path(name_or_path).exists():
         return f"cannot load model from '{name_or_path}': {str(error).splitlines()[0]}"

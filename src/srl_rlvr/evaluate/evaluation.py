@@ -18,6 +18,7 @@ from srl_rlvr.config import EvalConfig
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import generate_timed, safe_reward
 from srl_rlvr.evaluate.stats import paired_delta_ci
+from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Problem, Task
 
 PERCENTILES = (50, 95, 99)
@@ -80,7 +81,7 @@ def evaluate_model(
     """
     if not problems:
         raise DataError(f"no problems to evaluate '{label}' on: the {task.name} problem set is empty")
-    prompts = [task.prompt(p) for p in problems]
+    prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
     began = time.perf_counter()
     generation = generate_timed(
         model, tokenizer, prompts, eval_config.max_new_tokens, batch_size=eval_config.batch_size

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from srl_rlvr.errors import TaskError
+from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Problem, Task
 
 
@@ -122,7 +123,11 @@ def evaluate_task(
 ) -> dict[str, float]:
     """Greedy completions on `problems`, scored by the task: mean `reward` plus the task's own metrics."""
     completions = generate(
-        model, tokenizer, [task.prompt(p) for p in problems], max_new_tokens, batch_size=batch_size
+        model,
+        tokenizer,
+        [chat_prompt(tokenizer, task.prompt(p)) for p in problems],
+        max_new_tokens,
+        batch_size=batch_size,
     )
     rewards = [safe_reward(task, c, p) for c, p in zip(completions, problems, strict=True)]
     return {"reward": sum(rewards) / max(len(rewards), 1), **task.metrics(completions, list(problems))}

@@ -168,10 +168,12 @@ class Server:
             return ask.messages[-1]["content"] or tokenizer.bos_token or tokenizer.eos_token or " "
         task = self.tasks.get(ask.name)
         if task is not None:
+            from srl_rlvr.modeling import chat_prompt
             from srl_rlvr.tasks import Problem
 
             user = [m["content"] for m in ask.messages if m["role"] == "user"]
-            return task.prompt(Problem(id=ask.request_id, text=user[-1] if user else "", answer=None))
+            problem = Problem(id=ask.request_id, text=user[-1] if user else "", answer=None)
+            return chat_prompt(self.models.tokenizer(model), task.prompt(problem))  # as in training
         return render_chat(self.models.tokenizer(model), ask.messages)
 
     async def _generate(

@@ -27,7 +27,7 @@ from trl import DPOConfig, DPOTrainer
 from srl_rlvr.config import Config, RLVRConfig
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import generate, safe_reward
-from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.tasks import Problem, Task
 from srl_rlvr.train.loop import run_settings
 
@@ -83,7 +83,7 @@ def sample_preference_pairs(
     (fraction of problems with both kinds), `num_pairs`.
     """
     k = cfg.num_generations
-    prompts = [task.prompt(p) for p in problems]
+    prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
     completions = generate(
         model,
         tokenizer,

@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import evaluate_task
-from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.loop import run_trainer
@@ -49,12 +49,14 @@ def default_start_model(config: Config) -> str:
     return stage_model(srl) if (srl / "final").is_dir() else config.model.name_or_path
 
 
-def build_rlvr_dataset(problems: Sequence[Problem], task: Task) -> Dataset:
+def build_rlvr_dataset(problems: Sequence[Problem], task: Task, tokenizer: Any = None) -> Dataset:
+    """One row per problem: its prompt (in the model's chat template when it has one) and its id."""
     if not problems:
         raise DataError("no problems to train on: the RLVR problem set is empty")
-    return Dataset.from_dict(
-        {"prompt": [task.prompt(p) for p in problems], "problem_id": [p.id for p in problems]}
-    )
+    prompts = [
+        task.prompt(p) if tokenizer is None else chat_prompt(tokenizer, task.prompt(p)) for p in problems
+    ]
+    return Dataset.from_dict({"prompt": prompts, "problem_id": [p.id for p in problems]})
 
 
 def _rollout_trainer(config: Config, problems: Sequence[Problem], task: Task, out_dir: Path) -> Any:
@@ -70,7 +72,7 @@ def _rollout_trainer(config: Config, problems: Sequence[Problem], task: Task, ou
         model=model,
         reward_funcs=functions,
         args=args,
-        train_dataset=build_rlvr_dataset(problems, task),
+        train_dataset=build_rlvr_dataset(problems, task, tokenizer),
         processing_class=tokenizer,
         stage=cfg,
     )

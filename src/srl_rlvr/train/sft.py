@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -18,21 +19,20 @@ from trl import SFTTrainer
 from srl_rlvr.config import Config
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
-from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.tasks import Task, load_task, problem_of
 from srl_rlvr.train.loop import run_settings, run_trainer
 
 
-def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task) -> Dataset:
-    """One (prompt, completion) row per trajectory: the task prompt and the whole expert solution."""
+def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task, tokenizer: Any = None) -> Dataset:
+    """One (prompt, completion) row per trajectory: the task prompt (in the model's chat template when
+    it has one) and the whole expert solution."""
     if not trajectories:
         raise DataError("no trajectories to train on: the dataset is empty")
-    return Dataset.from_dict(
-        {
-            "prompt": [task.prompt(problem_of(t)) for t in trajectories],
-            "completion": [t.solution_text() for t in trajectories],
-        }
-    )
+    prompts = [task.prompt(problem_of(t)) for t in trajectories]
+    if tokenizer is not None:
+        prompts = [chat_prompt(tokenizer, prompt) for prompt in prompts]
+    return Dataset.from_dict({"prompt": prompts, "completion": [t.solution_text() for t in trajectories]})
 
 
 def train_sft(
@@ -46,10 +46,10 @@ def train_sft(
     """Fine-tune on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
     out_dir = Path(out_dir or Path(config.output_dir) / "sft")
     task = task or load_task(config.task.name, config.task.options)
-    dataset = build_sft_dataset(trajectories, task)
     model, tokenizer = load_model(
         materialize(config.model, out_dir / "base", seed=config.seed), seed=config.seed
     )
+    dataset = build_sft_dataset(trajectories, task, tokenizer)
     sft = config.sft
     args = TRLSFTConfig(
         output_dir=str(out_dir),

@@ -43,7 +43,7 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, SRLConfig
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import ConfigError, DataError
-from srl_rlvr.modeling import load_model, materialize
+from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.tasks import Task, problem_of
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.loop import run_trainer
@@ -61,10 +61,13 @@ def srl_prompt(task_prompt: str, previous_actions: Sequence[str], cfg: SRLConfig
 
 
 def build_srl_dataset(
-    trajectories: Sequence[Trajectory], task: Task, cfg: SRLConfig | None = None
+    trajectories: Sequence[Trajectory], task: Task, cfg: SRLConfig | None = None, tokenizer: Any = None
 ) -> Dataset:
-    """Expand each n-step trajectory into n (prompt, expert action) instances."""
+    """Expand each n-step trajectory into n (prompt, expert action) instances. With a `tokenizer`
+    that has a chat template, an `instruct` prompt is the user turn of it (a `continue` prompt is a
+    solution the model continues, so it stays plain text)."""
     cfg = cfg or SRLConfig()
+    chat = tokenizer is not None and cfg.prompt_style == "instruct"
     rows: dict[str, list[Any]] = {
         "prompt": [],
         "expert_action": [],
@@ -76,7 +79,8 @@ def build_srl_dataset(
         task_prompt = task.prompt(problem_of(trajectory))
         actions = [step.action for step in trajectory.steps]
         for k, step in enumerate(trajectory.steps):
-            rows["prompt"].append(srl_prompt(task_prompt, actions[:k], cfg))
+            prompt = srl_prompt(task_prompt, actions[:k], cfg)
+            rows["prompt"].append(chat_prompt(tokenizer, prompt) if chat else prompt)
             rows["expert_action"].append(step.action)
             rows["weight"].append(1.0 if step.reward is None else float(step.reward))
             rows["step"].append(k + 1)
@@ -180,9 +184,11 @@ def train_srl(
     task = task or load_task(config.task.name, config.task.options)
     if val_trajectories is None and cfg.eval_steps:
         trajectories, val_trajectories = split_validation(trajectories, cfg.val_fraction, config.data.seed)
-    dataset = build_srl_dataset(trajectories, task, cfg)
+    if not trajectories:
+        raise DataError("no trajectories to train on: the dataset is empty")
     model_config = materialize(config.model, out_dir / "base", seed=config.seed)
     model, tokenizer = load_model(model_config, seed=config.seed)
+    dataset = build_srl_dataset(trajectories, task, cfg, tokenizer)
     stops = line_end_tokens(tokenizer) if cfg.prompt_style == "continue" else []
     trainer = GroupTrainer(
         model=model,
@@ -193,7 +199,11 @@ def train_srl(
         stage=cfg,
         stop_token_ids=stops,
     )
-    held_out = build_srl_dataset(val_trajectories, task, cfg) if cfg.eval_steps and val_trajectories else None
+    held_out = (
+        build_srl_dataset(val_trajectories, task, cfg, tokenizer)
+        if cfg.eval_steps and val_trajectories
+        else None
+    )
 
     def score(model: Any, tokenizer: Any) -> dict[str, float]:
         return evaluate_step_reward(model, tokenizer, held_out, cfg, config.eval.batch_size)
