@@ -2,12 +2,16 @@
 
 Every arm starts from the same base model (default: the embedded one), trains on the same problems
 (SRL and SFT on the solver's trajectories of them, RLVR on the problems and their verifier), and is
-scored greedily on held-out test problems and on a harder family none of them trained on. Arms get
-equal budgets: `--budget-s` seconds of training each (SRL -> RLVR splits its budget by
-`--srl-share`), or, with `--budget-s 0`, fixed step counts. Seeds run one after another in this
-process; run several processes for parallel seeds.
+scored greedily on held-out test problems (and, for arithmetic, on a harder family none of them
+trained on). Arms get equal budgets: `--budget-s` seconds of training each (SRL -> RLVR splits its
+budget by `--srl-share`), or, with `--budget-s 0`, fixed step counts. Every score carries a paired
+95 % interval against the base: the per-problem reward's mean difference, and for each of the task's
+`--metrics` the metric recomputed on the same resampled problems (F1 is no mean of per-problem
+values). Seeds run one after another in this process; run several processes for parallel seeds.
 
     python benchmarks/learning.py --seeds 0 --budget-s 120 --out runs/bench_learning
+    python benchmarks/learning.py --task sentiment --base HuggingFaceTB/SmolLM2-135M-Instruct \
+        --config examples/smollm2-sentiment.yaml --arms sft --budget-s 300 --out runs/smol
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from transformers import TrainerCallback
 from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import Config, build_config, load_config
 from srl_rlvr.evaluate.generation import generate
-from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci
+from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci, paired_metric_delta_ci
 from srl_rlvr.modeling import chat_prompt, load_model, model_source
 from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.train.rlvr import train_rlvr
@@ -31,6 +35,16 @@ from srl_rlvr.train.sft import train_sft
 from srl_rlvr.train.srl import train_srl
 
 ARMS = ("sft", "rlvr", "srl", "srl_rlvr")
+# The scores each task is judged by, headline first; the per-problem reward is always reported too.
+METRICS = {
+    "arithmetic": ["accuracy"],
+    "sentiment": ["accuracy", "macro_f1", "parse_rate"],
+    "moderation": ["flag_f1", "detection_accuracy", "severity_accuracy", "parse_rate"],
+    "extraction": ["field_f1", "exact_match", "schema_valid_rate"],
+    "codegen": ["pass_rate"],
+}
+ARITHMETIC_OPTIONS = {"min_steps": 2, "max_steps": 4}
+ARITHMETIC_HARDER = {"min_steps": 5, "max_steps": 6}
 
 
 class TimeBudget(TrainerCallback):
@@ -47,8 +61,11 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
-def accuracy(path: str, task: Any, problems: list[Problem], max_new_tokens: int) -> dict[str, Any]:
-    """Greedy accuracy with a 95 % bootstrap interval, and the per-problem outcomes."""
+def accuracy(
+    path: str, task: Any, problems: list[Problem], max_new_tokens: int, metrics: list[str]
+) -> dict[str, Any]:
+    """Greedy scores: the mean per-problem reward with a 95 % bootstrap interval (as `accuracy`, which
+    it is for 0/1 rewards), the task's `metrics`, and the completions for paired comparisons."""
     model, tokenizer = load_model(build_config({"model": {"name_or_path": path}}).model)
     completions = generate(
         model,
@@ -58,11 +75,32 @@ def accuracy(path: str, task: Any, problems: list[Problem], max_new_tokens: int)
         batch_size=256,
     )
     correct = [task.reward(c, p) for c, p in zip(completions, problems, strict=True)]
+    scores = task.metrics(completions, problems)
     return {
         "accuracy": sum(correct) / len(correct),
         "ci": list(bootstrap_ci(correct)),
         "correct": correct,
+        "metrics": {name: scores[name] for name in metrics},
+        "completions": completions,
         "example": completions[0],
+    }
+
+
+def metric_deltas(
+    task: Any, problems: list[Problem], base: dict[str, Any], arm: dict[str, Any], metrics: list[str]
+) -> dict[str, list[float]]:
+    """Each metric of `arm` minus the base's, with a paired bootstrap interval over the problems."""
+
+    def scorer(completions: list[str], name: str) -> Any:
+        return lambda idx: task.metrics([completions[i] for i in idx], [problems[i] for i in idx])[name]
+
+    return {
+        name: list(
+            paired_metric_delta_ci(
+                scorer(base["completions"], name), scorer(arm["completions"], name), len(problems)
+            )
+        )
+        for name in metrics
     }
 
 
@@ -103,10 +141,16 @@ def main() -> None:
     parser.add_argument("--base", default="embedded")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--options", default='{"min_steps": 2, "max_steps": 4}', help="task options (JSON)")
+    parser.add_argument("--task", default="arithmetic", help="a built-in task or module:Class")
     parser.add_argument(
-        "--harder", default='{"min_steps": 5, "max_steps": 6}', help="never-trained family (JSON)"
+        "--options", help=f"task options (JSON); arithmetic's default: {json.dumps(ARITHMETIC_OPTIONS)}"
     )
+    parser.add_argument(
+        "--harder",
+        help="task options (JSON) of a family no arm trains on, scored too; arithmetic's default: "
+        f"{json.dumps(ARITHMETIC_HARDER)}, none for other tasks",
+    )
+    parser.add_argument("--metrics", nargs="+", help="task metrics to report (default: the task's own)")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--heldout", type=int, default=500)
     parser.add_argument("--budget-s", type=float, default=0, help="training seconds per arm (0: steps)")
@@ -147,40 +191,50 @@ def main() -> None:
     quiet_libraries()
 
     base = model_source(args.base)
-    options = json.loads(args.options)
-    task = load_task("arithmetic", options)
-    harder_task = load_task("arithmetic", {**options, **json.loads(args.harder)})
+    arithmetic = args.task == "arithmetic"
+    options = json.loads(args.options) if args.options else ARITHMETIC_OPTIONS if arithmetic else {}
+    task = load_task(args.task, options)
+    harder = json.loads(args.harder) if args.harder else ARITHMETIC_HARDER if arithmetic else None
+    harder_task = load_task(args.task, {**options, **harder}) if harder is not None else None
+    metrics = args.metrics or METRICS.get(args.task, [])
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     for seed in args.seeds:
         config = load_config(args.config, [f"seed={seed}", *args.set])
-        config.task.options = options
+        config.task.name, config.task.options = args.task, options
         train = task.sample(args.train, seed=seed, split="train")
         heldout = task.sample(args.heldout, seed=seed, split="test")
-        harder = harder_task.sample(args.heldout, seed=seed, split="test")
         tokens = config.eval.max_new_tokens
-        row = {
-            "seed": seed,
-            "base": accuracy(base, task, heldout, tokens),
-            "base_harder": accuracy(base, harder_task, harder, tokens),
-        }
-        print(f"seed {seed} base: {row['base']['accuracy']:.3f}", flush=True)
+        row: dict[str, Any] = {"seed": seed, "base": accuracy(base, task, heldout, tokens, metrics)}
+        if harder_task is not None:
+            harder_set = harder_task.sample(args.heldout, seed=seed, split="test")
+            row["base_harder"] = accuracy(base, harder_task, harder_set, tokens, metrics)
+        print(f"seed {seed} base: {scores_line(row['base'])}", flush=True)
         for arm in args.arms:
             name = args.label or arm
             started = time.time()
             folder = args.out / f"seed{seed}" / name
             path = run_arm(arm, config, base, task, train, folder, args)
-            row[name] = accuracy(path, task, heldout, tokens)
-            row[f"{name}_harder"] = accuracy(path, harder_task, harder, tokens)
+            row[name] = accuracy(path, task, heldout, tokens, metrics)
+            if harder_task is not None:
+                row[f"{name}_harder"] = accuracy(path, harder_task, harder_set, tokens, metrics)
             row[f"{name}_seconds"] = time.time() - started
             row[f"{name}_steps"] = steps_done(folder)
             row[f"{name}_restores"] = restores(folder)
             delta, low, high = paired_delta_ci(row["base"]["correct"], row[name]["correct"])
             row[f"{name}_delta"] = [delta, low, high]
+            row[f"{name}_metric_deltas"] = metric_deltas(task, heldout, row["base"], row[name], metrics)
+            harder_note = (
+                f"harder {row[f'{name}_harder']['accuracy']:.3f} " if harder_task is not None else ""
+            )
             print(
-                f"seed {seed} {name}: {row[name]['accuracy']:.3f} {row[name]['ci']} "
-                f"delta vs base {delta:+.3f} [{low:+.3f}, {high:+.3f}] "
-                f"harder {row[f'{name}_harder']['accuracy']:.3f} "
-                f"({row[f'{name}_seconds']:.0f} s, {row[f'{name}_steps']} steps, "
+                f"seed {seed} {name}: {scores_line(row[name])} "
+                f"reward delta vs base {delta:+.3f} [{low:+.3f}, {high:+.3f}] "
+                + "".join(
+                    f"{metric} {d:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                    for metric, (d, lo, hi) in row[f"{name}_metric_deltas"].items()
+                )
+                + harder_note
+                + f"({row[f'{name}_seconds']:.0f} s, {row[f'{name}_steps']} steps, "
                 f"{row[f'{name}_restores']} stability restores)",
                 flush=True,
             )
@@ -190,6 +244,13 @@ def main() -> None:
         plot(results["runs"], [args.label] if args.label else args.arms, args.out / "learning.png")
 
     print_table(results["runs"], [args.label] if args.label else args.arms)
+
+
+def scores_line(scores: dict[str, Any]) -> str:
+    """Mean reward with its interval, then each reported metric."""
+    low, high = scores["ci"]
+    metrics = " ".join(f"{name} {value:.3f}" for name, value in scores.get("metrics", {}).items())
+    return f"reward {scores['accuracy']:.3f} [{low:.3f}, {high:.3f}] {metrics}".rstrip()
 
 
 def restores(out: Path) -> int:
@@ -216,39 +277,53 @@ def print_comparison(runs: list[dict[str, Any]], a: str, b: str) -> None:
     print(f"{b} - {a}: " + "; ".join(cells))
 
 
+def headline(scores: dict[str, Any]) -> tuple[str, float]:
+    """The task's first reported metric (or the mean reward when none is reported)."""
+    metrics = scores.get("metrics") or {"reward": scores["accuracy"]}
+    name = next(iter(metrics))
+    return name, metrics[name]
+
+
 def print_table(runs: list[dict[str, Any]], arms: list[str]) -> None:
-    """Accuracy per seed and arm (harder family in brackets), then the mean paired delta per arm."""
-    print("\n| seed | base | " + " | ".join(arms) + " |")
+    """The headline metric per seed and arm (harder family in brackets, where there is one), then
+    the mean over seeds and each arm's paired difference to the base per seed."""
+    metric = headline(runs[0]["base"])[0]
+
+    def cell(row: dict[str, Any], label: str) -> str:
+        text = f"{headline(row[label])[1]:.3f}"
+        if label + "_harder" in row:
+            text += f" ({headline(row[label + '_harder'])[1]:.3f})"
+        if label == "base":
+            return text
+        deltas = row.get(label + "_metric_deltas", {}).get(metric)
+        if deltas:
+            text += f" Δ {deltas[0]:+.3f} [{deltas[1]:+.3f}, {deltas[2]:+.3f}]"
+        return text + f"; {row[label + '_steps']} steps, {row.get(label + '_restores', '?')} restores"
+
+    print(f"\n{metric}, held-out" + (" (harder family)" if "base_harder" in runs[0] else ""))
+    print("| seed | base | " + " | ".join(arms) + " |")
     print("|---|---|" + "---|" * len(arms))
     for row in runs:
-        cells = [
-            f"{row[a]['accuracy']:.3f} ({row[a + '_harder']['accuracy']:.3f}; "
-            f"{row[a + '_steps']} steps, {row.get(a + '_restores', '?')} restores)"
-            for a in arms
-        ]
-        print(
-            f"| {row['seed']} | {row['base']['accuracy']:.3f} ({row['base_harder']['accuracy']:.3f}) | "
-            + " | ".join(cells)
-            + " |"
-        )
-    deltas = [f"{sum(r[a + '_delta'][0] for r in runs) / len(runs):+.3f}" for a in arms]
-    print("| mean Δ vs base | | " + " | ".join(deltas) + " |")
+        print(f"| {row['seed']} | " + " | ".join(cell(row, label) for label in ["base", *arms]) + " |")
+    means = [sum(headline(row[label])[1] for row in runs) / len(runs) for label in ["base", *arms]]
+    print("| mean | " + " | ".join(f"{m:.3f}" for m in means) + " |")
 
 
 def plot(runs: list[dict[str, Any]], arms: list[str], path: Path) -> None:
-    """Held-out and harder-family accuracy per arm: a bar for the mean over seeds, a dot per seed."""
+    """The headline metric per arm, held-out (and harder family): a bar for the mean over seeds, a
+    dot per seed."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    metric = headline(runs[0]["base"])[0]
+    panels = [("", "held-out problems")]
+    if "base_harder" in runs[0]:
+        panels.append(("_harder", "harder family (never trained on)"))
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     labels = ["base", *arms]
-    for ax, suffix, title in zip(
-        fig.subplots(1, 2),
-        ("", "_harder"),
-        ("held-out problems", "harder family (never trained on)"),
-        strict=True,
-    ):
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (suffix, title) in zip(axes, panels, strict=True):
         for i, label in enumerate(labels):
-            values = [row[label + suffix]["accuracy"] for row in runs]
+            values = [headline(row[label + suffix])[1] for row in runs]
             ax.bar(i, sum(values) / len(values), color="lightgray" if label == "base" else f"C{i}")
             ax.plot([i] * len(values), values, "k.", label="one seed" if i == 0 else None)
             ax.annotate(
@@ -261,7 +336,7 @@ def plot(runs: list[dict[str, Any]], arms: list[str], path: Path) -> None:
             )
         ax.set_xticks(range(len(labels)), labels)
         ax.set_xlabel("arm (equal training budget, same base)")
-        ax.set_ylabel("greedy accuracy")
+        ax.set_ylabel(f"greedy {metric}")
         ax.set_title(f"{title}: mean of {len(runs)} seed(s)")
         ax.legend(loc="upper left")
         ax.grid(axis="y", alpha=0.3)

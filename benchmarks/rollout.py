@@ -91,9 +91,9 @@ def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def random_prompts(count: int, length: int, seed: int) -> list[list[int]]:
+def random_prompts(count: int, length: int, seed: int, vocab: int = EOS_ID) -> list[list[int]]:
     rng = random.Random(seed)
-    return [[rng.randrange(1, EOS_ID) for _ in range(length)] for _ in range(count)]
+    return [[rng.randrange(1, min(vocab, EOS_ID)) for _ in range(length)] for _ in range(count)]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -147,7 +147,9 @@ def hf_generate_variant(model: Qwen2ForCausalLM, new_tokens: int) -> list[dict]:
     rows = []
     model.generate(torch.ones(2, 8, dtype=torch.long, device="cuda"), generation_config=config)  # warm-up
     for batch in BATCHES:
-        ids = torch.tensor(random_prompts(batch, PROMPT_TOKENS, batch), device="cuda")
+        ids = torch.tensor(
+            random_prompts(batch, PROMPT_TOKENS, batch, model.config.vocab_size), device="cuda"
+        )
         torch.cuda.reset_peak_memory_stats()
         seconds, out = timed(lambda ids=ids: model.generate(ids, generation_config=config))
         assert out.size(1) == PROMPT_TOKENS + new_tokens
@@ -170,7 +172,7 @@ def engine_variant(
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=top_p, stop_token_ids=stop_ids)
     repeats = ENGINE_REPEATS if cuda_graphs else 1
     for batch in BATCHES:
-        prompts = random_prompts(batch, PROMPT_TOKENS, batch)
+        prompts = random_prompts(batch, PROMPT_TOKENS, batch, model.config.vocab_size)
         torch.cuda.reset_peak_memory_stats()
         first, _ = timed(lambda prompts=prompts: engine.generate(prompts, params))
         capture = engine.warmup_s
@@ -381,6 +383,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, no training")
     parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: hf parity training")
+    parser.add_argument(
+        "--model",
+        help="a real model (folder, .gguf or a name srl-rlvr knows, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
+        "in bf16 instead of the random Qwen: HF generate against the fast engine only",
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/rollout.py needs a CUDA GPU")
@@ -401,9 +408,16 @@ def main() -> None:
             "batches": BATCHES,
         },
     }
-    model = qwen_05b()
     variants: list[dict] = []
     results["variants"] = variants
+    if args.model:
+        model = real_model(args.model)
+        results["settings"]["model"] = f"{args.model}, bf16"
+        run_part(results, "hf_generate", lambda: variants.extend(hf_generate_variant(model, new)))
+        run_part(results, "fast_graphs", lambda: variants.extend(engine_variant(model, "fast_graphs", new)))
+        write_results(results, args, "-" + Path(args.model).name.removesuffix(".gguf"))
+        return
+    model = qwen_05b()
     if "hf" not in args.skip:
         run_part(results, "hf_generate", lambda: variants.extend(hf_generate_variant(model, new)))
     run_part(results, "fast_eager", lambda: variants.extend(engine_variant(model, "fast_eager", new, False)))
@@ -439,9 +453,23 @@ def main() -> None:
                 f"training_{name}",
                 lambda name=name: training.append(training_step(name, TRAIN_STEPS[name])),
             )
+    write_results(results, args)
+
+
+def real_model(name: str) -> torch.nn.Module:
+    from srl_rlvr.config import ModelConfig
+    from srl_rlvr.modeling import load_model, model_source
+
+    model, _ = load_model(ModelConfig(name_or_path=model_source(name), device="cuda", dtype="bfloat16"))
+    return model.eval()
+
+
+def write_results(results: dict, args: argparse.Namespace, suffix: str = "") -> None:
     summarise(results)
     out = (
-        Path(__file__).parent / "results" / f"rollout-{results['date']}{'-quick' if args.quick else ''}.json"
+        Path(__file__).parent
+        / "results"
+        / f"rollout-{results['date']}{suffix}{'-quick' if args.quick else ''}.json"
     )
     out.parent.mkdir(exist_ok=True)
     text = json.dumps(results, indent=1, default=str)

@@ -150,9 +150,57 @@ def test_a_model_with_a_chat_template_is_asked_in_it_in_training_and_evaluation(
     trajectory = task.solve(problem)
     instruct = build_srl_dataset([trajectory], task, SRLConfig(), tokenizer)["prompt"]
     assert all(p.startswith("<|im_start|>user\n") and p.endswith("assistant\n") for p in instruct)
-    # A `continue` prompt is a solution to continue, not a question: it stays plain.
-    plain = build_srl_dataset([trajectory], task, SRLConfig(prompt_style="continue"), tokenizer)["prompt"]
-    assert not any("<|im_start|>" in p for p in plain)
+    # A `continue` prompt is the answer so far in the assistant's turn: step 1's is the evaluation
+    # prompt itself, so what SRL trains is what the model writes when asked.
+    steps = build_srl_dataset([trajectory], task, SRLConfig(prompt_style="continue"), tokenizer)["prompt"]
+    assert steps[0] == wrapped
+    assert steps[1] == wrapped + trajectory.steps[0].action + "\n"
     # A model without a template (the embedded one) is asked in plain text, as before.
     _, embedded = load_model(ModelConfig(name_or_path="embedded", device="cpu"))
     assert chat_prompt(embedded, "2+2?") == "2+2?"
+
+
+def test_a_trained_gguf_chat_model_is_served_in_its_chat_template(tmp_path: Path) -> None:
+    # The path a SmolLM2 user takes: GGUF in, RLVR, safetensors out, `srl-rlvr serve`, the openai
+    # client. The server must put chat messages in the model's own template: the prompt it counts is
+    # the templated one, not the bare text.
+    import openai
+
+    from srl_rlvr.serve.config import build_serve_config
+    from srl_rlvr.serve.run import serve_in_thread
+
+    path = write_tiny_gguf(tmp_path / "chat.gguf", chat_template=CHAT_TEMPLATE)
+    config = build_config(
+        overrides=[
+            f"model.name_or_path={path}",
+            f"output_dir={tmp_path}",
+            "rlvr.max_steps=1",
+            "rlvr.batch_size=4",
+            "rlvr.num_generations=2",
+            "rlvr.max_completion_length=4",
+            "rlvr.eval_steps=0",
+        ]
+    )
+    task = FirstCharacterTask()
+    final = train_rlvr(config, task.sample(4, 0, "train"), task=task)
+    _, tokenizer = load_model(ModelConfig(name_or_path=str(final), device="cpu"))
+    assert tokenizer.chat_template == CHAT_TEMPLATE  # saved with the trained weights
+    keys = tmp_path / "keys.txt"
+    keys.write_text("me: sk-test-me\n")
+    serve = build_serve_config(
+        {
+            "port": 0,
+            "device": "cpu",
+            "models": {"smol": {"path": str(final)}},
+            "auth": {"api_keys_env": None, "keys_file": str(keys)},
+            "audit_log": str(tmp_path / "audit.jsonl"),
+        }
+    )
+    messages = [{"role": "user", "content": "Is this review positive? 'Great value.'"}]
+    with serve_in_thread(serve, "sk-test-me") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test-me", max_retries=0)
+        reply = client.chat.completions.create(model="smol", messages=messages, max_tokens=4)
+    templated = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert templated.startswith("<|im_start|>user\n")
+    assert reply.usage.prompt_tokens == len(tokenizer(templated).input_ids)
+    assert reply.usage.prompt_tokens > len(tokenizer(messages[0]["content"]).input_ids) + 5

@@ -7,7 +7,7 @@ import pytest
 import torch
 from rl_helpers import recording_trainer
 
-from srl_rlvr.train.grpo import KL_LOG_RATIO_CAP
+from srl_rlvr.train.grpo import KL_LOG_RATIO_CAP, with_row_scale
 
 
 def test_masked_rows_do_not_shrink_the_per_sequence_grpo_loss(tmp_path: Path) -> None:
@@ -16,13 +16,37 @@ def test_masked_rows_do_not_shrink_the_per_sequence_grpo_loss(tmp_path: Path) ->
     trainer = recording_trainer(tmp_path, "rlvr.max_steps=1", "rlvr.dynamic_sampling=false")
     trainer.train()
     batch = trainer.batches[0]
-    half = {k: v[:4] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+    half = with_row_scale(
+        {k: v[:4] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+    )
     masked = {**batch, "completion_mask": batch["completion_mask"].clone()}
     masked["completion_mask"][4:] = 0
+    masked = with_row_scale(masked)
     with torch.no_grad():
         assert float(trainer._compute_loss(trainer.model, masked)) == pytest.approx(
             float(trainer._compute_loss(trainer.model, half)), rel=1e-4, abs=1e-7
         )
+
+
+def test_micro_batches_take_the_same_step_as_one_pass(tmp_path: Path) -> None:
+    # micro_batch_size trades memory for passes: the rollouts, the loss and the gradient of the step
+    # are those of the whole batch at once.
+    steps = {}
+    for micro in (8, 2):
+        trainer = recording_trainer(
+            tmp_path / str(micro),
+            "rlvr.max_steps=1",
+            "rlvr.dynamic_sampling=false",
+            f"rlvr.micro_batch_size={micro}",
+        )
+        trainer.train()
+        assert trainer.args.gradient_accumulation_steps == 8 // micro
+        logged = next(entry for entry in trainer.state.log_history if "grad_norm" in entry)
+        steps[micro] = (trainer.batches[0]["completion_ids"], logged)
+    (whole_ids, whole), (micro_ids, micro) = steps[8], steps[2]
+    assert torch.equal(whole_ids, micro_ids)
+    assert micro["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-3)
+    assert micro["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-6)
 
 
 def test_one_token_the_reference_likes_far_more_cannot_blow_up_the_kl(tmp_path: Path) -> None:

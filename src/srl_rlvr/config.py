@@ -275,6 +275,14 @@ class PolicyRLConfig(Section):
     batch_size: int = Field(
         32, gt=0, description="Completions per optimiser step (prompts x num_generations)."
     )
+    micro_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Completions per forward and backward pass: gradients accumulate over "
+        "batch_size / micro_batch_size passes, so memory falls and the update stays the same. A real "
+        "model's activations grow with batch x length: SmolLM2-135M's SRL step at batch 64 ran out of a 24 GB "
+        "CPU machine, at 16 it peaked at 10.7 GB. Unset: the whole batch in one pass.",
+    )
     epochs: int = Field(5, gt=0, description="Passes over the training prompts.")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
     num_generations: int = Field(8, ge=2, description="Rollouts per prompt (the GRPO group).")
@@ -377,7 +385,7 @@ class SRLConfig(PolicyRLConfig):
         description="instruct (paper): problem, expert steps so far, an instruction to think then write "
         "the next step. continue: problem and expert steps so far, one a line; the model's next line is "
         "the step, so SRL trains exactly the continuation a plain-solution model writes at inference "
-        "(for small models without a think habit).",
+        "(for small models without a think habit); a chat model continues its own answer turn.",
     )
     think_open: str = Field("<think>", min_length=1)
     think_close: str = Field("</think>", min_length=1)

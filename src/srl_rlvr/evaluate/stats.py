@@ -8,7 +8,7 @@ problems and per-problem difficulty is the largest source of variance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -50,3 +50,22 @@ def paired_delta_ci(
         return float("nan"), float("nan"), float("nan")
     low, high = _interval(_resampled_means(differences, samples, seed), confidence)
     return float(differences.mean()), low, high
+
+
+def paired_metric_delta_ci(
+    metric_a: Callable[[np.ndarray], float],
+    metric_b: Callable[[np.ndarray], float],
+    n: int,
+    samples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """metric_b - metric_a and its paired interval, for a metric that is no mean of per-problem values
+    (macro F1, micro F1): each metric is recomputed on the same resampled problem indices."""
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    everything = np.arange(n)
+    deltas = [metric_b(indices) - metric_a(indices) for indices in rng.integers(0, n, size=(samples, n))]
+    low, high = _interval(np.asarray(deltas), confidence)
+    return float(metric_b(everything) - metric_a(everything)), low, high

@@ -242,7 +242,7 @@ class GroupTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
         if not (self.model.training and self.stage.dynamic_sampling):
-            return self._score_draw(inputs)[0]
+            return with_row_scale(self._score_draw(inputs)[0])
         wanted = len(inputs) // self.num_generations  # whole groups on each process (grpo_args checks)
         parts, keeps, draws = [], [], 0
         while True:
@@ -277,7 +277,7 @@ class GroupTrainer(GRPOTrainer):
         metrics["dynamic_sampling/groups_drawn"].append(drawn)
         metrics["dynamic_sampling/groups_kept"].append(trained)
         metrics["filtered_group_frac"].append(1.0 - trained / (wanted * self.accelerator.num_processes))
-        return output
+        return with_row_scale(output)
 
     def _prompt_draws(self) -> PromptDraws:
         if self._draws is None:
@@ -295,9 +295,22 @@ class GroupTrainer(GRPOTrainer):
         if self.loss_type in ("grpo", "sapo"):
             # TRL averages per-sequence losses over every row; rows masked out (dynamic sampling's
             # filler, truncated completions) would count as zeros and shrink the gradient.
-            rows = (inputs["completion_mask"].sum(dim=1) > 0).sum()
-            loss = loss * inputs["completion_mask"].size(0) / rows.clamp(min=1)
+            scale = inputs.get("row_scale")
+            if scale is None:  # PPO's rollouts skip ours: scale by this micro-batch's rows
+                mask = inputs["completion_mask"]
+                scale = mask.size(0) / (mask.sum(dim=1) > 0).sum().clamp(min=1)
+            loss = loss * scale
         return loss
+
+
+def with_row_scale(output: dict[str, Any]) -> dict[str, Any]:
+    """Add `row_scale`: rows / rows with a token to train on, over the whole rollout batch. With
+    micro-batches a step's loss is the mean of micro-batch means, so scaling each by its own share of
+    masked rows would weight a micro-batch of few live rows up; one factor for the batch keeps every
+    live row's weight equal (exactly so when a rollout batch is one step, the default)."""
+    mask = output["completion_mask"]
+    output["row_scale"] = (mask.size(0) / (mask.sum(dim=1) > 0).sum().clamp(min=1)).float()
+    return output
 
 
 def grpo_args(
@@ -309,14 +322,25 @@ def grpo_args(
             f"batch_size ({stage.batch_size}) must be a multiple of num_generations "
             f"({stage.num_generations}): each step trains whole rollout groups"
         )
+    micro = stage.micro_batch_size or stage.batch_size
+    if stage.batch_size % micro:
+        raise ConfigError(
+            f"batch_size ({stage.batch_size}) must be a multiple of micro_batch_size ({micro}): "
+            "each optimiser step accumulates whole micro-batches"
+        )
+    accumulation = stage.batch_size // micro
     return GRPOConfig(
         output_dir=str(out_dir),
         learning_rate=stage.learning_rate,
         num_train_epochs=stage.epochs,
         max_steps=stage.max_steps,
-        per_device_train_batch_size=stage.batch_size,
+        # TRL's optimiser step is per_device x gradient_accumulation_steps completions, and its
+        # steps_per_generation counts micro-batches: a rollout batch stays steps_per_generation x
+        # batch_size completions whatever the micro-batch.
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation,
         num_generations=stage.num_generations,
-        steps_per_generation=stage.steps_per_generation or 1,
+        steps_per_generation=(stage.steps_per_generation or 1) * accumulation,
         num_iterations=stage.num_iterations or 1,
         max_completion_length=stage.max_completion_length,
         temperature=stage.temperature,

@@ -9,7 +9,10 @@ shared with RLVR (`train/grpo.py`: TRL's GRPOTrainer plus our advantage rule), w
 - Output format: the policy thinks inside `<think>...</think>` (its inner monologue, unrewarded),
   then writes the action. With `prompt_style: continue` (our addition, for small models that write
   plain solutions one step a line) there is no instruction and no think block: the prompt is the
-  solution so far, the action is the model's next line, and rollouts stop at the newline.
+  solution so far, the action is the model's next line, and rollouts stop at the newline. For a chat
+  model the solution so far is the start of the assistant's turn, after the task prompt as the user
+  turn: step 1's prompt is then exactly the prompt it answers at evaluation, and each later one the
+  same answer further on, so SRL trains the continuation the model writes at inference.
 - Reward (§4.2): difflib sequence similarity 2M/T between the policy's action and the expert's, in
   [0, 1]; a completion that breaks the format scores `format_penalty` (-1 in the paper).
 - Objective: GRPO group rollouts with group-normalised advantages and the clipped ratio.
@@ -64,10 +67,9 @@ def build_srl_dataset(
     trajectories: Sequence[Trajectory], task: Task, cfg: SRLConfig | None = None, tokenizer: Any = None
 ) -> Dataset:
     """Expand each n-step trajectory into n (prompt, expert action) instances. With a `tokenizer`
-    that has a chat template, an `instruct` prompt is the user turn of it (a `continue` prompt is a
-    solution the model continues, so it stays plain text)."""
+    that has a chat template, an `instruct` prompt is the user turn of it, and a `continue` prompt is
+    the task prompt as the user turn followed by the solution so far as the assistant's answer."""
     cfg = cfg or SRLConfig()
-    chat = tokenizer is not None and cfg.prompt_style == "instruct"
     rows: dict[str, list[Any]] = {
         "prompt": [],
         "expert_action": [],
@@ -79,8 +81,13 @@ def build_srl_dataset(
         task_prompt = task.prompt(problem_of(trajectory))
         actions = [step.action for step in trajectory.steps]
         for k, step in enumerate(trajectory.steps):
-            prompt = srl_prompt(task_prompt, actions[:k], cfg)
-            rows["prompt"].append(chat_prompt(tokenizer, prompt) if chat else prompt)
+            if tokenizer is None:
+                prompt = srl_prompt(task_prompt, actions[:k], cfg)
+            elif cfg.prompt_style == "continue":
+                prompt = srl_prompt(chat_prompt(tokenizer, task_prompt), actions[:k], cfg)
+            else:
+                prompt = chat_prompt(tokenizer, srl_prompt(task_prompt, actions[:k], cfg))
+            rows["prompt"].append(prompt)
             rows["expert_action"].append(step.action)
             rows["weight"].append(1.0 if step.reward is None else float(step.reward))
             rows["step"].append(k + 1)
