@@ -8,10 +8,11 @@
 #   head -c 41943040 $F > .smol/part.aa; tail -c +41943041 $F > .smol/part.ab
 # Then the calls (carry in brackets):
 #   1. bash benchmarks/smollm2_gpu.sh carry1                  [.whl .smol/part.aa]
-#   2. bash benchmarks/smollm2_gpu.sh carry2 sentiment 240    [.smol/part.ab]
-#   3. bash benchmarks/smollm2_gpu.sh learn extraction 300    []
-# carry2 joins the parts (sha256 checked), converts them once to safetensors, measures the fast
-# engine against HF generate on the model, then runs the learning comparison; learn runs it alone.
+#   2. bash benchmarks/smollm2_gpu.sh carry2 sentiment 240 rollout   [.smol/part.ab]
+#   3. bash benchmarks/smollm2_gpu.sh learn extraction 240           []
+# carry2 joins the parts (sha256 checked), converts them once to safetensors, with `rollout`
+# measures the fast engine against HF generate on the model, then runs the learning comparison;
+# learn runs the comparison alone.
 # The comparison: every arm of benchmarks/learning.py x seeds 0-2 as parallel processes on the one
 # GPU, each with the same training budget in seconds, so all share the GPU alike.
 set -u
@@ -47,8 +48,10 @@ carry2)
     echo "$SHA  $KEEP/smol.gguf" | sha256sum -c || exit 1
     python -c "from srl_rlvr.config import ModelConfig; from srl_rlvr.modeling import materialize
 print(materialize(ModelConfig(name_or_path='$KEEP/smol.gguf'), '$KEEP/smol'))" 2>&1 | grep -v Convert
-    timeout 110 python benchmarks/rollout.py --model $KEEP/smol >"$OUT/rollout.txt" 2>&1
-    tail -6 "$OUT/rollout.txt"; cp benchmarks/results/rollout-*-smol.json "$OUT/" 2>/dev/null
+    if [ "${4:-}" = rollout ]; then
+        timeout 110 python benchmarks/rollout.py --model $KEEP/smol >"$OUT/rollout.txt" 2>&1
+        tail -6 "$OUT/rollout.txt"; cp benchmarks/results/rollout-*-smol.json "$OUT/" 2>/dev/null
+    fi
     learn "$2" "$3" ;;
 learn) learn "$2" "$3" ;;
 esac

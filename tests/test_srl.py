@@ -86,6 +86,17 @@ def test_continue_style_prompts_are_the_solution_so_far_and_the_action_is_the_ne
     assert parse_action("\n  \n", cfg) is None
 
 
+def test_continue_style_stopping_before_the_last_step_is_a_format_failure() -> None:
+    # A right line that ends the answer (no newline: the end-of-turn token came first) teaches a chat
+    # model to stop after one step, so it scores as broken format; on the last step stopping is right.
+    cfg = SRLConfig(prompt_style="continue", require_think=False)
+    reward = make_srl_reward(cfg)
+    expert = ["2+3=5", "2+3=5", "Answer: 5", "Answer: 5"]
+    completions = ["2+3=5\n", "2+3=5", "Answer: 5", "Answer: 5\n"]
+    rewards = reward(completions=completions, expert_action=expert, step=[1, 1, 2, 2], num_steps=[2, 2, 2, 2])
+    assert rewards == [1.0, cfg.format_penalty, 1.0, 1.0]
+
+
 def test_kl_controller_raises_the_weight_above_target_and_lowers_it_below() -> None:
     controller = AdaptiveKLController(weight=0.1, target=0.05)
     assert controller.update(0.5) > 0.1

@@ -127,12 +127,17 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
     def srl_step_similarity(
         completions: list[str],
         expert_action: list[str],
+        step: list[int] | None = None,
+        num_steps: list[int] | None = None,
         log_metric: Callable[[str, float], None] | None = None,
         **_: Any,
     ) -> list[float]:
         rewards, failures = [], 0
-        for completion, expert in zip(completions, expert_action, strict=True):
+        last = [s == n for s, n in zip(step, num_steps, strict=True)] if step and num_steps else None
+        for i, (completion, expert) in enumerate(zip(completions, expert_action, strict=True)):
             action = parse_action(completion, cfg)
+            if action is not None and last is not None and not last[i] and ends_answer(completion, cfg):
+                action = None
             if action is None:
                 failures += 1
                 rewards.append(cfg.format_penalty)
@@ -143,6 +148,15 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
         return rewards
 
     return srl_step_similarity
+
+
+def ends_answer(completion: str, cfg: SRLConfig) -> bool:
+    """In `continue` style, whether a completion ended without finishing its line: its end-of-turn
+    token came before any newline (or it ran out of tokens). Before the last step that is a format failure: the
+    step's line may be right, but a model that learns to stop after it never writes the steps after
+    it when asked the whole question (measured: SmolLM2's SRL model stopped after line 1 of 3 and
+    scored 0 on held-out sentiment, BENCHMARKS.md)."""
+    return cfg.prompt_style == "continue" and "\n" not in completion.lstrip("\n")
 
 
 def line_end_tokens(tokenizer: Any) -> list[int]:
@@ -243,7 +257,9 @@ def evaluate_step_reward(
 
     completions = generate(model, tokenizer, dataset["prompt"], cfg.max_completion_length, batch_size)
     actions = dataset["expert_action"]
-    rewards = make_srl_reward(cfg)(completions=completions, expert_action=actions)
+    rewards = make_srl_reward(cfg)(
+        completions=completions, expert_action=actions, step=dataset["step"], num_steps=dataset["num_steps"]
+    )
     exact = sum(parse_action(c, cfg) == a.strip() for c, a in zip(completions, actions, strict=True))
     n = max(len(rewards), 1)
     return {
