@@ -103,3 +103,22 @@ def test_config_check_and_run_refuse_a_task_that_cannot_be_imported_before_writi
         assert exited.value.code != 0
         assert "cannot import module 'nonexistent_module'" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bug_is_one_line_that_says_so_and_debug_shows_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import srl_rlvr.tasks
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom\nat some depth")
+
+    monkeypatch.setattr(srl_rlvr.tasks, "load_task", broken)  # stands in for a bug of ours
+    with pytest.raises(SystemExit) as exited:
+        main(["tasks", "show", "arithmetic"])
+    assert exited.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "internal error: RuntimeError: boom" in err and "--debug" in err
+    assert "at some depth" not in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "tasks", "show", "arithmetic"])

@@ -236,6 +236,57 @@ def test_the_register_stage_uses_the_configs_store(tmp_path: Path, monkeypatch: 
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_user_task_named_module_class_runs_the_whole_pipeline_register_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow refuses '/' and ':' in model names; the name comes from the task's own `name`, cleaned.
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    _, events = run(
+        tiny_config(tmp_path / "run", "task.name=user_task:ShoutTask", f"registry.tracking_uri={store}")
+    )
+    assert kinds(events, "finish") == ALL
+    registered = json.loads((tmp_path / "run" / "register" / "registered.json").read_text())
+    assert [r["reference"] for r in registered["versions"]] == [
+        "registry:shout-it-v1-beta/1",
+        "registry:shout-it-v1-beta/2",
+    ]
+    assert [m.name for m in MlflowClient(store).search_registered_models()] == ["shout-it-v1-beta"]
+
+
+def test_a_registered_model_name_mlflow_refuses_fails_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError, match="cannot be empty or contain '/' or ':'"):
+        build_config(overrides=["registry.model_name=team:model"])
+
+
+def test_a_registry_base_model_loads_from_the_configs_store_when_run_from_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from srl_rlvr.config import ModelConfig
+    from srl_rlvr.manage.registry import register
+    from srl_rlvr.modeling import materialize
+
+    store = f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)  # the default store would be ./mlflow.db: it must stay untouched
+    base = materialize(ModelConfig(name_or_path="tiny"), tmp_path / "tiny-base").name_or_path
+    reference = register("team-base", base, stage="rlvr", parent="tiny", uri=store).reference
+    config = tiny_config(
+        tmp_path / "run",
+        f"model.name_or_path={reference}",
+        f"registry.tracking_uri={store}",
+        "pipeline.stages=[rlvr,evaluate,register]",
+    )
+    _, events = run(config)
+    assert kinds(events, "finish") == ["rlvr", "evaluate", "register"]
+    registered = json.loads((tmp_path / "run" / "register" / "registered.json").read_text())
+    assert registered["versions"][0]["parent"] == reference  # lineage names the reference, not a path
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_a_stage_left_running_by_a_kill_is_rerun_and_says_so(finished_run, tmp_path: Path) -> None:
     # What a kill -9 in evaluate leaves behind: its record still "running", with unchanged inputs.
     run_dir = copy_of(finished_run[0], tmp_path)

@@ -103,12 +103,27 @@ def test_models_lists_roles_base_models_and_adapters(client: openai.OpenAI) -> N
     assert listed["assistant"].model_extra["root"] == "tuned"
 
 
-def test_a_request_without_a_valid_key_gets_401_but_health_needs_none(server: str) -> None:
+def test_a_request_without_a_valid_key_gets_401_but_the_orchestrators_probes_need_none(server: str) -> None:
     stranger = openai.OpenAI(base_url=f"{server}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="invalid API key"):
         stranger.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
     assert get(f"{server}/v1/models", key=None)[0] == 401
+    assert get(f"{server}/metrics", key=None)[0] == 401
     assert get(f"{server}/health", key=None) == (200, '{"status":"ok"}')
+    assert get(f"{server}/ready", key=None) == (200, '{"status":"ready"}')
+
+
+def test_serve_without_keys_stops_before_announcing_an_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from srl_rlvr.cli import main
+
+    monkeypatch.delenv("SRL_RLVR_API_KEYS", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "start", str(Path(__file__).parents[1] / "examples" / "serve.yaml")])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert "serving" not in captured.out and "no API keys" in captured.err
 
 
 def test_oversized_body_gets_413(client: openai.OpenAI) -> None:

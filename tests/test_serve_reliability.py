@@ -132,7 +132,7 @@ def test_shifting_to_100_percent_promotes_the_canary(client: openai.OpenAI, serv
 def test_serve_shift_command_steps_the_canary_through_a_running_server(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SRL_RLVR_API_KEY", KEY)
+    monkeypatch.setenv("SRL_RLVR_API_KEYS", f"{KEY},sk-another")  # what the server reads; first key used
     app = typer.Typer()
     add_commands(app)
     shift = ["serve", "shift", "support", "--to", "spare", "--url", server, "--hold", "0.1"]

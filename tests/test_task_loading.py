@@ -44,3 +44,13 @@ def test_unknown_task_names_are_explained() -> None:
         load_task("no_such_module:Task")
     with pytest.raises(TaskError, match="has no 'Nope'"):
         load_task("srl_rlvr.tasks.arithmetic:Nope")
+
+
+def test_tasks_list_says_what_each_built_in_task_asks(capsys: pytest.CaptureFixture[str]) -> None:
+    from srl_rlvr.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["tasks", "list"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Synthetic multi-step arithmetic" in out and "Structured extraction" in out

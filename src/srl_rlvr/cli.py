@@ -95,12 +95,15 @@ def config_check(config: ConfigArg = None, overrides: OverridesArg = None) -> No
 
 @tasks_app.command("list")
 def tasks_list() -> None:
-    """The built-in tasks and where they come from."""
+    """The built-in tasks: what each asks of the model, and its class (name your own `module:Class`)."""
+    import importlib
+
     from srl_rlvr.tasks import BUILTIN_TASKS
 
-    table = Table("task", "class")
+    table = Table("task", "what the model does", "class")
     for name, reference in BUILTIN_TASKS.items():
-        table.add_row(name, reference)
+        doc = importlib.import_module(reference.partition(":")[0]).__doc__ or ""
+        table.add_row(name, doc.strip().split("\n\n")[0].replace("\n", " "), reference)
     console.print(table)
 
 
@@ -504,11 +507,32 @@ cli_manage.add_commands(app)
 cli_serve.add_commands(app)
 
 
+DEBUG_ENV = "SRL_RLVR_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one red line and exit code 2, never a stack trace."""
+    """Entry point: a user error is one red line and exit code 2; anything else is one line that says
+    it is our bug and how to get its traceback (`--debug` or SRL_RLVR_DEBUG=1), exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
     try:
-        app(args=argv)
+        app(args=args)
     except UserError as e:
+        if debug:
+            raise
         err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise SystemExit(2) from None
+    except Exception as e:  # the last line of defence: a bug of ours, not the user's input
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        err_console.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(first)} — a bug in srl-rlvr, not in "
+            f"your input; rerun with --debug (or {DEBUG_ENV}=1) for the traceback and include it in your "
+            "report",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None

@@ -59,6 +59,10 @@ def start_command(
     from srl_rlvr.serve.run import run_server
 
     settings = load_serve_config(config, overrides or [])
+    if settings.auth.enabled:
+        from srl_rlvr.serve.auth import load_keys
+
+        load_keys(settings.auth)  # no keys: say so now, not after announcing the address
     console.print(
         f"serving {', '.join([*settings.roles, *settings.models])} on http://{settings.host}:{settings.port}/v1",
         highlight=False,
@@ -67,7 +71,8 @@ def start_command(
 
 
 def _call(url: str, key_env: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    key = os.environ.get(key_env)
+    # The variable the server reads its keys from works here too: its first key is used.
+    key = next((k.strip() for k in os.environ.get(key_env, "").split(",") if k.strip()), None)
     if not key:
         raise UserError(
             f"set ${key_env} to an API key of the server (or name another variable with --key-env)"
@@ -123,7 +128,7 @@ def shift_command(
         float, typer.Option("--hold", help="Seconds to watch each step before the next (several steps only).")
     ] = 60.0,
     url: UrlOpt = "http://127.0.0.1:8000",
-    key_env: KeyEnvOpt = "SRL_RLVR_API_KEY",
+    key_env: KeyEnvOpt = "SRL_RLVR_API_KEYS",
 ) -> None:
     """Canary a model for a role; the server rolls it back by itself when it does worse than the primary.
 
@@ -147,7 +152,7 @@ def shift_command(
 
 
 @serve_app.command("status")
-def status_command(url: UrlOpt = "http://127.0.0.1:8000", key_env: KeyEnvOpt = "SRL_RLVR_API_KEY") -> None:
+def status_command(url: UrlOpt = "http://127.0.0.1:8000", key_env: KeyEnvOpt = "SRL_RLVR_API_KEYS") -> None:
     """Each role's primary, backups, canary, the health of its models and its last rollback."""
     console.print(_role_table(_call(url, key_env, "/admin/roles")))
 

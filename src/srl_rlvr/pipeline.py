@@ -200,6 +200,7 @@ def run_pipeline(
     load_task(config.task.name, config.task.options)  # a task that cannot load fails before any folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
+    config = resolve_registry_model(config)
     forced = set(stages[stages.index(from_stage) :]) if from_stage else {only} if only else set()
     emit = on_event or (lambda event: None)
     result = PipelineResult(run_dir, records)
@@ -209,6 +210,21 @@ def run_pipeline(
         for stage in [only] if only else stages:
             _run_or_skip(config, stage, forced, records, emit, extra_callbacks, result, parent_run_id)
     return result
+
+
+def resolve_registry_model(config: Config) -> Config:
+    """A `registry:` base model as its folder, looked up once in the run's own store
+    (`registry.tracking_uri`, or MLFLOW_TRACKING_URI when set), so every stage loads that folder and
+    its fingerprint changes when the alias moves; the reference stays the registered lineage parent."""
+    reference = config.model.name_or_path
+    if not reference.startswith("registry:"):
+        return config
+    from srl_rlvr.manage.registry import local_path
+    from srl_rlvr.manage.tracking import tracking_uri
+
+    folder = local_path(reference, uri=tracking_uri(config))
+    model = config.model.model_copy(update={"name_or_path": folder, "resolved_from": reference})
+    return config.model_copy(update={"model": model})
 
 
 def _run_or_skip(

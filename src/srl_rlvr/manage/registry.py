@@ -111,11 +111,11 @@ def resolve(reference: str, uri: str | None = None) -> Version:
     return get_version(_client(uri), name, version, alias)
 
 
-def local_path(reference: str) -> str:
+def local_path(reference: str, uri: str | None = None) -> str:
     """A folder to load the referenced model from: the artifact folder itself for a local store,
-    else a downloaded copy."""
+    else a downloaded copy. `uri`: the store to look in (a run's config's), else the default's."""
     try:
-        v = resolve(reference)
+        v = resolve(reference, uri)
     except RegistryError as e:
         raise ModelLoadError(str(e)) from None
     parsed = urlparse(v.source)
@@ -123,7 +123,13 @@ def local_path(reference: str) -> str:
         return unquote(parsed.path)
     import mlflow.artifacts
 
-    return mlflow.artifacts.download_artifacts(artifact_uri=v.source, tracking_uri=tracking_uri())
+    return mlflow.artifacts.download_artifacts(artifact_uri=v.source, tracking_uri=uri or tracking_uri())
+
+
+def model_name_for(task_name: str) -> str:
+    """A registered-model name from a task's `name`: MLflow refuses '/' and ':' (and a user task's
+    name may hold anything), so runs of other characters become '-'."""
+    return re.sub(r"[^\w.-]+", "-", task_name).strip("-") or "model"
 
 
 def register(

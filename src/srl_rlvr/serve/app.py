@@ -1,7 +1,8 @@
 """The HTTP routes: OpenAI's API, vLLM's adapter routes, health, metrics and the admin routes.
 
-Every route but /health needs an API key (`Authorization: Bearer <key>`) and counts against the key's
-rate limit. Bodies are read up to `limits.max_body_bytes` (413 beyond) and validated here, so a bad
+Every route but the orchestrator's probes, /health (the process is up) and /ready (chat will
+answer), needs an API key (`Authorization: Bearer <key>`; a Prometheus scrape of /metrics sends one
+as its bearer credentials) and counts against the key's rate limit. Bodies are read up to `limits.max_body_bytes` (413 beyond) and validated here, so a bad
 request gets a 400 that names the field rather than a framework's 422. The admin routes (adapters,
 /admin/*) may be limited to some key ids (`auth.admin_keys`); /admin/fail exists only with
 `serve.chaos: true` and makes a model fail on purpose, to test or drill failover.
@@ -274,11 +275,12 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/ready")
-    async def ready(key_id: str = Depends(client_key)) -> JSONResponse:
+    async def ready() -> JSONResponse:
+        # The orchestrator's readiness probe, so no key: it says whether chat will answer, nothing
+        # more (the load error, which may hold paths, goes only to keyed requests' 503 answers).
         if server.ready:
-            return JSONResponse({"status": "ready", "models": list(server.models.where)})
-        status = "failed" if server.load_error else "loading"
-        return JSONResponse({"status": status, "error": server.load_error}, status_code=503)
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "failed" if server.load_error else "loading"}, status_code=503)
 
     @app.get("/metrics")
     async def metrics(key_id: str = Depends(client_key)) -> Response:
