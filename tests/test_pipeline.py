@@ -300,3 +300,21 @@ def test_a_stage_left_running_by_a_kill_is_rerun_and_says_so(finished_run, tmp_p
         next(e.message for e in events if e.kind == "start")
         == "rerunning: its last run stopped before it finished"
     )
+
+
+def test_eval_of_a_runs_model_uses_the_runs_config_and_writes_beside_it(
+    finished_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without --config, `eval` of runs/x/rlvr/final takes runs/x/config.yaml (its task options and
+    # test set), so it reproduces the pipeline's own number, and writes runs/x/eval-rlvr-final/.
+    run_dir = copy_of(finished_run[0], tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "--model", str(run_dir / "rlvr" / "final")])
+    assert exited.value.code == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"config: {run_dir / 'config.yaml'} (the model's run)" in said and "n=8" in said
+    ours = json.loads((run_dir / "eval-rlvr-final" / "report.json").read_text())
+    pipeline = json.loads((run_dir / "report" / "report.json").read_text())
+    assert ours["n"] == pipeline["n"] == 8
+    assert ours["results"]["rlvr"]["metrics"] == pipeline["results"]["rlvr"]["metrics"]
+    assert not (run_dir / "rlvr" / "final" / "eval").exists()

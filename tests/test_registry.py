@@ -128,3 +128,18 @@ def test_registry_cli_promotes_lists_and_shows_lineage(name: str, model_dir: Pat
     lines = shown.output.splitlines()
     assert f"registry:{name}/2" in lines[0] and f"registry:{name}/1" in lines[1]
     assert "Qwen/Qwen2.5-0.5B" in lines[2] and "(base)" in lines[2]
+
+
+def test_registry_commands_name_their_store_and_refuse_one_that_is_not_there(
+    name: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from srl_rlvr.manage.tracking import tracking_uri
+
+    chain(name, model_dir)
+    listed = CliRunner().invoke(app, ["registry", "list"])
+    assert f"store: {tracking_uri()}" in " ".join(listed.output.split())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)  # a folder without mlflow.db: reading must not create one
+    missing = CliRunner().invoke(app, ["registry", "list"])
+    assert missing.exit_code != 0 and "no registry at" in str(missing.exception)
+    assert not (tmp_path / "mlflow.db").exists()

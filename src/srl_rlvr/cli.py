@@ -379,12 +379,22 @@ def eval_command(
     """Evaluate on held-out problems: metrics, latency, weak slices, deltas with bootstrap CIs; write a report."""
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"'{split}' is not a split; use test or val", param_hint="--split")
+    from srl_rlvr.evaluate.run import default_out_dir, run_dir_of, run_evaluation
+
+    run_dir = run_dir_of(model[-1]) if config is None else None
+    if run_dir is not None:  # the run's own task options and test set, not the defaults
+        config = run_dir / "config.yaml"
     cfg = _load(config, overrides)
     quiet_libraries()
-    from srl_rlvr.evaluate.run import default_out_dir, run_evaluation
     from srl_rlvr.manage.tracking import STAGE_FILES, log_evaluation, tracked_run
 
     out = out or default_out_dir(model[-1])
+    err_console.print(
+        f"config: {config or 'built-in defaults'}"
+        + (" (the model's run)" if run_dir is not None else "")
+        + f"; task {task or cfg.task.name}, {split} split, n={n or cfg.data.test_size}; report -> {out}",
+        highlight=False,
+    )
     with tracked_run(
         cfg, "evaluate", out, {"srl_rlvr.models": ", ".join([*([baseline] if baseline else []), *model])}
     ) as tracking:

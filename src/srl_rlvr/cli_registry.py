@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from srl_rlvr.errors import UserError
+
 registry_app = typer.Typer(
     help="Registered models: versions with lineage, aliases (staging/production/backup), promotion gate.",
     no_args_is_help=True,
@@ -28,9 +30,21 @@ StoreOpt = Annotated[
 
 
 @registry_app.callback()
-def _store(store: StoreOpt = None) -> None:
+def _store(ctx: typer.Context, store: StoreOpt = None) -> None:
+    """Which store every subcommand reads; a sqlite file that is not there is an error (reading would
+    create an empty one and show an empty table), except for `register`, which may start a store."""
+    from srl_rlvr.manage.tracking import tracking_uri
+
     if store:
         os.environ["MLFLOW_TRACKING_URI"] = store
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and ctx.invoked_subcommand != "register":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UserError(
+                f"no registry at {path.absolute()}: run this where you trained (the run's "
+                "registry.tracking_uri), or name the store with --store"
+            )
 
 
 def _reference(model: str) -> str:
@@ -45,8 +59,9 @@ def _reference(model: str) -> str:
 def list_command() -> None:
     """Every registered model, its latest version and where its aliases point."""
     from srl_rlvr.manage.registry import models
+    from srl_rlvr.manage.tracking import tracking_uri
 
-    table = Table("model", "latest", "production", "staging", "backup")
+    table = Table("model", "latest", "production", "staging", "backup", caption=f"store: {tracking_uri()}")
     for name, latest, aliases in models():
         table.add_row(
             name,

@@ -57,9 +57,24 @@ def model_label(name: str, taken: Sequence[str]) -> str:
     return candidate
 
 
+def run_dir_of(model: str) -> Path | None:
+    """The pipeline run a model folder belongs to (runs/x for runs/x/rlvr/final or runs/x/rlvr): the
+    nearest folder above it holding the run's pipeline.json and config.yaml."""
+    path = Path(model).absolute()
+    for folder in [path, *path.parents][:4]:
+        if (folder / "pipeline.json").is_file() and (folder / "config.yaml").is_file():
+            return folder
+    return None
+
+
 def default_out_dir(model: str) -> Path:
-    """`<model>/eval` for a folder, else `runs/eval` ('tiny', a hub id)."""
-    return Path(model) / "eval" if Path(model).is_dir() else Path("runs/eval")
+    """`<run>/eval-<model folder>` for a model of a pipeline run (not inside the model, whose folder
+    is what gets registered and served), `<model>-eval` for another folder, else `runs/eval`."""
+    run = run_dir_of(model)
+    path = Path(model).absolute()
+    if run is not None:
+        return run / ("eval-" + "-".join(path.relative_to(run).parts))
+    return path.parent / f"{path.name}-eval" if path.is_dir() else Path("runs/eval")
 
 
 def run_evaluation(
