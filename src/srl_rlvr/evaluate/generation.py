@@ -1,7 +1,8 @@
 """Batched generation and task scoring, shared by validation during training and by evaluation.
 
 Plain HF `generate` in batches of left-padded prompts; greedy unless a temperature is given. The
-fast engine of issue 8 will sit behind the same function.
+fast engine (`srl_rlvr.rollout`) serves training rollouts only: scores stay on HF's generate, the
+reference the engine's own parity tests compare against.
 """
 
 from __future__ import annotations
