@@ -1,6 +1,7 @@
 """`srl-rlvr run`: one run directory, stages skipped when unchanged, resumed after SIGTERM."""
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -318,3 +319,27 @@ def test_eval_of_a_runs_model_uses_the_runs_config_and_writes_beside_it(
     assert ours["n"] == pipeline["n"] == 8
     assert ours["results"]["rlvr"]["metrics"] == pipeline["results"]["rlvr"]["metrics"]
     assert not (run_dir / "rlvr" / "final" / "eval").exists()
+
+
+def test_a_stage_whose_output_was_rewritten_after_it_ran_is_rerun(finished_run, tmp_path: Path) -> None:
+    # `train srl` into the run's own srl/final (what the CLI once did by default) must not leave
+    # `run` saying "inputs unchanged" over a model it did not train.
+    run_dir = copy_of(finished_run[0], tmp_path)
+    weights = run_dir / "srl" / "final" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    weights.write_bytes(weights.read_bytes())  # same bytes, rewritten ...
+    os.utime(weights, ns=(before + 10**9, before + 10**9))  # ... a second later, whatever the clock's grain
+    result, events = run(tiny_config(run_dir))
+    assert result.ran == ["srl", "rlvr", "evaluate", "register"] and result.skipped == ["generate"]
+    start = next(e for e in events if e.kind == "start" and e.stage == "srl")
+    assert "changed after it ran" in start.message
+
+
+def test_train_beside_a_pipeline_run_leaves_the_runs_own_stage_folder_alone(
+    finished_run, tmp_path: Path
+) -> None:
+    from srl_rlvr.cli import default_train_out
+
+    run_dir = copy_of(finished_run[0], tmp_path)
+    assert default_train_out(tiny_config(run_dir), "srl") == run_dir / "train-srl"
+    assert default_train_out(tiny_config(tmp_path / "fresh"), "srl") == tmp_path / "fresh" / "srl"

@@ -224,7 +224,20 @@ DataOpt = Annotated[
         help="Trajectory JSONL or dataset folder (default: data.trajectories, else <output_dir>/data).",
     ),
 ]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Stage folder (default: <output_dir>/<stage>).")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Stage folder (default: <output_dir>/<stage>; <output_dir>/train-<stage> when output_dir "
+        "is a pipeline run, whose own stage folders `train` leaves alone).",
+    ),
+]
+
+
+def default_train_out(cfg: Config, stage: str) -> Path:
+    """Beside a pipeline's own stage folder, never over it: `run` would keep a model it did not train."""
+    run_dir = Path(cfg.output_dir)
+    return run_dir / (f"train-{stage}" if (run_dir / "pipeline.json").is_file() else stage)
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Start from this model (overrides model.name_or_path).")
 ]
@@ -244,7 +257,7 @@ def _train(
     from srl_rlvr.data.versioning import load_dataset
 
     data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
-    out = out or Path(cfg.output_dir) / stage
+    out = out or default_train_out(cfg, stage)
     trajectories, manifest = load_dataset(data)
     quiet_libraries()
     from srl_rlvr.train.callbacks import RichProgress
@@ -318,7 +331,7 @@ def train_rlvr_command(
 
     task = load_task(cfg.task.name, cfg.task.options)
     problems = task.sample(cfg.data.train_size, cfg.data.seed, "train")
-    out = out or Path(cfg.output_dir) / "rlvr"
+    out = out or default_train_out(cfg, "rlvr")
     quiet_libraries()
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted

@@ -110,6 +110,22 @@ def _is_done(run_dir: Path, record: Record) -> bool:
     return record.get("status") == "done" and output_path(run_dir, record).exists()
 
 
+def output_signature(path: Path) -> str:
+    """Names, sizes and modification times of a stage's output files: cheap to take, and different
+    when something rewrote the output after the stage (a `train srl` into the run's own srl/final)."""
+    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    listing = [
+        f"{p.relative_to(path) if p != path else p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in files
+    ]
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
+
+
+def _output_changed(run_dir: Path, record: Record) -> bool:
+    recorded = record.get("signature")  # runs from before signatures were kept count as unchanged
+    return recorded is not None and recorded != output_signature(output_path(run_dir, record))
+
+
 def _inputs(config: Config, stage: str, records: dict[str, Record]) -> dict[str, str]:
     inputs = {u: records[u]["output_id"] for u in upstream_stages(stage, config.pipeline.stages)}
     if stage == "generate" and config.data.trajectories is not None:
@@ -164,6 +180,7 @@ def _execute(
         output=str(path.relative_to(run_dir) if path.is_relative_to(run_dir) else path.absolute()),
         output_id=output.content_hash or hashlib.sha256(f"{current}:{finished}".encode()).hexdigest(),
         finished=finished,
+        signature=output_signature(path),
     )
     _write_state(run_dir, records)
     emit(StageEvent("finish", stage, message=f"{records[stage]['seconds']:.1f}s; output {path}"))
@@ -241,7 +258,8 @@ def _run_or_skip(
     current = fingerprint(config, stage, _inputs(config, stage, records))
     record = records.get(stage, {})
     same = record.get("fingerprint") == current
-    if same and _is_done(run_dir, record) and stage not in forced:
+    changed = _is_done(run_dir, record) and _output_changed(run_dir, record)
+    if same and _is_done(run_dir, record) and stage not in forced and not changed:
         emit(StageEvent("skip", stage, message=f"inputs unchanged; output {output_path(run_dir, record)}"))
         result.skipped.append(stage)
         if stage == "evaluate":
@@ -259,6 +277,8 @@ def _run_or_skip(
     else:
         if stage in forced:
             why = "forced"
+        elif same and changed:
+            why = f"its output ({output_path(run_dir, record)}) changed after it ran"
         elif same and record.get("status") == "running":
             why = "rerunning: its last run stopped before it finished"
         else:
