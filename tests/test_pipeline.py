@@ -314,6 +314,7 @@ def test_eval_of_a_runs_model_uses_the_runs_config_and_writes_beside_it(
     assert exited.value.code == 0
     said = " ".join(capsys.readouterr().err.split())
     assert f"config: {run_dir / 'config.yaml'} (the model's run)" in said and "n=8" in said
+    assert "evaluating rlvr" in said and "8/8" in said  # progress while it generates
     ours = json.loads((run_dir / "eval-rlvr-final" / "report.json").read_text())
     pipeline = json.loads((run_dir / "report" / "report.json").read_text())
     assert ours["n"] == pipeline["n"] == 8

@@ -238,6 +238,8 @@ def default_train_out(cfg: Config, stage: str) -> Path:
     """Beside a pipeline's own stage folder, never over it: `run` would keep a model it did not train."""
     run_dir = Path(cfg.output_dir)
     return run_dir / (f"train-{stage}" if (run_dir / "pipeline.json").is_file() else stage)
+
+
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Start from this model (overrides model.name_or_path).")
 ]
@@ -408,9 +410,26 @@ def eval_command(
         + f"; task {task or cfg.task.name}, {split} split, n={n or cfg.data.test_size}; report -> {out}",
         highlight=False,
     )
-    with tracked_run(
-        cfg, "evaluate", out, {"srl_rlvr.models": ", ".join([*([baseline] if baseline else []), *model])}
-    ) as tracking:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    bars: dict[str, TaskID] = {}
+
+    def on_batch(what: str, done: int, total: int) -> None:
+        if what not in bars:
+            bars[what] = progress.add_task(f"evaluating {what}", total=total)
+        progress.update(bars[what], completed=done)
+
+    with (
+        tracked_run(
+            cfg, "evaluate", out, {"srl_rlvr.models": ", ".join([*([baseline] if baseline else []), *model])}
+        ) as tracking,
+        progress,
+    ):
         run = run_evaluation(
             cfg,
             model,
@@ -419,7 +438,8 @@ def eval_command(
             n=n,
             split=split,  # type: ignore[arg-type]
             out_dir=out,
-            on_model=lambda label, path: err_console.print(f"evaluating {label} ({path})"),
+            on_model=lambda label, path: progress.console.print(f"loading {label} ({path})", highlight=False),
+            on_batch=on_batch,
         )
         if tracking:
             log_evaluation(tracking, run.results)

@@ -8,7 +8,7 @@ again.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,6 +71,7 @@ def evaluate_model(
     eval_config: EvalConfig,
     label: str,
     source: str = "",
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Greedy completions on `problems`, scored by the task, with the cost of producing them.
 
@@ -84,7 +85,12 @@ def evaluate_model(
     prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
     began = time.perf_counter()
     generation = generate_timed(
-        model, tokenizer, prompts, eval_config.max_new_tokens, batch_size=eval_config.batch_size
+        model,
+        tokenizer,
+        prompts,
+        eval_config.max_new_tokens,
+        batch_size=eval_config.batch_size,
+        on_batch=on_batch,
     )
     wall = time.perf_counter() - began
     records = [

@@ -8,7 +8,7 @@ reference the engine's own parity tests compare against.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,10 @@ def generate_timed(
     batch_size: int = 32,
     num_return_sequences: int = 1,
     temperature: float = 0.0,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Generation:
-    """`generate`, also measuring each batch: tokenize + generate + decode, as a caller would wait."""
+    """`generate`, also measuring each batch: tokenize + generate + decode, as a caller would wait.
+    `on_batch(prompts done, prompts in all)` after each batch, for progress output."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -84,6 +86,8 @@ def generate_timed(
             elapsed = time.perf_counter() - began
             num_tokens += _generated_lengths(new_tokens, stop_ids, tokenizer.pad_token_id)
             batch_seconds += [elapsed] * len(new_tokens)
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(prompts)), len(prompts))
     finally:
         model.train(was_training)
     return Generation(completions, num_tokens, batch_seconds)

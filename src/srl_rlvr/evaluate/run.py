@@ -86,11 +86,13 @@ def run_evaluation(
     split: Split = "test",
     out_dir: str | Path | None = None,
     on_model: Callable[[str, str], None] | None = None,
+    on_batch: Callable[[str, int, int], None] | None = None,
 ) -> EvalRun:
     """Evaluate `baseline` (first, when given) then `models` in order on the same `n` problems.
 
     Task options come from the config when `task_name` is the config's task (or unset).
-    `on_model(label, path)` is called before each model loads, for progress output.
+    `on_model(label, path)` is called before each model loads and `on_batch(what, done, total)` after
+    each batch of problems, for progress output.
     """
     task_name = task_name or config.task.name
     options = config.task.options if task_name == config.task.name else {}
@@ -111,10 +113,23 @@ def run_evaluation(
             on_model(label, path)
         model_config = config.model.model_copy(update={"name_or_path": path, "lora": None})
         model, tokenizer = load_model(model_config, seed=config.seed)
-        results[label] = evaluate_model(model, tokenizer, task, problems, config.eval, label, source=path)
+
+        def progress(what: str) -> Callable[[int, int], None] | None:
+            return None if on_batch is None else lambda done, total: on_batch(what, done, total)
+
+        results[label] = evaluate_model(
+            model, tokenizer, task, problems, config.eval, label, source=path, on_batch=progress(label)
+        )
         if unseen_task is not None:
             generalization[label] = evaluate_model(
-                model, tokenizer, unseen_task, unseen, config.eval, label, source=path
+                model,
+                tokenizer,
+                unseen_task,
+                unseen,
+                config.eval,
+                label,
+                source=path,
+                on_batch=progress(f"{label}, unseen family"),
             )
         if stage is not None:
             stage_dirs[label] = stage
