@@ -190,3 +190,21 @@ def test_eval_cli_names_an_unknown_task(tmp_path: Path) -> None:
     )
 
     assert isinstance(result.exception, TaskError) and "did you mean 'arithmetic'" in str(result.exception)
+
+
+def test_the_slice_plot_stays_readable_with_many_values_and_shows_zero_slices(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    from srl_rlvr.evaluate.plots import MAX_VALUES_PER_KEY, plot_slices
+    from srl_rlvr.evaluate.slices import Slice
+
+    def slices(mean: float) -> list[Slice]:
+        many = [Slice("start", i, 5 + i, mean, 0.0, mean, False) for i in range(20)]
+        return [*many, Slice("hard", True, 7, 0.0, 0.0, 0.0, True)]
+
+    path = plot_slices(
+        {"base": slices(0.0), "rlvr": slices(0.5)}, {"base": 0.1, "rlvr": 0.5}, tmp_path / "s.png"
+    )
+    height = matplotlib.image.imread(path).shape[0]
+    assert height < 1100  # 21 rows of 2 models made 2,448 px before the cap
+    assert MAX_VALUES_PER_KEY < 20

@@ -133,11 +133,27 @@ def plot_metrics(panels: Mapping[str, Mapping[str, EvalResult]], path: Path, eva
     return path
 
 
+MAX_VALUES_PER_KEY = 8  # 20 `start=N` rows made the figure 2,448 px tall and unreadable
+
+
+def _largest_per_key(names: list[str], size: Mapping[str, int], limit: int) -> list[str]:
+    """The `limit` largest slices of each metadata key, in their original order."""
+    by_key: dict[str, list[str]] = {}
+    for name in names:
+        by_key.setdefault(name.partition("=")[0], []).append(name)
+    kept = {n for group in by_key.values() for n in sorted(group, key=lambda n: -size[n])[:limit]}
+    return [n for n in names if n in kept]
+
+
 def plot_slices(slices: Mapping[str, list[Slice]], overall: Mapping[str, float], path: Path) -> Path:
     """Mean reward per slice and model as horizontal bars with their intervals; the dashed lines are
     each model's overall mean, so a weak slice is a bar whose interval ends left of its line."""
-    names = list(dict.fromkeys(s.name for model_slices in slices.values() for s in model_slices))
-    sizes = {s.name: s.n for model_slices in slices.values() for s in model_slices}
+    every = list(dict.fromkeys(s.name for model_slices in slices.values() for s in model_slices))
+    sizes: dict[str, list[int]] = {}
+    for model_slices in slices.values():
+        for s in model_slices:
+            sizes.setdefault(s.name, []).append(s.n)
+    names = _largest_per_key(every, {name: max(ns) for name, ns in sizes.items()}, MAX_VALUES_PER_KEY)
     height = 0.8 / max(len(slices), 1)
     y = np.arange(len(names))
     fig = Figure(figsize=(8, 1.8 + 0.22 * len(names) * max(len(slices), 1)), layout="constrained")
@@ -156,12 +172,18 @@ def plot_slices(slices: Mapping[str, list[Slice]], overall: Mapping[str, float],
             color=f"C{i}",
             label=label,
         )
+        # a dot at each mean, so a slice where the model scored 0 still shows
+        ax.plot(means, y - 0.4 + height * (i + 0.5), "o", color=f"C{i}", markersize=3)
         ax.axvline(overall[label], color=f"C{i}", linestyle="--", linewidth=1)
     rewards = [s.mean for model_slices in slices.values() for s in model_slices] + list(overall.values())
     ax.set_xlim(min([0.0, *rewards]) * 1.05, max([1.0, *rewards]) * 1.05)
-    ax.set_yticks(y, [f"{n} (n={sizes[n]})" for n in names], fontsize=8)
+    ax.set_yticks(y, [f"{n} (n={'/'.join(map(str, dict.fromkeys(sizes[n])))})" for n in names], fontsize=8)
     ax.invert_yaxis()
-    ax.set_title("Mean reward per slice (bars: bootstrap CI; dashed: overall mean)")
+    hidden = len(every) - len(names)
+    ax.set_title(
+        "Mean reward per slice (bars: bootstrap CI; dashed: overall mean)"
+        + (f"\n{hidden} smaller slices not drawn: at most {MAX_VALUES_PER_KEY} per key" if hidden else "")
+    )
     ax.set_xlabel("mean reward")
     ax.set_ylabel("slice (metadata key=value)")
     ax.grid(axis="x", alpha=0.3)
