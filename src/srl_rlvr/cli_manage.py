@@ -79,9 +79,9 @@ def select_command(
         typer.Option("--out", help="Selection record YAML (default: selections/<role>-<UTC time>.yaml)."),
     ] = None,
 ) -> None:
-    """Choose the model for a role and write down why (the spec's selection record).
+    """Choose the model for a role and write down why (a selection record, `manage/record.py`).
 
-    The spec's decision tree picks the tier (gold: 3-8B real-time, silver: 7-13B interactive, bronze:
+    The decision tree (`manage/decision_tree.py`) picks the tier (gold: 3-8B real-time, silver: 7-13B interactive, bronze:
     50B+ async) and its size range; hard requirements (latency, accuracy floor, cost, hardware, SLA,
     context, tool use) filter next; the rest are scored on the role's weighted criteria, each 0..1
     relative to the best candidate. Catalog entries with `measured:` use our own evaluation's numbers.
@@ -127,7 +127,8 @@ def costbenefit_command(
     """Should the new model replace the current one? Performance, monthly cost, break-even, risk, decision.
 
     Decision score = 0.4 performance + 0.3 savings + 0.2 (1 - risk) + 0.1 break-even favourability
-    (the spec's weights); 'adopt' above 0.7 when the new model also meets the role's hard requirements.
+    (`manage/costbenefit.py`); 'adopt' above 0.7 when the new model also meets the role's hard
+    requirements.
     """
     from srl_rlvr.manage.catalog import find_candidate, load_catalog, load_role
     from srl_rlvr.manage.costbenefit import DECISION_WEIGHTS, analyse, describe_months, trainable

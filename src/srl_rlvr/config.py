@@ -206,7 +206,7 @@ DEFAULT_RUBRIC = (
 
 
 class CollaborationConfig(Section):
-    """Teacher/verifier team that writes expert trajectories (the original spec's three-model collaboration)."""
+    """Teacher/verifier team that writes expert trajectories (a teacher writes, a verifier checks, an optional judge scores and corrects)."""
 
     teacher: TeacherChoice = Field(
         "solver",
@@ -454,7 +454,7 @@ class RLVRConfig(PolicyRLConfig):
     """
 
     algorithm: Literal["grpo", "dr_grpo", "dapo", "ppo", "dpo"] = "grpo"
-    use_ppo: bool = Field(False, description="The original spec's switch: true selects algorithm 'ppo'.")
+    use_ppo: bool = Field(False, description="Shorthand older configs use: true selects algorithm 'ppo'.")
     learning_rate: float = Field(1e-6, gt=0)
     kl_penalty_weight: float = Field(0.05, ge=0)
     epochs: int = Field(3, gt=0)

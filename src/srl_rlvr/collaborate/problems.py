@@ -1,6 +1,6 @@
 """Where problems come from: the task's sampler, a user's file, or the teacher proposing new ones.
 
-The third is the spec's "dynamic example generation": the teacher is shown a few existing problems
+The third is dynamic example generation: the teacher is shown a few existing problems
 and asked for different ones (diversity pressure), and a proposal whose word-trigram Jaccard
 similarity to an earlier problem reaches `dedup_threshold` is dropped as a near-duplicate.
 Proposed problems are appended to `problems.jsonl` in the dataset folder as they arrive, so a rerun

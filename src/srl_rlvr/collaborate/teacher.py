@@ -1,4 +1,4 @@
-"""Teachers write an expert trajectory for a problem (the spec's "Teacher Planner").
+"""Teachers write an expert trajectory for a problem (the planner of the teacher/verifier team).
 
 Three real implementations share one Protocol: the task's programmatic solver (exact and free),
 any OpenAI-compatible chat endpoint, and a local Hugging Face model. An LLM teacher sees the task's

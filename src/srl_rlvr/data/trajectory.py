@@ -1,6 +1,6 @@
 """The expert trajectory: the unit every training stage consumes.
 
-The shape is the original spec's `{problem, steps: [{action, reasoning, reward?}], expected_outcome,
+The shape is the one users write by hand: `{problem, steps: [{action, reasoning, reward?}], expected_outcome,
 metadata}` plus `provenance` (where the row came from: teacher, verifier score, attempts, context ids).
 A step's `reward` is an optional importance weight ("higher reward steps = more important").
 """

@@ -1,6 +1,6 @@
 """Role profiles and the candidate catalog: the two YAML files model selection reads.
 
-A role profile is the spec's "Role Requirement Analysis" written down: what the job needs. The
+A role profile is a requirement analysis written down: what the job needs. The
 catalog says what each model offers. Numbers from our own evaluation (`measured:`, a report.json
 from `srl-rlvr eval`) replace the reported ones; the reported ones are kept, so validation can check
 that the two agree.
@@ -75,7 +75,7 @@ class RoleProfile(Schema):
     role: str = Field(min_length=1)
     primary_function: str = Field(description="The model's core responsibility, in a sentence.")
     kind: RoleKind = Field(
-        "interaction", description="The branch of the spec's decision tree this role follows."
+        "interaction", description="The branch of the decision tree (`decision_tree.py`) this role follows."
     )
     real_time: bool = Field(False, description="Classification branch: real-time means a small model.")
     quality: Literal["standard", "maximum"] = Field(

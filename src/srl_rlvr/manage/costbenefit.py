@@ -1,9 +1,9 @@
 """Should a new model replace the current one in a role? Performance, savings, risk and break-even.
 
-The spec's CostBenefitAnalyzer (architecture.md, "Cost/Benefit Analysis Framework"): decision score =
+Should a role move to a new model? A cost/benefit score decides: decision score =
 0.4·performance + 0.3·savings + 0.2·(1 − risk) + 0.1·break-even favourability, "adopt" above 0.7;
 break-even months = training cost / monthly savings, favourability = min(1, 12 / max(months, 1)).
-What the spec leaves open is fixed here and said once: how performance and risk become 0..1 numbers.
+What such a score leaves open is fixed here and said once: how performance and risk become 0..1 numbers.
 An adopt decision can write the run config that trains the new model (`srl-rlvr run`).
 """
 

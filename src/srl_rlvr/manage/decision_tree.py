@@ -1,4 +1,5 @@
-"""The spec's decision tree for common roles, and its three tiers: the first filter of model selection.
+"""A decision tree for common roles (by kind, then latency, real-time need or quality), and three size
+tiers: the first filter of model selection.
 
 Follows architecture.md, "Decision Tree for Common Roles" (size class, candidates and PRIMARY_CRITERIA
 per branch) and "Three-Tier Architecture Strategy" (gold = small real-time, silver = mid-size
@@ -22,10 +23,10 @@ TIERS: dict[str, str] = {
     "bronze": "large models (50B+) for async expert work",
 }
 
-# The spec writes "< 16ms"; a role whose limit is exactly one frame (16 ms at 60 FPS) means "within
+# A real-time limit is written "< 16ms"; a role whose limit is exactly one frame (16 ms at 60 FPS) means "within
 # the frame", so the bounds are inclusive.
 REAL_TIME_MS = 16.0
-INTERACTIVE_MS = 250.0  # the spec's upper bound for interactive NPCs
+INTERACTIVE_MS = 250.0  # the upper bound for an interactive character's reply
 
 SMALL = (3.0, 8.0)
 MID = (7.0, 13.0)
@@ -51,7 +52,7 @@ class Branch:
 
 
 def decision_branch(profile: RoleProfile) -> Branch:
-    """The spec's branch for this role: by role kind, then latency, real-time flag or quality."""
+    """The branch for this role: by role kind, then latency, real-time flag or quality."""
     latency = profile.requirements.max_latency_ms
     if profile.kind == "expert_analysis":
         return Branch(
@@ -129,7 +130,7 @@ def role_weights(profile: RoleProfile) -> dict[str, float]:
 def branch_misfit(branch: Branch, candidate: Candidate) -> str | None:
     """Why the tree excludes this candidate from the branch, or None when it fits.
 
-    An undisclosed size (a frontier API) counts as large: the spec lists GPT and Claude there.
+    An undisclosed size (a frontier API) counts as large: frontier APIs (GPT, Claude) are the large tier's examples.
     """
     low, high = branch.parameters_b
     params = candidate.entry.parameters_b

@@ -1,4 +1,4 @@
-"""The selection record: every model choice written down, in the spec's "Selection Documentation" shape.
+"""The selection record: every model choice written down, with what it was chosen over and why.
 
 A YAML file under `model_selection:` with the role, tier, time, candidates evaluated, the winner, its
 score and criteria breakdown, a plain-language reasoning, the alternatives with their scores, the
@@ -128,7 +128,7 @@ def build_record(selection: Selection, now: datetime | None = None) -> Selection
 
 
 class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (the reasoning) as `|` blocks, as the spec's example writes them."""
+    """Multi-line strings (the reasoning) as `|` blocks, so a reader sees the reasoning as written."""
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> Any:

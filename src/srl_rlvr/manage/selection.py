@@ -1,8 +1,8 @@
 """Choose a model for a role: decision tree, hard requirements, weighted multi-criteria score, validation.
 
-The spec's MCDA framework (architecture.md, "Model Selection Framework"): the decision tree filters by
+Multi-criteria decision analysis (MCDA): the decision tree (`decision_tree.py`) filters by
 size class, hard requirements filter next, the survivors are scored per criterion on 0..1 and combined
-with the role's weights, and the spec's validation checks are reported for each. The result becomes a
+with the role's weights, and six validation checks (`validate_candidate`) are reported for each. The result becomes a
 selection record (`manage/record.py`).
 
 Scoring is relative to the field: on each criterion the best candidate evaluated scores 1 and the others
@@ -22,7 +22,7 @@ from srl_rlvr.errors import ConfigError
 from srl_rlvr.manage.catalog import MATURITY_SCORE, Candidate, RoleProfile, Schema
 from srl_rlvr.manage.decision_tree import Branch, branch_misfit, decision_branch, role_weights
 
-BENCHMARK_TOLERANCE = 0.10  # the spec: "performs within 10% of reported benchmarks"
+BENCHMARK_TOLERANCE = 0.10  # our own evaluation must land within 10 % of the published score
 
 LOWER_IS_BETTER = frozenset({"latency", "cost"})
 BUILTIN_CRITERIA: dict[str, Callable[[Candidate], float | None]] = {
@@ -37,7 +37,7 @@ BUILTIN_CRITERIA: dict[str, Callable[[Candidate], float | None]] = {
 
 
 class Validation(Schema):
-    """The spec's "Model Selection Validation" checks for one candidate. None: not measured yet."""
+    """The validation checks for one candidate (see `validate_candidate`). None: not measured yet."""
 
     benchmark_match: float | None = Field(
         description="1 - worst relative gap between our measured and the reported benchmarks."
@@ -149,7 +149,9 @@ def benchmark_match(candidate: Candidate) -> float | None:
 
 
 def validate_candidate(profile: RoleProfile, candidate: Candidate) -> Validation:
-    """The spec's six checks; the measured ones are None until our own evaluation backs the candidate."""
+    """Six checks: benchmark match (within 10 %), hardware fit, cost within budget, measured latency,
+    quality threshold and replicas for peak load; the measured ones are None until our own
+    evaluation backs the candidate."""
     req, entry = profile.requirements, candidate.entry
     match = benchmark_match(candidate)
     monthly = profile.load.tokens_per_month / 1e6 * entry.cost_per_1m_tokens
