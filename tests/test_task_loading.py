@@ -54,3 +54,20 @@ def test_tasks_list_says_what_each_built_in_task_asks(capsys: pytest.CaptureFixt
     assert exited.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "Synthetic multi-step arithmetic" in out and "Structured extraction" in out
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "sentiment", "moderation", "codegen", "extraction"])
+def test_every_built_in_tasks_splits_are_disjoint_and_its_sampling_repeats_per_seed(name: str) -> None:
+    from srl_rlvr.tasks import load_task
+    from srl_rlvr.tasks.base import split_of
+
+    task = load_task(name)
+    ids = {split: {p.id for p in task.sample(500, seed=0, split=split)} for split in ("train", "val", "test")}
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    if hasattr(task, "rows"):  # a data-file task: the splits share out every row by its id's hash
+        assert sum(len(s) for s in ids.values()) == len(task.rows)
+        assert all(split_of(i) == split for split, s in ids.items() for i in s)
+    first = [p.id for p in task.sample(20, seed=3, split="train")]
+    assert first == [p.id for p in load_task(name).sample(20, seed=3, split="train")]
+    assert first != [p.id for p in task.sample(20, seed=4, split="train")]
+    assert len(first) == 20
