@@ -29,7 +29,7 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.generation import generate, safe_reward
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.tasks import Problem, Task
-from srl_rlvr.train.loop import run_settings
+from srl_rlvr.train.loop import stage_args
 
 log = logging.getLogger(__name__)
 
@@ -175,21 +175,12 @@ def build_dpo_trainer(
     )
     longest_prompt = max(len(tokenizer(p.prompt)["input_ids"]) for p in pairs)
     args = DPOConfig(
-        output_dir=str(out_dir),
+        **stage_args(config, cfg, out_dir),  # type: ignore[arg-type]
         beta=cfg.dpo_beta,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
         # A pair is two completions; batch_size counts completions, as in the GRPO family.
         per_device_train_batch_size=max(1, cfg.batch_size // 2),
         max_length=longest_prompt + cfg.max_completion_length + 1,  # +1: TRL appends EOS
-        max_grad_norm=cfg.max_grad_norm,
-        warmup_steps=cfg.warmup_steps,
-        save_steps=cfg.save_steps,
-        logging_steps=cfg.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
         trust_remote_code=config.model.trust_remote_code,
-        **run_settings(config.seed, config.model),
     )
     # No ref_model: TRL reloads it from the policy's `_name_or_path` (the start model's folder, which is
     # why `tiny` is materialized first), or, for a LoRA policy, keeps a frozen copy of the adapter.

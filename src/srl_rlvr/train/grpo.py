@@ -51,7 +51,7 @@ from srl_rlvr.train.dynamic_sampling import (
     take_rows,
 )
 from srl_rlvr.train.guard import stability_guard
-from srl_rlvr.train.loop import run_settings
+from srl_rlvr.train.loop import stage_args
 from srl_rlvr.train.validation import Score, ValidationCallback
 
 log = logging.getLogger(__name__)
@@ -330,10 +330,7 @@ def grpo_args(
         )
     accumulation = stage.batch_size // micro
     return GRPOConfig(
-        output_dir=str(out_dir),
-        learning_rate=stage.learning_rate,
-        num_train_epochs=stage.epochs,
-        max_steps=stage.max_steps,
+        **stage_args(config, stage, out_dir),  # type: ignore[arg-type]
         # TRL's optimiser step is per_device x gradient_accumulation_steps completions, and its
         # steps_per_generation counts micro-batches: a rollout batch stays steps_per_generation x
         # batch_size completions whatever the micro-batch.
@@ -351,12 +348,6 @@ def grpo_args(
         loss_type=loss_type,
         entropy_coef=entropy_coef,
         scale_rewards="none",
-        max_grad_norm=stage.max_grad_norm,
-        warmup_steps=stage.warmup_steps,
-        save_steps=stage.save_steps,
-        logging_steps=stage.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN loss must reach the logs and the stability guard
-        **run_settings(config.seed, config.model),
         save_only_model=False,
     )
 

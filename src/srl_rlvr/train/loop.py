@@ -10,13 +10,14 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from srl_rlvr.config import ModelConfig
-from srl_rlvr.modeling import autocast_bf16
+from srl_rlvr.config import Config, ModelConfig
+from srl_rlvr.modeling import autocast_bf16, load_model, materialize
 from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, TimedCheckpoint, last_checkpoint
 from srl_rlvr.train.validation import ValidationCallback
 
@@ -36,6 +37,30 @@ def run_settings(seed: int, model: ModelConfig) -> dict[str, object]:
         "report_to": "none",
         "disable_tqdm": True,
     }
+
+
+def stage_args(config: Config, section: Any, out_dir: Path) -> dict[str, object]:
+    """The TRL arguments a stage section (`sft:`, `srl:`, `rlvr:`) names the same way in each
+    trainer's config; each trainer adds its own (batch, lengths, its loss's keys)."""
+    args: dict[str, object] = {
+        "output_dir": str(out_dir),
+        "learning_rate": section.learning_rate,
+        "num_train_epochs": section.epochs,
+        "max_steps": section.max_steps,
+        "max_grad_norm": section.max_grad_norm,
+        "save_steps": section.save_steps,
+        "logging_steps": section.logging_steps,
+        "logging_nan_inf_filter": False,  # a NaN loss must reach the logs and the stability guard
+        **run_settings(config.seed, config.model),
+    }
+    if hasattr(section, "warmup_steps"):
+        args["warmup_steps"] = section.warmup_steps
+    return args
+
+
+def start_model(config: Config, out_dir: Path) -> tuple[Any, Any]:
+    """The stage's start model, given a folder of full weights first (`materialize`), and its tokenizer."""
+    return load_model(materialize(config.model, out_dir / "base", seed=config.seed), seed=config.seed)
 
 
 def avoid_cudnn_attention() -> None:

@@ -19,9 +19,9 @@ from trl import SFTTrainer
 from srl_rlvr.config import Config
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
-from srl_rlvr.modeling import chat_prompt, load_model, materialize
+from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Task, load_task, problem_of
-from srl_rlvr.train.loop import run_settings, run_trainer
+from srl_rlvr.train.loop import run_trainer, stage_args, start_model
 
 
 def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task, tokenizer: Any = None) -> Dataset:
@@ -46,22 +46,13 @@ def train_sft(
     """Fine-tune on `trajectories`; return the folder of the trained model (`out_dir/final`)."""
     out_dir = Path(out_dir or Path(config.output_dir) / "sft")
     task = task or load_task(config.task.name, config.task.options)
-    model, tokenizer = load_model(
-        materialize(config.model, out_dir / "base", seed=config.seed), seed=config.seed
-    )
+    model, tokenizer = start_model(config, out_dir)
     dataset = build_sft_dataset(trajectories, task, tokenizer)
     sft = config.sft
     args = TRLSFTConfig(
-        output_dir=str(out_dir),
-        learning_rate=sft.learning_rate,
-        num_train_epochs=sft.epochs,
-        max_steps=sft.max_steps,
+        **stage_args(config, sft, out_dir),  # type: ignore[arg-type]
         per_device_train_batch_size=sft.batch_size,
         max_length=sft.max_length,
-        max_grad_norm=sft.max_grad_norm,
-        save_steps=sft.save_steps,
-        logging_steps=sft.logging_steps,
-        **run_settings(config.seed, config.model),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     return run_trainer(

@@ -46,10 +46,10 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, SRLConfig
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import ConfigError, DataError
-from srl_rlvr.modeling import chat_prompt, load_model, materialize
+from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Task, problem_of
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
-from srl_rlvr.train.loop import run_trainer
+from srl_rlvr.train.loop import run_trainer, start_model
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,7 @@ def train_srl(
         trajectories, val_trajectories = split_validation(trajectories, cfg.val_fraction, config.data.seed)
     if not trajectories:
         raise DataError("no trajectories to train on: the dataset is empty")
-    model_config = materialize(config.model, out_dir / "base", seed=config.seed)
-    model, tokenizer = load_model(model_config, seed=config.seed)
+    model, tokenizer = start_model(config, out_dir)
     dataset = build_srl_dataset(trajectories, task, cfg, tokenizer)
     stops = line_end_tokens(tokenizer) if cfg.prompt_style == "continue" else []
     trainer = GroupTrainer(
