@@ -26,9 +26,9 @@ from transformers import TrainerCallback
 
 from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import Config, build_config, load_config
-from srl_rlvr.evaluate.generation import generate
 from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci, paired_metric_delta_ci
 from srl_rlvr.modeling import chat_prompt, load_model, model_source
+from srl_rlvr.rollout.generation import generate
 from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.train.rlvr import train_rlvr
 from srl_rlvr.train.sft import train_sft

@@ -27,8 +27,8 @@ from pathlib import Path
 from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import build_config
 from srl_rlvr.data.trajectory import Step, Trajectory
-from srl_rlvr.evaluate.generation import evaluate_task
 from srl_rlvr.modeling import EMBEDDED_DIR, byte_tokenizer, load_model, tiny_model
+from srl_rlvr.rollout.generation import evaluate_task
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.sft import train_sft
 

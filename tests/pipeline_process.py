@@ -33,7 +33,7 @@ def main() -> None:
                 die()
 
     if stage == "register":
-        from srl_rlvr.manage import registry
+        from srl_rlvr.tracking import registry
 
         original = registry.register
 

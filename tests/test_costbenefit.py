@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from srl_rlvr.cli_manage import add_commands
 from srl_rlvr.config import load_config
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.manage.catalog import Candidate, Load, RoleProfile, parse_catalog
-from srl_rlvr.manage.costbenefit import (
+from srl_rlvr.selection.catalog import Candidate, Load, RoleProfile, parse_catalog
+from srl_rlvr.selection.costbenefit import (
     ADOPT_ABOVE,
     DECISION_WEIGHTS,
     analyse,

@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 from srl_rlvr.config import build_config
-from srl_rlvr.evaluate.generation import evaluate_task, generate
 from srl_rlvr.modeling import EMBEDDED_DIR, load_model
+from srl_rlvr.rollout.generation import evaluate_task, generate
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.srl import train_srl
 

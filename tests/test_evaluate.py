@@ -10,11 +10,11 @@ from srl_rlvr.cli import app
 from srl_rlvr.config import EvalConfig
 from srl_rlvr.errors import TaskError
 from srl_rlvr.evaluate.evaluation import EvalResult, ProblemRecord, compare, evaluate_model
-from srl_rlvr.evaluate.generation import _generated_lengths
 from srl_rlvr.evaluate.report import comparison_table, write_report
 from srl_rlvr.evaluate.slices import slice_results, weak_slices
 from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci
 from srl_rlvr.modeling import byte_tokenizer, tiny_model
+from srl_rlvr.rollout.generation import _generated_lengths
 from srl_rlvr.tasks import load_task
 
 FAST = EvalConfig(bootstrap_samples=500, slice_min_size=5, max_new_tokens=16)

@@ -182,8 +182,8 @@ def test_cli_run_reports_a_missing_upstream_stage_as_one_line(
 def test_the_store_holds_every_stage_run_and_the_registered_lineage(finished_run) -> None:
     from mlflow import MlflowClient
 
-    from srl_rlvr.manage.registry import lineage, resolve
-    from srl_rlvr.manage.tracking import recorded_run_id
+    from srl_rlvr.tracking.registry import lineage, resolve
+    from srl_rlvr.tracking.runs import recorded_run_id
 
     run_dir, _, _ = finished_run
     client = MlflowClient()
@@ -267,8 +267,8 @@ def test_a_registry_base_model_loads_from_the_configs_store_when_run_from_python
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from srl_rlvr.config import ModelConfig
-    from srl_rlvr.manage.registry import register
     from srl_rlvr.modeling import materialize
+    from srl_rlvr.tracking.registry import register
 
     store = f"sqlite:///{tmp_path / 'team.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")

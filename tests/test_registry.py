@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from srl_rlvr.cli import app
 from srl_rlvr.config import ModelConfig
 from srl_rlvr.errors import ModelLoadError
-from srl_rlvr.manage.registry import RegistryError, lineage, promote, register, resolve, rollback, versions
 from srl_rlvr.modeling import byte_tokenizer, load_model, tiny_model
+from srl_rlvr.tracking.registry import RegistryError, lineage, promote, register, resolve, rollback, versions
 
 _names = itertools.count()
 
@@ -133,7 +133,7 @@ def test_registry_cli_promotes_lists_and_shows_lineage(name: str, model_dir: Pat
 def test_registry_commands_name_their_store_and_refuse_one_that_is_not_there(
     name: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from srl_rlvr.manage.tracking import tracking_uri
+    from srl_rlvr.tracking.runs import tracking_uri
 
     chain(name, model_dir)
     listed = CliRunner().invoke(app, ["registry", "list"])

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from srl_rlvr.manage.routing import LinUCBRouter, SimulatedModel, request_features, reward, simulate
+from srl_rlvr.serve.routing import LinUCBRouter, SimulatedModel, request_features, reward, simulate
 
 
 def test_reward_is_quality_minus_weighted_cost_and_latency() -> None:

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from srl_rlvr.cli_manage import add_commands
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.manage.catalog import RoleProfile, load_catalog, load_role, parse_catalog
-from srl_rlvr.manage.decision_tree import branch_misfit, decision_branch, role_weights
-from srl_rlvr.manage.record import build_record, read_record, write_record
-from srl_rlvr.manage.selection import score_candidates, select_model
+from srl_rlvr.selection.catalog import RoleProfile, load_catalog, load_role, parse_catalog
+from srl_rlvr.selection.decision_tree import branch_misfit, decision_branch, role_weights
+from srl_rlvr.selection.mcda import score_candidates, select_model
+from srl_rlvr.selection.record import build_record, read_record, write_record
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "selection"
 CATALOG = EXAMPLES / "catalog.yaml"

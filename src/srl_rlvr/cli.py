@@ -273,7 +273,7 @@ def _train(
         from srl_rlvr.train.srl import train_srl as train
     else:
         from srl_rlvr.train.sft import train_sft as train
-    from srl_rlvr.manage.tracking import TRAINING_FILES, tracked_run
+    from srl_rlvr.tracking.runs import TRAINING_FILES, tracked_run
 
     try:
         with tracked_run(cfg, stage, out, {"srl_rlvr.dataset": f"dataset:{manifest['hash']}"}) as run:
@@ -343,8 +343,8 @@ def train_rlvr_command(
     err_console.print(
         f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
     )
-    from srl_rlvr.manage.tracking import TRAINING_FILES, tracked_run
     from srl_rlvr.stages import stage_data
+    from srl_rlvr.tracking.runs import TRAINING_FILES, tracked_run
 
     try:
         with tracked_run(cfg, "rlvr", out, {"srl_rlvr.dataset": stage_data(cfg, "rlvr", {})}) as run:
@@ -401,7 +401,7 @@ def eval_command(
         config = run_dir / "config.yaml"
     cfg = _load(config, overrides)
     quiet_libraries()
-    from srl_rlvr.manage.tracking import STAGE_FILES, log_evaluation, tracked_run
+    from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run
 
     out = out or default_out_dir(model[-1])
     err_console.print(
@@ -514,7 +514,7 @@ def run_command(
     if "register" in cfg.pipeline.stages and registered.is_file():
         import json
 
-        from srl_rlvr.manage.tracking import tracking_uri
+        from srl_rlvr.tracking.runs import tracking_uri
 
         versions = json.loads(registered.read_text())["versions"]
         alias = f" ({cfg.registry.alias_on_register})" if cfg.registry.alias_on_register else ""

@@ -1,6 +1,6 @@
 """`srl-rlvr select` and `srl-rlvr costbenefit`: choose a model for a role, decide whether to replace it.
 
-`add_commands(app)` registers both on the main app. The library under `srl_rlvr.manage` returns values;
+`add_commands(app)` registers both on the main app. The library under `srl_rlvr.selection` returns values;
 these commands print them. The consoles are this module's own, so `cli.py` can import it at the top.
 """
 
@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from srl_rlvr.manage.selection import Selection, Validation
+    from srl_rlvr.selection.mcda import Selection, Validation
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
@@ -79,16 +79,16 @@ def select_command(
         typer.Option("--out", help="Selection record YAML (default: selections/<role>-<UTC time>.yaml)."),
     ] = None,
 ) -> None:
-    """Choose the model for a role and write down why (a selection record, `manage/record.py`).
+    """Choose the model for a role and write down why (a selection record, `selection/record.py`).
 
-    The decision tree (`manage/decision_tree.py`) picks the tier (gold: 3-8B real-time, silver: 7-13B interactive, bronze:
+    The decision tree (`selection/decision_tree.py`) picks the tier (gold: 3-8B real-time, silver: 7-13B interactive, bronze:
     50B+ async) and its size range; hard requirements (latency, accuracy floor, cost, hardware, SLA,
     context, tool use) filter next; the rest are scored on the role's weighted criteria, each 0..1
     relative to the best candidate. Catalog entries with `measured:` use our own evaluation's numbers.
     """
-    from srl_rlvr.manage.catalog import load_catalog, load_role
-    from srl_rlvr.manage.record import build_record, write_record
-    from srl_rlvr.manage.selection import select_model
+    from srl_rlvr.selection.catalog import load_catalog, load_role
+    from srl_rlvr.selection.mcda import select_model
+    from srl_rlvr.selection.record import build_record, write_record
 
     profile = load_role(role_profile)
     selection = select_model(profile, load_catalog(catalog))
@@ -127,12 +127,12 @@ def costbenefit_command(
     """Should the new model replace the current one? Performance, monthly cost, break-even, risk, decision.
 
     Decision score = 0.4 performance + 0.3 savings + 0.2 (1 - risk) + 0.1 break-even favourability
-    (`manage/costbenefit.py`); 'adopt' above 0.7 when the new model also meets the role's hard
+    (`selection/costbenefit.py`); 'adopt' above 0.7 when the new model also meets the role's hard
     requirements.
     """
-    from srl_rlvr.manage.catalog import find_candidate, load_catalog, load_role
-    from srl_rlvr.manage.costbenefit import DECISION_WEIGHTS, analyse, describe_months, trainable
-    from srl_rlvr.manage.costbenefit import write_run_config as write_config
+    from srl_rlvr.selection.catalog import find_candidate, load_catalog, load_role
+    from srl_rlvr.selection.costbenefit import DECISION_WEIGHTS, analyse, describe_months, trainable
+    from srl_rlvr.selection.costbenefit import write_run_config as write_config
 
     profile = load_role(role)
     candidates = load_catalog(catalog)

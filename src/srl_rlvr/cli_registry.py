@@ -33,7 +33,7 @@ StoreOpt = Annotated[
 def _store(ctx: typer.Context, store: StoreOpt = None) -> None:
     """Which store every subcommand reads; a sqlite file that is not there is an error (reading would
     create an empty one and show an empty table), except for `register`, which may start a store."""
-    from srl_rlvr.manage.tracking import tracking_uri
+    from srl_rlvr.tracking.runs import tracking_uri
 
     if store:
         os.environ["MLFLOW_TRACKING_URI"] = store
@@ -49,7 +49,7 @@ def _store(ctx: typer.Context, store: StoreOpt = None) -> None:
 
 def _reference(model: str) -> str:
     """NAME, NAME@ALIAS or NAME/VERSION, with or without the registry: prefix."""
-    from srl_rlvr.manage.registry import PREFIX
+    from srl_rlvr.tracking.registry import PREFIX
 
     model = model if model.startswith(PREFIX) else PREFIX + model
     return model if ("@" in model or "/" in model.removeprefix(PREFIX)) else model + "@production"
@@ -58,8 +58,8 @@ def _reference(model: str) -> str:
 @registry_app.command("list")
 def list_command() -> None:
     """Every registered model, its latest version and where its aliases point."""
-    from srl_rlvr.manage.registry import models
-    from srl_rlvr.manage.tracking import tracking_uri
+    from srl_rlvr.tracking.registry import models
+    from srl_rlvr.tracking.runs import tracking_uri
 
     table = Table("model", "latest", "production", "staging", "backup", caption=f"store: {tracking_uri()}")
     for name, latest, aliases in models():
@@ -74,7 +74,7 @@ def list_command() -> None:
 @registry_app.command("show")
 def show_command(name: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
     """All versions of a model: stage, parent, data, metrics, aliases."""
-    from srl_rlvr.manage.registry import versions
+    from srl_rlvr.tracking.registry import versions
 
     table = Table("version", "aliases", "stage", "parent", "data", "metrics", title=name)
     for v in versions(name):
@@ -90,7 +90,7 @@ def lineage_command(
     model: Annotated[str, typer.Argument(help="NAME (production), NAME@ALIAS or NAME/VERSION.")],
 ) -> None:
     """The chain of parents from a version back to the model it started from, with each step's data."""
-    from srl_rlvr.manage.registry import lineage
+    from srl_rlvr.tracking.registry import lineage
 
     for depth, step in enumerate(lineage(_reference(model))):
         indent = "  " * depth + ("└─ " if depth else "")
@@ -120,7 +120,7 @@ def promote_command(
 ) -> None:
     """Point an alias at a version. To production: the old production becomes backup, and a version that
     evaluates worse than it is refused unless --force."""
-    from srl_rlvr.manage.registry import promote
+    from srl_rlvr.tracking.registry import promote
 
     console.print(promote(name, version, to=to, metric=metric, force=force))
 
@@ -128,7 +128,7 @@ def promote_command(
 @registry_app.command("rollback")
 def rollback_command(name: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
     """Swap production and backup: the previous production version serves again."""
-    from srl_rlvr.manage.registry import rollback
+    from srl_rlvr.tracking.registry import rollback
 
     console.print(rollback(name))
 
@@ -158,7 +158,7 @@ def register_command(
 ) -> None:
     """Register a model trained outside `srl-rlvr run` (the pipeline's register stage does this itself)."""
     from srl_rlvr.errors import DataError
-    from srl_rlvr.manage.registry import register
+    from srl_rlvr.tracking.registry import register
 
     metrics: dict[str, float] = {}
     if report is not None:
@@ -176,7 +176,7 @@ def ui_command(
     store: StoreOpt = None,
 ) -> None:
     """Open the MLflow UI on this project's store (runs, metrics, plots, registered models)."""
-    from srl_rlvr.manage.tracking import tracking_uri
+    from srl_rlvr.tracking.runs import tracking_uri
 
     uri = store or tracking_uri()
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--port", str(port)]

@@ -101,7 +101,7 @@ def model_source(name_or_path: str) -> str:
     if name_or_path in PACKAGED_GGUF and not Path(name_or_path).exists():
         return packaged_gguf(name_or_path)
     if name_or_path.startswith("registry:"):
-        from srl_rlvr.manage.registry import local_path
+        from srl_rlvr.tracking.registry import local_path
 
         return local_path(name_or_path)
     if name_or_path != "embedded":

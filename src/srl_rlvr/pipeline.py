@@ -30,7 +30,6 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, dump_config
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.evaluate.run import EvalRun
-from srl_rlvr.manage.tracking import close_abandoned_run, log_stage_outcome, tracked_run
 from srl_rlvr.stages import (
     TRAINING,
     Emit,
@@ -41,6 +40,7 @@ from srl_rlvr.stages import (
     stage_dir,
     upstream_stages,
 )
+from srl_rlvr.tracking.runs import close_abandoned_run, log_stage_outcome, tracked_run
 from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,8 @@ def resolve_registry_model(config: Config) -> Config:
     reference = config.model.name_or_path
     if not reference.startswith("registry:"):
         return config
-    from srl_rlvr.manage.registry import local_path
-    from srl_rlvr.manage.tracking import tracking_uri
+    from srl_rlvr.tracking.registry import local_path
+    from srl_rlvr.tracking.runs import tracking_uri
 
     folder = local_path(reference, uri=tracking_uri(config))
     model = config.model.model_copy(update={"name_or_path": folder, "resolved_from": reference})

@@ -183,9 +183,9 @@ def _result_of(evaluation: EvalRun, folder: Path, stage: str) -> EvalResult | No
 def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     """Each trained model of this run, in order, as a registry version whose parent is the one before
     (the first's is the base model), with its evaluation; the last gets `registry.alias_on_register`."""
-    from srl_rlvr.manage.registry import model_name_for, promote, register
-    from srl_rlvr.manage.tracking import recorded_run_id, tracking_uri
     from srl_rlvr.tasks import load_task
+    from srl_rlvr.tracking.registry import model_name_for, promote, register
+    from srl_rlvr.tracking.runs import recorded_run_id, tracking_uri
 
     name = config.registry.model_name or model_name_for(load_task(config.task.name, config.task.options).name)
     uri = tracking_uri(config)

@@ -184,7 +184,7 @@ class LocalModelTeacher:
     async def plan(
         self, problem: Problem, context: list[Passage], rules: list[Rule], conversation: Conversation
     ) -> Attempt:
-        from srl_rlvr.evaluate.generation import generate
+        from srl_rlvr.rollout.generation import generate
 
         example = self.examples.for_problem(problem.id)
         prompt = self._render(teacher_messages(self.task, problem, context, rules, conversation, example))

@@ -16,10 +16,10 @@ import numpy as np
 
 from srl_rlvr.config import EvalConfig
 from srl_rlvr.errors import DataError
-from srl_rlvr.evaluate.generation import generate_timed, safe_reward
 from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.modeling import chat_prompt
-from srl_rlvr.tasks import Problem, Task
+from srl_rlvr.rollout.generation import generate_timed
+from srl_rlvr.tasks import Problem, Task, safe_reward
 
 PERCENTILES = (50, 95, 99)
 

@@ -136,7 +136,7 @@ class RoleConfig(Section):
     routing: Literal["chain", "bandit"] = Field(
         "chain",
         description="'chain': primary first, backups on failure. 'bandit': LinUCB learns which of them "
-        "serves best (reward: format compliance minus latency, manage/routing.py); failover still applies.",
+        "serves best (reward: format compliance minus latency, serve/routing.py); failover still applies.",
     )
     task: str | None = Field(
         None,

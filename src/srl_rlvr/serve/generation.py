@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from srl_rlvr.evaluate.generation import eos_ids
 from srl_rlvr.rollout import FastEngine, SamplingParams, make_engine
+from srl_rlvr.rollout.generation import eos_ids
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 

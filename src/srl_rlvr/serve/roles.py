@@ -4,7 +4,7 @@ A role has a primary and ordered backups; the health monitor puts healthy models
 (`shift`) takes `percent` of the role's requests. After each of them its error rate and p95 latency are
 compared with the primary's over the health window; beyond the configured margins it is rolled back
 (its traffic returns to the chain). Shifting to 100 promotes it: it becomes the primary and the old
-primary the first backup. A role with `routing: bandit` lets LinUCB (manage/routing.py) pick among its
+primary the first backup. A role with `routing: bandit` lets LinUCB (serve/routing.py) pick among its
 models, healthy ones only, and learn from each answer's reward.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srl_rlvr.errors import UserError
-from srl_rlvr.manage.routing import LinUCBRouter
 from srl_rlvr.serve.config import CanaryConfig, RoleConfig
 from srl_rlvr.serve.health import HealthMonitor, ModelStats
+from srl_rlvr.serve.routing import LinUCBRouter
 
 
 @dataclass

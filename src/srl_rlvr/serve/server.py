@@ -16,7 +16,6 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-from srl_rlvr.manage.routing import request_features, reward
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
@@ -27,6 +26,7 @@ from srl_rlvr.serve.metrics import ServeMetrics
 from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong
 from srl_rlvr.serve.openai_api import ApiError
 from srl_rlvr.serve.roles import Roles
+from srl_rlvr.serve.routing import request_features, reward
 
 log = logging.getLogger(__name__)
 

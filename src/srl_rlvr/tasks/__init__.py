@@ -51,3 +51,13 @@ def load_task(name: str, options: dict[str, Any] | None = None) -> Task:
     if missing:
         raise TaskError(f"task '{name}' lacks {', '.join(missing)} (see srl_rlvr.tasks.base.Task)")
     return task
+
+
+def safe_reward(task: Task, completion: str, problem: Problem) -> float:
+    """`task.reward`, with a user task's exception turned into an error that names the problem."""
+    try:
+        return float(task.reward(completion, problem))
+    except Exception as e:  # a user's task code: anything can go wrong in it
+        raise TaskError(
+            f"task '{task.name}': reward() failed on problem {problem.id}: {type(e).__name__}: {e}"
+        ) from e

@@ -26,9 +26,9 @@ from trl import DPOConfig, DPOTrainer
 
 from srl_rlvr.config import Config, RLVRConfig
 from srl_rlvr.errors import DataError
-from srl_rlvr.evaluate.generation import generate, safe_reward
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
-from srl_rlvr.tasks import Problem, Task
+from srl_rlvr.rollout.generation import generate
+from srl_rlvr.tasks import Problem, Task, safe_reward
 from srl_rlvr.train.loop import stage_args
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from srl_rlvr.config import RLVRConfig
-from srl_rlvr.evaluate.generation import safe_reward
-from srl_rlvr.tasks import Problem, Task
+from srl_rlvr.tasks import Problem, Task, safe_reward
 
 RewardFunction = Callable[..., list[float]]
 

@@ -252,7 +252,7 @@ def evaluate_step_reward(
 ) -> dict[str, float]:
     """Greedy next-step predictions on step-wise prompts, scored by the SRL reward: the learning signal
     SRL optimises, measured on held-out trajectories (mean reward, exact-step rate, format failures)."""
-    from srl_rlvr.evaluate.generation import generate
+    from srl_rlvr.rollout.generation import generate
 
     completions = generate(model, tokenizer, dataset["prompt"], cfg.max_completion_length, batch_size)
     actions = dataset["expert_action"]

@@ -3,7 +3,7 @@
 Multi-criteria decision analysis (MCDA): the decision tree (`decision_tree.py`) filters by
 size class, hard requirements filter next, the survivors are scored per criterion on 0..1 and combined
 with the role's weights, and six validation checks (`validate_candidate`) are reported for each. The result becomes a
-selection record (`manage/record.py`).
+selection record (`selection/record.py`).
 
 Scoring is relative to the field: on each criterion the best candidate evaluated scores 1 and the others
 their ratio to it (value/best, or best/value where lower is better: latency, cost). Ratios, not min-max,
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.manage.catalog import MATURITY_SCORE, Candidate, RoleProfile, Schema
-from srl_rlvr.manage.decision_tree import Branch, branch_misfit, decision_branch, role_weights
+from srl_rlvr.selection.catalog import MATURITY_SCORE, Candidate, RoleProfile, Schema
+from srl_rlvr.selection.decision_tree import Branch, branch_misfit, decision_branch, role_weights
 
 BENCHMARK_TOLERANCE = 0.10  # our own evaluation must land within 10 % of the published score
 

@@ -1,9 +1,9 @@
-"""Batched generation and task scoring, shared by validation during training and by evaluation.
+"""Batched generation for evaluation, validation during training, and a local teacher; and task
+scoring of what it generates.
 
 Plain HF `generate` in batches of left-padded prompts; greedy unless a temperature is given. The
-fast engine (`srl_rlvr.rollout`) serves training rollouts only: scores stay on HF's generate, the
-reference the engine's own parity tests compare against.
-"""
+fast engine (`engine.py`) serves training rollouts only: scores stay on HF's generate, the reference
+the engine's own parity tests compare against."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 
-from srl_rlvr.errors import TaskError
 from srl_rlvr.modeling import chat_prompt
-from srl_rlvr.tasks import Problem, Task
+from srl_rlvr.tasks import Problem, Task, safe_reward
 
 
 @dataclass(frozen=True)
@@ -106,16 +105,6 @@ def generate(
     return generate_timed(
         model, tokenizer, prompts, max_new_tokens, batch_size, num_return_sequences, temperature
     ).completions
-
-
-def safe_reward(task: Task, completion: str, problem: Problem) -> float:
-    """`task.reward`, with a user task's exception turned into an error that names the problem."""
-    try:
-        return float(task.reward(completion, problem))
-    except Exception as e:  # a user's task code: anything can go wrong in it
-        raise TaskError(
-            f"task '{task.name}': reward() failed on problem {problem.id}: {type(e).__name__}: {e}"
-        ) from e
 
 
 def evaluate_task(

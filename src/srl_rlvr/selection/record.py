@@ -16,9 +16,9 @@ from pydantic import Field
 
 from srl_rlvr.config import parse_yaml
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.manage.catalog import Schema, validate_file
-from srl_rlvr.manage.decision_tree import Tier
-from srl_rlvr.manage.selection import Scored, Selection, Validation
+from srl_rlvr.selection.catalog import Schema, validate_file
+from srl_rlvr.selection.decision_tree import Tier
+from srl_rlvr.selection.mcda import Scored, Selection, Validation
 
 WORSE = {"latency": "higher latency", "cost": "higher cost"}
 

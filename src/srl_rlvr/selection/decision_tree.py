@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from srl_rlvr.manage.catalog import Candidate, RoleProfile
+from srl_rlvr.selection.catalog import Candidate, RoleProfile
 
 Tier = Literal["gold", "silver", "bronze"]
 

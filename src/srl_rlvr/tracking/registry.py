@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from srl_rlvr.errors import ModelLoadError, UserError
-from srl_rlvr.manage.tracking import mlflow_client, tracking_uri
+from srl_rlvr.tracking.runs import mlflow_client, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -149,7 +149,7 @@ def register(
     With a `run_id`, registering is idempotent: when that run's model of this `stage` already has a
     version (a register stage killed halfway and rerun), that version is returned, not a duplicate.
     """
-    from srl_rlvr.manage.tracking import experiment_id
+    from srl_rlvr.tracking.runs import experiment_id
 
     client = _client(uri)
     model_dir = Path(model_dir)

@@ -19,9 +19,9 @@ import yaml
 
 from srl_rlvr.config import build_config
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.manage.catalog import Candidate, Load, RoleProfile
-from srl_rlvr.manage.decision_tree import role_weights
-from srl_rlvr.manage.selection import (
+from srl_rlvr.selection.catalog import Candidate, Load, RoleProfile
+from srl_rlvr.selection.decision_tree import role_weights
+from srl_rlvr.selection.mcda import (
     BENCHMARK_TOLERANCE,
     LOWER_IS_BETTER,
     benchmark_match,

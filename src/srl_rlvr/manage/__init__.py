@@ -1,1 +1,0 @@
-"""Managing models after training: registry and tracking, selection (MCDA), cost-benefit, routing."""
