@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from srl_rlvr.cli_manage import add_commands
+from srl_rlvr.cli.selection import add_commands
 from srl_rlvr.config import load_config
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.selection.catalog import Candidate, Load, RoleProfile, parse_catalog

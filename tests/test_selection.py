@@ -7,7 +7,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from srl_rlvr.cli_manage import add_commands
+from srl_rlvr.cli.selection import add_commands
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.selection.catalog import RoleProfile, load_catalog, load_role, parse_catalog
 from srl_rlvr.selection.decision_tree import branch_misfit, decision_branch, role_weights

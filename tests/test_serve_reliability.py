@@ -16,7 +16,7 @@ import typer
 from serve_helpers import make_adapter
 from typer.testing import CliRunner
 
-from srl_rlvr.cli_serve import add_commands
+from srl_rlvr.cli.serve import add_commands
 from srl_rlvr.serve.config import CanaryConfig, HealthConfig, build_serve_config
 from srl_rlvr.serve.health import HealthMonitor, ModelStats
 from srl_rlvr.serve.roles import canary_verdict

@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from srl_rlvr.cli.common import console
 from srl_rlvr.errors import UserError
 
 registry_app = typer.Typer(
     help="Registered models: versions with lineage, aliases (staging/production/backup), promotion gate.",
     no_args_is_help=True,
 )
-console = Console(width=None if sys.stdout.isatty() else 120)
 
 StoreOpt = Annotated[
     str | None,

@@ -1,26 +1,24 @@
 """`srl-rlvr select` and `srl-rlvr costbenefit`: choose a model for a role, decide whether to replace it.
 
-`add_commands(app)` registers both on the main app. The library under `srl_rlvr.selection` returns values;
-these commands print them. The consoles are this module's own, so `cli.py` can import it at the top.
+`add_commands(app)` registers both on the main app. The library under `srl_rlvr.selection` returns
+values; these commands print them.
 """
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from srl_rlvr.cli.common import console, err_console
 
 if TYPE_CHECKING:
     from srl_rlvr.selection.mcda import Selection, Validation
 
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
 
 MARK = {True: "[green]✓[/green]", False: "[red]✗[/red]", None: "[yellow]?[/yellow]"}
 

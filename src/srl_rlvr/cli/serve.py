@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,13 +16,11 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from srl_rlvr.cli.common import console
 from srl_rlvr.errors import UserError
-
-console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class _StartByDefault(TyperGroup):

@@ -1,0 +1,62 @@
+"""`srl-rlvr`: the command line, one module per command group. It prints; the library it calls only
+returns values and logs.
+
+Heavy imports (torch, transformers, trl) happen inside the commands that need them, so `--help`
+and `config check` answer instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.markup import escape
+
+from srl_rlvr.cli import configs, data, evaluate, generate, registry, run, selection, serve, tasks, train
+from srl_rlvr.cli.common import err_console, quiet_libraries
+from srl_rlvr.cli.train import default_train_out
+from srl_rlvr.errors import UserError
+
+__all__ = ["app", "default_train_out", "main", "quiet_libraries"]
+
+app = typer.Typer(
+    help="Make a small language model better at a job: expert trajectories -> SRL -> RLVR -> evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+for group in (configs, tasks, data, generate, train, evaluate, run, registry, selection, serve):
+    group.add_commands(app)
+
+DEBUG_ENV = "SRL_RLVR_DEBUG"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a user error is one red line and exit code 2; anything else is one line that says
+    it is our bug and how to get its traceback (`--debug` or SRL_RLVR_DEBUG=1), exit code 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args)
+    except UserError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        raise SystemExit(2) from None
+    except Exception as e:  # the last line of defence: a bug of ours, not the user's input
+        if debug:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        err_console.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(first)} — a bug in srl-rlvr, not in "
+            f"your input; rerun with --debug (or {DEBUG_ENV}=1) for the traceback and include it in your "
+            "report",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None

@@ -1,0 +1,111 @@
+"""`srl-rlvr eval`: held-out evaluation of one or more models against a baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from srl_rlvr.cli.common import (
+    OverridesArg,
+    err_console,
+    load_cli_config,
+    print_evaluation,
+    quiet_libraries,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+def eval_command(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            help="'tiny', a model folder or a stage folder (runs/x/rlvr); repeat to compare stages in order.",
+        ),
+    ],
+    overrides: OverridesArg = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task name or module:Class (default: the config's task).")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Model to compare against; listed first.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config (eval:, task:, model:).")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Problems (default: data.test_size).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: <model>/eval, or runs/eval).")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Held-out split: test or val.")] = "test",
+) -> None:
+    """Evaluate on held-out problems: metrics, latency, weak slices, deltas with bootstrap CIs; write a report."""
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"'{split}' is not a split; use test or val", param_hint="--split")
+    from srl_rlvr.evaluate.run import default_out_dir, run_dir_of, run_evaluation
+
+    run_dir = run_dir_of(model[-1]) if config is None else None
+    if run_dir is not None:  # the run's own task options and test set, not the defaults
+        config = run_dir / "config.yaml"
+    cfg = load_cli_config(config, overrides)
+    quiet_libraries()
+    from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run
+
+    out = out or default_out_dir(model[-1])
+    err_console.print(
+        f"config: {config or 'built-in defaults'}"
+        + (" (the model's run)" if run_dir is not None else "")
+        + f"; task {task or cfg.task.name}, {split} split, n={n or cfg.data.test_size}; report -> {out}",
+        highlight=False,
+    )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+    bars: dict[str, TaskID] = {}
+
+    def on_batch(what: str, done: int, total: int) -> None:
+        if what not in bars:
+            bars[what] = progress.add_task(f"evaluating {what}", total=total)
+        progress.update(bars[what], completed=done)
+
+    with (
+        tracked_run(
+            cfg, "evaluate", out, {"srl_rlvr.models": ", ".join([*([baseline] if baseline else []), *model])}
+        ) as tracking,
+        progress,
+    ):
+        run = run_evaluation(
+            cfg,
+            model,
+            baseline=baseline,
+            task_name=task,
+            n=n,
+            split=split,  # type: ignore[arg-type]
+            out_dir=out,
+            on_model=lambda label, path: progress.console.print(f"loading {label} ({path})", highlight=False),
+            on_batch=on_batch,
+        )
+        if tracking:
+            log_evaluation(tracking, run.results)
+            tracking.log_files(run.report.parent, STAGE_FILES["evaluate"])
+    print_evaluation(run, cfg, title=f"{split} split")
+
+
+def add_commands(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,109 @@
+"""`srl-rlvr run`: the whole pipeline over one run directory, with a live bar per stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from srl_rlvr.cli.common import (
+    ConfigArg,
+    OverridesArg,
+    console,
+    err_console,
+    load_cli_config,
+    print_evaluation,
+    quiet_libraries,
+)
+
+if TYPE_CHECKING:
+    from srl_rlvr.stages import StageEvent
+
+
+def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
+    """Pipeline events as one live bar per running stage and a line per skipped or finished one."""
+    bars: dict[str, TaskID] = {}
+
+    def show(event: StageEvent) -> None:
+        if event.kind == "skip":
+            progress.console.print(f"[dim]skip {event.stage}: {escape(event.message)}[/dim]")
+        elif event.kind == "start":
+            progress.console.print(f"[bold]{event.stage}[/bold]: {event.message}")
+            bars[event.stage] = progress.add_task(event.stage, total=None, note="")
+        elif event.kind == "step":
+            progress.update(bars[event.stage], completed=event.step, total=event.total, note=event.message)
+        else:
+            progress.remove_task(bars.pop(event.stage))
+            progress.console.print(f"[green]done[/green] {event.stage}: {escape(event.message)}")
+
+    return show
+
+
+def run_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Rerun this stage and every later one, even if unchanged.")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run just this stage; the ones before it must have run.")
+    ] = None,
+) -> None:
+    """The whole job in one run directory: trajectories -> SRL -> RLVR -> evaluation against the base model.
+
+    Stages whose inputs did not change are skipped; an interrupted stage resumes from its checkpoint
+    when you rerun the same command.
+    """
+    cfg = load_cli_config(config, overrides)
+    quiet_libraries()
+    from srl_rlvr.pipeline import run_pipeline
+    from srl_rlvr.train.loop import TrainingInterrupted
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err_console,
+    )
+    try:
+        with progress:
+            result = run_pipeline(cfg, from_stage, only, on_event=_show_stages(progress))
+    except TrainingInterrupted as e:
+        err_console.print(
+            f"[yellow]interrupted; checkpoint saved at {escape(str(e.checkpoint))}. "
+            "Rerun the same command to resume.[/yellow]"
+        )
+        raise SystemExit(143) from None
+    evaluation = result.evaluation
+    if evaluation is None:
+        console.print(f"run directory: {result.run_dir} (no evaluation in this run)")
+        return
+    print_evaluation(evaluation, cfg, title=f"held-out test split: {' -> '.join(evaluation.results)}")
+    registered = result.run_dir / "register" / "registered.json"
+    if "register" in cfg.pipeline.stages and registered.is_file():
+        import json
+
+        from srl_rlvr.tracking.runs import tracking_uri
+
+        versions = json.loads(registered.read_text())["versions"]
+        alias = f" ({cfg.registry.alias_on_register})" if cfg.registry.alias_on_register else ""
+        shown = ", ".join(f"{v['reference']} ({v['stage']})" for v in versions)
+        console.print(f"registered {shown}{alias} in {tracking_uri(cfg)}; browse runs with `srl-rlvr ui`")
+
+
+def add_commands(app: typer.Typer) -> None:
+    app.command("run")(run_command)

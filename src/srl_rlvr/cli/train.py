@@ -1,0 +1,178 @@
+"""`srl-rlvr train srl | sft | rlvr`: one stage on its own, outside a pipeline run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from srl_rlvr.cli.common import (
+    ConfigArg,
+    OverridesArg,
+    console,
+    err_console,
+    load_cli_config,
+    quiet_libraries,
+)
+
+if TYPE_CHECKING:
+    from srl_rlvr.config import Config
+
+train_app = typer.Typer(
+    help="Train a model: SRL (step-wise RL), RLVR (outcome RL), SFT (baseline).", no_args_is_help=True
+)
+
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Trajectory JSONL or dataset folder (default: data.trajectories, else <output_dir>/data).",
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Stage folder (default: <output_dir>/<stage>; <output_dir>/train-<stage> when output_dir "
+        "is a pipeline run, whose own stage folders `train` leaves alone).",
+    ),
+]
+
+
+def default_train_out(cfg: Config, stage: str) -> Path:
+    """Beside a pipeline's own stage folder, never over it: `run` would keep a model it did not train."""
+    run_dir = Path(cfg.output_dir)
+    return run_dir / (f"train-{stage}" if (run_dir / "pipeline.json").is_file() else stage)
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Start from this model (overrides model.name_or_path).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")]
+
+
+def _train(
+    stage: str,
+    config: str | None,
+    overrides: list[str] | None,
+    data: Path | None,
+    out: Path | None,
+    model: str | None,
+    resume: bool,
+) -> None:
+    cfg = load_cli_config(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
+    from srl_rlvr.data.versioning import load_dataset
+
+    data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
+    out = out or default_train_out(cfg, stage)
+    trajectories, manifest = load_dataset(data)
+    quiet_libraries()
+    from srl_rlvr.train.callbacks import RichProgress
+    from srl_rlvr.train.loop import TrainingInterrupted
+
+    err_console.print(
+        f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
+        f"-> {out}; model {cfg.model.name_or_path}"
+    )
+    if stage == "srl":
+        from srl_rlvr.train.srl import train_srl as train
+    else:
+        from srl_rlvr.train.sft import train_sft as train
+    from srl_rlvr.tracking.runs import TRAINING_FILES, tracked_run
+
+    try:
+        with tracked_run(cfg, stage, out, {"srl_rlvr.dataset": f"dataset:{manifest['hash']}"}) as run:
+            tracking = [run.callback()] if run else []
+            final = train(cfg, trajectories, out, resume=resume, callbacks=[RichProgress(stage), *tracking])
+            if run:
+                run.log_files(out, TRAINING_FILES)
+    except TrainingInterrupted as e:
+        err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
+        raise SystemExit(143) from None
+    console.print(f"trained model: {final}\nmetrics: {out / 'metrics.jsonl'}")
+
+
+@train_app.command("srl")
+def train_srl_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    data: DataOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """SRL: reward each predicted step by its similarity to the expert's (Deng et al. 2025)."""
+    _train("srl", config, overrides, data, out, model, resume)
+
+
+@train_app.command("sft")
+def train_sft_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    data: DataOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """SFT baseline: learn whole expert solutions token by token."""
+    _train("sft", config, overrides, data, out, model, resume)
+
+
+@train_app.command("rlvr")
+def train_rlvr_command(
+    config: ConfigArg = None,
+    overrides: OverridesArg = None,
+    out: OutOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Start model or stage folder (default: <output_dir>/srl when SRL ran, else model.name_or_path).",
+        ),
+    ] = None,
+    resume: ResumeOpt = False,
+) -> None:
+    """RLVR: reward outcomes the task verifies (rlvr.algorithm: grpo, dr_grpo, dapo, ppo, dpo)."""
+    cfg = load_cli_config(config, overrides)
+    from srl_rlvr.tasks import load_task
+
+    task = load_task(cfg.task.name, cfg.task.options)
+    problems = task.sample(cfg.data.train_size, cfg.data.seed, "train")
+    out = out or default_train_out(cfg, "rlvr")
+    quiet_libraries()
+    from srl_rlvr.train.callbacks import RichProgress
+    from srl_rlvr.train.loop import TrainingInterrupted
+    from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
+
+    start = stage_model(model) if model else default_start_model(cfg)
+    err_console.print(
+        f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
+    )
+    from srl_rlvr.stages import stage_data
+    from srl_rlvr.tracking.runs import TRAINING_FILES, tracked_run
+
+    try:
+        with tracked_run(cfg, "rlvr", out, {"srl_rlvr.dataset": stage_data(cfg, "rlvr", {})}) as run:
+            tracking = [run.callback()] if run else []
+            result = train_rlvr(
+                cfg,
+                problems,
+                out,
+                task=task,
+                model=start,
+                resume=resume,
+                callbacks=[RichProgress("rlvr"), *tracking],
+            )
+            if run:
+                run.log_files(out, TRAINING_FILES)
+    except TrainingInterrupted as e:
+        err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
+        raise SystemExit(143) from None
+    console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
+
+
+def add_commands(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
