@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -98,14 +99,23 @@ def test_the_gate_refuses_a_version_without_an_evaluation(name: str, model_dir: 
         promote(name, unevaluated.version)
 
 
-def test_a_registry_reference_loads_like_a_model_path(name: str, model_dir: Path) -> None:
+def test_a_registry_reference_resolves_in_its_store_to_a_folder_that_loads(
+    name: str, model_dir: Path
+) -> None:
+    from srl_rlvr.tracking.registry import resolve_source
+
     chain(name, model_dir)
     promote(name, 2)
-    model, _ = load_model(ModelConfig(name_or_path=f"registry:{name}@production", device="cpu"))
-    same, _ = load_model(ModelConfig(name_or_path=f"registry:{name}/2", device="cpu"))
+    model, _ = load_model(
+        ModelConfig(name_or_path=resolve_source(f"registry:{name}@production"), device="cpu")
+    )
+    same, _ = load_model(ModelConfig(name_or_path=resolve_source(f"registry:{name}/2"), device="cpu"))
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in same.parameters())
     with pytest.raises(ModelLoadError, match="no alias 'staging'"):
-        load_model(ModelConfig(name_or_path=f"registry:{name}@staging", device="cpu"))
+        resolve_source(f"registry:{name}@staging")
+    # Loading does not reach into the registry: which store a reference means is the caller's to say.
+    with pytest.raises(ModelLoadError, match="resolve registry references in their store first"):
+        load_model(ModelConfig(name_or_path=f"registry:{name}/2", device="cpu"))
 
 
 def test_a_bad_reference_or_folder_is_a_one_line_error(name: str, tmp_path: Path) -> None:
@@ -143,3 +153,20 @@ def test_registry_commands_name_their_store_and_refuse_one_that_is_not_there(
     missing = CliRunner().invoke(app, ["registry", "list"])
     assert missing.exit_code != 0 and "no registry at" in str(missing.exception)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_eval_takes_a_registry_reference_and_resolves_it_in_the_store(
+    name: str, model_dir: Path, tmp_path: Path
+) -> None:
+    from srl_rlvr.tracking.registry import resolve_source
+
+    chain(name, model_dir)
+    result = CliRunner().invoke(
+        app, ["eval", "--model", f"registry:{name}/2", "--n", "2", "--out", str(tmp_path / "eval")]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    (result_of_reference,) = report["results"].values()
+    assert result_of_reference["n"] == 2 and result_of_reference["model"] == resolve_source(
+        f"registry:{name}/2"
+    )

@@ -101,9 +101,10 @@ def model_source(name_or_path: str) -> str:
     if name_or_path in PACKAGED_GGUF and not Path(name_or_path).exists():
         return packaged_gguf(name_or_path)
     if name_or_path.startswith("registry:"):
-        from srl_rlvr.tracking.registry import local_path
-
-        return local_path(name_or_path)
+        raise ModelLoadError(
+            f"'{name_or_path}': resolve registry references in their store first "
+            "(srl_rlvr.tracking.registry.resolve_source); the pipeline and the CLI do"
+        )
     if name_or_path != "embedded":
         return name_or_path
     if not (EMBEDDED_DIR / "config.json").is_file():
@@ -302,7 +303,7 @@ def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> Model
     copy from the model's path (TRL does) and later stages load exactly the same starting model.
     """
     folder = Path(folder)
-    if config.name_or_path.startswith("registry:") or config.name_or_path in PACKAGED_GGUF:
+    if config.name_or_path in PACKAGED_GGUF:
         config = config.model_copy(update={"name_or_path": model_source(config.name_or_path)})
     if config.name_or_path.endswith(".gguf"):
         if not (folder / "config.json").is_file():

@@ -63,7 +63,11 @@ def _train(
     model: str | None,
     resume: bool,
 ) -> None:
-    cfg = load_cli_config(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
+    from srl_rlvr.pipeline import resolve_registry_model
+
+    cfg = resolve_registry_model(
+        load_cli_config(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
+    )
     from srl_rlvr.data.versioning import load_dataset
 
     data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
@@ -136,7 +140,11 @@ def train_rlvr_command(
     resume: ResumeOpt = False,
 ) -> None:
     """RLVR: reward outcomes the task verifies (rlvr.algorithm: grpo, dr_grpo, dapo, ppo, dpo)."""
-    cfg = load_cli_config(config, overrides)
+    from srl_rlvr.pipeline import resolve_registry_model
+    from srl_rlvr.tracking.registry import resolve_source
+    from srl_rlvr.tracking.runs import tracking_uri
+
+    cfg = resolve_registry_model(load_cli_config(config, overrides))
     from srl_rlvr.tasks import load_task
 
     task = load_task(cfg.task.name, cfg.task.options)
@@ -147,7 +155,7 @@ def train_rlvr_command(
     from srl_rlvr.train.loop import TrainingInterrupted
     from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
 
-    start = stage_model(model) if model else default_start_model(cfg)
+    start = stage_model(resolve_source(model, tracking_uri(cfg))) if model else default_start_model(cfg)
     err_console.print(
         f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
     )

@@ -19,6 +19,7 @@ from srl_rlvr.evaluate.report import write_report
 from srl_rlvr.modeling import load_model
 from srl_rlvr.tasks import load_task
 from srl_rlvr.tasks.base import Split
+from srl_rlvr.tracking.runs import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,17 @@ class EvalRun:
     report: Path
 
 
-def resolve_model(name: str) -> tuple[str, Path | None]:
+def resolve_model(name: str, uri: str | None = None) -> tuple[str, Path | None]:
     """What to load for `name`, and the training stage folder whose metrics.jsonl to plot, if any.
 
     A stage folder (`runs/x/rlvr`) means the model it kept: `best/` when validation chose one (what
-    RLVR returns), else `final/`. 'tiny' and hub ids load as given.
+    RLVR returns), else `final/`. A `registry:` reference is its folder in the store at `uri`; 'tiny'
+    and hub ids load as given.
     """
+    if name.startswith("registry:"):
+        from srl_rlvr.tracking.registry import resolve_source
+
+        return resolve_source(name, uri), None
     folder = Path(name)
     for kept in ("best", "final"):
         if any((folder / kept / f).is_file() for f in MODEL_FILES):
@@ -107,7 +113,7 @@ def run_evaluation(
     generalization: dict[str, EvalResult] = {}
     stage_dirs: dict[str, Path] = {}
     for name in [*([baseline] if baseline else []), *models]:
-        path, stage = resolve_model(name)
+        path, stage = resolve_model(name, tracking_uri(config))
         label = model_label(name, list(results))
         if on_model is not None:
             on_model(label, path)

@@ -55,8 +55,9 @@ class _Operation:
 def adapter_folder(path: str) -> str:
     """The local folder of a LoRA adapter given as a path or a `registry:` reference."""
     from srl_rlvr.modeling import is_adapter_folder, model_source
+    from srl_rlvr.tracking.registry import resolve_source
 
-    folder = model_source(path)
+    folder = model_source(resolve_source(path))
     if not is_adapter_folder(folder):
         raise ModelLoadError(f"'{path}' is not a LoRA adapter folder (no adapter_config.json in {folder})")
     return folder
@@ -215,8 +216,9 @@ class ModelSet:
     def load_base(self, name: str, path: str) -> None:
         """Blocking: load a base model (from a path, hub id, `tiny`, `embedded` or `registry:`)."""
         from srl_rlvr.modeling import load_model
+        from srl_rlvr.tracking.registry import resolve_source
 
-        model, tokenizer = load_model(ModelConfig(name_or_path=path, device=self.device))
+        model, tokenizer = load_model(ModelConfig(name_or_path=resolve_source(path), device=self.device))
         model.eval()
         worker = BaseModelWorker(name, model, tokenizer, self.max_batch)
         self.workers[name] = worker

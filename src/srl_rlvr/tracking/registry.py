@@ -126,6 +126,12 @@ def local_path(reference: str, uri: str | None = None) -> str:
     return mlflow.artifacts.download_artifacts(artifact_uri=v.source, tracking_uri=uri or tracking_uri())
 
 
+def resolve_source(name: str, uri: str | None = None) -> str:
+    """A model name as something `modeling` can load: a `registry:` reference becomes its local folder
+    (looked up in `uri`, else the default store); anything else is returned as it is."""
+    return local_path(name, uri) if name.startswith(PREFIX) else name
+
+
 def model_name_for(task_name: str) -> str:
     """A registered-model name from a task's `name`: MLflow refuses '/' and ':' (and a user task's
     name may hold anything), so runs of other characters become '-'."""
