@@ -279,7 +279,10 @@ def test_no_passing_candidate_is_an_error_that_says_why() -> None:
 def test_a_misspelt_requirement_or_an_unknown_criterion_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "role.yaml"
     path.write_text("role: r\nprimary_function: f\nrequirements: {max_latency: 16}\n")
-    with pytest.raises(ConfigError, match=r"requirements.max_latency: unknown key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"requirements.max_latency: unknown key; did you mean 'requirements\.max_latency_ms'",
+    ):
         load_role(path)
     typo = interactive_role().model_copy(update={"weights": {"acuracy": 1.0}})
     with pytest.raises(ConfigError, match="no candidate reports benchmark 'acuracy'"):

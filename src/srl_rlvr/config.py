@@ -8,7 +8,6 @@ the closest valid key.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import textwrap
 from pathlib import Path
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.schema import schema_errors
 
 
 class Section(BaseModel):
@@ -677,33 +677,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
 
 
-def _nested_models(annotation: Any) -> list[type[BaseModel]]:
-    """The config sections inside a field's type, through Optional, unions and Annotated."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in getattr(annotation, "__args__", ()) for m in _nested_models(arg)]
-
-
-def _valid_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    paths = []
-    for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
-        paths.append(path)
-        for nested in _nested_models(field.annotation):
-            paths.extend(_valid_paths(nested, path + "."))
-    return paths
-
-
 _UNION_TAGS = {"solver", "endpoint", "local"}  # pydantic puts the chosen union member in error paths
-
-
-def _describe(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in err["loc"] if p not in _UNION_TAGS)
-    if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(path, _valid_paths(Config), n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"{path}: unknown key{hint}"
-    return f"{path}: {err['msg']} (got {err.get('input')!r})"
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -728,7 +702,7 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | tuple
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
+        raise ConfigError("\n".join(schema_errors(e, Config, skip=_UNION_TAGS, show_input=True))) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from srl_rlvr.config import parse_yaml
 from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.schema import schema_errors
 
 RoleKind = Literal["interaction", "expert_analysis", "content_generation", "classification"]
 Maturity = Literal["new", "stable", "established"]
@@ -195,12 +196,7 @@ def validate_file(model: type[ModelT], raw: Any, source: str) -> ModelT:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'top level'}: "
-            + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
-            for err in e.errors()
-        )
-        raise ConfigError(f"{source}: {problems}") from None
+        raise ConfigError(f"{source}: {'; '.join(schema_errors(e, model))}") from None
 
 
 def _read(path: str | Path) -> Any:

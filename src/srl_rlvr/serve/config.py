@@ -6,7 +6,6 @@ key, and every model a role names must be one the file defines.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from srl_rlvr.config import apply_override, parse_yaml
 from srl_rlvr.data.pii import PII_KINDS
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.schema import schema_errors
 
 # Phrasings of the common "forget your instructions" and "show me your prompt" attacks, matched against
 # every message after normalisation (guardrails.normalise: NFKC, no zero-width or control characters,
@@ -271,24 +271,6 @@ class ServeConfig(Section):
         return self
 
 
-def _paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    out = []
-    for name, field in model.model_fields.items():
-        out.append(prefix + (field.alias or name))
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out += _paths(annotation, f"{prefix}{field.alias or name}.")
-    return out
-
-
-def _describe(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in ("serve", *err["loc"]))
-    if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(path, ["serve." + p for p in _paths(ServeConfig)], n=1)
-        return f"{path}: unknown key" + (f"; did you mean '{close[0]}'?" if close else "")
-    return f"{path}: {err['msg'].removeprefix('Value error, ')}"
-
-
 def build_serve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> ServeConfig:
     """A ServeConfig from the mapping under `serve:`; overrides look like `serve.port=9000`."""
     wrapped = {"serve": dict(raw)}
@@ -297,7 +279,7 @@ def build_serve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ..
     try:
         return ServeConfig.model_validate(wrapped["serve"])
     except ValidationError as e:
-        raise ConfigError("\n".join(_describe(err) for err in e.errors())) from None
+        raise ConfigError("\n".join(schema_errors(e, ServeConfig, prefix="serve"))) from None
 
 
 def load_serve_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ServeConfig:
