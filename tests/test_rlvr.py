@@ -275,7 +275,7 @@ def test_ppo_defaults_to_four_epochs_of_four_minibatches_and_no_discount() -> No
     ppo = build_config(overrides=["rlvr.algorithm=ppo"]).rlvr
     assert (ppo.num_iterations, ppo.steps_per_generation, ppo.gamma, ppo.lam) == (4, 4, 1.0, 0.95)
     assert ppo.entropy_coef == 0.01 and ppo.dynamic_sampling is False
-    # The spec's keys still load and mean what they say.
+    # Older configs' keys (use_ppo and the like) still load and mean what they say.
     spec = build_config(overrides=["rlvr.use_ppo=true", "rlvr.gamma=0.99", "rlvr.epochs=3"]).rlvr
     assert (spec.algorithm, spec.gamma, spec.epochs) == ("ppo", 0.99, 3)
     with pytest.raises(ConfigError, match="dynamic_sampling is for the GRPO family"):

@@ -100,7 +100,7 @@ def test_a_10ms_real_time_role_is_gold_tier_with_3_to_8b_candidates_only(tmp_pat
     )
     branch = decision_branch(profile)
     assert branch.tier == "gold" and branch.parameters_b == (3.0, 8.0)
-    assert branch.weights == {"latency": 0.5, "accuracy": 0.3, "cost": 0.2}  # the spec's PRIMARY_CRITERIA
+    assert branch.weights == {"latency": 0.5, "accuracy": 0.3, "cost": 0.2}  # the branch's primary criteria
 
     shipped = load_catalog(CATALOG)
     past_the_tree = [c.name for c in shipped if branch_misfit(branch, c) is None]
@@ -322,3 +322,19 @@ def test_the_select_command_prints_the_ranked_table_and_writes_the_record(tmp_pa
     assert "selected Qwen/Qwen2.5-3B-Instruct" in result.output
     assert "rejected: p95 latency 18 ms > 16 ms" in result.output  # Phi-3.5-mini
     assert read_record(out).selected_model == "Qwen/Qwen2.5-3B-Instruct"
+
+
+def test_the_run_configs_model_selection_weights_weigh_a_role_that_names_none(tmp_path: Path) -> None:
+    from srl_rlvr.config import ModelSelectionConfig
+
+    profile = interactive_role()
+    assert profile.weights is None
+    branch = role_weights(profile)  # the tree's branch: latency 0.5, accuracy 0.3, cost 0.2
+    weighted = role_weights(profile, cost_weight=0.6, performance_weight=0.4)
+    assert weighted["cost"] == pytest.approx(0.6)
+    assert weighted["latency"] / weighted["accuracy"] == pytest.approx(branch["latency"] / branch["accuracy"])
+    named = profile.model_copy(update={"weights": {"accuracy": 1.0}})
+    assert role_weights(named, cost_weight=0.6, performance_weight=0.4) == {"accuracy": 1.0}  # the role's own
+    defaults = ModelSelectionConfig()
+    catalog = parse_catalog({"candidates": [entry("ok"), entry("cheap", cost_per_1m_tokens=0.5)]}, tmp_path)
+    assert select_model(profile, catalog, defaults).weights["cost"] == pytest.approx(defaults.cost_weight)

@@ -76,6 +76,14 @@ def select_command(
         Path | None,
         typer.Option("--out", help="Selection record YAML (default: selections/<role>-<UTC time>.yaml)."),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Run config whose model_selection: cost_weight and performance_weight weigh a role that "
+            "names no weights (default: their built-in 0.3 and 0.7).",
+        ),
+    ] = None,
 ) -> None:
     """Choose the model for a role and write down why (a selection record, `selection/record.py`).
 
@@ -84,12 +92,14 @@ def select_command(
     context, tool use) filter next; the rest are scored on the role's weighted criteria, each 0..1
     relative to the best candidate. Catalog entries with `measured:` use our own evaluation's numbers.
     """
+    from srl_rlvr.config import load_config
     from srl_rlvr.selection.catalog import load_catalog, load_role
     from srl_rlvr.selection.mcda import select_model
     from srl_rlvr.selection.record import build_record, write_record
 
     profile = load_role(role_profile)
-    selection = select_model(profile, load_catalog(catalog))
+    defaults = load_config(config).model_selection
+    selection = select_model(profile, load_catalog(catalog), defaults)
     console.print(selection_table(selection))
     now = datetime.now(timezone.utc)
     record = build_record(selection, now)

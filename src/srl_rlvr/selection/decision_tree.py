@@ -1,9 +1,8 @@
 """A decision tree for common roles (by kind, then latency, real-time need or quality), and three size
 tiers: the first filter of model selection.
 
-Follows architecture.md, "Decision Tree for Common Roles" (size class, candidates and PRIMARY_CRITERIA
-per branch) and "Three-Tier Architecture Strategy" (gold = small real-time, silver = mid-size
-interactive, bronze = large async). A branch fixes the parameter range a role may use, because latency
+Each branch names a size class, example candidates and its primary criteria with their weights; the
+tiers are gold (small, real-time), silver (mid-size, interactive) and bronze (large, asynchronous). A branch fixes the parameter range a role may use, because latency
 is physics: no amount of scoring makes a 671B model answer inside a 16 ms frame.
 """
 
@@ -120,9 +119,19 @@ def decision_branch(profile: RoleProfile) -> Branch:
     )
 
 
-def role_weights(profile: RoleProfile) -> dict[str, float]:
-    """The profile's own weights, else the branch's PRIMARY_CRITERIA; normalised to sum to 1."""
-    weights = profile.weights or decision_branch(profile).weights
+def role_weights(
+    profile: RoleProfile, cost_weight: float | None = None, performance_weight: float | None = None
+) -> dict[str, float]:
+    """The profile's own weights, else the branch's primary criteria; normalised to sum to 1.
+
+    `cost_weight` and `performance_weight` (the run config's `model_selection:`) split a role that
+    names no weights between cost and the branch's other criteria, which keep their proportions."""
+    weights = profile.weights or dict(decision_branch(profile).weights)
+    if not profile.weights and cost_weight is not None and performance_weight is not None:
+        others = {k: w for k, w in weights.items() if k != "cost"}
+        total_others = sum(others.values()) or 1.0
+        weights = {k: performance_weight * w / total_others for k, w in others.items()}
+        weights["cost"] = cost_weight
     total = sum(weights.values())
     return {name: w / total for name, w in weights.items() if w > 0}
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
+from srl_rlvr.config import ModelSelectionConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.selection.catalog import MATURITY_SCORE, Candidate, RoleProfile, Schema
 from srl_rlvr.selection.decision_tree import Branch, branch_misfit, decision_branch, role_weights
@@ -214,10 +215,17 @@ def score_candidates(
     return sorted(scored, key=lambda s: -s.score)
 
 
-def select_model(profile: RoleProfile, candidates: Sequence[Candidate]) -> Selection:
-    """Run the whole selection; `ranked` is empty when no candidate passes the filters."""
+def select_model(
+    profile: RoleProfile, candidates: Sequence[Candidate], defaults: ModelSelectionConfig | None = None
+) -> Selection:
+    """Run the whole selection; `ranked` is empty when no candidate passes the filters. `defaults`:
+    the run config's `model_selection:` weights, for a role that names none."""
     branch = decision_branch(profile)
-    weights = role_weights(profile)
+    weights = (
+        role_weights(profile, defaults.cost_weight, defaults.performance_weight)
+        if defaults
+        else role_weights(profile)
+    )
     check_weights(profile, weights, candidates)
     passing, rejected = [], []
     for c in candidates:
