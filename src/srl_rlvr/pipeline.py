@@ -36,11 +36,12 @@ from srl_rlvr.stages import (
     StageEvent,
     load_evaluation,
     run_stage,
+    run_tracked,
     stage_data,
     stage_dir,
     upstream_stages,
 )
-from srl_rlvr.tracking.runs import close_abandoned_run, log_stage_outcome, tracked_run
+from srl_rlvr.tracking.runs import close_abandoned_run, tracked_run
 from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
@@ -164,12 +165,14 @@ def _execute(
     started = time.monotonic()
     tags = {"srl_rlvr.dataset": stage_data(config, stage, upstream)} if stage in TRAINING else {}
     try:
-        with tracked_run(config, stage, stage_dir(config, stage), tags, parent_run_id) as run:
-            output = run_stage(
-                config, stage, upstream, resume, emit, [*callbacks, *([run.callback()] if run else [])]
-            )
-            if run is not None:
-                log_stage_outcome(run, stage, output)
+        output = run_tracked(
+            config,
+            stage,
+            stage_dir(config, stage),
+            tags,
+            lambda tracking: run_stage(config, stage, upstream, resume, emit, [*callbacks, *tracking]),
+            parent_run_id,
+        )
     finally:
         records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)
         _write_state(run_dir, records)

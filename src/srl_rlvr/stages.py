@@ -219,6 +219,25 @@ def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     return StageOutput(out / "registered.json")
 
 
+def run_tracked(
+    config: Config,
+    stage: str,
+    folder: Path,
+    tags: Mapping[str, str],
+    work: Callable[[list[TrainerCallback]], StageOutput],
+    parent_run_id: str | None = None,
+) -> StageOutput:
+    """The one way a stage or a `train` command runs as a tracked MLflow run: `work` gets the run's
+    metrics callback, and the run keeps the stage's files and headline numbers afterwards."""
+    from srl_rlvr.tracking.runs import log_stage_outcome, tracked_run
+
+    with tracked_run(config, stage, folder, dict(tags), parent_run_id) as run:
+        output = work([run.callback()] if run else [])
+        if run is not None:
+            log_stage_outcome(run, stage, output)
+    return output
+
+
 def run_stage(
     config: Config,
     stage: str,

@@ -85,14 +85,14 @@ def _train(
         from srl_rlvr.train.srl import train_srl as train
     else:
         from srl_rlvr.train.sft import train_sft as train
-    from srl_rlvr.tracking.runs import TRAINING_FILES, tracked_run
+    from srl_rlvr.stages import StageOutput, run_tracked
+
+    def work(tracking: list) -> StageOutput:
+        callbacks = [RichProgress(stage), *tracking]
+        return StageOutput(train(cfg, trajectories, out, resume=resume, callbacks=callbacks))
 
     try:
-        with tracked_run(cfg, stage, out, {"srl_rlvr.dataset": f"dataset:{manifest['hash']}"}) as run:
-            tracking = [run.callback()] if run else []
-            final = train(cfg, trajectories, out, resume=resume, callbacks=[RichProgress(stage), *tracking])
-            if run:
-                run.log_files(out, TRAINING_FILES)
+        final = run_tracked(cfg, stage, out, {"srl_rlvr.dataset": f"dataset:{manifest['hash']}"}, work).path
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
@@ -159,23 +159,16 @@ def train_rlvr_command(
     err_console.print(
         f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
     )
-    from srl_rlvr.stages import stage_data
-    from srl_rlvr.tracking.runs import TRAINING_FILES, tracked_run
+    from srl_rlvr.stages import StageOutput, run_tracked, stage_data
+
+    def work(tracking: list) -> StageOutput:
+        callbacks = [RichProgress("rlvr"), *tracking]
+        return StageOutput(
+            train_rlvr(cfg, problems, out, task=task, model=start, resume=resume, callbacks=callbacks)
+        )
 
     try:
-        with tracked_run(cfg, "rlvr", out, {"srl_rlvr.dataset": stage_data(cfg, "rlvr", {})}) as run:
-            tracking = [run.callback()] if run else []
-            result = train_rlvr(
-                cfg,
-                problems,
-                out,
-                task=task,
-                model=start,
-                resume=resume,
-                callbacks=[RichProgress("rlvr"), *tracking],
-            )
-            if run:
-                run.log_files(out, TRAINING_FILES)
+        result = run_tracked(cfg, "rlvr", out, {"srl_rlvr.dataset": stage_data(cfg, "rlvr", {})}, work).path
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
