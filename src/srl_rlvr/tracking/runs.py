@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-
 import srl_rlvr
 from srl_rlvr.config import Config, dump_config
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
 
@@ -140,28 +139,9 @@ class TrackedRun:
                 self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def callback(self) -> TrainerCallback:
+        from srl_rlvr.tracking.live_metrics import MLflowMetrics  # transformers: only where training is
+
         return MLflowMetrics(self)
-
-
-class MLflowMetrics(TrainerCallback):
-    """Each logged training step's numbers, live, so the MLflow UI shows a run while it trains."""
-
-    def __init__(self, run: TrackedRun) -> None:
-        self.run = run
-
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if logs:
-            try:
-                self.run.log_metrics(logs, step=state.global_step)
-            except Exception as e:  # a tracking server hiccup must not kill hours of training
-                log.warning("could not log step %d to MLflow: %s", state.global_step, e)
 
 
 def _reopen(client: MlflowClient, folder: Path, config_sha: str) -> str | None:
