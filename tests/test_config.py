@@ -122,3 +122,16 @@ def test_a_bug_is_one_line_that_says_so_and_debug_shows_the_traceback(
     assert "at some depth" not in err and "Traceback" not in err
     with pytest.raises(RuntimeError, match="boom"):
         main(["--debug", "tasks", "show", "arithmetic"])
+
+
+def test_a_command_without_a_config_works_on_the_packaged_embedded_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The library's default model is `tiny` (random weights, for tests); a newcomer's bare command
+    # gets the quickstart's pretrained one, and an explicit choice still wins.
+    with pytest.raises(SystemExit):
+        main(["config", "check"])
+    assert "name_or_path: embedded" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["config", "check", "model.name_or_path=tiny"])
+    assert "name_or_path: tiny" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from srl_rlvr.stages import StageEvent, upstream_stages
 from srl_rlvr.train.loop import TrainingInterrupted
 
 TINY = [
+    "model.name_or_path=tiny",  # the library's default, said aloud: the CLI without a config uses `embedded`
     "data.train_size=8",
     "data.test_size=8",
     "srl.max_steps=2",

@@ -187,7 +187,7 @@ def test_algorithm_presets_fill_only_what_the_user_left_unset() -> None:
 def test_cli_trains_rlvr_from_a_stage_folder_and_rejects_a_bad_batch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    common = [f"output_dir={tmp_path}", "data.train_size=8", "rlvr.eval_steps=0"]
+    common = [f"output_dir={tmp_path}", "model.name_or_path=tiny", "data.train_size=8", "rlvr.eval_steps=0"]
     small = [
         "rlvr.max_steps=1",
         "rlvr.batch_size=4",

@@ -21,7 +21,10 @@ err_console = Console(stderr=True)
 
 # A string, not a Path: the first argument may be an override (`teacher.base_url=http://...`), and a
 # Path would fold its '//' into '/'.
-ConfigArg = Annotated[str | None, typer.Argument(help="YAML config; omit for the built-in defaults.")]
+ConfigArg = Annotated[
+    str | None,
+    typer.Argument(help="YAML config; omit for the built-in defaults, with the packaged `embedded` model."),
+]
 OverridesArg = Annotated[
     list[str] | None,
     typer.Argument(help="Dotted overrides, e.g. srl.learning_rate=3e-6 task.name=sentiment."),
@@ -35,8 +38,13 @@ def load_cli_config(config: str | Path | None, overrides: list[str] | None) -> C
     overrides = list(overrides or [])
     if config is not None and "=" in config and not Path(config).exists():  # overrides with no config file
         config, overrides = None, [config, *overrides]
+    if config is None and not any(o.startswith("model.name_or_path=") for o in overrides):
+        # A command with no config works on the quickstart's model: the packaged pretrained `embedded`
+        # one, not the library's default `tiny` (random weights, for tests), which learns nothing.
+        overrides = ["model.name_or_path=embedded", *overrides]
     loaded = load_config(config, overrides)
-    # `registry:` model references resolve in the config's store, unless the environment names one
+    # MLflow calls that take no config (the registry's) use the config's store, unless the environment
+    # names one
     os.environ.setdefault("MLFLOW_TRACKING_URI", loaded.registry.tracking_uri)
     return loaded
 
