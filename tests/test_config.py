@@ -135,3 +135,10 @@ def test_a_command_without_a_config_works_on_the_packaged_embedded_model(
     with pytest.raises(SystemExit):
         main(["config", "check", "model.name_or_path=tiny"])
     assert "name_or_path: tiny" in capsys.readouterr().out
+
+
+def test_help_shows_no_type_for_an_on_off_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "srl", "--help"])
+    out = capsys.readouterr().out
+    assert "--resume" in out and "--help" in out and "<bool>" not in out

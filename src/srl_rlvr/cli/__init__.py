@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -20,6 +21,25 @@ from srl_rlvr.cli.train import default_train_out
 from srl_rlvr.errors import UserError
 
 __all__ = ["app", "default_train_out", "main", "quiet_libraries"]
+
+
+def _flags_without_a_type() -> None:
+    """typer's rich help labels every on/off flag `<bool>` (`--help <bool>`), which reads as if the
+    flag took a value; drop the label for flags. A typer without the method keeps its own help."""
+    from typer import core
+
+    shown = getattr(core.TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_ours", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) and not self.secondary_opts else shown(self, ctx)
+
+    display_type_rich._ours = True  # type: ignore[attr-defined]
+    core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_a_type()
 
 app = typer.Typer(
     help="Make a small language model better at a job: expert trajectories -> SRL -> RLVR -> evaluation.",
