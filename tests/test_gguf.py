@@ -72,6 +72,23 @@ def write_tiny_gguf(path: Path, chat_template: str | None = None) -> Path:
     return path
 
 
+def one_rlvr_step(gguf: Path, out: Path) -> Path:
+    """One RLVR step from a GGUF file; the folder of the trained model it saves."""
+    config = build_config(
+        overrides=[
+            f"model.name_or_path={gguf}",
+            f"output_dir={out}",
+            "rlvr.max_steps=1",
+            "rlvr.batch_size=4",
+            "rlvr.num_generations=2",
+            "rlvr.max_completion_length=4",
+            "rlvr.eval_steps=0",
+        ]
+    )
+    task = FirstCharacterTask()
+    return train_rlvr(config, task.sample(4, 0, "train"), task=task)
+
+
 def test_a_gguf_file_loads_as_a_model_and_its_tokenizer(tmp_path: Path) -> None:
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     model, tokenizer = load_model(ModelConfig(name_or_path=str(path), device="cpu"))
@@ -82,19 +99,7 @@ def test_a_gguf_file_loads_as_a_model_and_its_tokenizer(tmp_path: Path) -> None:
 
 def test_a_gguf_model_trains_and_is_saved_as_safetensors_that_load_again(tmp_path: Path) -> None:
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
-    config = build_config(
-        overrides=[
-            f"model.name_or_path={path}",
-            f"output_dir={tmp_path}",
-            "rlvr.max_steps=1",
-            "rlvr.batch_size=4",
-            "rlvr.num_generations=2",
-            "rlvr.max_completion_length=4",
-            "rlvr.eval_steps=0",
-        ]
-    )
-    task = FirstCharacterTask()
-    final = train_rlvr(config, task.sample(4, 0, "train"), task=task)
+    final = one_rlvr_step(path, tmp_path)
     assert (final / "model.safetensors").is_file() and not list(final.glob("*.gguf"))
     model, _ = load_model(ModelConfig(name_or_path=str(final), device="cpu"))
     assert type(model).__name__ == "LlamaForCausalLM"
@@ -170,19 +175,7 @@ def test_a_trained_gguf_chat_model_is_served_in_its_chat_template(tmp_path: Path
     from srl_rlvr.serve.run import serve_in_thread
 
     path = write_tiny_gguf(tmp_path / "chat.gguf", chat_template=CHAT_TEMPLATE)
-    config = build_config(
-        overrides=[
-            f"model.name_or_path={path}",
-            f"output_dir={tmp_path}",
-            "rlvr.max_steps=1",
-            "rlvr.batch_size=4",
-            "rlvr.num_generations=2",
-            "rlvr.max_completion_length=4",
-            "rlvr.eval_steps=0",
-        ]
-    )
-    task = FirstCharacterTask()
-    final = train_rlvr(config, task.sample(4, 0, "train"), task=task)
+    final = one_rlvr_step(path, tmp_path)
     _, tokenizer = load_model(ModelConfig(name_or_path=str(final), device="cpu"))
     assert tokenizer.chat_template == CHAT_TEMPLATE  # saved with the trained weights
     keys = tmp_path / "keys.txt"
