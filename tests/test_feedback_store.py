@@ -1,0 +1,65 @@
+"""The production record store on a real SQLite file: requests, feedback, retention, and a locked
+database that loses nothing."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
+
+
+def served(i: int, model: str = "arithmetic") -> Record:
+    return Record(f"chatcmpl-{i}", "alice", model, "arith-v2", f"Start with {i}.", f"Answer: {i}", 12.5, 1.0)
+
+
+def test_requests_and_their_feedback_are_kept_and_read_back(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    store.add(served(1))
+    store.add(served(2, model="chat"))
+    assert store.flush() == 2
+    store.add_feedback(Feedback("chatcmpl-1", -1, correction="Answer: 7", key_id="alice"))
+    again = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")  # another process, the same file
+    assert [r.request_id for r in again.records()] == ["chatcmpl-1", "chatcmpl-2"]
+    assert [r.request_id for r in again.records(model="chat")] == ["chatcmpl-2"]
+    assert again.records()[0].outcome == 1.0 and again.records()[0].served_by == "arith-v2"
+    (rating,) = again.feedback()
+    assert (rating.request_id, rating.rating, rating.correction) == ("chatcmpl-1", -1, "Answer: 7")
+
+
+def test_feedback_for_an_unknown_request_or_with_a_bad_rating_is_a_one_line_error(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    store.add(served(1))
+    with pytest.raises(StoreError, match="no recorded request 'chatcmpl-9'"):
+        store.add_feedback(Feedback("chatcmpl-9", 1))
+    with pytest.raises(StoreError, match="rating must be -1, 0 or 1"):
+        store.add_feedback(Feedback("chatcmpl-1", 5))
+    assert [r.request_id for r in store.records()] == ["chatcmpl-1"] and store.feedback() == []
+
+
+def test_retention_keeps_the_newest_requests_and_drops_the_feedback_of_the_rest(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}", max_records=3)
+    store.add(served(1))
+    store.flush()
+    store.add_feedback(Feedback("chatcmpl-1", -1))
+    for i in range(2, 6):
+        store.add(served(i))
+    store.flush()
+    assert [r.request_id for r in store.records()] == ["chatcmpl-3", "chatcmpl-4", "chatcmpl-5"]
+    assert store.feedback() == []
+
+
+def test_a_locked_store_fails_the_flush_and_keeps_every_pending_record(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    store = RecordStore(f"sqlite:///{path}", busy_timeout_s=0.05)
+    store.add(served(1))
+    other = sqlite3.connect(path)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    try:
+        with pytest.raises(StoreError, match=r"locked.*1 records kept for the next flush"):
+            store.flush()
+        assert len(store.pending) == 1
+    finally:
+        other.rollback()
+        other.close()
+    assert store.flush() == 1 and [r.request_id for r in store.records()] == ["chatcmpl-1"]
