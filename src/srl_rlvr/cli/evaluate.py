@@ -47,7 +47,11 @@ def eval_command(
     ] = None,
     n: Annotated[int | None, typer.Option("--n", help="Problems (default: data.test_size).")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Report folder (default: <model>/eval, or runs/eval).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Report folder (default: <run>/eval-<model> for a run's model, <model>-eval for another folder, else runs/eval).",
+        ),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Held-out split: test or val.")] = "test",
 ) -> None:
