@@ -10,7 +10,9 @@ from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 
 
 def served(i: int, model: str = "arithmetic") -> Record:
-    return Record(f"chatcmpl-{i}", "alice", model, "arith-v2", f"Start with {i}.", f"Answer: {i}", 12.5, 1.0)
+    return Record(
+        f"chatcmpl-{i}", "alice", model, "arith-v2", f"Start with {i}.", f"Answer: {i}", 12.5, 1.0, "answer"
+    )
 
 
 def test_requests_and_their_feedback_are_kept_and_read_back(tmp_path: Path) -> None:

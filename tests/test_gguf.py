@@ -187,6 +187,7 @@ def test_a_trained_gguf_chat_model_is_served_in_its_chat_template(tmp_path: Path
             "models": {"smol": {"path": str(final)}},
             "auth": {"api_keys_env": None, "keys_file": str(keys)},
             "audit_log": str(tmp_path / "audit.jsonl"),
+            "records": {"url": f"sqlite:///{tmp_path / 'records.db'}"},
         }
     )
     messages = [{"role": "user", "content": "Is this review positive? 'Great value.'"}]

@@ -35,6 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
             "auth": {"api_keys_env": None, "keys_file": str(keys), "requests_per_second": 5, "burst": 20},
             "limits": {"max_body_bytes": 20_000, "max_tokens": 64},
             "audit_log": str(tmp / "audit.jsonl"),
+            "records": {"url": f"sqlite:///{tmp / 'records.db'}"},
         }
     )
     with serve_in_thread(config, KEY) as url:

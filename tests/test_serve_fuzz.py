@@ -45,6 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
             },
             "limits": {"max_tokens": 4, "max_body_bytes": 20_000},
             "audit_log": str(tmp / "audit.jsonl"),
+            "records": {"url": f"sqlite:///{tmp / 'records.db'}"},
         }
     )
     with serve_in_thread(config, KEY) as url:

@@ -88,6 +88,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> tuple[openai.OpenAI, Pa
             },
             "limits": {"max_tokens": 8},
             "audit_log": str(audit),
+            "records": {"url": f"sqlite:///{audit.parent / 'records.db'}"},
         }
     )
     (tmp / "keys").write_text(f"support-app: {KEY}\ncalculator-app: {CALCULATOR_KEY}\n")

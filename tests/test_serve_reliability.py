@@ -50,6 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
             "canary": {"min_requests": 4},
             "limits": {"max_tokens": 8},
             "audit_log": str(tmp / "audit.jsonl"),
+            "records": {"url": f"sqlite:///{tmp / 'records.db'}"},
             "chaos": True,
         }
     )

@@ -11,15 +11,19 @@ feedback goes with them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import json
+import threading
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Column,
     DateTime,
     Float,
     ForeignKey,
     Integer,
+    JSON,
     MetaData,
     String,
     Table,
@@ -49,7 +53,9 @@ REQUESTS = Table(
     Column("completion", Text, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("outcome", Float, nullable=True),  # the task's own check of the answer, where it has one
-    Column("refused", Boolean, nullable=False),
+    Column("checked", String(16), nullable=True),  # what `outcome` checks: "answer" or only "format"
+    Column("features", JSON, nullable=False),  # the problem's metadata: what monitoring slices by
+    Column("status", String(16), nullable=False),  # ok, refused (output guardrails) or error (no model)
 )
 FEEDBACK = Table(
     "feedback",
@@ -82,7 +88,9 @@ class Record:
     completion: str
     latency_ms: float
     outcome: float | None = None
-    refused: bool = False
+    checked: str | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
     time: datetime = field(default_factory=_now)
 
 
@@ -107,10 +115,41 @@ class RecordStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
         self.pending: list[Record] = []
+        self._lock = threading.Lock()  # the server flushes from worker threads
         try:
             METADATA.create_all(self.engine)
         except OperationalError as e:
             raise StoreError(f"record store {url}: {_first_line(e)}") from None
+        self._load_saved()
+
+    def save_pending(self) -> Path:
+        """Write the buffered rows to a JSONL file beside the database (a server stopping while the
+        store is still locked); the next RecordStore on that database loads them back."""
+        path = self._pending_file()
+        with path.open("a") as f:
+            for record in self.pending:
+                f.write(json.dumps(asdict(record), default=str) + "\n")
+        self.pending = []
+        return path
+
+    def _pending_file(self) -> Path:
+        database = self.engine.url.database if self.url.startswith("sqlite") else None
+        return Path(f"{database}.pending.jsonl" if database else "records.pending.jsonl")
+
+    def _load_saved(self) -> None:
+        path = self._pending_file()
+        if not path.is_file():
+            return
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            row["time"] = datetime.fromisoformat(row["time"])
+            self.pending.append(Record(**row))
+        try:
+            self.flush()
+        except StoreError:
+            self.pending = []  # still locked: they stay in the file for the next start
+            raise
+        path.unlink()
 
     def add(self, record: Record) -> None:
         """Buffer one served request; `flush` writes it."""
@@ -119,9 +158,14 @@ class RecordStore:
     def flush(self) -> int:
         """Write the buffered requests in one transaction and apply the retention limit; the number
         written. On a locked or full store: StoreError, and the rows stay buffered for the next flush."""
+        with self._lock:
+            return self._flush()
+
+    def _flush(self) -> int:
         if not self.pending:
             return 0
-        rows = [asdict(r) for r in self.pending]
+        batch = list(self.pending)  # rows added while this transaction runs wait for the next flush
+        rows = [asdict(r) for r in batch]
         try:
             with self.engine.begin() as db:
                 db.execute(insert(REQUESTS), rows)
@@ -139,8 +183,8 @@ class RecordStore:
             raise StoreError(
                 f"record store {self.url}: {_first_line(e)}; {len(rows)} records kept for the next flush"
             ) from None
-        written, self.pending = len(rows), []
-        return written
+        del self.pending[: len(batch)]
+        return len(batch)
 
     def add_feedback(self, feedback: Feedback) -> None:
         """Store a rating (and optional correction) of a recorded request."""
@@ -155,18 +199,53 @@ class RecordStore:
         except OperationalError as e:
             raise StoreError(f"record store {self.url}: {_first_line(e)}") from None
 
-    def records(self, model: str | None = None) -> list[Record]:
-        """The stored requests in arrival order, optionally of one requested role or model."""
+    def records(self, model: str | None = None, since: datetime | None = None) -> list[Record]:
+        """The stored requests in arrival order, optionally of one requested role or model, and only
+        those at or after `since`."""
         query = select(*[REQUESTS.c[k] for k in Record.__dataclass_fields__]).order_by(REQUESTS.c.seq)
         if model is not None:
             query = query.where(REQUESTS.c.model == model)
-        with self.engine.connect() as db:
-            return [Record(**row._mapping) for row in db.execute(query)]
+        if since is not None:
+            query = query.where(REQUESTS.c.time >= since)
+        try:
+            with self.engine.connect() as db:
+                return [_record(row._mapping) for row in db.execute(query)]
+        except OperationalError as e:
+            raise StoreError(f"record store {self.url}: {_first_line(e)}") from None
 
-    def feedback(self) -> list[Feedback]:
+    def record(self, request_id: str) -> Record | None:
+        """One request by id (buffered ones included), or None."""
+        for pending in self.pending:
+            if pending.request_id == request_id:
+                return pending
+        query = select(*[REQUESTS.c[k] for k in Record.__dataclass_fields__])
+        try:
+            with self.engine.connect() as db:
+                row = db.execute(query.where(REQUESTS.c.request_id == request_id)).first()
+        except OperationalError as e:
+            raise StoreError(f"record store {self.url}: {_first_line(e)}") from None
+        return None if row is None else _record(row._mapping)
+
+    def feedback(self, since: datetime | None = None) -> list[Feedback]:
+        """Every rating in arrival order, optionally only those at or after `since`."""
         query = select(*[FEEDBACK.c[k] for k in Feedback.__dataclass_fields__]).order_by(FEEDBACK.c.seq)
-        with self.engine.connect() as db:
-            return [Feedback(**row._mapping) for row in db.execute(query)]
+        if since is not None:
+            query = query.where(FEEDBACK.c.time >= since)
+        try:
+            with self.engine.connect() as db:
+                return [Feedback(**_utc(dict(row._mapping))) for row in db.execute(query)]
+        except OperationalError as e:
+            raise StoreError(f"record store {self.url}: {_first_line(e)}") from None
+
+
+def _utc(values: dict[str, Any]) -> dict[str, Any]:
+    if values["time"].tzinfo is None:  # SQLite keeps no zone; every time written is UTC
+        values["time"] = values["time"].replace(tzinfo=timezone.utc)
+    return values
+
+
+def _record(row: Any) -> Record:
+    return Record(**_utc(dict(row)))
 
 
 def _sqlite_foreign_keys(connection: object, _: object) -> None:

@@ -5,7 +5,8 @@ answer), needs an API key (`Authorization: Bearer <key>`; a Prometheus scrape of
 as its bearer credentials) and counts against the key's rate limit. Bodies are read up to `limits.max_body_bytes` (413 beyond) and validated here, so a bad
 request gets a 400 that names the field rather than a framework's 422. The admin routes (adapters,
 /admin/*) may be limited to some key ids (`auth.admin_keys`); /admin/fail exists only with
-`serve.chaos: true` and makes a model fail on purpose, to test or drill failover.
+`serve.chaos: true` and makes a model fail on purpose, to test or drill failover. POST /v1/feedback
+rates a recorded answer; a key may rate only its own requests (admin keys any).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from srl_rlvr.serve.openai_api import (
     ChatRequest,
     CompletionRequest,
     FailRequest,
+    FeedbackRequest,
     LoadAdapterRequest,
     ShiftRequest,
     UnloadAdapterRequest,
@@ -251,6 +253,14 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
             )
 
         return await observed("completions", body.model, run)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request, key_id: str = Depends(client_key)) -> dict[str, Any]:
+        """A rating of an answer (its response `id`), and optionally what it should have been: the
+        self-learning loop's labels (srl-rlvr monitor and retrain read them)."""
+        body = await read_body(request, FeedbackRequest)
+        await server.feedback(key_id, body.request_id, body.rating, body.correction)
+        return {"object": "feedback", "request_id": body.request_id, "rating": body.rating, "stored": True}
 
     @app.get("/v1/models")
     async def list_models(key_id: str = Depends(client_key)) -> dict[str, Any]:

@@ -216,6 +216,28 @@ class CanaryConfig(Section):
     latency_slack_ms: float = Field(
         200.0, ge=0, description="Absolute slack on p95: small samples of fast models are noisy."
     )
+    outcome_margin: float = Field(
+        0.05,
+        ge=0,
+        description="Roll back when the canary's verified outcome rate (the role's task checking its "
+        "answers) < the primary's - this; needs min_requests checks of each.",
+    )
+
+
+class RecordsConfig(Section):
+    """Where each answered request is recorded (feedback/store.py), for monitoring and retraining."""
+
+    url: str = Field(
+        "sqlite:///serve-records.db",
+        description="Any SQLAlchemy URL: a SQLite file by default (relative to the working directory), "
+        "postgresql://... for a team's database.",
+    )
+    max_records: int = Field(
+        100_000, gt=0, description="Retention: the newest requests kept; older ones go, with their feedback."
+    )
+    busy_timeout_s: float = Field(
+        5.0, gt=0, description="How long a write waits for another writer's lock before it is retried later."
+    )
 
 
 class ServeConfig(Section):
@@ -241,6 +263,11 @@ class ServeConfig(Section):
         description="Rules for a request that names a served model instead of a role: no role's rules "
         "apply there, so these do (size, injection, PII redaction both ways; no format check). Every "
         "violation is audited like a role's.",
+    )
+    records: RecordsConfig | None = Field(
+        default_factory=RecordsConfig,
+        description="Record every answered request (text after the guardrails' redaction, the key's id, "
+        "the model that answered, latency, the task's check) and accept POST /v1/feedback; null: off.",
     )
     audit_log: str = Field("serve-audit.jsonl", description="Append-only JSONL of guardrail violations.")
     chaos: bool = Field(

@@ -130,6 +130,16 @@ class ShiftRequest(BaseModel):
     percent: float = Field(ge=0, le=100)
 
 
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, description="The `id` of the response being rated.")
+    rating: Literal[-1, 0, 1] = Field(description="-1 bad, 0 neutral, 1 good.")
+    correction: str | None = Field(
+        None, min_length=1, description="What the answer should have been; checked by the role's task."
+    )
+
+
 class FailRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -11,6 +11,7 @@ models, healthy ones only, and learn from each answer's reward.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,16 +36,35 @@ class RoleState:
     canary: Canary | None = None
     last_rollback: dict[str, Any] | None = None
     router: LinUCBRouter | None = field(default=None, repr=False)
+    outcomes: dict[str, deque[float]] = field(default_factory=dict, repr=False)  # the task's checks
+    served: dict[str, int] = field(default_factory=dict)  # answers per model since the server started
 
     @property
     def models(self) -> list[str]:
         return [self.primary, *self.backups]
 
 
-def canary_verdict(canary: ModelStats, primary: ModelStats, config: CanaryConfig) -> str | None:
-    """Why the canary must go, or None while it holds up (or has not served enough to judge)."""
+OUTCOMES_KEPT = 500  # the latest task checks per model a canary's scores are compared over
+
+
+def _rate(outcomes: deque[float] | None) -> tuple[int, float]:
+    return (0, 0.0) if not outcomes else (len(outcomes), sum(outcomes) / len(outcomes))
+
+
+def canary_verdict(
+    canary: ModelStats,
+    primary: ModelStats,
+    config: CanaryConfig,
+    outcomes: tuple[deque[float] | None, deque[float] | None] = (None, None),
+) -> str | None:
+    """Why the canary must go, or None while it holds up (or has not served enough to judge).
+    `outcomes`: the task's checks of the canary's and the primary's latest answers, where it has them."""
     if canary.requests < config.min_requests:
         return None
+    (n_canary, rate_canary), (n_primary, rate_primary) = _rate(outcomes[0]), _rate(outcomes[1])
+    if n_canary >= config.min_requests and n_primary >= config.min_requests:
+        if rate_canary < rate_primary - config.outcome_margin:
+            return f"verified outcome rate {rate_canary:.1%} vs primary {rate_primary:.1%}"
     if canary.error_rate > primary.error_rate + config.error_rate_margin:
         return f"error rate {canary.error_rate:.1%} vs primary {primary.error_rate:.1%}"
     if canary.p95_ms is not None and primary.p95_ms is not None:
@@ -110,7 +130,10 @@ class Roles:
             reason: str | None = "failed its health checks"
         else:
             reason = canary_verdict(
-                health.stats(state.canary.model), health.stats(state.primary), self.config
+                health.stats(state.canary.model),
+                health.stats(state.primary),
+                self.config,
+                (state.outcomes.get(state.canary.model), state.outcomes.get(state.primary)),
             )
         if reason is not None:
             state.last_rollback = {
@@ -120,6 +143,14 @@ class Roles:
             }
             state.canary = None
         return reason
+
+    def count_answer(self, role: str, model: str) -> None:
+        served = self.states[role].served
+        served[model] = served.get(model, 0) + 1
+
+    def record_outcome(self, role: str, model: str, outcome: float) -> None:
+        kept = self.states[role].outcomes.setdefault(model, deque(maxlen=OUTCOMES_KEPT))
+        kept.append(outcome)
 
     def learn(self, role: str, model: str, features: Mapping[str, float], reward: float) -> None:
         router = self.states[role].router
@@ -131,11 +162,14 @@ class Roles:
         out = {}
         for name, state in self.states.items():
             models = [*state.models, *([state.canary.model] if state.canary else [])]
+            served = {m: _rate(state.outcomes.get(m)) for m in models if m in state.outcomes}
             out[name] = {
                 "primary": state.primary,
                 "backups": state.backups,
                 "routing": state.routing,
                 "canary": None if state.canary is None else vars(state.canary),
+                "served": {m: state.served.get(m, 0) for m in models},
+                "outcome_rate": {m: {"n": n, "rate": rate} for m, (n, rate) in served.items()},
                 "last_rollback": state.last_rollback,
                 "health": {m: health.state(m) for m in models},
             }

@@ -16,6 +16,8 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
+from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
@@ -69,6 +71,13 @@ class Server:
         self.tasks = {name: load_task(role.task) for name, role in config.roles.items() if role.task}
         self.audit = AuditLog(config.audit_log)
         self.metrics = ServeMetrics()
+        records = config.records
+        self.records = (
+            None
+            if records is None
+            else RecordStore(records.url, records.max_records, busy_timeout_s=records.busy_timeout_s)
+        )
+        self._flusher: asyncio.Task[None] | None = None
         self.ready = False
         self.load_error: str | None = None
         self._probes: asyncio.Task[None] | None = None
@@ -104,6 +113,13 @@ class Server:
             self._probes.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probes
+        if self._flusher is not None:
+            await self._flusher
+        if self.records is not None and self.records.pending:
+            try:
+                await asyncio.to_thread(self.records.flush)
+            except StoreError as e:
+                log.error("%s: saved in %s instead", e, self.records.save_pending())
         await asyncio.to_thread(self.models.close)
 
     async def _probe(self, model: str) -> None:
@@ -136,9 +152,20 @@ class Server:
                 param=checked.refused.rule,
             )
         ask = replace(ask, messages=checked.value)
+        began = time.perf_counter()
+        try:
+            answer = await self._answer(ask, role)
+        except ApiError as e:
+            if e.status >= 500:  # no model could answer: production's error rate counts it
+                self._record(ask, None, began)
+            raise
+        self._record(ask, answer, began)
+        return answer
+
+    async def _answer(self, ask: Ask, role: RoleConfig | None) -> Answer:
         if role is None:
             completion, served = await self._generate(ask, [ask.name])
-            answer = check_output(guardrails.output, completion.text)
+            answer = check_output(self.config.direct_guardrails.output, completion.text)
             self._report(answer.violations, ask, served)
             self._count_tokens(served, completion)
             return Answer(replace(completion, text=answer.value), None, served)
@@ -158,7 +185,80 @@ class Server:
             ask.name, served, features, reward(quality, 0.0, 1000 * (time.perf_counter() - began))
         )
         self._count_tokens(served, completion)
+        self.roles.count_answer(ask.name, served)
         return Answer(completion, refusal, served)
+
+    def _record(self, ask: Ask, answer: Answer | None, began: float) -> None:
+        """Keep the request (its text as the guardrails left it) with the task's check of the answer;
+        written to the store in the background, so a slow or locked database never delays a reply."""
+        if self.records is None:
+            return
+        user = [m["content"] for m in ask.messages if m["role"] == "user"]
+        text = user[-1] if user else ""
+        task = self.tasks.get(ask.name)
+        outcome = Outcome(None, None)
+        if answer is not None and task is not None:
+            outcome = check_answer(task, text, answer.completion.text)
+            if outcome.value is not None:
+                self.roles.record_outcome(ask.name, answer.served_by, outcome.value)
+        status = "error" if answer is None else "refused" if answer.refusal else "ok"
+        self.records.add(
+            Record(
+                request_id=ask.request_id,
+                key_id=ask.key_id,
+                model=ask.name,
+                served_by="-" if answer is None else answer.served_by,
+                prompt=text,
+                completion="" if answer is None else answer.completion.text,
+                latency_ms=1000 * (time.perf_counter() - began),
+                outcome=outcome.value,
+                checked=outcome.checked,
+                features=outcome.features,
+                status=status,
+            )
+        )
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_records())
+
+    async def _flush_records(self) -> None:
+        assert self.records is not None
+        while self.records.pending:
+            try:
+                await asyncio.to_thread(self.records.flush)
+            except StoreError as e:  # the rows stay buffered; the next request's flush retries them
+                log.warning("%s", e)
+                return
+
+    async def feedback(self, key_id: str, request_id: str, rating: int, correction: str | None) -> None:
+        """Store a rating of a recorded request; a correction must pass the role's task check."""
+        if self.records is None:
+            raise ApiError(404, "this server records nothing (serve.records is off), so it takes no feedback")
+        try:
+            record = await asyncio.to_thread(self.records.record, request_id)
+        except StoreError as e:
+            raise ApiError(
+                503, f"{e}; retry", code="store_unavailable", headers={"Retry-After": "1"}
+            ) from None
+        if record is None:
+            raise ApiError(404, f"no recorded request '{request_id}'", code="not_found", param="request_id")
+        admins = self.config.auth.admin_keys
+        if record.key_id != key_id and admins is not None and key_id not in admins:
+            raise ApiError(403, f"key {key_id} may rate only its own requests", param="request_id")
+        task = self.tasks.get(record.model)
+        if correction is not None and task is not None:
+            why = correction_error(task, record.prompt, correction)
+            if why is not None:
+                raise ApiError(
+                    400, f"correction refused: {why}", code="invalid_correction", param="correction"
+                )
+        try:
+            await asyncio.to_thread(
+                self.records.add_feedback, Feedback(request_id, rating, correction, key_id=key_id)
+            )
+        except StoreError as e:
+            raise ApiError(
+                503, f"{e}; retry", code="store_unavailable", headers={"Retry-After": "1"}
+            ) from None
 
     def _prompt(self, ask: Ask, model: str) -> str:
         if not ask.chat:

@@ -21,6 +21,23 @@ _OPS = {
     "mul": ("Multiply by {x}.", "*", lambda a, x: a * x),
 }
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
+_START = re.compile(r"^Start with (-?\d+)\.")
+_STEP = re.compile(r" (Add|Subtract|Multiply by) (-?\d+)\.")
+_STEP_OPS = {"Add": "add", "Subtract": "sub", "Multiply by": "mul"}
+
+
+def _problem(start: int, chain: list[tuple[str, int]]) -> Problem:
+    text = f"Start with {start}. " + " ".join(_OPS[op][0].format(x=x) for op, x in chain)
+    value = start
+    for op, x in chain:
+        value = _OPS[op][2](value, x)
+    metadata = {
+        "num_steps": len(chain),
+        "ops": ",".join(sorted({op for op, _ in chain})),
+        "start": start,
+        "chain": [[op, x] for op, x in chain],
+    }
+    return Problem(id=text, text=text, answer=value, metadata=metadata)
 
 
 class ArithmeticTask:
@@ -51,17 +68,20 @@ class ArithmeticTask:
             op = rng.choice(self.ops)
             x = rng.randint(2, self.max_multiplier) if op == "mul" else rng.randint(1, self.max_operand)
             chain.append((op, x))
-        text = f"Start with {start}. " + " ".join(_OPS[op][0].format(x=x) for op, x in chain)
-        value = start
-        for op, x in chain:
-            value = _OPS[op][2](value, x)
-        metadata = {
-            "num_steps": len(chain),
-            "ops": ",".join(sorted({op for op, _ in chain})),
-            "start": start,
-            "chain": [[op, x] for op, x in chain],
-        }
-        return Problem(id=text, text=text, answer=value, metadata=metadata)
+        return _problem(start, chain)
+
+    def problem_from_text(self, text: str) -> Problem | None:
+        """The problem a production request states, with its answer worked out, or None when the
+        text is not one of this task's problems: the server verifies answers with it."""
+        text = text.strip()
+        start = _START.match(text)
+        if start is None:
+            return None
+        rest = text[start.end() :]
+        chain = [(_STEP_OPS[op], int(x)) for op, x in _STEP.findall(rest)]
+        if not chain or _STEP.sub("", rest).strip():
+            return None
+        return _problem(int(start[1]), chain)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
         rng = random.Random(f"arithmetic-{seed}-{split}")
