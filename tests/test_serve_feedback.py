@@ -157,6 +157,6 @@ def test_a_full_store_fails_the_flush_and_keeps_the_rows(tmp_path: Path) -> None
     event.listen(store.engine, "connect", lambda c, _: c.execute("PRAGMA max_page_count=1"))
     long_answer = "1+1=2\n" * 20_000  # more than the free pages hold
     store.add(Record("chatcmpl-1", "alice", "arithmetic", "good", "Start with 1. Add 1.", long_answer, 3.0))
-    with pytest.raises(StoreError, match="full.*1 records kept for the next flush"):
+    with pytest.raises(StoreError, match=r"full.*1 records kept for the next flush"):
         store.flush()
     assert len(store.pending) == 1

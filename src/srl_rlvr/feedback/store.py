@@ -10,20 +10,20 @@ feedback goes with them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 import json
 import threading
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Column,
     DateTime,
     Float,
     ForeignKey,
     Integer,
-    JSON,
     MetaData,
     String,
     Table,

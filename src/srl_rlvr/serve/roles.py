@@ -62,9 +62,9 @@ def canary_verdict(
     if canary.requests < config.min_requests:
         return None
     (n_canary, rate_canary), (n_primary, rate_primary) = _rate(outcomes[0]), _rate(outcomes[1])
-    if n_canary >= config.min_requests and n_primary >= config.min_requests:
-        if rate_canary < rate_primary - config.outcome_margin:
-            return f"verified outcome rate {rate_canary:.1%} vs primary {rate_primary:.1%}"
+    checked = n_canary >= config.min_requests and n_primary >= config.min_requests
+    if checked and rate_canary < rate_primary - config.outcome_margin:
+        return f"verified outcome rate {rate_canary:.1%} vs primary {rate_primary:.1%}"
     if canary.error_rate > primary.error_rate + config.error_rate_margin:
         return f"error rate {canary.error_rate:.1%} vs primary {primary.error_rate:.1%}"
     if canary.p95_ms is not None and primary.p95_ms is not None:
