@@ -143,7 +143,7 @@ def test_a_canary_whose_answers_check_worse_is_rolled_back(served: tuple[str, Pa
             break
     assert roles["canary"] is None and roles["primary"] == "good"
     assert roles["last_rollback"]["model"] == "bad"
-    assert roles["last_rollback"]["reason"].startswith("verified outcome rate 0.0% vs primary")
+    assert roles["last_rollback"]["reason"] == "verified outcome rate 0.0% of 4 vs primary 100.0% of 4"
 
 
 def _get(url: str, path: str) -> urllib.request.Request:

@@ -604,6 +604,97 @@ class ModelSelectionConfig(Section):
     update_frequency_days: int = Field(7, gt=0)
 
 
+class RetrainCriteria(Section):
+    """The five reasons to retrain (`srl-rlvr monitor` checks each over its window); retraining is due
+    when at least `min_criteria` hold."""
+
+    max_outcome_drop: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Performance decline: the window's verified-outcome rate is below the reference "
+        "(feedback.expected_outcome_rate, else the production version's evaluated reward) by more.",
+    )
+    max_psi: float = Field(
+        0.25, gt=0, description="Input drift: PSI of input length or token histogram above this ..."
+    )
+    drift_alpha: float = Field(
+        0.01, gt=0, lt=1, description="... and the KS test of input lengths significant at this level."
+    )
+    max_negative_rate: float = Field(
+        0.1, ge=0, le=1, description="Negative feedback: share of ratings that are -1 above this ..."
+    )
+    min_ratings: int = Field(10, gt=0, description="... among at least this many ratings in the window.")
+    min_new_examples: int = Field(
+        50,
+        gt=0,
+        description="Enough new labelled data: failures the task verified plus corrections since the "
+        "production version was registered.",
+    )
+    max_days_since_training: float = Field(
+        7.0, gt=0, description="Time: days since the production version was registered."
+    )
+    min_criteria: int = Field(2, ge=1, le=5, description="Criteria that must hold for retraining to be due.")
+
+
+class FeedbackConfig(Section):
+    """The self-learning loop: `srl-rlvr monitor` watches the server's records, `srl-rlvr retrain`
+    learns from them (feedback/)."""
+
+    store: str = Field(
+        "sqlite:///serve-records.db", description="The server's record store (its serve.records.url)."
+    )
+    role: str | None = Field(
+        None, description="The role (or model) clients call, whose records count; None: every request."
+    )
+    window_hours: float = Field(24.0, gt=0, description="Monitoring window; the latest one is judged.")
+    min_requests: int = Field(
+        20, gt=0, description="A window (or slice) with fewer requests says nothing about a rate."
+    )
+    reference_data: str | None = Field(
+        None,
+        description="Training inputs drift is measured against: a dataset folder or JSONL (problem or "
+        "text fields); None: data.train_size problems of the task's train split.",
+    )
+    expected_outcome_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Reference verified-outcome rate; None: the production version's reward.",
+    )
+    criteria: RetrainCriteria = Field(default_factory=RetrainCriteria)
+    report_dir: str = Field("monitor", description="Where monitor writes monitor.md, monitor.json and plots.")
+    fresh_examples: int = Field(
+        200, ge=0, description="Retrain: problems from the task's train split added to the production cases."
+    )
+    max_cases: int = Field(2000, gt=0, description="Retrain: at most this many production cases (newest).")
+    max_regression: float = Field(
+        0.0,
+        ge=0,
+        description="Retrain's gate: the candidate's held-out reward may trail production's by at most "
+        "this, and it must beat production on the replay of the production failures.",
+    )
+    server: str | None = Field(
+        None,
+        description="Base URL of the running server (http://host:8000): the candidate goes out as a "
+        "canary there; None: the registry's production alias moves instead.",
+    )
+    server_key_env: str = Field(
+        "SRL_RLVR_API_KEY", description="Environment variable with an admin key of that server."
+    )
+    canary_percent: float = Field(
+        20.0, gt=0, lt=100, description="Share of the role's traffic the canary gets."
+    )
+    canary_requests: int = Field(
+        50,
+        gt=0,
+        description="Answers the canary must give (and survive the server's judgement) to be promoted.",
+    )
+    canary_timeout_s: float = Field(
+        3600.0, gt=0, description="Withdraw the canary when it has not served that many by then."
+    )
+
+
 StageName = Literal["generate", "sft", "srl", "rlvr", "evaluate", "register"]
 
 
@@ -646,6 +737,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     model_selection: ModelSelectionConfig = Field(default_factory=ModelSelectionConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 

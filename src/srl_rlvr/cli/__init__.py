@@ -15,7 +15,19 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from srl_rlvr.cli import configs, data, evaluate, generate, registry, run, selection, serve, tasks, train
+from srl_rlvr.cli import (
+    configs,
+    data,
+    evaluate,
+    feedback,
+    generate,
+    registry,
+    run,
+    selection,
+    serve,
+    tasks,
+    train,
+)
 from srl_rlvr.cli.common import err_console, quiet_libraries
 from srl_rlvr.cli.train import default_train_out
 from srl_rlvr.errors import UserError
@@ -48,7 +60,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for group in (configs, tasks, data, generate, train, evaluate, run, registry, selection, serve):
+for group in (configs, tasks, data, generate, train, evaluate, run, registry, selection, serve, feedback):
     group.add_commands(app)
 
 DEBUG_ENV = "SRL_RLVR_DEBUG"

@@ -10,6 +10,7 @@ models, healthy ones only, and learn from each answer's reward.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Mapping
@@ -47,6 +48,13 @@ class RoleState:
 OUTCOMES_KEPT = 500  # the latest task checks per model a canary's scores are compared over
 
 
+def wilson_upper(rate: float, n: int, z: float = 1.96) -> float:
+    """Upper end of the Wilson score interval of a success rate over `n` trials."""
+    centre = rate + z * z / (2 * n)
+    spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return (centre + spread) / (1 + z * z / n)
+
+
 def _rate(outcomes: deque[float] | None) -> tuple[int, float]:
     return (0, 0.0) if not outcomes else (len(outcomes), sum(outcomes) / len(outcomes))
 
@@ -63,8 +71,10 @@ def canary_verdict(
         return None
     (n_canary, rate_canary), (n_primary, rate_primary) = _rate(outcomes[0]), _rate(outcomes[1])
     checked = n_canary >= config.min_requests and n_primary >= config.min_requests
-    if checked and rate_canary < rate_primary - config.outcome_margin:
-        return f"verified outcome rate {rate_canary:.1%} vs primary {rate_primary:.1%}"
+    # worse beyond doubt: even the top of the canary's 95% Wilson interval is below the primary's
+    # rate less the margin, so a handful of unlucky answers does not sink a better model
+    if checked and wilson_upper(rate_canary, n_canary) < rate_primary - config.outcome_margin:
+        return f"verified outcome rate {rate_canary:.1%} of {n_canary} vs primary {rate_primary:.1%} of {n_primary}"
     if canary.error_rate > primary.error_rate + config.error_rate_margin:
         return f"error rate {canary.error_rate:.1%} vs primary {primary.error_rate:.1%}"
     if canary.p95_ms is not None and primary.p95_ms is not None:
@@ -119,6 +129,7 @@ class Roles:
             state.canary.percent = percent
         else:
             state.canary = Canary(to, percent)
+            state.outcomes.clear()  # canary and primary are compared on the same traffic, from now
         return state
 
     def judge_canary(self, role: str, health: HealthMonitor) -> str | None:

@@ -384,8 +384,9 @@ class Server:
             raise ApiError(404, f"no role '{role}'; roles: {', '.join(self.roles.states)}", param="role")
         if to not in self.models.where and percent > 0:
             from srl_rlvr.modeling import is_adapter_folder, model_source
+            from srl_rlvr.tracking.registry import resolve_source
 
-            folder = await asyncio.to_thread(model_source, to)
+            folder = await asyncio.to_thread(lambda: model_source(resolve_source(to)))
             if is_adapter_folder(folder):
                 base = self.models.where[self.roles.states[role].primary].name
                 await asyncio.to_thread(self.models.attach, to, folder, base)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -45,6 +46,7 @@ class Version:
     metrics: dict[str, float] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)
     run_id: str | None = None
+    created: datetime | None = None  # when it was registered: a retrain criterion counts from it
 
     @property
     def reference(self) -> str:
@@ -68,6 +70,9 @@ def _version(mv: Any, aliases: list[str] | None = None) -> Version:
         metrics={k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")},
         aliases=list(aliases if aliases is not None else getattr(mv, "aliases", []) or []),
         run_id=mv.run_id,
+        created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=timezone.utc)
+        if getattr(mv, "creation_timestamp", None)
+        else None,
     )
 
 
