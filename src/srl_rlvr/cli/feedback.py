@@ -113,9 +113,9 @@ def export_command(
         raise typer.BadParameter(f"'{fmt}': use labelstudio or argilla", param_hint="--format")
     cfg = load_cli_config(config, overrides)
     from srl_rlvr.feedback.review import export_queue, review_cases
-    from srl_rlvr.feedback.store import RecordStore
+    from srl_rlvr.feedback.store import open_existing
 
-    cases = review_cases(RecordStore(cfg.feedback.store), cfg.feedback.role, limit)
+    cases = review_cases(open_existing(cfg.feedback.store), cfg.feedback.role, limit)
     path = export_queue(cases, out, fmt)  # type: ignore[arg-type]
     console.print(f"{len(cases)} cases to review -> {path}", highlight=False)
 
@@ -129,11 +129,11 @@ def import_command(
     """Store reviewed corrections (each checked by its role's task) for the next retrain."""
     cfg = load_cli_config(config, overrides)
     from srl_rlvr.feedback.review import import_reviews
-    from srl_rlvr.feedback.store import RecordStore
+    from srl_rlvr.feedback.store import open_existing
     from srl_rlvr.tasks import load_task
 
     task = load_task(cfg.task.name, cfg.task.options)
-    store = RecordStore(cfg.feedback.store)
+    store = open_existing(cfg.feedback.store)
     roles = {r.model for r in store.records(model=cfg.feedback.role)}
     result = import_reviews(store, reviewed, {role: task for role in roles})
     for line in result.refused:

@@ -35,7 +35,7 @@ from srl_rlvr.data.jsonl import iter_json_rows
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.stats import bootstrap_ci
 from srl_rlvr.feedback.drift import Drift, input_drift
-from srl_rlvr.feedback.store import Feedback, Record, RecordStore
+from srl_rlvr.feedback.store import Feedback, Record, open_existing
 from srl_rlvr.tasks import load_task
 from srl_rlvr.tracking.registry import RegistryError, Version
 
@@ -198,7 +198,7 @@ def monitor(config: Config, now: datetime | None = None) -> Monitoring:
     """The windows, slices, drift and retrain criteria of the records in `config.feedback.store`."""
     fb, c = config.feedback, config.feedback.criteria
     now = now or datetime.now(timezone.utc)
-    store = RecordStore(fb.store)
+    store = open_existing(fb.store)
     records = store.records(model=fb.role)
     ids = {r.request_id for r in records}
     ratings = [f for f in store.feedback() if f.request_id in ids]

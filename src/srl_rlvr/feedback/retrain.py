@@ -39,7 +39,7 @@ from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.feedback.monitor import production_version
 from srl_rlvr.feedback.outcome import problem_from_text
-from srl_rlvr.feedback.store import RecordStore
+from srl_rlvr.feedback.store import open_existing
 from srl_rlvr.tasks import Problem, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def production_cases(config: Config, task: Task, since: datetime | None) -> tupl
     """(problems, failures, corrections): what production got wrong or users corrected, newest
     first, one problem per distinct text, at most `feedback.max_cases`."""
     fb = config.feedback
-    store = RecordStore(fb.store)
+    store = open_existing(fb.store)
     records = store.records(model=fb.role, since=since)
     by_id = {r.request_id: r for r in records}
     corrected: dict[str, Problem] = {}
@@ -106,11 +106,8 @@ def production_cases(config: Config, task: Task, since: datetime | None) -> tupl
             if problem is not None:
                 failed.setdefault(r.prompt, problem)
     cases = [*corrected.values(), *failed.values()][: fb.max_cases]
-    return (
-        cases,
-        min(len(failed), fb.max_cases - min(len(corrected), fb.max_cases)),
-        min(len(corrected), fb.max_cases),
-    )
+    corrections = min(len(corrected), len(cases))
+    return cases, len(cases) - corrections, corrections
 
 
 def _problems_file(path: Path, problems: list[Problem]) -> Path:

@@ -238,6 +238,17 @@ class RecordStore:
             raise StoreError(f"record store {self.url}: {_first_line(e)}") from None
 
 
+def open_existing(url: str) -> RecordStore:
+    """The store a server wrote, for a reader (monitor, retrain, review): a SQLite file that is not
+    there is an error, not a new empty store that would report no traffic."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise StoreError(
+            f"no record store at {Path(url.removeprefix('sqlite:///')).absolute()}: set feedback.store to "
+            "the server's serve.records.url"
+        )
+    return RecordStore(url)
+
+
 def _utc(values: dict[str, Any]) -> dict[str, Any]:
     if values["time"].tzinfo is None:  # SQLite keeps no zone; every time written is UTC
         values["time"] = values["time"].replace(tzinfo=timezone.utc)
