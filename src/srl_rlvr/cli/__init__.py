@@ -18,6 +18,7 @@ from rich.markup import escape
 from srl_rlvr.cli import (
     configs,
     data,
+    distill,
     evaluate,
     feedback,
     generate,
@@ -60,7 +61,20 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for group in (configs, tasks, data, generate, train, evaluate, run, registry, selection, serve, feedback):
+for group in (
+    configs,
+    tasks,
+    data,
+    generate,
+    train,
+    evaluate,
+    run,
+    distill,
+    registry,
+    selection,
+    serve,
+    feedback,
+):
     group.add_commands(app)
 
 DEBUG_ENV = "SRL_RLVR_DEBUG"

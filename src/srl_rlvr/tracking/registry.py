@@ -46,7 +46,10 @@ class Version:
     metrics: dict[str, float] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)
     run_id: str | None = None
-    created: datetime | None = None  # when it was registered: a retrain criterion counts from it
+    created: datetime | None = None
+    tags: dict[str, str] = field(
+        default_factory=dict
+    )  # when it was registered: a retrain criterion counts from it
 
     @property
     def reference(self) -> str:
@@ -70,6 +73,11 @@ def _version(mv: Any, aliases: list[str] | None = None) -> Version:
         metrics={k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")},
         aliases=list(aliases if aliases is not None else getattr(mv, "aliases", []) or []),
         run_id=mv.run_id,
+        tags={
+            k: v
+            for k, v in tags.items()
+            if k not in ("stage", "parent", "dataset") and not k.startswith("metric.")
+        },
         created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=timezone.utc)
         if getattr(mv, "creation_timestamp", None)
         else None,
@@ -154,6 +162,7 @@ def register(
     run_id: str | None = None,
     experiment: str | None = None,
     uri: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Version:
     """Copy `model_dir` into the run's artifacts (a new run when none is given) and register it.
 
@@ -184,7 +193,8 @@ def register(
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
     if parent.startswith(PREFIX):
         parent = resolve(parent, uri).reference  # an alias moves; lineage must name the exact version
-    tags = {"stage": stage, "parent": parent, "dataset": dataset}
+    extra = tags or {}
+    tags = {"stage": stage, "parent": parent, "dataset": dataset, **extra}
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in (metrics or {}).items()})
     from mlflow.exceptions import MlflowException
 

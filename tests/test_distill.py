@@ -1,0 +1,92 @@
+"""Distillation on CPU with small models: a two-tier cascade registered with its lineage, a broken
+student refused, `--since last` that trains nothing the second time, and on-policy distillation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from srl_rlvr.cli import app
+from srl_rlvr.config import build_config
+from srl_rlvr.distill.run import cascade, distill_once
+from srl_rlvr.modeling import EMBEDDED_DIR
+from srl_rlvr.tracking.registry import promote, register, versions
+
+
+def config(tmp: Path, **sections: dict) -> object:
+    raw = {
+        "output_dir": str(tmp / "runs"),
+        "task": {"name": "arithmetic", "options": {"min_steps": 1, "max_steps": 2}},
+        "data": {"test_size": 24},
+        "sft": {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-3},
+        "eval": {"max_new_tokens": 48, "batch_size": 24},
+        "registry": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+        "distill": {
+            "teacher": "registry:arithmetic@production",
+            "num_prompts": 24,
+            "teacher_max_tokens": 48,
+            "students": {"silver": "embedded-student", "gold": "tiny"},
+            "min_quality_ratio": 0.0,  # lineage is under test here, not quality
+        },
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return build_config(raw)
+
+
+@pytest.fixture
+def production(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    v1 = register("arithmetic", EMBEDDED_DIR, stage="pretrain", parent="embedded", metrics={"reward": 0.8})
+    promote("arithmetic", v1.version, "production")
+    return v1.reference
+
+
+def test_a_two_tier_cascade_registers_each_student_with_its_teacher_as_parent(
+    tmp_path: Path, production: str
+) -> None:
+    silver, gold = cascade(config(tmp_path), ["silver", "gold"])
+    assert silver.init == "teacher"  # the packaged student starts from the embedded teacher's layers
+    assert (silver.teacher, gold.teacher) == (production, silver.registered)
+    [s] = versions("arithmetic-silver")
+    [g] = versions("arithmetic-gold")
+    assert (s.parent, s.tags["tier"], s.stage) == (production, "silver", "distill")
+    assert (g.parent, g.tags["tier"]) == (s.reference, "gold")
+    assert s.dataset.startswith("dataset:") and "quality_ratio" in s.metrics
+    manifest = json.loads((Path(silver.run_dir) / "data" / "manifest.json").read_text())
+    assert manifest["teacher"] == production and manifest["accepted"] == silver.traces > 0
+    assert "Registered as registry:arithmetic-silver/1" in (Path(silver.run_dir) / "distill.md").read_text()
+
+
+def test_a_broken_student_is_not_registered_and_the_report_says_why(tmp_path: Path, production: str) -> None:
+    broken = config(tmp_path, sft={"learning_rate": 5.0}, distill={"min_quality_ratio": 0.9})
+    result = distill_once(broken, production, "embedded-student", "silver")
+    assert result.registered is None and not result.validation.passed
+    report = (Path(result.run_dir) / "distill.md").read_text()
+    assert "**Not registered**" in report and "fails the minimum 0.9" in report
+    with pytest.raises(Exception, match="arithmetic-silver"):
+        versions("arithmetic-silver")
+
+
+def test_since_last_twice_trains_nothing_the_second_time(tmp_path: Path, production: str) -> None:
+    path = tmp_path / "distill.yaml"
+    path.write_text(json.dumps(config(tmp_path).model_dump(mode="json")))
+    first = CliRunner().invoke(app, ["distill", str(path), "--since", "last"])
+    assert first.exit_code == 0 and "student: registered registry:arithmetic-student/1" in first.output
+    second = CliRunner().invoke(app, ["distill", str(path), "--since", "last"])
+    assert second.exit_code == 0 and "student: nothing new since the last distillation" in second.output
+    assert len(versions("arithmetic-student")) == 1
+    assert len(list((tmp_path / "runs" / "distill").glob("student-*/sft"))) == 1
+
+
+def test_on_policy_distillation_trains_the_student_on_its_own_samples(tmp_path: Path, production: str) -> None:
+    on_policy = config(
+        tmp_path, distill={"method": "on_policy", "on_policy": {"max_steps": 2, "batch_size": 4, "max_completion_length": 16}}
+    )
+    result = distill_once(on_policy, production, "embedded-student", None)
+    assert Path(result.trained).parent.name == "on_policy" and result.registered == "registry:arithmetic-student/1"
+    steps = [json.loads(line) for line in (Path(result.run_dir) / "on_policy" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in s for s in steps)
