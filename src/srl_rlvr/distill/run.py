@@ -23,11 +23,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 from srl_rlvr.config import Config
 from srl_rlvr.data.versioning import load_dataset
@@ -129,8 +131,11 @@ def distill_once(
     tier: str | None,
     since_last: bool = False,
     on_step: Callable[[str], None] = lambda message: None,
+    callbacks: Sequence[TrainerCallback] = (),
+    register: bool = True,
 ) -> DistillResult:
-    """One teacher -> student distillation; see the module docstring."""
+    """One teacher -> student distillation; see the module docstring. `callbacks` go to the trainer
+    (a benchmark's time budget, a progress display); `register=False` measures without registering."""
     from srl_rlvr.modeling import model_source
 
     config = with_tier(config, tier)
@@ -166,7 +171,7 @@ def distill_once(
     on_step(
         f"training {student} ({result.init} weights) by {config.distill.method} on {result.traces} traces"
     )
-    result.trained = str(_train(trained_config, task, teacher, run_dir))
+    result.trained = str(_train(trained_config, task, teacher, run_dir, callbacks))
     result.seconds["training"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -177,7 +182,7 @@ def distill_once(
         config, model_source(teacher.folder), result.trained, run_dir / "validation"
     )
     result.seconds["validation"] = time.perf_counter() - clock
-    if result.validation.passed:
+    if result.validation.passed and register:
         result.registered = _register(config, task, result)
     state[key] = {
         "time": started.isoformat(),
@@ -189,7 +194,9 @@ def distill_once(
     return result
 
 
-def _train(config: Config, task: Task, teacher: Teacher, run_dir: Path) -> Path:
+def _train(
+    config: Config, task: Task, teacher: Teacher, run_dir: Path, callbacks: Sequence[TrainerCallback]
+) -> Path:
     from srl_rlvr.train.sft import train_sft
 
     trajectories, _ = load_dataset(run_dir / "data")
@@ -202,7 +209,12 @@ def _train(config: Config, task: Task, teacher: Teacher, run_dir: Path) -> Path:
         from srl_rlvr.train.distill import train_on_policy
 
         folder = train_on_policy(
-            config, teacher.folder, task, [problem_of(t) for t in trajectories], run_dir / "on_policy"
+            config,
+            teacher.folder,
+            task,
+            [problem_of(t) for t in trajectories],
+            run_dir / "on_policy",
+            callbacks,
         )
     else:
         folder = train_sft(config, trajectories, run_dir / "sft", task=task)
