@@ -38,7 +38,8 @@ def one_arm(args: argparse.Namespace) -> None:
         *args.overrides,
     ]
     config = load_config(args.config, overrides)
-    callbacks = [TimeBudget(args.budget_s)] if args.budget_s else []
+    stages = 2 if args.arm == "sft+on_policy" else 1  # each stage restarts the budget's clock: split it
+    callbacks = [TimeBudget(args.budget_s / stages)] if args.budget_s else []
     began = time.time()
     result = distill_once(
         config, args.teacher, config.distill.student, None, callbacks=callbacks, register=False

@@ -434,6 +434,12 @@ class SFTConfig(Section):
     max_steps: int = Field(-1, description="Stop after this many optimiser steps; -1 runs all epochs.")
     max_length: int = Field(512, gt=0, description="Prompt plus solution tokens; longer rows are truncated.")
     max_grad_norm: float = Field(1.0, gt=0)
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field(
+        "linear",
+        description="How the learning rate moves over max_steps: linear decay to 0 (transformers' "
+        "default), constant, or cosine. A short run that stops at a fixed step count learned more "
+        "with constant (BENCHMARKS.md, distillation).",
+    )
     save_steps: int = Field(100, gt=0)
     save_minutes: float = Field(
         5.0, ge=0, description="Also checkpoint when this many minutes have passed since the last one."
@@ -703,6 +709,7 @@ class OnPolicyConfig(Section):
     batch_size: int = Field(16, gt=0, description="Prompts per optimiser step (one sample each).")
     max_steps: int = Field(200, gt=0)
     max_completion_length: int = Field(96, gt=0, description="Tokens the student samples per prompt.")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field("linear", description="As sft.lr_scheduler.")
     temperature: float = Field(1.0, gt=0, description="Sampling and divergence temperature.")
     beta: float = Field(
         0.5,
@@ -730,11 +737,12 @@ class DistillConfig(Section):
         default_factory=dict,
         description="--cascade: the student of each tier, e.g. {silver: ..., gold: ...}.",
     )
-    method: Literal["sft", "on_policy"] = Field(
+    method: Literal["sft", "on_policy", "sft+on_policy"] = Field(
         "sft",
         description="sft: fine-tune on the teacher's verified answers (the `sft:` section's settings); "
         "on_policy: the student samples, the teacher scores each token (needs a local teacher with the "
-        "student's vocabulary; `distill.on_policy`).",
+        "student's vocabulary; `distill.on_policy`); sft+on_policy: the first, then the second from its "
+        "model, as the GKD paper starts from a fine-tuned student.",
     )
     rlvr_after: bool = Field(False, description="Then RLVR on the task's reward (the `rlvr:` section).")
     prompts: Literal["task", "production", "both"] = Field(

@@ -200,7 +200,11 @@ def _train(
     from srl_rlvr.train.sft import train_sft
 
     trajectories, _ = load_dataset(run_dir / "data")
-    if config.distill.method == "on_policy":
+    method = config.distill.method
+    folder = Path(config.model.name_or_path)
+    if method in ("sft", "sft+on_policy"):
+        folder = train_sft(config, trajectories, run_dir / "sft", task=task, callbacks=callbacks)
+    if method in ("on_policy", "sft+on_policy"):
         if teacher.folder is None:
             raise ConfigError(
                 "distill.method on_policy needs a local teacher (a registry version or a folder)"
@@ -208,16 +212,11 @@ def _train(
         from srl_rlvr.tasks import problem_of
         from srl_rlvr.train.distill import train_on_policy
 
-        folder = train_on_policy(
-            config,
-            teacher.folder,
-            task,
-            [problem_of(t) for t in trajectories],
-            run_dir / "on_policy",
-            callbacks,
+        start = config.model_copy(
+            update={"model": config.model.model_copy(update={"name_or_path": str(folder)})}
         )
-    else:
-        folder = train_sft(config, trajectories, run_dir / "sft", task=task)
+        problems = [problem_of(t) for t in trajectories]
+        folder = train_on_policy(start, teacher.folder, task, problems, run_dir / "on_policy", callbacks)
     if config.distill.rlvr_after:
         from srl_rlvr.train.rlvr import train_rlvr
 

@@ -52,6 +52,7 @@ def train_on_policy(
         max_completion_length=section.max_completion_length,
         temperature=section.temperature,
         beta=section.beta,
+        lr_scheduler_type=section.lr_scheduler,
         logging_steps=max(1, section.max_steps // 50),
         save_steps=max(section.max_steps, 1),
         **{k: v for k, v in run_settings(config.seed, config.model).items() if k != "gradient_checkpointing"},

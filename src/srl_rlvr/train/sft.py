@@ -53,6 +53,7 @@ def train_sft(
         **stage_args(config, sft, out_dir),  # type: ignore[arg-type]
         per_device_train_batch_size=sft.batch_size,
         max_length=sft.max_length,
+        lr_scheduler_type=sft.lr_scheduler,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     return run_trainer(
