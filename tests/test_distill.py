@@ -4,15 +4,19 @@ student refused, `--since last` that trains nothing the second time, and on-poli
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from chat_server import ScriptedChatServer
 from typer.testing import CliRunner
 
 from srl_rlvr.cli import app
 from srl_rlvr.config import build_config
 from srl_rlvr.distill.run import cascade, distill_once
+from srl_rlvr.feedback.store import Record, RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR
+from srl_rlvr.tasks.arithmetic import ArithmeticTask
 from srl_rlvr.tracking.registry import promote, register, versions
 
 
@@ -82,11 +86,82 @@ def test_since_last_twice_trains_nothing_the_second_time(tmp_path: Path, product
     assert len(list((tmp_path / "runs" / "distill").glob("student-*/sft"))) == 1
 
 
-def test_on_policy_distillation_trains_the_student_on_its_own_samples(tmp_path: Path, production: str) -> None:
+def test_on_policy_distillation_trains_the_student_on_its_own_samples(
+    tmp_path: Path, production: str
+) -> None:
     on_policy = config(
-        tmp_path, distill={"method": "on_policy", "on_policy": {"max_steps": 2, "batch_size": 4, "max_completion_length": 16}}
+        tmp_path,
+        distill={
+            "method": "on_policy",
+            "on_policy": {"max_steps": 2, "batch_size": 4, "max_completion_length": 16},
+        },
     )
     result = distill_once(on_policy, production, "embedded-student", None)
-    assert Path(result.trained).parent.name == "on_policy" and result.registered == "registry:arithmetic-student/1"
-    steps = [json.loads(line) for line in (Path(result.run_dir) / "on_policy" / "metrics.jsonl").read_text().splitlines()]
+    assert (
+        Path(result.trained).parent.name == "on_policy"
+        and result.registered == "registry:arithmetic-student/1"
+    )
+    steps = [
+        json.loads(line)
+        for line in (Path(result.run_dir) / "on_policy" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert any("loss" in s for s in steps)
+
+
+def test_production_requests_are_asked_and_since_last_takes_only_the_new_ones(
+    tmp_path: Path, production: str
+) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    problems = ArithmeticTask(min_steps=1, max_steps=2).sample(12, 5, "train")
+
+    def served(batch: list, at: datetime) -> None:
+        for p in batch:
+            store.add(
+                Record(
+                    f"r-{p.id}", "alice", "arithmetic", "v1", p.text, "Answer: 0", 5.0, 0.0, "answer", time=at
+                )
+            )
+        store.flush()
+
+    served(problems[:8], datetime.now(timezone.utc) - timedelta(hours=2))
+    nightly = config(
+        tmp_path,
+        distill={"prompts": "production"},
+        feedback={"store": f"sqlite:///{tmp_path / 'records.db'}", "role": "arithmetic"},
+    )
+    first = distill_once(nightly, production, "embedded-student", None, since_last=True)
+    assert first.questions == 8 and first.registered is not None
+    served(problems[8:], datetime.now(timezone.utc))  # recorded after the first run began
+    second = distill_once(nightly, production, "embedded-student", None, since_last=True)
+    assert second.questions == 4 and second.registered is not None
+    third = distill_once(nightly, production, "embedded-student", None, since_last=True)
+    assert third.skipped is not None and third.questions == 0
+
+
+def test_an_endpoint_teacher_answers_over_http_and_only_its_verified_answers_are_kept(tmp_path: Path) -> None:
+    task = ArithmeticTask()
+
+    def teacher(request: dict) -> str:  # an OpenAI-compatible LLM that gets every third problem wrong
+        text = request["messages"][-1]["content"].removeprefix(task.instruction).strip()
+        problem = task.problem_from_text(text)
+        lines = [s.action for s in task.solve(problem).steps]
+        if problem.metadata["start"] % 3 == 0:
+            lines[-1] = f"Answer: {problem.answer + 1}"
+        return "\n".join(lines)
+
+    with ScriptedChatServer(teacher) as server:
+        endpoint = {"base_url": server.base_url, "model": "big-teacher", "api_key_env": None}
+        result = distill_once(
+            config(tmp_path, distill={"teacher": "endpoint"}, collaboration={"teacher": endpoint}),
+            "endpoint",
+            "tiny",
+            None,
+        )
+    manifest = json.loads((Path(result.run_dir) / "data" / "manifest.json").read_text())
+    wrong = sum(
+        p.metadata["start"] % 3 == 0 for p in ArithmeticTask(min_steps=1, max_steps=2).sample(24, 0, "train")
+    )
+    assert manifest["teacher"] == "endpoint:big-teacher" and manifest["accepted"] == 24 - wrong
+    v = result.validation
+    assert v.latency_ratio is None and "speed not compared" in v.speed
+    assert 0.5 < v.teacher_metric < 1.0  # the endpoint's own answers to the held-out problems, scored

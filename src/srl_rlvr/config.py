@@ -709,7 +709,9 @@ class OnPolicyConfig(Section):
     batch_size: int = Field(16, gt=0, description="Prompts per optimiser step (one sample each).")
     max_steps: int = Field(200, gt=0)
     max_completion_length: int = Field(96, gt=0, description="Tokens the student samples per prompt.")
-    lr_scheduler: Literal["linear", "constant", "cosine"] = Field("linear", description="As sft.lr_scheduler.")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field(
+        "linear", description="As sft.lr_scheduler."
+    )
     temperature: float = Field(1.0, gt=0, description="Sampling and divergence temperature.")
     beta: float = Field(
         0.5,

@@ -61,8 +61,7 @@ def distill_command(
             outcome = f"registered {r.registered}" if r.registered else "NOT registered"
             console.print(
                 f"{label}: {outcome} (parent {r.teacher}); {r.validation.why}; agreement "
-                f"{r.validation.agreement:.1%}, latency {r.validation.latency_ratio:.2f}x, tokens/s "
-                f"{r.validation.tokens_per_second_ratio:.2f}x; report {r.run_dir}/distill.md",
+                f"{r.validation.agreement:.1%}, {r.validation.speed}; report {r.run_dir}/distill.md",
                 highlight=False,
             )
     if not all(r.ok for r in results):

@@ -136,8 +136,6 @@ def distill_once(
 ) -> DistillResult:
     """One teacher -> student distillation; see the module docstring. `callbacks` go to the trainer
     (a benchmark's time budget, a progress display); `register=False` measures without registering."""
-    from srl_rlvr.modeling import model_source
-
     config = with_tier(config, tier)
     key = tier or "student"
     started = datetime.now(timezone.utc)
@@ -175,12 +173,8 @@ def distill_once(
     result.seconds["training"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    if teacher.folder is None:
-        raise ConfigError("an endpoint teacher cannot be evaluated locally: validate against a local model")
     on_step("validating the student against the teacher on held-out problems")
-    result.validation = validate_student(
-        config, model_source(teacher.folder), result.trained, run_dir / "validation"
-    )
+    result.validation = validate_student(config, teacher, result.trained, run_dir / "validation")
     result.seconds["validation"] = time.perf_counter() - clock
     if result.validation.passed and register:
         result.registered = _register(config, task, result)
@@ -245,7 +239,7 @@ def _register(config: Config, task: Task, result: DistillResult) -> str:
             config.registry.primary_metric: v.student_metric,
             "quality_ratio": v.quality_ratio,
             "agreement": v.agreement,
-            "latency_ratio": v.latency_ratio,
+            **({} if v.latency_ratio is None else {"latency_ratio": v.latency_ratio}),
         },
         experiment=config.registry.experiment or config.task.name,
         uri=tracking_uri(config),
@@ -314,8 +308,7 @@ def _write_report(result: DistillResult) -> None:
             "| | teacher | student | student / teacher |",
             "|---|---:|---:|---:|",
             f"| held-out metric (n={v.n}) | {v.teacher_metric:.3f} | {v.student_metric:.3f} | {v.quality_ratio:.3f} [{v.ratio_ci[0]:.3f}, {v.ratio_ci[1]:.3f}] |",
-            f"| latency p50 | | | {v.latency_ratio:.2f}x |",
-            f"| tokens/s | | | {v.tokens_per_second_ratio:.2f}x |",
+            f"| speed | | | {v.speed} |",
             "",
             f"Agreement (same parsed answer): {v.agreement:.1%}.",
         ]

@@ -2,8 +2,9 @@
 
 Quality is the ratio of the primary metric (student / teacher, with a bootstrap interval over
 problems); agreement is the share of problems where both give the same parsed answer; speed is the
-latency and tokens/s of each under the same evaluation (the ratio is what a tier is chosen for). A
-student below `distill.min_quality_ratio` is not registered, and the report says by how much.
+latency and tokens/s of each under the same evaluation (the ratio is what a tier is chosen for; an
+endpoint teacher answers over the network, so it gets no speed ratio). A student below
+`distill.min_quality_ratio` is not registered, and the report says by how much.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from srl_rlvr.config import Config
+from srl_rlvr.distill.traces import Teacher, endpoint_answers
 from srl_rlvr.evaluate.evaluation import EvalResult
-from srl_rlvr.tasks import Task
+from srl_rlvr.tasks import Problem, Task
 
 
 @dataclass
@@ -25,8 +27,8 @@ class Validation:
     quality_ratio: float
     ratio_ci: tuple[float, float]
     agreement: float
-    latency_ratio: float  # student p50 / teacher p50: below 1 is faster
-    tokens_per_second_ratio: float
+    latency_ratio: float | None  # student p50 / teacher p50, below 1 is faster; None for an endpoint
+    tokens_per_second_ratio: float | None
     n: int
     min_quality_ratio: float
     report: str
@@ -34,6 +36,12 @@ class Validation:
     @property
     def passed(self) -> bool:
         return self.quality_ratio >= self.min_quality_ratio
+
+    @property
+    def speed(self) -> str:
+        if self.latency_ratio is None or self.tokens_per_second_ratio is None:
+            return "speed not compared (the teacher answered over the network)"
+        return f"latency {self.latency_ratio:.2f}x, tokens/s {self.tokens_per_second_ratio:.2f}x"
 
     @property
     def why(self) -> str:
@@ -56,13 +64,25 @@ def _ratio_ci(
 
 
 def compare_student(
-    teacher: EvalResult, student: EvalResult, task: Task, min_ratio: float, report: Path
+    teacher: EvalResult | tuple[list[str], list[float]],
+    student: EvalResult,
+    task: Task,
+    min_ratio: float,
+    report: Path,
 ) -> Validation:
-    rewards_t, rewards_s = np.asarray(teacher.rewards), np.asarray(student.rewards)
+    """`teacher`: its evaluation on the same problems, or an endpoint's (completions, rewards), whose
+    latency over a network says nothing about the model's, so no speed ratios then."""
+    if isinstance(teacher, EvalResult):
+        completions, rewards = [r.completion for r in teacher.records], teacher.rewards
+        latency = student.latency_ms["p50"] / teacher.latency_ms["p50"]
+        speed = student.tokens_per_second / teacher.tokens_per_second
+    else:
+        (completions, rewards), latency, speed = teacher, None, None
+    rewards_t, rewards_s = np.asarray(rewards), np.asarray(student.rewards)
     mean_t, mean_s = float(rewards_t.mean()), float(rewards_s.mean())
     agree = [
-        task.parse(a.completion) is not None and task.parse(a.completion) == task.parse(b.completion)
-        for a, b in zip(teacher.records, student.records, strict=True)
+        task.parse(a) is not None and task.parse(a) == task.parse(b.completion)
+        for a, b in zip(completions, student.records, strict=True)
     ]
     return Validation(
         teacher_metric=mean_t,
@@ -70,20 +90,28 @@ def compare_student(
         quality_ratio=mean_s / mean_t if mean_t > 0 else 0.0,
         ratio_ci=_ratio_ci(rewards_t, rewards_s),
         agreement=float(np.mean(agree)),
-        latency_ratio=student.latency_ms["p50"] / teacher.latency_ms["p50"],
-        tokens_per_second_ratio=student.tokens_per_second / teacher.tokens_per_second,
+        latency_ratio=latency,
+        tokens_per_second_ratio=speed,
         n=len(agree),
         min_quality_ratio=min_ratio,
         report=str(report),
     )
 
 
-def validate_student(config: Config, teacher_folder: str, student_folder: str, out_dir: Path) -> Validation:
-    """Evaluate teacher then student on the run's held-out split, and compare them."""
+def validate_student(config: Config, teacher: Teacher, student_folder: str, out_dir: Path) -> Validation:
+    """Evaluate teacher and student on the run's held-out split, and compare them."""
     from srl_rlvr.evaluate.run import run_evaluation
-    from srl_rlvr.tasks import load_task
+    from srl_rlvr.tasks import load_task, safe_reward
 
-    run = run_evaluation(config, [student_folder], baseline=teacher_folder, out_dir=out_dir)
-    teacher, student = run.results.values()
     task = load_task(config.task.name, config.task.options)
-    return compare_student(teacher, student, task, config.distill.min_quality_ratio, run.report)
+    minimum = config.distill.min_quality_ratio
+    if teacher.folder is not None:
+        run = run_evaluation(config, [student_folder], baseline=teacher.folder, out_dir=out_dir)
+        teacher_result, student = run.results.values()
+        return compare_student(teacher_result, student, task, minimum, run.report)
+    run = run_evaluation(config, [student_folder], out_dir=out_dir)
+    [student] = run.results.values()
+    problems = [Problem(r.id, r.text, r.answer, r.metadata) for r in student.records]
+    answers = endpoint_answers(task, problems, config)
+    rewards = [safe_reward(task, a, p) for a, p in zip(answers, problems, strict=True)]
+    return compare_student((answers, rewards), student, task, minimum, run.report)
