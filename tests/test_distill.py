@@ -162,6 +162,7 @@ def test_an_endpoint_teacher_answers_over_http_and_only_its_verified_answers_are
         p.metadata["start"] % 3 == 0 for p in ArithmeticTask(min_steps=1, max_steps=2).sample(24, 0, "train")
     )
     assert manifest["teacher"] == "endpoint:big-teacher" and manifest["accepted"] == 24 - wrong
+    assert manifest["usage"]["big-teacher"]["requests"] == 24  # the collaboration client counted them
     v = result.validation
     assert v.latency_ratio is None and "speed not compared" in v.speed
     assert 0.5 < v.teacher_metric < 1.0  # the endpoint's own answers to the held-out problems, scored

@@ -6,7 +6,8 @@ endpoint teacher (`distill.teacher: endpoint`) answers through the collaboration
 its retries, cache, cost accounting and PII redaction. Each answer becomes a trajectory (one step a
 line) and goes through the teacher team's verifier: the task's check against the reference answer
 (production questions get theirs from `problem_from_text`), the rules, and the judge when one is
-configured. The dataset is versioned like any other (`data/versioning.py`) and its manifest names the
+configured; `collaboration.redact_pii` applies to what is kept, and an endpoint's token use and cost
+go into the manifest (`usage`). The dataset is versioned like any other (`data/versioning.py`) and its manifest names the
 teacher's exact version: the student's lineage starts there.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from srl_rlvr.collaborate.orchestrator import _redacted
 from srl_rlvr.collaborate.verifier import Judge, Verifier
 from srl_rlvr.config import Config, EndpointConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
@@ -49,8 +51,11 @@ def local_answers(folder: str, task: Task, problems: Sequence[Problem], config: 
     )
 
 
-def endpoint_answers(task: Task, problems: Sequence[Problem], config: Config) -> list[str]:
-    from srl_rlvr.collaborate.orchestrator import _client
+def endpoint_answers(
+    task: Task, problems: Sequence[Problem], config: Config, usage: dict[str, dict] | None = None
+) -> list[str]:
+    """The endpoint teacher's answers; its tokens and cost are added to `usage` (model -> totals)."""
+    from srl_rlvr.collaborate.orchestrator import _add_usage, _client
 
     endpoint = config.collaboration.teacher
     if not isinstance(endpoint, EndpointConfig):
@@ -73,6 +78,8 @@ def endpoint_answers(task: Task, problems: Sequence[Problem], config: Config) ->
         try:
             return await asyncio.gather(*(ask(p) for p in problems))
         finally:
+            if usage is not None:
+                _add_usage(usage, [client])
             await client.aclose()
 
     return asyncio.run(ask_all())
@@ -101,10 +108,11 @@ def verified_traces(
     """Ask the teacher, keep what verifies, save the dataset; its manifest."""
     if not problems:
         raise DataError("no questions to ask the teacher")
+    usage: dict[str, dict] = {}
     if teacher.folder is not None:
         answers = local_answers(teacher.folder, task, problems, config)
     else:
-        answers = endpoint_answers(task, problems, config)
+        answers = endpoint_answers(task, problems, config, usage)
     collab = config.collaboration
     judge = None
     if collab.judge is not None:
@@ -127,7 +135,7 @@ def verified_traces(
             await judge.client.aclose()
         return kept
 
-    kept = [t for t in asyncio.run(verify_all()) if t is not None]
+    kept = [_redacted(t, collab.redact_pii) for t in asyncio.run(verify_all()) if t is not None]
     if not kept:
         raise DataError(
             f"the teacher {teacher.reference} got none of {len(problems)} questions right: nothing to distill"
@@ -141,4 +149,5 @@ def verified_traces(
         asked=len(problems),
         accepted=len(kept),
         rejected=len(problems) - len(kept),
+        usage=usage,
     )
