@@ -21,10 +21,13 @@ log-probabilities taken at rollout time). We add what it lacks and both stages n
   - 1 on every position, masked afterwards by multiplication. On a padding position after a rollout
   stopped, logp can fall so low that exp() overflows, and inf x 0 is NaN.
 - Fast rollouts (`stage.rollout.engine`): TRL's HF `generate` path is replaced by `srl_rlvr.rollout`'s
-  engine where it applies (`auto`: CUDA, a Llama/Qwen2-family model, no LoRA/FSDP/DeepSpeed/vLLM, and
-  sampling options it implements). It reads the policy's own weights, so there is nothing to sync
-  after an optimiser step; it returns the same completion ids TRL's path does (cut after the first
-  EOS/stop token) plus the sampling log-probs, which TRL keeps as `sampling_per_token_logps`.
+  engine where it applies (`auto`: CUDA, a Llama/Qwen2-family model, no FSDP/DeepSpeed/vLLM, and
+  sampling options it implements). A bf16-computing policy it reads directly, so there is nothing to
+  sync after an optimiser step. A LoRA policy, or float32 master weights under bf16 autocast, gets a
+  rollout copy (`rollout/rollout_copy.py`: adapters merged, bf16) that is refreshed in place before
+  the first rollout after each optimiser step; its time is logged as `rollout/copy_refresh_s`. It
+  returns the same completion ids TRL's path does (cut after the first EOS/stop token) plus the
+  sampling log-probs, which TRL keeps as `sampling_per_token_logps`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from trl.extras.profiling import profiling_context
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
+from srl_rlvr.rollout.rollout_copy import RolloutCopy
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import (
     PromptDraws,
@@ -133,6 +137,8 @@ class GroupTrainer(GRPOTrainer):
         self._global_rewards: torch.Tensor | None = None
         self._global_weights: torch.Tensor | None = None
         self._fast_engine: FastEngine | None = None
+        self._rollout_copy: RolloutCopy | None = None
+        self._copy_step = 0  # the optimiser step the rollout copy holds (it is written when made)
         self._engine_decided = False
         self._draws: PromptDraws | None = None
         self._overlong_checked = False
@@ -152,15 +158,30 @@ class GroupTrainer(GRPOTrainer):
         elif self.is_deepspeed_enabled or self.is_fsdp_enabled:
             why = "the weights are sharded (DeepSpeed/FSDP)"
         else:
-            name, why = choose_engine(self.accelerator.unwrap_model(self.model), settings.engine)
+            policy = self.accelerator.unwrap_model(self.model)
+            rollout_copy = self._make_rollout_copy(policy)
+            name, why = choose_engine(rollout_copy.model if rollout_copy else policy, settings.engine)
             if name == "fast":
-                self._fast_engine = FastEngine(
-                    self.accelerator.unwrap_model(self.model), settings.cuda_graphs, settings.fused_ops
-                )
+                self._rollout_copy = rollout_copy
+                served = rollout_copy.model if rollout_copy else policy
+                self._fast_engine = FastEngine(served, settings.cuda_graphs, settings.fused_ops)
+                if rollout_copy is not None:
+                    why += f"; a {str(rollout_copy.dtype).removeprefix('torch.')} rollout copy "
+                    why += f"({rollout_copy.nbytes / 2**20:.0f} MiB) refreshed after each optimiser step"
                 log.info("rollouts: fast engine (%s)", why)
                 return self._fast_engine
         (log.warning if settings.engine == "fast" else log.info)("rollouts: TRL's HF generate (%s)", why)
         return None
+
+    def _make_rollout_copy(self, policy: torch.nn.Module) -> RolloutCopy | None:
+        """A rollout copy when the policy's own weights cannot be generated with fast: a LoRA policy
+        (its adapters merged in the copy), or float32 master weights under bf16 autocast (a bf16
+        copy: the engine's matmuls then run at bf16 speed). None when the policy itself will do."""
+        lora = hasattr(policy, "peft_config")
+        master_fp32 = self.args.bf16 and next(policy.parameters()).dtype == torch.float32
+        if not (lora or master_fp32):
+            return None
+        return RolloutCopy(policy, dtype=torch.bfloat16 if self.args.bf16 else None)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):  # type: ignore[no-untyped-def]
         engine = self._rollout_engine()
@@ -169,6 +190,10 @@ class GroupTrainer(GRPOTrainer):
             return super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
             )
+        if self._rollout_copy is not None and self._copy_step != self.state.global_step:
+            self._rollout_copy.refresh()  # the optimiser stepped since the copy was written
+            self._copy_step = self.state.global_step
+            self._metrics["train"]["rollout/copy_refresh_s"].append(self._rollout_copy.refresh_s)
         with profiling_context(self, "rollout.generate"):
             rollout = engine.generate(prompt_ids, params)
         # The engine stopped at the generation config's EOS ids, which GroupTrainer keeps equal to
