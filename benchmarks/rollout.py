@@ -19,8 +19,9 @@ tokens (forced: no stop token), batch 64 and 256, all variants in one run on one
   eager attention; its decode against its own teacher-forced argmax), and the engine's log-probs
   against a teacher-forced forward pass (fp32 and bf16).
 
-"% of ceiling" divides by the issue's bound for one decode step: weights and the mean KV cache read
-at HBM_BYTES_PER_S plus the matmul FLOPs at MATMUL_FLOPS_PER_S. Warm-up (graph capture, first-call
+"% of ceiling" divides by the bound for one decode step on this GPU: weights and the mean KV cache read
+at its HBM bandwidth plus the matmul FLOPs at its dense bf16 rate (GPU_PEAKS, by the device's name;
+--bandwidth/--flops override). Warm-up (graph capture, first-call
 overhead) is its own column. Writes benchmarks/results/rollout-DATE.json (and $OUT/ when set).
 
     python benchmarks/rollout.py           # ~4 minutes on an H100
@@ -57,8 +58,32 @@ ENGINE_REPEATS = 3
 TRAIN_BATCH, TRAIN_GROUP = 64, 8
 TRAIN_STEPS = {"trl_default": 3, "fast": 6, "fast_fused": 6}  # timed, after one warm-up step each
 EARLY_EXIT_STOPS = 1200  # stop ids: a random model stops with probability ~1/127 a token
-HBM_BYTES_PER_S = 3.0e12  # the issue's ceiling: H100 HBM3 ...
-MATMUL_FLOPS_PER_S = 790e12  # ... and dense bf16 tensor-core throughput
+# Each GPU's own ceiling: HBM bandwidth (bytes/s) and dense bf16 tensor-core FLOP/s, from the vendors'
+# data sheets (SXM parts where there are two). The name torch reports is matched by substring, longest
+# first; --bandwidth / --flops override (another GPU, or a measured peak).
+GPU_PEAKS: dict[str, tuple[float, float]] = {
+    "H200": (4.8e12, 989e12),
+    "H100 PCIe": (2.0e12, 756e12),
+    "H100": (3.35e12, 989e12),
+    "GH200": (4.0e12, 989e12),
+    "A100-SXM4-80GB": (2.039e12, 312e12),
+    "A100 80GB PCIe": (1.935e12, 312e12),
+    "A100": (1.555e12, 312e12),
+    "L40S": (0.864e12, 362e12),
+    "L4": (0.3e12, 121e12),
+    "A10G": (0.6e12, 70e12),
+}
+PEAKS = {"bandwidth": 3.35e12, "flops": 989e12}  # set in main() from the device (H100 SXM until then)
+
+
+def device_peaks(name: str) -> tuple[float, float] | None:
+    """(bytes/s, bf16 FLOP/s) of the GPU torch names, or None when it is not in GPU_PEAKS."""
+    for key in sorted(GPU_PEAKS, key=len, reverse=True):
+        if key.lower() in name.lower():
+            return GPU_PEAKS[key]
+    return None
+
+
 QWEN25_05B = {
     "vocab_size": 151936,
     "hidden_size": 896,
@@ -112,7 +137,7 @@ def ceiling_ms(model: torch.nn.Module, batch: int, context: float) -> float:
     flops = (
         2 * batch * (sum(p.numel() for p in model.model.layers.parameters()) + model.lm_head.weight.numel())
     )
-    return 1e3 * ((weights + kv) / HBM_BYTES_PER_S + flops / MATMUL_FLOPS_PER_S)
+    return 1e3 * ((weights + kv) / PEAKS["bandwidth"] + flops / PEAKS["flops"])
 
 
 def peak_gib() -> float:
@@ -388,14 +413,22 @@ def main() -> None:
         help="a real model (folder, .gguf or a name srl-rlvr knows, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
         "in bf16 instead of the random Qwen: HF generate against the fast engine only",
     )
+    parser.add_argument("--bandwidth", type=float, help="HBM bytes/s for the ceiling (default: GPU_PEAKS)")
+    parser.add_argument("--flops", type=float, help="dense bf16 FLOP/s for the ceiling (default: GPU_PEAKS)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/rollout.py needs a CUDA GPU")
+    known = device_peaks(torch.cuda.get_device_name())
+    if known is None and (args.bandwidth is None or args.flops is None):
+        sys.exit(f"no ceiling known for {torch.cuda.get_device_name()}: give --bandwidth and --flops")
+    PEAKS["bandwidth"] = args.bandwidth or known[0]  # type: ignore[index]
+    PEAKS["flops"] = args.flops or known[1]  # type: ignore[index]
     new = 32 if args.quick else NEW_TOKENS
     results: dict[str, Any] = {
         "command": "python " + " ".join(sys.argv),
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name(),
+        "ceiling": {"hbm_bytes_per_s": PEAKS["bandwidth"], "bf16_flops_per_s": PEAKS["flops"]},
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

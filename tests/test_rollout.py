@@ -16,6 +16,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
 )
@@ -104,8 +106,37 @@ def test_greedy_matches_hf_generate_token_for_token_on_left_padded_prompts(model
                 head_dim=32,
             )
         ),
+        lambda: LlamaForCausalLM(  # Llama 3.x: its rope scaling, long context from a short one
+            LlamaConfig(
+                vocab_size=300,
+                hidden_size=64,
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=1,
+                rope_parameters={
+                    "rope_type": "llama3",
+                    "rope_theta": 500000.0,
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 16,
+                },
+            )
+        ),
+        lambda: MistralForCausalLM(
+            MistralConfig(
+                vocab_size=300,
+                hidden_size=64,
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                sliding_window=None,
+            )
+        ),
     ],
-    ids=["llama", "qwen3"],
+    ids=["llama", "qwen3", "llama3-rope", "mistral"],
 )
 def test_greedy_matches_hf_on_other_supported_architectures(build) -> None:  # type: ignore[no-untyped-def]
     model = lively(build())
