@@ -82,37 +82,34 @@ def test_greedy_matches_hf_generate_token_for_token_on_left_padded_prompts(model
     assert len({t for row in rollout.completion_ids for t in row}) > 40  # not one repeated byte
 
 
+SMALL = {  # the shared size of the other architectures' test models
+    "vocab_size": 300,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+
+
 @pytest.mark.parametrize(
     "build",
     [
         lambda: LlamaForCausalLM(
             LlamaConfig(
-                vocab_size=300,
-                hidden_size=64,
-                intermediate_size=96,
-                num_hidden_layers=2,
-                num_attention_heads=4,
+                **SMALL,
                 num_key_value_heads=1,
             )
         ),
         lambda: Qwen3ForCausalLM(
             Qwen3Config(
-                vocab_size=300,
-                hidden_size=64,
-                intermediate_size=96,
-                num_hidden_layers=2,
-                num_attention_heads=4,
+                **SMALL,
                 num_key_value_heads=2,
                 head_dim=32,
             )
         ),
         lambda: LlamaForCausalLM(  # Llama 3.x: its rope scaling, long context from a short one
             LlamaConfig(
-                vocab_size=300,
-                hidden_size=64,
-                intermediate_size=96,
-                num_hidden_layers=2,
-                num_attention_heads=4,
+                **SMALL,
                 num_key_value_heads=1,
                 rope_parameters={
                     "rope_type": "llama3",
@@ -126,11 +123,7 @@ def test_greedy_matches_hf_generate_token_for_token_on_left_padded_prompts(model
         ),
         lambda: MistralForCausalLM(
             MistralConfig(
-                vocab_size=300,
-                hidden_size=64,
-                intermediate_size=96,
-                num_hidden_layers=2,
-                num_attention_heads=4,
+                **SMALL,
                 num_key_value_heads=2,
                 sliding_window=None,
             )

@@ -70,7 +70,9 @@ class Team:
     problems: ProblemList | ProblemGenerator | None = None
 
 
-def _client(endpoint: EndpointConfig, collab: CollaborationConfig, role: str, breakers: dict) -> ChatClient:
+def endpoint_client(
+    endpoint: EndpointConfig, collab: CollaborationConfig, role: str, breakers: dict
+) -> ChatClient:
     model = endpoint.model or collab.cloud_llm_model
     r = collab.requests
     price = collab.prices.get(model)
@@ -98,14 +100,14 @@ def build_team(config: Config, out_dir: Path, n: int, split: Split, problems_fil
     if collab.teacher == "solver":
         teacher: Teacher = SolverTeacher(task)
     elif isinstance(collab.teacher, EndpointConfig):
-        clients.append(_client(collab.teacher, collab, "teacher", breakers))
+        clients.append(endpoint_client(collab.teacher, collab, "teacher", breakers))
         t = collab.teacher
         teacher = EndpointTeacher(task, clients[-1], t.temperature, t.max_tokens, t.json_mode)
     else:
         teacher = LocalModelTeacher(task, collab.teacher, seed=config.seed)
     judge = None
     if collab.judge is not None:
-        clients.append(_client(collab.judge, collab, "judge", breakers))
+        clients.append(endpoint_client(collab.judge, collab, "judge", breakers))
         judge = Judge(clients[-1], collab.judge_rubric, collab.judge.max_tokens, collab.judge.json_mode)
     knowledge = collab.retrieval.knowledge_dir
     rules = load_rules(knowledge)
@@ -144,7 +146,7 @@ def build_team(config: Config, out_dir: Path, n: int, split: Split, problems_fil
     return team
 
 
-def _redacted(trajectory: Trajectory, kinds: list[str]) -> Trajectory:
+def redacted(trajectory: Trajectory, kinds: list[str]) -> Trajectory:
     if not kinds:
         return trajectory
     data = trajectory.model_dump(exclude={"provenance"})
@@ -219,7 +221,7 @@ def _recover(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def _add_usage(total: dict[str, dict], clients: list[ChatClient]) -> dict[str, dict]:
+def add_usage(total: dict[str, dict], clients: list[ChatClient]) -> dict[str, dict]:
     for c in clients:
         mine = total.setdefault(c.model, {})
         for k, v in c.usage.as_dict().items():
@@ -293,7 +295,7 @@ async def _generate(
             finally:
                 run.in_flight -= 1
             if row is not None:
-                rows_file.write(to_json_line(_redacted(row, collab.redact_pii)) + "\n")
+                rows_file.write(to_json_line(redacted(row, collab.redact_pii)) + "\n")
                 rows_file.flush()
                 run.progress.accepted += 1
                 run.progress.attempts += int(row.provenance["attempts"])
@@ -325,7 +327,7 @@ async def _generate(
         ) from None
     finally:
         usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"models": {}, "seconds": 0.0}
-        _add_usage(usage["models"], team.clients)
+        add_usage(usage["models"], team.clients)
         usage["seconds"] = round(usage["seconds"] + time.perf_counter() - began, 3)
         usage_path.write_text(json.dumps(usage, indent=2) + "\n")
         for c in team.clients:

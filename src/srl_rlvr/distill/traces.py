@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srl_rlvr.collaborate.orchestrator import _redacted
+from srl_rlvr.collaborate.orchestrator import redacted
 from srl_rlvr.collaborate.verifier import Judge, Verifier
 from srl_rlvr.config import Config, EndpointConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
@@ -55,7 +55,7 @@ def endpoint_answers(
     task: Task, problems: Sequence[Problem], config: Config, usage: dict[str, dict] | None = None
 ) -> list[str]:
     """The endpoint teacher's answers; its tokens and cost are added to `usage` (model -> totals)."""
-    from srl_rlvr.collaborate.orchestrator import _add_usage, _client
+    from srl_rlvr.collaborate.orchestrator import add_usage, endpoint_client
 
     endpoint = config.collaboration.teacher
     if not isinstance(endpoint, EndpointConfig):
@@ -64,7 +64,7 @@ def endpoint_answers(
         )
 
     async def ask_all() -> list[str]:
-        client = _client(endpoint, config.collaboration, "teacher", {})
+        client = endpoint_client(endpoint, config.collaboration, "teacher", {})
         limit = asyncio.Semaphore(config.collaboration.requests.concurrency)
 
         async def ask(problem: Problem) -> str:
@@ -79,7 +79,7 @@ def endpoint_answers(
             return await asyncio.gather(*(ask(p) for p in problems))
         finally:
             if usage is not None:
-                _add_usage(usage, [client])
+                add_usage(usage, [client])
             await client.aclose()
 
     return asyncio.run(ask_all())
@@ -116,9 +116,9 @@ def verified_traces(
     collab = config.collaboration
     judge = None
     if collab.judge is not None:
-        from srl_rlvr.collaborate.orchestrator import _client
+        from srl_rlvr.collaborate.orchestrator import endpoint_client
 
-        client = _client(collab.judge, collab, "judge", {})
+        client = endpoint_client(collab.judge, collab, "judge", {})
         judge = Judge(client, collab.judge_rubric, collab.judge.max_tokens, collab.judge.json_mode)
     verifier = Verifier(task, [], collab.min_steps, collab.max_steps, judge)
 
@@ -135,7 +135,7 @@ def verified_traces(
             await judge.client.aclose()
         return kept
 
-    kept = [_redacted(t, collab.redact_pii) for t in asyncio.run(verify_all()) if t is not None]
+    kept = [redacted(t, collab.redact_pii) for t in asyncio.run(verify_all()) if t is not None]
     if not kept:
         raise DataError(
             f"the teacher {teacher.reference} got none of {len(problems)} questions right: nothing to distill"
