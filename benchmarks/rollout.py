@@ -31,6 +31,7 @@ overhead) is its own column. Writes benchmarks/results/rollout-DATE.json (and $O
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import gc
 import json
@@ -56,8 +57,17 @@ NEW_TOKENS = 256
 BATCHES = (64, 256)
 ENGINE_REPEATS = 3
 TRAIN_BATCH, TRAIN_GROUP = 64, 8
-TRAIN_STEPS = {"trl_default": 3, "fast": 6, "fast_fused": 6}  # timed, after one warm-up step each
 EARLY_EXIT_STOPS = 1200  # stop ids: a random model stops with probability ~1/127 a token
+ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
+    "fast_eager": {"cuda_graphs": False},
+    "fast_graphs": {},
+    "fast_graphs_fused": {"fused": True},
+    "fast_graphs_packed": {"pack": True, "fresh": True},
+    "fast_graphs_fused_packed": {"fused": True, "pack": True, "fresh": True},
+    "fast_graphs_fp32_weights": {"fp32": True},
+    "fast_graphs_top_p0.9": {"top_p": 0.9},
+    "fast_graphs_early_exit": {"stops": EARLY_EXIT_STOPS},
+}
 # Each GPU's own ceiling: HBM bandwidth (bytes/s) and dense bf16 tensor-core FLOP/s, from the vendors'
 # data sheets (SXM parts where there are two). The name torch reports is matched by substring, longest
 # first; --bandwidth / --flops override (another GPU, or a measured peak).
@@ -190,9 +200,10 @@ def engine_variant(
     fused: bool = False,
     top_p: float = 1.0,
     stops: int = 0,
+    pack: bool = False,
 ) -> list[dict]:
     rows = []
-    engine = FastEngine(model, cuda_graphs=cuda_graphs, fused=fused)
+    engine = FastEngine(model, cuda_graphs=cuda_graphs, fused=fused, pack=pack)
     stop_ids = tuple(range(1000, 1000 + stops))
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=top_p, stop_token_ids=stop_ids)
     repeats = ENGINE_REPEATS if cuda_graphs else 1
@@ -249,6 +260,108 @@ def _row(
     return row
 
 
+# ---- where a decode step's time goes ----------------------------------------------------------
+def profile_decode(
+    model: torch.nn.Module, fused: bool, batch: int = 256, new: int = 32, pack: bool = False
+) -> dict:
+    """The decode step's kernels by GPU time (eager launches: the same kernels a graph replays, but
+    the gaps between them are the host's, so only kernel time is summed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    engine = FastEngine(model, cuda_graphs=False, fused=fused, pack=pack)
+    prompts = random_prompts(batch, PROMPT_TOKENS, batch, model.config.vocab_size)
+    params = SamplingParams(max_new_tokens=new, temperature=1.0)
+    engine.generate(prompts, params)
+    engine.generate(prompts, SamplingParams(max_new_tokens=1))
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        engine.generate(prompts, params)
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prefill_only:
+        engine.generate(prompts, SamplingParams(max_new_tokens=1))
+        torch.cuda.synchronize()
+
+    def kernels(trace: Any) -> dict[str, tuple[float, int]]:
+        out: dict[str, tuple[float, int]] = {}
+        for event in trace.key_averages():
+            micros = getattr(event, "device_time_total", 0.0) or getattr(event, "cuda_time_total", 0.0)
+            if micros and event.device_type.name == "CUDA":
+                out[event.key] = (micros, event.count)
+        return out
+
+    total, first = kernels(prof), kernels(prefill_only)
+    steps = new - 1
+    per_step = {
+        name: ((micros - first.get(name, (0.0, 0))[0]) / steps, (count - first.get(name, (0, 0))[1]) / steps)
+        for name, (micros, count) in total.items()
+    }
+    ranked = sorted(per_step.items(), key=lambda item: -item[1][0])
+    step_us = sum(micros for micros, _ in per_step.values())
+    launches = sum(count for _, count in per_step.values())
+    top = [
+        {"kernel": name[:120], "us_per_step": round(micros, 1), "launches_per_step": round(count, 1)}
+        for name, (micros, count) in ranked[:25]
+    ]
+    summary = {
+        "fused": fused,
+        "batch": batch,
+        "kernel_us_per_step": round(step_us, 1),
+        "launches_per_step": round(launches),
+    }
+    print(json.dumps(summary), flush=True)
+    for row in top:
+        print(f"  {row['us_per_step']:>8} us {row['launches_per_step']:>6}x  {row['kernel']}", flush=True)
+    engine.release()
+    return {**summary, "top": top}
+
+
+def lora_parity(dtype: torch.dtype, device: str = "cuda") -> dict:
+    """The embedded model with a trained LoRA adapter (r 16, all linear layers, 40 SFT steps on its
+    own task's solutions): the engine on the merged rollout copy against peft's forward, greedy."""
+    from peft import LoraConfig, get_peft_model
+
+    from srl_rlvr.config import ModelConfig
+    from srl_rlvr.modeling import load_model
+    from srl_rlvr.rollout.rollout_copy import RolloutCopy
+    from srl_rlvr.tasks import load_task
+
+    base, tokenizer = load_model(ModelConfig(name_or_path="embedded", device=device, dtype="float32"))
+    policy = get_peft_model(
+        base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.05)
+    )
+    task = load_task("arithmetic")
+    train = [
+        task.prompt(p) + task.solve(p).solution_text() + tokenizer.eos_token
+        for p in task.sample(64, 1, "train")
+    ]
+    batch = tokenizer(train, return_tensors="pt", padding=True).to(device)
+    optimiser = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=3e-3)
+    policy.train()
+    for _ in range(40):
+        loss = policy(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    policy = policy.to(dtype).eval()
+    prompts = [tokenizer(task.prompt(p))["input_ids"] for p in task.sample(128, 0, "test")]
+    params = SamplingParams(max_new_tokens=128, temperature=0.0, stop_token_ids=(tokenizer.eos_token_id,))
+    fast = FastEngine(RolloutCopy(policy).model).generate(prompts, params).completion_ids
+    peft_out = HFEngine(policy, pad_token_id=tokenizer.pad_token_id).generate(prompts, params).completion_ids
+    with policy.disable_adapter():
+        plain = HFEngine(policy, pad_token_id=tokenizer.pad_token_id).generate(prompts, params).completion_ids
+    merged = copy.deepcopy(policy).merge_and_unload()  # peft's own merge, in the same dtype
+    peft_merged = (
+        HFEngine(merged, pad_token_id=tokenizer.pad_token_id).generate(prompts, params).completion_ids
+    )
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "sft_loss_last": round(loss.item(), 4),
+        "engine_vs_peft": agreement(fast, peft_out),
+        "control_adapter_off_vs_peft": agreement(plain, peft_out),
+        "control_peft_merge_and_unload_vs_peft": agreement(peft_merged, peft_out),
+    }
+
+
 # ---- correctness on the GPU -----------------------------------------------------------------
 def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
     pairs = [(x, y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=False)]
@@ -301,6 +414,9 @@ def parity(model: Qwen2ForCausalLM) -> dict:
     out["control_hf_sdpa_vs_hf_eager_attention"] = agreement(eager, hf)
     out["control_hf_decode_vs_hf_teacher_forced_argmax"] = teacher_forced_argmax(model, prompts, hf)
     out["logprobs_bf16_random_0.5b"] = logprob_error(FastEngine(model), model, prompts[:16], 64)
+    out["logprobs_bf16_random_0.5b_fused"] = logprob_error(
+        FastEngine(model, fused=True), model, prompts[:16], 64
+    )
     fp32 = qwen_05b().float()
     out["logprobs_fp32_random_0.5b"] = logprob_error(FastEngine(fp32), fp32, prompts[:16], 64)
     del fp32
@@ -326,13 +442,33 @@ def embedded_parity(fused: bool) -> dict:
 
 
 # ---- a full training step ---------------------------------------------------------------------
-def training_step(engine: str, steps: int) -> dict:
+# name: (trainer, master weights, LoRA r 16 on all linear layers, fused ops). "fp32" is our default
+# (`model.dtype: auto`): float32 master weights under bf16 autocast.
+TRAIN_VARIANTS: dict[str, tuple[str, torch.dtype, bool, bool]] = {
+    "trl_default": ("trl", torch.bfloat16, False, False),
+    "trl_fp32_masters": ("trl", torch.float32, False, False),
+    "trl_lora_r16": ("trl", torch.bfloat16, True, False),
+    "fast": ("ours", torch.bfloat16, False, False),
+    "fast_fp32_masters": ("ours", torch.float32, False, False),
+    "fast_lora_r16": ("ours", torch.bfloat16, True, False),
+    "fast_fused": ("ours", torch.bfloat16, False, True),
+    "fast_fp32_masters_fused": ("ours", torch.float32, False, True),
+    "fast_lora_r16_fused": ("ours", torch.bfloat16, True, True),
+}
+TRAIN_STEPS = {"trl": 3, "trl_lora": 2, "ours": 6}  # timed, after one warm-up step each
+
+
+def training_step(name: str) -> dict:
     from datasets import Dataset
+    from peft import LoraConfig
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from srl_rlvr.config import RLVRConfig
     from srl_rlvr.train.grpo import GroupTrainer
+
+    trainer_kind, masters, lora, fused = TRAIN_VARIANTS[name]
+    steps = TRAIN_STEPS["trl_lora" if trainer_kind == "trl" and lora else trainer_kind]
 
     class StepTimes(TrainerCallback):
         def __init__(self) -> None:
@@ -354,7 +490,7 @@ def training_step(engine: str, steps: int) -> dict:
         return [rng.random() for _ in completions]
 
     args = GRPOConfig(
-        output_dir=f"/tmp/rollout-bench-{engine}",
+        output_dir=f"/tmp/rollout-bench-{name}",
         per_device_train_batch_size=TRAIN_BATCH,
         num_generations=TRAIN_GROUP,
         max_completion_length=NEW_TOKENS,
@@ -363,23 +499,27 @@ def training_step(engine: str, steps: int) -> dict:
         max_steps=steps + 1,
         bf16=True,
         gradient_checkpointing=False,
-        logging_steps=1000,
+        logging_steps=1,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         seed=0,
     )
-    common = {
-        "model": qwen_05b().train(),
+    common: dict[str, Any] = {
+        "model": qwen_05b().to(masters).train(),
         "reward_funcs": [reward],
         "args": args,
         "train_dataset": Dataset.from_dict({"prompt": texts}),
         "processing_class": tokenizer,
     }
-    if engine == "trl_default":
+    if lora:
+        common["peft_config"] = LoraConfig(
+            r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"
+        )
+    if trainer_kind == "trl":
         trainer = GRPOTrainer(**common)
     else:
-        stage = RLVRConfig(rollout={"engine": "fast", "fused_ops": engine == "fast_fused"})
+        stage = RLVRConfig(rollout={"engine": "fast", "fused_ops": fused})
         trainer = GroupTrainer(**common, stage=stage)
     # Forced lengths: no stop token in generation (TRL's completion mask keeps its EOS rule).
     trainer.generation_config.eos_token_id = None
@@ -390,8 +530,10 @@ def training_step(engine: str, steps: int) -> dict:
     trainer.train()
     timed_steps = clock.times[1:]
     mean = sum(timed_steps) / len(timed_steps)
-    row = {
-        "trainer": engine,
+    row: dict[str, Any] = {
+        "trainer": name,
+        "masters": str(masters).removeprefix("torch."),
+        "lora": "r16 all-linear" if lora else None,
         "completions_per_step": TRAIN_BATCH,
         "first_step_s": round(clock.times[0], 2),
         "step_s": round(mean, 3),
@@ -399,6 +541,16 @@ def training_step(engine: str, steps: int) -> dict:
         "completion_tokens_per_s": round(TRAIN_BATCH * NEW_TOKENS / mean),
         "peak_mem_gib": round(peak_gib(), 2),
     }
+    refreshes = [
+        log["rollout/copy_refresh_s"] for log in trainer.state.log_history if "rollout/copy_refresh_s" in log
+    ]
+    rollout_copy = getattr(trainer, "_rollout_copy", None)
+    if rollout_copy is not None:
+        row["rollout_copy_gib"] = round(rollout_copy.nbytes / 2**30, 3)
+        row["rollout_copy_dtype"] = str(rollout_copy.dtype).removeprefix("torch.")
+    if refreshes:
+        row["copy_refresh_s"] = round(sum(refreshes[1:]) / max(len(refreshes) - 1, 1), 4)
+        row["copy_refresh_pct_of_step"] = round(100 * row["copy_refresh_s"] / mean, 2)
     print(json.dumps(row), flush=True)
     del trainer, common
     return row
@@ -407,11 +559,22 @@ def training_step(engine: str, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, no training")
-    parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: hf parity training")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], help="parts to skip: hf variants parity lora training"
+    )
     parser.add_argument(
         "--model",
         help="a real model (folder, .gguf or a name srl-rlvr knows, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
         "in bf16 instead of the random Qwen: HF generate against the fast engine only",
+    )
+    parser.add_argument(
+        "--training", nargs="*", help=f"training rows to run (default all: {', '.join(TRAIN_VARIANTS)})"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also list the decode step's kernels by GPU time"
+    )
+    parser.add_argument(
+        "--variants", nargs="*", help=f"engine rows to run (default all: {', '.join(ENGINE_VARIANTS)})"
     )
     parser.add_argument("--bandwidth", type=float, help="HBM bytes/s for the ceiling (default: GPU_PEAKS)")
     parser.add_argument("--flops", type=float, help="dense bf16 FLOP/s for the ceiling (default: GPU_PEAKS)")
@@ -453,39 +616,36 @@ def main() -> None:
     model = qwen_05b()
     if "hf" not in args.skip:
         run_part(results, "hf_generate", lambda: variants.extend(hf_generate_variant(model, new)))
-    run_part(results, "fast_eager", lambda: variants.extend(engine_variant(model, "fast_eager", new, False)))
-    run_part(results, "fast_graphs", lambda: variants.extend(engine_variant(model, "fast_graphs", new)))
-    run_part(
-        results,
-        "fast_graphs_fused",
-        lambda: variants.extend(engine_variant(model, "fast_graphs_fused", new, fused=True)),
-    )
-    run_part(
-        results,
-        "fast_graphs_fp32",
-        lambda: variants.extend(engine_variant(qwen_05b().float(), "fast_graphs_fp32_weights", new)),
-    )
-    run_part(
-        results,
-        "fast_graphs_top_p",
-        lambda: variants.extend(engine_variant(model, "fast_graphs_top_p0.9", new, top_p=0.9)),
-    )
-    run_part(
-        results,
-        "fast_graphs_early_exit",
-        lambda: variants.extend(engine_variant(model, "fast_graphs_early_exit", new, stops=EARLY_EXIT_STOPS)),
-    )
+    for name, options in ENGINE_VARIANTS.items():
+        if "variants" in args.skip or (args.variants and name not in args.variants):
+            continue
+        options = dict(options)
+        weights = qwen_05b().float() if options.pop("fp32", False) else model
+        if options.pop("fresh", False):  # packing re-points the model's parameters
+            weights = qwen_05b()
+        run_part(
+            results,
+            name,
+            lambda name=name, weights=weights, options=options: variants.extend(
+                engine_variant(weights, name, new, **options)
+            ),
+        )
     if "parity" not in args.skip:
         run_part(results, "parity", lambda: parity(model))
+    if "lora" not in args.skip:
+        for dtype in (torch.float32, torch.bfloat16):
+            name = f"lora_parity_{str(dtype).removeprefix('torch.')}"
+            run_part(results, name, lambda dtype=dtype: lora_parity(dtype))
+    if args.profile:
+        run_part(results, "profile_plain", lambda: profile_decode(model, False))
+        run_part(results, "profile_fused_packed", lambda: profile_decode(qwen_05b(), True, pack=True))
     if not args.quick and "training" not in args.skip:
         training: list[dict] = []
         results["training"] = training
-        for name in TRAIN_STEPS:
-            run_part(
-                results,
-                f"training_{name}",
-                lambda name=name: training.append(training_step(name, TRAIN_STEPS[name])),
-            )
+        for name in TRAIN_VARIANTS:
+            if args.training and name not in args.training:
+                continue
+            run_part(results, f"training_{name}", lambda name=name: training.append(training_step(name)))
     write_results(results, args)
 
 
@@ -525,12 +685,19 @@ def summarise(results: dict) -> None:
         cells += (f"{speedup:.1f}", f"{r['tokens_per_s'] / trl:.1f}", r["warmup_s"], r["peak_mem_gib"])
         print(f"{r['variant']:24}" + "".join(f"{c:>9}" for c in cells))
     for name, row in training.items():
-        if name != "trl_default" and "trl_default" in training:
-            speedup = training["trl_default"]["step_s"] / row["step_s"]
-            results[f"training_speedup_{name}"] = round(speedup, 2)
-            print(
-                f"training step: TRL {training['trl_default']['step_s']} s, {name} {row['step_s']} s: {speedup:.1f}x"
-            )
+        if name.startswith("trl") or "trl_default" not in training:
+            continue
+        # Against TRL's default step, and against TRL with the same weights and adapter.
+        same = {"fp32_masters": "trl_fp32_masters", "lora_r16": "trl_lora_r16"}
+        twin = next((trl for key, trl in same.items() if key in name), "trl_default")
+        for label, reference in {"trl_default": "trl_default", "same_setup": twin}.items():
+            if reference in training and "step_s" in training[reference]:
+                speedup = training[reference]["step_s"] / row["step_s"]
+                results[f"training_speedup_{name}_vs_{label}"] = round(speedup, 2)
+        print(
+            f"training step {name}: {row['step_s']} s; TRL default {training['trl_default']['step_s']} s, "
+            f"{twin} {training.get(twin, {}).get('step_s')} s"
+        )
     if "parity" in results:
         print("parity:", json.dumps(results["parity"]))
 

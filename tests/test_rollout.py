@@ -25,7 +25,7 @@ from transformers import (
 from srl_rlvr.config import LoraConfig, build_config
 from srl_rlvr.modeling import apply_lora, byte_tokenizer, tiny_model
 from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams, make_engine
-from srl_rlvr.rollout.sampling import sample
+from srl_rlvr.rollout.sampling import gumbel_sample, sample, sampler_chunks
 from srl_rlvr.train.grpo import GroupTrainer, fast_sampling_params, grpo_args
 
 TOKENIZER = byte_tokenizer()
@@ -82,6 +82,25 @@ def test_greedy_matches_hf_generate_token_for_token_on_left_padded_prompts(model
     assert len({t for row in rollout.completion_ids for t in row}) > 40  # not one repeated byte
 
 
+def test_packed_weights_give_the_same_tokens_and_leave_a_working_hf_model() -> None:
+    model = lively(tiny_model(TOKENIZER))  # Qwen2: q/k/v with biases
+    prompts = mixed_prompts()
+    expected = hf_greedy(model, prompts, 40)
+    engine = FastEngine(model, window=16, pack=True)
+    attn = model.model.layers[0].self_attn
+    assert attn.k_proj.weight.data_ptr() == attn.q_proj.weight.data_ptr() + attn.q_proj.weight.nbytes
+    assert attn.v_proj.bias.data_ptr() == attn.k_proj.bias.data_ptr() + attn.k_proj.bias.nbytes
+    assert (
+        engine.generate(prompts, SamplingParams(max_new_tokens=40, temperature=0)).completion_ids == expected
+    )
+    assert hf_greedy(model, prompts, 40) == expected  # the re-pointed modules still run in HF
+    with torch.no_grad():  # an in-place update of a module's slice reaches the packed tensor
+        model.model.layers[1].mlp.up_proj.weight.mul_(-1.0)
+        model.model.layers[0].self_attn.v_proj.weight.mul_(-1.0)
+    changed = engine.generate(prompts, SamplingParams(max_new_tokens=40, temperature=0)).completion_ids
+    assert changed != expected and changed == hf_greedy(model, prompts, 40)
+
+
 SMALL = {  # the shared size of the other architectures' test models
     "vocab_size": 300,
     "hidden_size": 64,
@@ -131,11 +150,15 @@ SMALL = {  # the shared size of the other architectures' test models
     ],
     ids=["llama", "qwen3", "llama3-rope", "mistral"],
 )
-def test_greedy_matches_hf_on_other_supported_architectures(build) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("pack", [False, True], ids=["separate", "packed"])
+def test_greedy_matches_hf_on_other_supported_architectures(build, pack: bool) -> None:  # type: ignore[no-untyped-def]
     model = lively(build())
     prompts = mixed_prompts()
-    rollout = FastEngine(model, window=16).generate(prompts, SamplingParams(max_new_tokens=24, temperature=0))
-    assert rollout.completion_ids == hf_greedy(model, prompts, 24)
+    expected = hf_greedy(model, prompts, 24)
+    engine = FastEngine(model, window=16, pack=pack)
+    assert (
+        engine.generate(prompts, SamplingParams(max_new_tokens=24, temperature=0)).completion_ids == expected
+    )
 
 
 def test_logprobs_match_a_teacher_forced_forward_pass(model: torch.nn.Module) -> None:
@@ -191,6 +214,24 @@ def test_sampling_follows_the_softmax_after_top_k_and_top_p() -> None:
     )
     # top-p 0.7 keeps the smallest prefix holding 70 %: the first two tokens (0.64, then 0.88)
     assert torch.allclose(frequencies(0, 0.7), frequencies(2, 1.0), atol=0.015)
+
+
+def test_the_fusable_gumbel_sampler_draws_from_the_same_softmax_with_the_same_log_probs() -> None:
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(40_000, -1)
+    for temperature, chunks in ((1.0, 1), (1.5, 2)):
+        scale = torch.tensor([temperature])
+        tokens, logps = gumbel_sample(logits, False, 0, False, scale, torch.ones(1), chunks)
+        probs = (logits[0] / temperature).softmax(-1)
+        assert torch.allclose(torch.bincount(tokens, minlength=4).float() / len(tokens), probs, atol=0.01)
+        assert torch.allclose(logps, probs.log()[tokens])
+    greedy, logps = gumbel_sample(logits[:3], True, 0, False, torch.tensor([0.5]), torch.ones(1))
+    assert greedy.tolist() == [0, 0, 0] and torch.allclose(logps, logits[0].log_softmax(-1)[0].expand(3))
+    wide = torch.randn(16, 300)
+    for chunks in (1, sampler_chunks(300)):  # 30 chunks of 10
+        greedy, logps = gumbel_sample(wide, True, 0, False, torch.ones(1), torch.ones(1), chunks)
+        assert torch.equal(greedy, wide.argmax(-1))
+        assert torch.allclose(logps, wide.log_softmax(-1).gather(-1, greedy[:, None]).squeeze(-1), atol=1e-5)
 
 
 def test_the_hf_fallback_has_the_same_interface_and_greedy_result(model: torch.nn.Module) -> None:

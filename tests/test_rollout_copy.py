@@ -13,7 +13,7 @@ from test_rollout import TOKENIZER, hf_greedy, lively, mixed_prompts
 
 from srl_rlvr.config import build_config
 from srl_rlvr.modeling import tiny_model
-from srl_rlvr.rollout import FastEngine, SamplingParams
+from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams
 from srl_rlvr.rollout.rollout_copy import RolloutCopy
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args
 
@@ -52,7 +52,7 @@ def test_the_engine_on_the_merged_copy_matches_peft_token_for_token(r: int, targ
 def test_a_refresh_after_a_training_step_updates_the_copy_in_place() -> None:
     policy = lora_policy(8, "all-linear")
     rollout_copy = RolloutCopy(policy)
-    engine = FastEngine(rollout_copy.model, window=16)
+    engine = FastEngine(rollout_copy.model, window=16, pack=True)  # as the trainer makes it
     pointers = engine.decoder.weight_pointers()
     prompts = mixed_prompts()
     before = engine.generate(prompts, GREEDY).completion_ids
@@ -111,3 +111,33 @@ def test_a_lora_policy_trains_with_fast_rollouts_from_its_refreshed_copy(tmp_pat
     assert not torch.equal(stale, merged.model.model.layers[0].self_attn.q_proj.weight)  # step 2 moved on
     trainer._rollout_copy.refresh()
     assert torch.equal(stale, merged.model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_the_embedded_model_with_a_trained_adapter_matches_peft_through_the_engine() -> None:
+    from srl_rlvr.config import ModelConfig
+    from srl_rlvr.modeling import load_model
+    from srl_rlvr.tasks import load_task
+
+    base, tokenizer = load_model(ModelConfig(name_or_path="embedded", dtype="float32"))
+    policy = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    task = load_task("arithmetic")
+    texts = [
+        task.prompt(p) + task.solve(p).solution_text() + tokenizer.eos_token
+        for p in task.sample(32, 1, "train")
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimiser = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(15):  # enough for the adapter to change what the model writes
+        policy(**batch, labels=labels).loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    policy.eval()
+    prompts = [tokenizer(task.prompt(p))["input_ids"] for p in task.sample(24, 0, "test")]
+    params = SamplingParams(max_new_tokens=64, temperature=0, stop_token_ids=(tokenizer.eos_token_id,))
+    engine = FastEngine(RolloutCopy(policy).model, window=16, pack=True)
+    with_adapter = HFEngine(policy, pad_token_id=tokenizer.pad_token_id).generate(prompts, params)
+    assert engine.generate(prompts, params).completion_ids == with_adapter.completion_ids
+    with policy.disable_adapter():
+        without = HFEngine(policy, pad_token_id=tokenizer.pad_token_id).generate(prompts, params)
+    assert without.completion_ids != with_adapter.completion_ids

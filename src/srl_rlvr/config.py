@@ -252,18 +252,20 @@ class RolloutConfig(Section):
 
     engine: Literal["auto", "hf", "fast"] = Field(
         "auto",
-        description="auto: the built-in fast engine on a CUDA GPU for a Llama/Qwen2-family model without "
-        "LoRA, FSDP or DeepSpeed, else TRL's HF generate; hf: always TRL's generate; fast: the fast "
-        "engine wherever it can run (eagerly on a CPU), else HF generate with a warning.",
+        description="auto: the built-in fast engine on a CUDA GPU for a Llama/Qwen2/Qwen3/Mistral-family "
+        "model without FSDP or DeepSpeed (a LoRA policy or float32 master weights get a bf16 rollout "
+        "copy), else TRL's HF generate; hf: always TRL's generate; fast: the fast engine wherever it "
+        "can run (eagerly on a CPU), else HF generate with a warning.",
     )
     cuda_graphs: bool = Field(
         True, description="Replay the fast engine's decode step as a CUDA graph (off: eager, for debugging)."
     )
-    fused_ops: bool = Field(
-        False,
-        description="Fuse the fast engine's elementwise ops with torch.compile (CUDA): ~1.3x faster "
-        "decode steps (0.5B on an H100) for a ~12 s compile at the first rollout; off by default so "
-        "rollouts start at once and follow HF's op order exactly.",
+    fused_ops: bool | Literal["auto"] = Field(
+        "auto",
+        description="Fuse the fast engine's elementwise ops and its sampler with torch.compile (CUDA): "
+        "~1.4x faster decode steps (0.5B, batch 256, H200) for a ~5 s compile at the first rollout. "
+        "auto: on for runs of at least 100 optimiser steps on CUDA; false: rollouts start at once and "
+        "follow HF's op order exactly.",
     )
 
 

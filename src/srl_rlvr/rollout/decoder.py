@@ -16,11 +16,20 @@ fused instead (`ops.py`), trading the last bit of bf16 agreement for fewer kerne
 Attention over the cache folds GQA into the query length: the `g` query heads that share one KV
 head attend as `g` query rows of that head (q: rows, kv_heads, g, head_dim), so the cache is read
 once per KV head with no `repeat_kv` copy (the layout FlashDecoding-style kernels use).
+
+Packed weights (`pack=True`): each layer's q/k/v weights become slices of one tensor, and gate/up of
+another, so a decode step runs one matmul for q, k and v and one for gate and up. At the small row
+counts of decoding, each matmul costs a fixed few microseconds however small its weight: on an H200
+at batch 256 (0.5B), q, k and v took 12.3 us a layer as three matmuls and 4.5 us as one, gate and up
+13.6 and 10.0 us. The model's parameters are re-pointed at the slices, so it stays a working HF model
+and an in-place update of a slice (a rollout copy's refresh) reaches the packed tensor; but they are
+new tensors, so only a model no optimiser holds may be packed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -71,13 +80,50 @@ def linear(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return F.linear(x, module.weight, module.bias)
 
 
+@dataclass(frozen=True)
+class PackedLayer:
+    """One layer's q/k/v (rows: q, then k, then v) and gate/up (gate, then up) weights as one tensor
+    each; None where that layer's modules could not be packed (q/k/v with some biases but not all)."""
+
+    qkv: torch.Tensor | None
+    qkv_bias: torch.Tensor | None
+    gate_up: torch.Tensor
+
+
+def _repoint(modules: list[nn.Module], name: str, packed: torch.Tensor) -> None:
+    start = 0
+    for module in modules:
+        rows = getattr(module, name).size(0)
+        setattr(module, name, nn.Parameter(packed[start : start + rows], requires_grad=False))
+        start += rows
+
+
+@torch.no_grad()
+def pack_layer(layer: nn.Module) -> PackedLayer:
+    """Concatenate the layer's q/k/v and gate/up weights and re-point its modules at the slices."""
+    attn, mlp = layer.self_attn, layer.mlp
+    qkv_modules = [attn.q_proj, attn.k_proj, attn.v_proj]
+    biases = [m.bias for m in qkv_modules]
+    qkv = qkv_bias = None
+    if all(b is None for b in biases) or all(b is not None for b in biases):
+        qkv = torch.cat([m.weight for m in qkv_modules])
+        _repoint(qkv_modules, "weight", qkv)
+        if biases[0] is not None:
+            qkv_bias = torch.cat(biases)
+            _repoint(qkv_modules, "bias", qkv_bias)
+    gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+    _repoint([mlp.gate_proj, mlp.up_proj], "weight", gate_up)
+    return PackedLayer(qkv, qkv_bias, gate_up)
+
+
 class Decoder:
     """Prefill and decode steps of a supported HF causal LM, reading its modules on every call.
 
-    `fused`: use the torch.compile-fused elementwise ops (`ops.py`); CUDA only.
+    `fused`: use the torch.compile-fused elementwise ops (`ops.py`); CUDA only. `pack`: pack each
+    layer's q/k/v and gate/up weights (see the module docstring; the model's parameters change).
     """
 
-    def __init__(self, model: nn.Module, fused: bool = False) -> None:
+    def __init__(self, model: nn.Module, fused: bool = False, pack: bool = False) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the fast rollout engine does not support {reason}")
@@ -91,6 +137,9 @@ class Decoder:
         self.scaling = self.layers[0].self_attn.scaling
         self.qk_norm = hasattr(self.layers[0].self_attn, "q_norm")  # Qwen3
         self.ops = fused_ops() if fused and self.device.type == "cuda" else PLAIN_OPS
+        self.packed = [pack_layer(layer) for layer in self.layers] if pack else None
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
         self.cos = self.sin = torch.empty(0)
 
     @property
@@ -129,9 +178,15 @@ class Decoder:
         h = ops.rms_norm(x, first.weight, first.variance_epsilon)
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            q = linear(h, attn.q_proj).view(flat, self.num_heads, self.head_dim)
-            k = linear(h, attn.k_proj).view(flat, self.num_kv_heads, self.head_dim)
-            v = linear(h, attn.v_proj).view(*shape, self.num_kv_heads, self.head_dim)
+            packed = self.packed[i] if self.packed else None
+            if packed is not None and packed.qkv is not None:
+                sizes = [self.q_size, self.kv_size, self.kv_size]
+                q, k, v = F.linear(h, packed.qkv, packed.qkv_bias).split(sizes, dim=-1)
+            else:
+                q, k, v = linear(h, attn.q_proj), linear(h, attn.k_proj), linear(h, attn.v_proj)
+            q = q.view(flat, self.num_heads, self.head_dim)
+            k = k.view(flat, self.num_kv_heads, self.head_dim)
+            v = v.view(*shape, self.num_kv_heads, self.head_dim)
             if self.qk_norm:
                 q = ops.rms_norm(q, attn.q_norm.weight, attn.q_norm.variance_epsilon)
                 k = ops.rms_norm(k, attn.k_norm.weight, attn.k_norm.variance_epsilon)
@@ -142,7 +197,10 @@ class Decoder:
             post = layer.post_attention_layernorm
             x, h = ops.add_rms_norm(x, linear(out, attn.o_proj), post.weight, post.variance_epsilon)
             mlp = layer.mlp
-            up = ops.silu_mul(linear(h, mlp.gate_proj), linear(h, mlp.up_proj))
+            if packed is not None:
+                up = ops.silu_mul(*F.linear(h, packed.gate_up).chunk(2, dim=-1))
+            else:
+                up = ops.silu_mul(linear(h, mlp.gate_proj), linear(h, mlp.up_proj))
             following = self.layers[i + 1].input_layernorm if i + 1 < len(self.layers) else self.norm
             x, h = ops.add_rms_norm(
                 x, linear(up, mlp.down_proj), following.weight, following.variance_epsilon

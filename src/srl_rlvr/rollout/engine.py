@@ -34,7 +34,7 @@ from torch import nn
 
 from srl_rlvr.rollout.cache import KVCache
 from srl_rlvr.rollout.decoder import Decoder
-from srl_rlvr.rollout.sampling import Rollout, SamplingParams, sample
+from srl_rlvr.rollout.sampling import Rollout, SamplingParams, fused_sampler, sample
 
 SamplerKey = tuple[bool, int, bool]  # greedy, top_k, top-p on
 
@@ -48,7 +48,9 @@ class FastEngine:
 
     `fused`: fuse the elementwise ops with torch.compile (`ops.py`; CUDA only); `window`:
     attention-width and cache-length granularity; `check_every`: decode steps between finished-row
-    checks; `prefill_tokens`: prompt tokens per prefill chunk (bounds its memory).
+    checks; `prefill_tokens`: prompt tokens per prefill chunk (bounds its memory); `pack`: one
+    matmul for q/k/v and one for gate/up (`decoder.py`; re-points the model's parameters, so only
+    for a model no optimiser holds, such as a rollout copy).
     """
 
     def __init__(
@@ -56,12 +58,14 @@ class FastEngine:
         model: nn.Module,
         cuda_graphs: bool = True,
         fused: bool = False,
-        window: int = 128,
+        window: int = 64,
         check_every: int = 8,
         prefill_tokens: int = 16384,
+        pack: bool = False,
     ) -> None:
-        self.decoder = Decoder(model, fused=fused)
+        self.decoder = Decoder(model, fused=fused, pack=pack)
         self.device = self.decoder.device
+        self.sample = fused_sampler() if fused and self.device.type == "cuda" else sample
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.window, self.check_every, self.prefill_tokens = window, check_every, prefill_tokens
         self.cache: KVCache | None = None
@@ -128,7 +132,7 @@ class FastEngine:
     def _decode_step(self, rows: int, width: int, sampler: SamplerKey) -> None:
         assert self.cache is not None
         logits = self.decoder.decode(self.cache, self.tokens[:rows], self.positions[:rows], self.slot, width)
-        token, logp = sample(logits, *sampler, self.temperature, self.top_p)
+        token, logp = self.sample(logits, *sampler, self.temperature, self.top_p)
         self._record(rows, token, logp)
         self.positions[:rows].add_(1)
         self.slot.add_(1)
@@ -226,7 +230,7 @@ class FastEngine:
             logits = self._prefill(prompts, rows, length)
             self.step.zero_()
             self.slot.fill_(length)
-            token, logp = sample(logits, *sampler, self.temperature, self.top_p)
+            token, logp = self.sample(logits, *sampler, self.temperature, self.top_p)
             self._record(rows, token, logp)
             final = [
                 torch.zeros(batch + 1, new, dtype=torch.long, device=self.device),

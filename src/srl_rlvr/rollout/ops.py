@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,11 +58,25 @@ PLAIN_OPS = Ops(rms_norm, add_rms_norm, rope, silu_mul)
 _fused: Ops | None = None
 
 
+def _rows_dynamic(compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark every tensor argument's first (rows x tokens) dimension dynamic before the call, so the
+    first compilation already serves every batch and prompt length (left to itself, torch.compile
+    compiles once for the first size and again for the second)."""
+
+    def call(*args: Any) -> Any:
+        for arg in args:
+            if isinstance(arg, torch.Tensor) and arg.dim() and arg.size(0) > 1:
+                torch._dynamo.mark_dynamic(arg, 0)
+        return compiled(*args)
+
+    return call
+
+
 def fused_ops() -> Ops:
-    """The same functions compiled. The decoder passes them flat activations (rows x tokens first),
-    so after the second distinct size torch.compile marks that one dimension dynamic and every later
-    batch and prompt length reuses the compilation; widths and head sizes stay static."""
+    """The same functions compiled, over flat activations (rows x tokens first): that one dimension
+    is dynamic; widths and head sizes stay static."""
     global _fused
     if _fused is None:
-        _fused = Ops(*(torch.compile(fn, fullgraph=True) for fn in (rms_norm, add_rms_norm, rope, silu_mul)))
+        functions = (rms_norm, add_rms_norm, rope, silu_mul)
+        _fused = Ops(*(_rows_dynamic(torch.compile(fn, fullgraph=True)) for fn in functions))
     return _fused

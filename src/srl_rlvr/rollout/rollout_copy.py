@@ -49,7 +49,6 @@ class RolloutCopy:
         self.model = merged.to(dtype or next(policy.parameters()).dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._targets = dict(self.model.named_parameters())
         self.refresh_s = 0.0  # the last refresh's wall time
         self.refresh()
 
@@ -66,6 +65,7 @@ class RolloutCopy:
     def refresh(self) -> None:
         """Write the policy's current weights (adapters merged) into the copy's existing storage."""
         began = time.perf_counter()
+        targets = dict(self.model.named_parameters())  # read each time: an engine may re-point them
         adapters = {}
         if _is_peft(self.policy):
             from peft.tuners.lora import LoraLayer
@@ -78,7 +78,7 @@ class RolloutCopy:
         for name, param in self.policy.named_parameters():
             if "lora_" in name:
                 continue
-            target = self._targets.get(_plain_name(name))
+            target = targets.get(_plain_name(name))
             if target is None:
                 raise KeyError(f"the rollout copy has no weight for {name}")
             layer = adapters.get(_plain_name(name))

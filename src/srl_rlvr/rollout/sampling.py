@@ -10,10 +10,17 @@ The log-probability returned for each token is log_softmax(logits / temperature)
 token, before top-k/top-p filtering: the quantity TRL's GRPO computes for the same token in its
 training forward pass (it divides the logits by the temperature and does not filter), so the two
 can be compared or used for importance weights directly. Greedy decoding uses temperature 1.
+
+`gumbel_sample` is the same draw in the form a compiler can fuse (`fused_sampler`): the argmax of
+scores plus Gumbel noise, with the log-probability from one logsumexp. Eager, its passes over the
+(rows, vocab) scores cost what `sample`'s do; compiled (`fused_ops`), the noise is drawn inside the
+kernel and the whole draw is one or two reads of the logits: at batch 256 with a 152k vocabulary
+on an H200, ~0.55 ms of `sample`'s kernels a decode step become a few tens of microseconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -95,3 +102,74 @@ def sample(
             token = _race(probs)
     logp = probs.gather(-1, token[:, None]).squeeze(-1).log()
     return token, logp
+
+
+def gumbel_sample(
+    logits: torch.Tensor,
+    greedy: bool,
+    top_k: int,
+    use_top_p: bool,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+    chunks: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample` without top-k/top-p: argmax(logits / T + Gumbel noise) is a draw from
+    softmax(logits / T) (Gumbel 1954); greedy drops the noise and uses T = 1.
+
+    `chunks` (a divisor of the vocabulary) splits each row's argmax and logsumexp in two stages, so a
+    compiled kernel runs rows x chunks programs rather than one per row: at 256 rows an H200's 132
+    multiprocessors are otherwise left mostly idle on a 152k-long reduction each."""
+    rows, vocab = logits.shape
+    return _gumbel_chunked(logits.view(rows, chunks, vocab // chunks), greedy, temperature)
+
+
+def _gumbel_chunked(
+    logits: torch.Tensor, greedy: bool, temperature: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`gumbel_sample` over logits already viewed as (rows, chunks, vocab / chunks): the chunk count
+    is then a static shape to a compiler, not an integer argument it might make dynamic. Uniform 0
+    gives -inf noise (never drawn), as a zero-probability event should."""
+    rows, chunks, part = logits.shape
+    scale = torch.ones_like(temperature) if greedy else temperature
+    scores = logits.float() / scale
+    noisy = scores if greedy else scores - torch.log(-torch.log(torch.rand_like(scores)))
+    best, where = noisy.max(dim=-1)  # per chunk
+    chunk = best.argmax(dim=-1)
+    token = chunk * part + where.gather(-1, chunk[:, None]).squeeze(-1)
+    chosen = scores.view(rows, chunks * part).gather(-1, token[:, None]).squeeze(-1)
+    return token, chosen - scores.logsumexp(dim=-1).logsumexp(dim=-1)
+
+
+def sampler_chunks(vocab: int, most: int = 32) -> int:
+    """The largest divisor of `vocab` up to `most` (1 for a prime vocabulary)."""
+    return next(c for c in range(min(most, vocab), 0, -1) if vocab % c == 0)
+
+
+_compiled: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def fused_sampler() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """`sample`'s signature: `gumbel_sample` compiled where it applies (no top-k/top-p), `sample`
+    elsewhere. The row count is marked dynamic, so one compilation serves every batch."""
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(_gumbel_chunked, fullgraph=True)
+
+    def draw(
+        logits: torch.Tensor,
+        greedy: bool,
+        top_k: int,
+        use_top_p: bool,
+        temperature: torch.Tensor,
+        top_p: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if top_k or use_top_p:
+            return sample(logits, greedy, top_k, use_top_p, temperature, top_p)
+        rows, vocab = logits.shape
+        chunks = sampler_chunks(vocab)
+        viewed = logits.view(rows, chunks, vocab // chunks)
+        torch._dynamo.mark_dynamic(viewed, 0)
+        assert _compiled is not None
+        return _compiled(viewed, greedy, temperature)
+
+    return draw

@@ -68,6 +68,9 @@ LOGP_FLOOR = -50.0
 # KL at 10); past the cap the term still pulls the token back, at the cap's constant strength.
 KL_LOG_RATIO_CAP = 2.6
 
+# `rollout.fused_ops: auto` fuses from this many optimiser steps: the compile costs ~5 s once, the
+# fused step saves ~0.2 s (0.5B, 64 completions x 256 tokens on an H200), so it is repaid in ~25 steps.
+FUSED_OPS_MIN_STEPS = 100
 # Generation options the fast engine does not implement, with their neutral values; any other value
 # sends the rollout through TRL's own generate.
 _NEUTRAL_GENERATION = {
@@ -164,14 +167,28 @@ class GroupTrainer(GRPOTrainer):
             if name == "fast":
                 self._rollout_copy = rollout_copy
                 served = rollout_copy.model if rollout_copy else policy
-                self._fast_engine = FastEngine(served, settings.cuda_graphs, settings.fused_ops)
+                fused = self._fused_ops(served)
+                # A rollout copy belongs to the engine alone, so its weights may be packed.
+                engine_options = {"fused": fused, "pack": rollout_copy is not None}
+                self._fast_engine = FastEngine(served, settings.cuda_graphs, **engine_options)
                 if rollout_copy is not None:
                     why += f"; a {str(rollout_copy.dtype).removeprefix('torch.')} rollout copy "
                     why += f"({rollout_copy.nbytes / 2**20:.0f} MiB) refreshed after each optimiser step"
+                if fused:
+                    why += "; fused ops"
                 log.info("rollouts: fast engine (%s)", why)
                 return self._fast_engine
         (log.warning if settings.engine == "fast" else log.info)("rollouts: TRL's HF generate (%s)", why)
         return None
+
+    def _fused_ops(self, served: torch.nn.Module) -> bool:
+        """`rollout.fused_ops`; auto: on for a run of at least FUSED_OPS_MIN_STEPS optimiser steps on
+        CUDA, where the compile (~5 s) is repaid many times over."""
+        choice = self.stage.rollout.fused_ops
+        if choice != "auto":
+            return bool(choice)
+        on_cuda = next(served.parameters()).device.type == "cuda"
+        return on_cuda and self.state.max_steps >= FUSED_OPS_MIN_STEPS
 
     def _make_rollout_copy(self, policy: torch.nn.Module) -> RolloutCopy | None:
         """A rollout copy when the policy's own weights cannot be generated with fast: a LoRA policy
