@@ -25,7 +25,7 @@ from transformers import (
 from srl_rlvr.config import LoraConfig, build_config
 from srl_rlvr.modeling import apply_lora, byte_tokenizer, tiny_model
 from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams, make_engine
-from srl_rlvr.rollout.sampling import gumbel_sample, sample, sampler_chunks
+from srl_rlvr.rollout.sampling import chunked_sample, sample, sampler_chunks
 from srl_rlvr.train.grpo import GroupTrainer, fast_sampling_params, grpo_args
 
 TOKENIZER = byte_tokenizer()
@@ -216,20 +216,27 @@ def test_sampling_follows_the_softmax_after_top_k_and_top_p() -> None:
     assert torch.allclose(frequencies(0, 0.7), frequencies(2, 1.0), atol=0.015)
 
 
-def test_the_fusable_gumbel_sampler_draws_from_the_same_softmax_with_the_same_log_probs() -> None:
+def test_the_fusable_chunked_sampler_draws_from_the_same_softmax_with_the_same_log_probs() -> None:
     torch.manual_seed(0)
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(40_000, -1)
     for temperature, chunks in ((1.0, 1), (1.5, 2)):
         scale = torch.tensor([temperature])
-        tokens, logps = gumbel_sample(logits, False, 0, False, scale, torch.ones(1), chunks)
+        tokens, logps = chunked_sample(logits, False, 0, False, scale, torch.ones(1), chunks)
         probs = (logits[0] / temperature).softmax(-1)
         assert torch.allclose(torch.bincount(tokens, minlength=4).float() / len(tokens), probs, atol=0.01)
         assert torch.allclose(logps, probs.log()[tokens])
-    greedy, logps = gumbel_sample(logits[:3], True, 0, False, torch.tensor([0.5]), torch.ones(1))
+    greedy, logps = chunked_sample(logits[:3], True, 0, False, torch.tensor([0.5]), torch.ones(1))
     assert greedy.tolist() == [0, 0, 0] and torch.allclose(logps, logits[0].log_softmax(-1)[0].expand(3))
+    many = (torch.randn(60) * 1.5).expand(40_000, -1).clone()
+    many[:, 10:20] = float("-inf")  # a whole chunk, and one entry elsewhere, that can never be drawn
+    many[:, 33] = float("-inf")
+    tokens, _ = chunked_sample(many, False, 0, False, torch.ones(1), torch.ones(1), 6)
+    frequencies = torch.bincount(tokens, minlength=60).float() / len(tokens)
+    assert torch.allclose(frequencies, many[0].softmax(-1), atol=0.01)
+    assert frequencies[10:20].sum() == 0 and frequencies[33] == 0
     wide = torch.randn(16, 300)
     for chunks in (1, sampler_chunks(300)):  # 30 chunks of 10
-        greedy, logps = gumbel_sample(wide, True, 0, False, torch.ones(1), torch.ones(1), chunks)
+        greedy, logps = chunked_sample(wide, True, 0, False, torch.ones(1), torch.ones(1), chunks)
         assert torch.equal(greedy, wide.argmax(-1))
         assert torch.allclose(logps, wide.log_softmax(-1).gather(-1, greedy[:, None]).squeeze(-1), atol=1e-5)
 

@@ -319,6 +319,15 @@ class PolicyRLConfig(Section):
         "else 1.",
     )
     temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling for rollouts (1: off, as the papers run)."
+    )
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="Sample rollouts from the k likeliest tokens (0: off). 1 makes rollouts greedy and so "
+        "reproducible across process counts (the multi-process tests use it).",
+    )
     max_completion_length: int = Field(96, gt=0, description="Tokens a rollout may generate.")
     clip_epsilon: float = Field(0.2, gt=0, description="PPO-style ratio clip: [1-eps, 1+eps_high].")
     clip_epsilon_high: float | None = Field(

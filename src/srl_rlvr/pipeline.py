@@ -10,6 +10,11 @@ finished}; outputs are stored relative to the run directory, so the folder can b
   its last checkpoint, any other stage reruns;
 - fingerprint changed (or no record): the stage's folder is cleared and it runs from scratch, which
   gives its output a new id, so every stage downstream reruns too.
+
+Under several processes (`accelerate launch`, `--gpus N`) every rank walks the same stages and
+reaches the same decisions from the same files; training stages run on all of them, every other
+stage on the main process while the rest wait, and only the main process writes pipeline.json, the
+run's files and its MLflow runs (`distributed.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +34,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from srl_rlvr.config import Config, dump_config
+from srl_rlvr.distributed import barrier, is_main
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.evaluate.run import EvalRun
 from srl_rlvr.stages import (
@@ -145,6 +152,14 @@ def _check_upstream(config: Config, stage: str, records: dict[str, Record]) -> N
             )
 
 
+def _reload(run_dir: Path, records: dict[str, Record]) -> None:
+    """Another process's view of pipeline.json after the main process wrote it."""
+    barrier()
+    if not is_main():
+        records.clear()
+        records.update(read_state(run_dir))
+
+
 def _execute(
     config: Config,
     stage: str,
@@ -156,11 +171,18 @@ def _execute(
     parent_run_id: str | None = None,
 ) -> EvalRun | None:
     """Run `stage`, keeping its record in pipeline.json: running while it runs (so a killed run can
-    tell it resumes), done with its output afterwards."""
+    tell it resumes), done with its output afterwards. With several processes a stage that does not
+    train runs on the main process alone."""
     run_dir = Path(config.output_dir)
     seconds = records.get(stage, {}).get("seconds", 0.0) if resume else 0.0
-    records[stage] = {"fingerprint": current, "status": "running", "output": None, "seconds": seconds}
-    _write_state(run_dir, records)
+    if is_main():
+        records[stage] = {"fingerprint": current, "status": "running", "output": None, "seconds": seconds}
+        _write_state(run_dir, records)
+    if stage in TRAINING:
+        barrier()  # every rank trains, once the main process has cleared the folder and written the record
+    elif not is_main():
+        _reload(run_dir, records)  # wait while the main process runs it
+        return None
     upstream = {u: output_path(run_dir, records[u]) for u in upstream_stages(stage, config.pipeline.stages)}
     started = time.monotonic()
     tags = {"srl_rlvr.dataset": stage_data(config, stage, upstream)} if stage in TRAINING else {}
@@ -174,8 +196,12 @@ def _execute(
             parent_run_id,
         )
     finally:
-        records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)
-        _write_state(run_dir, records)
+        if is_main():
+            records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)
+            _write_state(run_dir, records)
+    if not is_main():
+        _reload(run_dir, records)
+        return None
     finished = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     path = output.path
     records[stage].update(
@@ -188,6 +214,7 @@ def _execute(
     _write_state(run_dir, records)
     emit(StageEvent("finish", stage, message=f"{records[stage]['seconds']:.1f}s; output {path}"))
     log.info("%s done in %.1fs: %s", stage, records[stage]["seconds"], path)
+    _reload(run_dir, records)  # the others may go on
     return output.evaluation
 
 
@@ -218,14 +245,15 @@ def run_pipeline(
     from srl_rlvr.tasks import load_task
 
     load_task(config.task.name, config.task.options)  # a task that cannot load fails before any folder exists
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config))
     config = resolve_registry_model(config)
     forced = set(stages[stages.index(from_stage) :]) if from_stage else {only} if only else set()
-    emit = on_event or (lambda event: None)
+    emit = (on_event or (lambda event: None)) if is_main() else (lambda event: None)
     result = PipelineResult(run_dir, records)
 
-    with tracked_run(config, "pipeline", run_dir) as pipeline_run:
+    with tracked_run(config, "pipeline", run_dir) if is_main() else nullcontext() as pipeline_run:
         parent_run_id = pipeline_run.run_id if pipeline_run else None
         for stage in [only] if only else stages:
             _run_or_skip(config, stage, forced, records, emit, extra_callbacks, result, parent_run_id)
@@ -286,7 +314,8 @@ def _run_or_skip(
             why = "rerunning: its last run stopped before it finished"
         else:
             why = "inputs changed" if record else "first run"
-        if stage_dir(config, stage).exists() and not (stage == "generate" and config.data.trajectories):
+        fresh = not (stage == "generate" and config.data.trajectories)
+        if is_main() and stage_dir(config, stage).exists() and fresh:
             close_abandoned_run(config, stage_dir(config, stage))
             shutil.rmtree(stage_dir(config, stage))
     emit(StageEvent("start", stage, message=why))

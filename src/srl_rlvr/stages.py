@@ -229,8 +229,11 @@ def run_tracked(
 ) -> StageOutput:
     """The one way a stage or a `train` command runs as a tracked MLflow run: `work` gets the run's
     metrics callback, and the run keeps the stage's files and headline numbers afterwards."""
+    from srl_rlvr.distributed import is_main
     from srl_rlvr.tracking.runs import log_stage_outcome, tracked_run
 
+    if not is_main():  # with several processes only the main one tracks
+        return work([])
     with tracked_run(config, stage, folder, dict(tags), parent_run_id) as run:
         output = work([run.callback()] if run else [])
         if run is not None:

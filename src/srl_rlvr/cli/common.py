@@ -70,3 +70,69 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+STRATEGIES = ("ddp", "fsdp2", "zero2", "zero3")
+GpusOpt = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        min=1,
+        help="Train on N GPUs of this machine: starts `accelerate launch` with the shipped config of "
+        "--strategy (srl_rlvr/assets/accelerate/). On a machine without GPUs, N CPU processes over gloo.",
+    ),
+]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="With --gpus: ddp (the model fits one GPU), fsdp2 (it does not: weights, gradients and "
+        "optimiser states sharded), zero2 or zero3 (DeepSpeed; needs deepspeed installed).",
+    ),
+]
+
+
+def accelerate_config(strategy: str) -> Path:
+    """The shipped accelerate config for `strategy`."""
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"--strategy {strategy}: one of {', '.join(STRATEGIES)}")
+    return Path(__file__).resolve().parent.parent / "assets" / "accelerate" / f"{strategy}.yaml"
+
+
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """`argv` without the options `names` and their values (`--gpus 2` and `--gpus=2`)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(arg)
+    return kept
+
+
+def launch_on_gpus(gpus: int, strategy: str) -> None:
+    """Re-run this command as `gpus` processes under accelerate, and exit with their status; a
+    no-op inside a process accelerate already started (WORLD_SIZE is set) or for one GPU."""
+    if gpus == 1 or "WORLD_SIZE" in os.environ:
+        return
+    import torch
+
+    config = accelerate_config(strategy)
+    found = torch.cuda.device_count()
+    if found == 0 and strategy != "ddp":
+        raise typer.BadParameter(f"--strategy {strategy} needs CUDA GPUs; this machine has none")
+    if 0 < found < gpus:
+        raise typer.BadParameter(f"--gpus {gpus}: this machine has {found} CUDA GPU(s)")
+    if found == 0:
+        err_console.print(f"[yellow]no CUDA GPU: {gpus} CPU processes over gloo[/yellow]")
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)),
+        *("--num_processes", str(gpus), "--num_machines", "1"),
+        *("--main_process_port", os.environ.get("MASTER_PORT", "29500")),
+        *("-m", "srl_rlvr", *without_options(sys.argv[1:], ("--gpus", "--strategy"))),
+    ]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)  # accelerate (torchrun) forwards SIGTERM to every process

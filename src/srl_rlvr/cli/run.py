@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,13 +20,17 @@ from rich.progress import (
 
 from srl_rlvr.cli.common import (
     ConfigArg,
+    GpusOpt,
     OverridesArg,
+    StrategyOpt,
     console,
     err_console,
+    launch_on_gpus,
     load_cli_config,
     print_evaluation,
     quiet_libraries,
 )
+from srl_rlvr.distributed import is_main
 
 if TYPE_CHECKING:
     from srl_rlvr.stages import StageEvent
@@ -59,12 +64,15 @@ def run_command(
     only: Annotated[
         str | None, typer.Option("--only", help="Run just this stage; the ones before it must have run.")
     ] = None,
+    gpus: GpusOpt = 1,
+    strategy: StrategyOpt = "ddp",
 ) -> None:
     """The whole job in one run directory: trajectories -> SRL -> RLVR -> evaluation against the base model.
 
     Stages whose inputs did not change are skipped; an interrupted stage resumes from its checkpoint
     when you rerun the same command.
     """
+    launch_on_gpus(gpus, strategy)
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
     from srl_rlvr.pipeline import run_pipeline
@@ -80,7 +88,7 @@ def run_command(
         console=err_console,
     )
     try:
-        with progress:
+        with progress if is_main() else nullcontext():
             result = run_pipeline(cfg, from_stage, only, on_event=_show_stages(progress))
     except TrainingInterrupted as e:
         err_console.print(
@@ -89,6 +97,8 @@ def run_command(
         )
         raise SystemExit(143) from None
     evaluation = result.evaluation
+    if not is_main():
+        return
     if evaluation is None:
         console.print(f"run directory: {result.run_dir} (no evaluation in this run)")
         return

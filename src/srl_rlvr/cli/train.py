@@ -10,12 +10,16 @@ from rich.markup import escape
 
 from srl_rlvr.cli.common import (
     ConfigArg,
+    GpusOpt,
     OverridesArg,
+    StrategyOpt,
     console,
     err_console,
+    launch_on_gpus,
     load_cli_config,
     quiet_libraries,
 )
+from srl_rlvr.distributed import is_main
 
 if TYPE_CHECKING:
     from srl_rlvr.config import Config
@@ -77,10 +81,11 @@ def _train(
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted
 
-    err_console.print(
-        f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
-        f"-> {out}; model {cfg.model.name_or_path}"
-    )
+    if is_main():
+        err_console.print(
+            f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
+            f"-> {out}; model {cfg.model.name_or_path}"
+        )
     if stage == "srl":
         from srl_rlvr.train.srl import train_srl as train
     else:
@@ -96,7 +101,8 @@ def _train(
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
-    console.print(f"trained model: {final}\nmetrics: {out / 'metrics.jsonl'}")
+    if is_main():
+        console.print(f"trained model: {final}\nmetrics: {out / 'metrics.jsonl'}")
 
 
 @train_app.command("srl")
@@ -107,8 +113,11 @@ def train_srl_command(
     out: OutOpt = None,
     model: ModelOpt = None,
     resume: ResumeOpt = False,
+    gpus: GpusOpt = 1,
+    strategy: StrategyOpt = "ddp",
 ) -> None:
     """SRL: reward each predicted step by its similarity to the expert's (Deng et al. 2025)."""
+    launch_on_gpus(gpus, strategy)
     _train("srl", config, overrides, data, out, model, resume)
 
 
@@ -120,8 +129,11 @@ def train_sft_command(
     out: OutOpt = None,
     model: ModelOpt = None,
     resume: ResumeOpt = False,
+    gpus: GpusOpt = 1,
+    strategy: StrategyOpt = "ddp",
 ) -> None:
     """SFT baseline: learn whole expert solutions token by token."""
+    launch_on_gpus(gpus, strategy)
     _train("sft", config, overrides, data, out, model, resume)
 
 
@@ -138,8 +150,11 @@ def train_rlvr_command(
         ),
     ] = None,
     resume: ResumeOpt = False,
+    gpus: GpusOpt = 1,
+    strategy: StrategyOpt = "ddp",
 ) -> None:
     """RLVR: reward outcomes the task verifies (rlvr.algorithm: grpo, dr_grpo, dapo, ppo, dpo)."""
+    launch_on_gpus(gpus, strategy)
     from srl_rlvr.pipeline import resolve_registry_model
     from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
@@ -156,9 +171,10 @@ def train_rlvr_command(
     from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
 
     start = stage_model(resolve_source(model, tracking_uri(cfg))) if model else default_start_model(cfg)
-    err_console.print(
-        f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
-    )
+    if is_main():
+        err_console.print(
+            f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
+        )
     from srl_rlvr.stages import StageOutput, run_tracked, stage_data
 
     def work(tracking: list) -> StageOutput:
@@ -172,7 +188,8 @@ def train_rlvr_command(
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
-    console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
+    if is_main():
+        console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from srl_rlvr.distributed import any_rank, is_main
+
 
 @dataclass
 class AdaptiveKLController:
@@ -106,7 +108,9 @@ class MetricsLogger(TrainerCallback):
 class SigtermCheckpoint(TrainerCallback):
     """On SIGTERM (spot reclaim, scheduler preemption), save a checkpoint at the end of the step and stop.
 
-    The run then resumes from that checkpoint with `--resume`. `interrupted` tells the caller.
+    The run then resumes from that checkpoint with `--resume`. `interrupted` tells the caller. With
+    several processes, every rank stops at the first step end where any of them got the signal (a
+    checkpoint may be a collective that all must enter together).
     """
 
     def __init__(self) -> None:
@@ -126,7 +130,7 @@ class SigtermCheckpoint(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self._requested:
+        if any_rank(self._requested):
             control.should_save = True
             control.should_training_stop = True
             self.interrupted = True
@@ -141,7 +145,8 @@ class SigtermCheckpoint(TrainerCallback):
 
 class TimedCheckpoint(TrainerCallback):
     """Checkpoint when `minutes` have passed since the last checkpoint (or the start), as well as every
-    `save_steps`: a stage of few slow steps would otherwise have nothing to resume from."""
+    `save_steps`: a stage of few slow steps would otherwise have nothing to resume from. With several
+    processes the main one's clock decides for all."""
 
     def __init__(self, minutes: float, clock: Any = time.monotonic) -> None:
         self.seconds, self.clock = minutes * 60, clock
@@ -155,7 +160,7 @@ class TimedCheckpoint(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.seconds and self.clock() - self.last >= self.seconds:
+        if self.seconds and any_rank(is_main() and self.clock() - self.last >= self.seconds):
             control.should_save = True
 
     def on_save(

@@ -19,7 +19,7 @@ from srl_rlvr.config import Config, ModelConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.modeling import chat_prompt, load_model
 from srl_rlvr.tasks import Problem, Task
-from srl_rlvr.train.loop import run_settings, run_trainer, start_model
+from srl_rlvr.train.loop import device_batch, run_settings, run_trainer, start_model
 
 
 def train_on_policy(
@@ -47,7 +47,7 @@ def train_on_policy(
     args = DistillationConfig(
         output_dir=str(out_dir),
         learning_rate=section.learning_rate,
-        per_device_train_batch_size=section.batch_size,
+        per_device_train_batch_size=device_batch(section.batch_size, "distill.on_policy.batch_size"),
         max_steps=section.max_steps,
         max_completion_length=section.max_completion_length,
         temperature=section.temperature,

@@ -29,7 +29,7 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.rollout.generation import generate
 from srl_rlvr.tasks import Problem, Task, safe_reward
-from srl_rlvr.train.loop import stage_args
+from srl_rlvr.train.loop import device_batch, stage_args
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def build_dpo_trainer(
         **stage_args(config, cfg, out_dir),  # type: ignore[arg-type]
         beta=cfg.dpo_beta,
         # A pair is two completions; batch_size counts completions, as in the GRPO family.
-        per_device_train_batch_size=max(1, cfg.batch_size // 2),
+        per_device_train_batch_size=device_batch(max(1, cfg.batch_size // 2), "rlvr.batch_size / 2 (pairs)"),
         max_length=longest_prompt + cfg.max_completion_length + 1,  # +1: TRL appends EOS
         trust_remote_code=config.model.trust_remote_code,
     )

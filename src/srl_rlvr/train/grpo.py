@@ -43,6 +43,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.extras.profiling import profiling_context
 
 from srl_rlvr.config import Config, PolicyRLConfig
+from srl_rlvr.distributed import world_size
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
 from srl_rlvr.rollout.rollout_copy import RolloutCopy
@@ -55,7 +56,7 @@ from srl_rlvr.train.dynamic_sampling import (
     take_rows,
 )
 from srl_rlvr.train.guard import stability_guard
-from srl_rlvr.train.loop import stage_args
+from srl_rlvr.train.loop import device_batch, stage_args
 from srl_rlvr.train.validation import Score, ValidationCallback
 
 log = logging.getLogger(__name__)
@@ -364,13 +365,14 @@ def grpo_args(
             f"batch_size ({stage.batch_size}) must be a multiple of num_generations "
             f"({stage.num_generations}): each step trains whole rollout groups"
         )
-    micro = stage.micro_batch_size or stage.batch_size
-    if stage.batch_size % micro:
+    share = device_batch(stage.batch_size)  # batch_size is global: each process rolls out its share
+    micro = stage.micro_batch_size or share
+    if share % micro:
         raise ConfigError(
-            f"batch_size ({stage.batch_size}) must be a multiple of micro_batch_size ({micro}): "
-            "each optimiser step accumulates whole micro-batches"
+            f"batch_size ({stage.batch_size}) over {world_size()} process(es) must be a multiple of "
+            f"micro_batch_size ({micro}): each optimiser step accumulates whole micro-batches"
         )
-    accumulation = stage.batch_size // micro
+    accumulation = share // micro
     return GRPOConfig(
         **stage_args(config, stage, out_dir),  # type: ignore[arg-type]
         # TRL's optimiser step is per_device x gradient_accumulation_steps completions, and its
@@ -383,6 +385,8 @@ def grpo_args(
         num_iterations=stage.num_iterations or 1,
         max_completion_length=stage.max_completion_length,
         temperature=stage.temperature,
+        top_p=stage.top_p,
+        top_k=stage.top_k,
         beta=stage.kl_penalty_weight,
         epsilon=stage.clip_epsilon,
         epsilon_high=stage.clip_epsilon_high,

@@ -17,6 +17,8 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from srl_rlvr.config import Config, ModelConfig
+from srl_rlvr.distributed import barrier, is_main, world_size
+from srl_rlvr.errors import ConfigError
 from srl_rlvr.modeling import autocast_bf16, load_model, materialize
 from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, TimedCheckpoint, last_checkpoint
 from srl_rlvr.train.validation import ValidationCallback
@@ -36,7 +38,18 @@ def run_settings(seed: int, model: ModelConfig) -> dict[str, object]:
         "use_cpu": not cuda,
         "report_to": "none",
         "disable_tqdm": True,
+        # Under DDP every parameter gets a gradient each step (frozen ones are not DDP's), so the
+        # extra autograd traversal that finds unused ones is pure cost.
+        "ddp_find_unused_parameters": False,
     }
+
+
+def device_batch(batch: int, what: str = "batch_size") -> int:
+    """A global batch's share on each process: `batch_size` means the same update on 1 GPU or 8."""
+    world = world_size()
+    if batch % world:
+        raise ConfigError(f"{what} ({batch}) must be a multiple of the number of processes ({world})")
+    return batch // world
 
 
 def stage_args(config: Config, section: Any, out_dir: Path) -> dict[str, object]:
@@ -127,7 +140,8 @@ def run_trainer(
     checkpoint = last_checkpoint(out_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("resume: no checkpoint in %s, starting from the beginning", out_dir)
-    _trim_metrics(out_dir / "metrics.jsonl", _step_of(checkpoint))
+    if is_main():
+        _trim_metrics(out_dir / "metrics.jsonl", _step_of(checkpoint))
     trainer.train(resume_from_checkpoint=checkpoint)
     if stop.interrupted:
         raise TrainingInterrupted(last_checkpoint(out_dir))
@@ -135,8 +149,10 @@ def run_trainer(
     for callback in validation:
         callback.keep_best(trainer.state)
     final = out_dir / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(final)
+    trainer.save_model(str(final))  # the main process writes (gathering shards under FSDP/ZeRO-3)
+    if is_main():
+        tokenizer.save_pretrained(final)
     for callback in validation:
         callback.record_into(final)
+    barrier()  # every rank returns once final/ is complete
     return final

@@ -21,7 +21,7 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Task, load_task, problem_of
-from srl_rlvr.train.loop import run_trainer, stage_args, start_model
+from srl_rlvr.train.loop import device_batch, run_trainer, stage_args, start_model
 
 
 def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task, tokenizer: Any = None) -> Dataset:
@@ -51,7 +51,7 @@ def train_sft(
     sft = config.sft
     args = TRLSFTConfig(
         **stage_args(config, sft, out_dir),  # type: ignore[arg-type]
-        per_device_train_batch_size=sft.batch_size,
+        per_device_train_batch_size=device_batch(sft.batch_size, "sft.batch_size"),
         max_length=sft.max_length,
         lr_scheduler_type=sft.lr_scheduler,
     )

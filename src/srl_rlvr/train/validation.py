@@ -21,6 +21,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from srl_rlvr.distributed import barrier, from_main, is_main
+
 log = logging.getLogger(__name__)
 
 Score = Callable[[Any, Any], dict[str, float]]  # (model, tokenizer) -> metrics
@@ -51,7 +53,9 @@ class ValidationCallback(TrainerCallback):
             self.best_step = saved["step"]
 
     def _validate(self, state: TrainerState) -> dict[str, float]:
-        metrics = self.score(self.trainer.model, self.trainer.processing_class)
+        # Every rank scores (under FSDP the forward passes are collectives), and all keep the main
+        # process's numbers, so they agree on which step is best and on early stopping.
+        metrics = from_main(self.score(self.trainer.model, self.trainer.processing_class))
         self.last_validated = state.global_step
         score = metrics[self.primary]
         if self.best is None or score > self.best:
@@ -107,11 +111,14 @@ class ValidationCallback(TrainerCallback):
         if self.last_validated != state.global_step:
             self._validate(state)
         if self.best_step is not None and self.best_step != state.global_step:
+            barrier()  # the main process has finished writing best/
             log.info("keeping the best model: step %d (%s %.4f)", self.best_step, self.primary, self.best)
             self.trainer._load_from_checkpoint(str(self.best_dir))
 
     def record_into(self, final: Path) -> None:
-        """Move the best model's record into `final/` and drop the copy in `best/`."""
+        """Move the best model's record into `final/` and drop the copy in `best/` (main process)."""
+        if not is_main():
+            return
         record = self.best_dir / "validation.json"
         if record.is_file():
             shutil.copy(record, final / "validation.json")
