@@ -22,7 +22,7 @@ import yaml
 from srl_rlvr.data.versioning import save_dataset
 from srl_rlvr.tasks import load_task
 
-DDP_CONFIG = Path(__file__).parent.parent / "src" / "srl_rlvr" / "assets" / "accelerate" / "ddp.yaml"
+CONFIGS = Path(__file__).parent.parent / "src" / "srl_rlvr" / "assets" / "accelerate"
 # Two processes must agree with one to float32 reduction order: DDP averages the two halves'
 # gradients where one process sums the batch at once.
 TOLERANCE = 1e-4
@@ -51,10 +51,16 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "srl_rlvr", *args]
 
 
-def on_two_nodes(*args: str, cwd: Path) -> None:
+def on_two_nodes(*args: str, cwd: Path, strategy: str = "ddp") -> None:
     """`accelerate launch --num_machines 2` twice, as on two machines: ranks 0 and 1 of one run."""
     port = str(free_port())
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG)]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / f"{strategy}.yaml"),
+    ]
     launch += ["--num_machines", "2", "--num_processes", "2", "--main_process_ip", "127.0.0.1"]
     launch += ["--main_process_port", port]
     nodes = [
@@ -79,9 +85,12 @@ def one_process(*args: str, cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
+def metrics(stage_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def losses(stage_dir: Path) -> dict[int, tuple[float, float]]:
-    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r["grad_norm"]) for r in rows if "loss" in r}
+    return {r["step"]: (r["loss"], r["grad_norm"]) for r in metrics(stage_dir) if "loss" in r}
 
 
 def assert_same_losses(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, float]]) -> None:
@@ -125,6 +134,27 @@ def test_two_nodes_of_one_process_each_log_the_losses_of_one_process(workdir: Pa
         "rng_state_1.pth",
     ]  # each rank saved its own state
     assert (workdir / f"two-{stage}" / "final" / "config.json").is_file()
+
+
+def test_a_rollout_copy_of_fsdp2_shards_gathers_the_whole_current_model(tmp_path: Path) -> None:
+    """accelerate turns FSDP off on a CPU, so this shards a model with FSDP2 itself (as accelerate
+    does on GPUs) in two processes over gloo; the GPU run in BENCHMARKS.md covers the trainer."""
+    port = str(free_port())
+    script = Path(__file__).parent / "fsdp2_process.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    done = subprocess.run(
+        [*command, str(script), str(tmp_path / "result.json")],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["sharded"] and result["local_rows"] < result["full_rows"]
+    assert result["copy_equals_gathered"] == [True, True]  # when made, and after an optimiser step
+    assert result["tokens_equal_unsharded_model"] == [True, True]
+    assert result["tokens_changed_by_the_step"]
 
 
 def test_a_run_resumes_at_another_process_count_with_the_same_steps(workdir: Path) -> None:

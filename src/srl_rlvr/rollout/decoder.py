@@ -69,6 +69,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
     linears += [getattr(layer.mlp, n) for layer in base.layers for n in ("gate_proj", "up_proj", "down_proj")]
     if any(type(m).forward is not nn.Linear.forward for m in [*linears, model.lm_head]):
         return "quantised or adapted linear layers"
+    if any(hasattr(p, "full_tensor") for p in model.parameters()):
+        return "sharded (FSDP2) weights: a rollout copy gathers them"
     if any(p.device.type == "meta" or not p.is_floating_point() for p in model.parameters()):
         return "offloaded or quantised weights"
     if len({p.device for p in model.parameters()}) > 1:

@@ -9,10 +9,17 @@ architecture in the rollout dtype with every adapter merged in (W + scale * B @ 
 `get_delta_weight`, so any rank, target set and fan-in/fan-out layout is handled as peft does; dropout
 is a training-time op and has no place in a merged weight).
 
+A policy sharded by FSDP2 (its parameters DTensors, each rank holding a slice) is the third case:
+no rank has the weights to generate with, so each rank builds a whole copy from the policy's config
+and `refresh()` gathers each parameter in turn (`full_tensor()`, an all-gather every rank joins in
+the same order) into it, as verl's hybrid engine and OpenRLHF gather weights for their rollout
+engines. Every rank then rolls out its own share of the batch.
+
 `refresh()` writes the current policy into the copy in place (`copy_`), so the storage the engine's
 CUDA graphs captured stays valid: call it after each optimiser step (the trainer does, before each
-rollout batch). Its cost is one read of the policy and one write of the copy per step; the memory is
-one more model in the rollout dtype (half the float32 policy's size for bf16).
+rollout batch). Its cost is one read of the policy and one write of the copy per step (plus the
+all-gather when sharded); the memory is one more model in the rollout dtype (half the float32
+policy's size for bf16), whole on every rank.
 """
 
 from __future__ import annotations
@@ -30,6 +37,28 @@ def _is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2 sharded `model` (its parameters are DTensors)."""
+    return any(hasattr(p, "full_tensor") for p in model.parameters())
+
+
+def _whole(param: torch.Tensor) -> torch.Tensor:
+    return param.full_tensor() if hasattr(param, "full_tensor") else param
+
+
+def _empty_copy(policy: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A model of the policy's architecture on this rank's device, weights to be written by refresh."""
+    from transformers import AutoModelForCausalLM
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(policy.config, dtype=dtype)
+
+
 def _plain_name(name: str) -> str:
     """A peft parameter's name in the unwrapped model (adapter layers keep their base weight under
     `base_layer`)."""
@@ -41,12 +70,18 @@ class RolloutCopy:
 
     def __init__(self, policy: nn.Module, dtype: torch.dtype | None = None) -> None:
         self.policy = policy
-        # Built by copying the policy and casting: its peak is one more policy-sized model (in the
-        # policy's dtype) for a moment, before the cast halves it.
-        merged = copy.deepcopy(policy)
-        if _is_peft(merged):
-            merged = merged.merge_and_unload()  # a plain model of the same architecture
-        self.model = merged.to(dtype or next(policy.parameters()).dtype).eval()
+        dtype = dtype or next(policy.parameters()).dtype
+        if is_sharded(policy):
+            if _is_peft(policy):
+                raise ValueError("a rollout copy of a sharded LoRA policy is not supported")
+            merged = _empty_copy(policy, dtype)
+        else:
+            # Built by copying the policy and casting: its peak is one more policy-sized model (in the
+            # policy's dtype) for a moment, before the cast halves it.
+            merged = copy.deepcopy(policy)
+            if _is_peft(merged):
+                merged = merged.merge_and_unload()  # a plain model of the same architecture
+        self.model = merged.to(dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.refresh_s = 0.0  # the last refresh's wall time
@@ -83,7 +118,7 @@ class RolloutCopy:
                 raise KeyError(f"the rollout copy has no weight for {name}")
             layer = adapters.get(_plain_name(name))
             if layer is None:
-                target.copy_(param)
+                target.copy_(_whole(param))
                 continue
             merged = param.float()
             for adapter in layer.active_adapters:

@@ -46,7 +46,7 @@ from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.distributed import world_size
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
-from srl_rlvr.rollout.rollout_copy import RolloutCopy
+from srl_rlvr.rollout.rollout_copy import RolloutCopy, is_sharded
 from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import (
     PromptDraws,
@@ -159,8 +159,10 @@ class GroupTrainer(GRPOTrainer):
             return None
         if self.use_vllm or self.use_transformers_continuous_batching:
             why = "TRL's vLLM or continuous-batching generation is configured"
-        elif self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            why = "the weights are sharded (DeepSpeed/FSDP)"
+        elif self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            why = "DeepSpeed ZeRO-3 shards the weights (the engine gathers FSDP2 shards: use fsdp2.yaml)"
+        elif self.is_fsdp_enabled and not getattr(self.accelerator, "is_fsdp2", False):
+            why = "FSDP1 shards the weights (the engine gathers FSDP2 shards: set fsdp_version: 2)"
         else:
             policy = self.accelerator.unwrap_model(self.model)
             rollout_copy = self._make_rollout_copy(policy)
@@ -193,12 +195,13 @@ class GroupTrainer(GRPOTrainer):
 
     def _make_rollout_copy(self, policy: torch.nn.Module) -> RolloutCopy | None:
         """A rollout copy when the policy's own weights cannot be generated with fast: a LoRA policy
-        (its adapters merged in the copy), or float32 master weights under bf16 autocast (a bf16
-        copy: the engine's matmuls then run at bf16 speed). None when the policy itself will do."""
+        (its adapters merged in the copy), float32 master weights under bf16 autocast (a bf16 copy:
+        the engine's matmuls then run at bf16 speed), or FSDP2 shards (gathered into a whole copy on
+        every rank). None when the policy itself will do."""
         lora = hasattr(policy, "peft_config")
         master_fp32 = self.args.bf16 and next(policy.parameters()).dtype == torch.float32
-        if not (lora or master_fp32):
-            return None
+        if not (lora or master_fp32 or is_sharded(policy)) or (lora and is_sharded(policy)):
+            return None  # the policy will do, or (sharded LoRA) TRL's generate must
         return RolloutCopy(policy, dtype=torch.bfloat16 if self.args.bf16 else None)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):  # type: ignore[no-untyped-def]

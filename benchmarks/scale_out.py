@@ -1,0 +1,226 @@
+"""Training steps on one GPU and several, under the shipped accelerate configs (issue 24).
+
+Launched by accelerate, one process a GPU:
+
+    accelerate launch --config_file src/srl_rlvr/assets/accelerate/ddp.yaml --num_processes 2 \\
+        benchmarks/scale_out.py step --arch 0.5b --shape rlvr --per-gpu 64 --name ddp-rlvr-2gpu
+    accelerate launch --config_file src/srl_rlvr/assets/accelerate/fsdp2.yaml --num_processes 2 \\
+        benchmarks/scale_out.py step --arch 7b --shape rlvr --per-gpu 16 --micro 4 --name fsdp2-7b
+
+Each run is our GroupTrainer (the trainer SRL and RLVR share) on a Qwen2.5 architecture from its
+config (random init, float32 master weights under bf16 autocast: our default), a word tokenizer, and
+forced-length rollouts, as in `benchmarks/rollout.py`. Two shapes:
+- rlvr: 64-token prompts, 256-token completions, a random reward (the verifier's cost is not measured);
+- srl: 192-token prompts (the solution so far), 64-token completions (one step), rewarded by difflib
+  similarity to a reference step, SRL's reward.
+Groups of 8. `--per-gpu` completions a GPU a step, so the global batch grows with the GPUs (weak
+scaling, as data parallelism is used). The main process prints one JSON row: step time (after a
+warm-up step), completion tokens/s over all GPUs, and peak memory per GPU; `summarise` turns rows
+into the BENCHMARKS table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rollout import EOS_ID, QWEN25_05B, random_prompts, word_tokenizer
+
+QWEN25_7B = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
+SMOKE = {  # a few-layer model for trying the script on a CPU (`--arch smoke`)
+    **QWEN25_05B,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+ARCHS = {"0.5b": QWEN25_05B, "7b": QWEN25_7B, "smoke": SMOKE}
+SHAPES = {"rlvr": (64, 256), "srl": (192, 64)}  # prompt tokens, completion tokens
+GROUP = 8
+
+
+class StepTimes(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        sync()
+        self.start = time.perf_counter()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        sync()
+        self.times.append(time.perf_counter() - self.start)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def device() -> torch.device:
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def build(arch: str) -> Qwen2ForCausalLM:
+    """The architecture in float32 on this rank's GPU (built there: a 7B model initialises in
+    seconds on a GPU, minutes on a CPU); FSDP2 then shards it in place."""
+    torch.manual_seed(0)
+    config = Qwen2Config(**ARCHS[arch], pad_token_id=0, eos_token_id=EOS_ID, bos_token_id=EOS_ID)
+    with device():
+        return Qwen2ForCausalLM(config).train()
+
+
+def step(args: argparse.Namespace) -> None:
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from srl_rlvr.config import RLVRConfig
+    from srl_rlvr.distributed import world_size
+    from srl_rlvr.train.grpo import GroupTrainer
+
+    prompt_tokens, completion_tokens = SHAPES[args.shape]
+    vocab = ARCHS[args.arch]["vocab_size"]
+    tokenizer = word_tokenizer(vocab)
+    texts = [" ".join(f"t{i}" for i in p) for p in random_prompts(4096, prompt_tokens, 7)]
+    rng = random.Random(int(os.environ.get("RANK", 0)))
+    reference = " ".join(f"t{i}" for i in random_prompts(1, completion_tokens, 3)[0])
+
+    def reward(completions: list[str], **kwargs: Any) -> list[float]:
+        if args.shape == "rlvr":
+            return [rng.random() for _ in completions]
+        return [difflib.SequenceMatcher(None, c, reference, autojunk=False).ratio() for c in completions]
+
+    micro = args.micro or args.per_gpu
+    grpo = GRPOConfig(
+        output_dir=f"/tmp/scale-out-{args.name}",
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=args.per_gpu // micro,
+        steps_per_generation=args.per_gpu // micro,
+        num_generations=GROUP,
+        max_completion_length=completion_tokens,
+        learning_rate=1e-6,
+        beta=0.0,
+        max_steps=args.steps + 1,
+        bf16=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=args.checkpointing,
+        ddp_find_unused_parameters=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    stage = RLVRConfig(rollout={"engine": "fast", "fused_ops": args.fused})
+    trainer = GroupTrainer(
+        model=build(args.arch),
+        reward_funcs=[reward],
+        args=grpo,
+        train_dataset=Dataset.from_dict({"prompt": texts}),
+        processing_class=tokenizer,
+        stage=stage,
+    )
+    trainer.generation_config.eos_token_id = None  # forced lengths
+    trainer.generation_kwargs["eos_token_id"] = None
+    clock = StepTimes()
+    trainer.add_callback(clock)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    timed = clock.times[1:]
+    mean = sum(timed) / len(timed)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    peaks = torch.tensor([peak], device=device())
+    gathered = trainer.accelerator.gather(peaks).tolist()
+    world = world_size()
+    copy = trainer._rollout_copy
+    refreshes = [
+        log["rollout/copy_refresh_s"] for log in trainer.state.log_history if "rollout/copy_refresh_s" in log
+    ]
+    row = {
+        "name": args.name,
+        "arch": args.arch,
+        "shape": args.shape,
+        "gpus": world,
+        "strategy": "fsdp2" if trainer.is_fsdp_enabled else "ddp" if world > 1 else "single",
+        "per_gpu_completions": args.per_gpu,
+        "global_completions": args.per_gpu * world,
+        # a DTensor's numel is its whole tensor's, so this counts the model once under FSDP2 too
+        "parameters_b": round(sum(p.numel() for p in trainer.model.parameters()) / 1e9, 2),
+        "fast_engine": trainer._fast_engine is not None,
+        "rollout_copy_gib": round(copy.nbytes / 2**30, 2) if copy else None,
+        "copy_refresh_s": round(sum(refreshes) / len(refreshes), 3) if refreshes else None,
+        "first_step_s": round(clock.times[0], 2),
+        "step_s": round(mean, 3),
+        "steps_timed": len(timed),
+        "completion_tokens_per_s": round(args.per_gpu * world * completion_tokens / mean),
+        "peak_gib_per_gpu": [round(g, 1) for g in gathered],
+        "rewards": [round(log["reward"], 4) for log in trainer.state.log_history if "reward" in log],
+    }
+    if trainer.accelerator.is_main_process:
+        print("ROW " + json.dumps(row), flush=True)
+        if os.environ.get("OUT"):
+            with open(Path(os.environ["OUT"]) / "rows.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def summarise(args: argparse.Namespace) -> None:
+    """Rows (rows.jsonl) as the table BENCHMARKS.md shows, with each 2-GPU row's scaling over its
+    1-GPU twin (throughput ratio; 2.0 is perfect)."""
+    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()]
+    single = {(r["arch"], r["shape"]): r for r in rows if r["gpus"] == 1}
+    for r in rows:
+        twin = single.get((r["arch"], r["shape"]))
+        scaling = (
+            r["completion_tokens_per_s"] / twin["completion_tokens_per_s"] if twin and r["gpus"] > 1 else None
+        )
+        print(
+            f"{r['name']:22} {r['strategy']:6} {r['gpus']} GPU  step {r['step_s']:7.3f} s  "
+            f"{r['completion_tokens_per_s']:>7} tok/s  peak {r['peak_gib_per_gpu']} GiB"
+            + (f"  scaling {scaling:.2f}x" if scaling else "")
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("step", help="time training steps (run under accelerate launch)")
+    run.add_argument("--arch", choices=ARCHS, default="0.5b")
+    run.add_argument("--shape", choices=SHAPES, default="rlvr")
+    run.add_argument("--per-gpu", type=int, default=64, help="completions a GPU a step")
+    run.add_argument("--micro", type=int, help="completions a forward/backward pass (default: --per-gpu)")
+    run.add_argument("--steps", type=int, default=6, help="timed steps, after one warm-up step")
+    run.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (for 7B)")
+    run.add_argument("--fused", action="store_true", help="the engine's fused ops")
+    run.add_argument("--name", required=True)
+    table = sub.add_parser("summarise", help="print the table of a rows.jsonl")
+    table.add_argument("rows")
+    args = parser.parse_args()
+    step(args) if args.command == "step" else summarise(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# benchmarks/scale_out.py and RLVR reward curves on a `device` machine with 2 GPUs (no network; wheels
+# in .whl). Two calls to one warm nvidia-h200-x2 machine:
+#   run: bash benchmarks/scale_out_gpu.sh sharded      carry: [.whl]
+#   run: bash benchmarks/scale_out_gpu.sh ddp curves   carry: [.whl]
+# sharded: a 7B-architecture model (float32 masters + Adam: ~122 GB, more than one H200) under FSDP2
+# on 2 GPUs. ddp: the 0.5B architecture, RLVR- and SRL-shaped steps, 1 and 2 GPUs, shipped ddp.yaml.
+# curves: `srl-rlvr train rlvr` on the quickstart config, global batch 128, seeds 0 and 1, on 1 GPU and
+# with --gpus 2. Rows land in $OUT/rows.jsonl, curves in $OUT/curves.json.
+set -u
+KEEP=/root/keep
+mkdir -p $KEEP
+[ -d $KEEP/site/trl ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target $KEEP/site .whl/*.whl 2>&1 | tail -1
+export PYTHONPATH=$KEEP/site:$PWD/src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=4 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+CONFIGS=src/srl_rlvr/assets/accelerate
+launch() {  # launch CONFIG PROCESSES ARGS...
+    local config=$1 n=$2; shift 2
+    timeout 400 python3 -m accelerate.commands.launch --config_file $CONFIGS/$config.yaml --num_processes $n \
+        --main_process_port $((29500 + RANDOM % 1000)) benchmarks/scale_out.py step "$@" 2>&1 \
+        | grep -E "^ROW|Error|error|Traceback|rollouts:" | tail -20
+}
+for part in "$@"; do
+    case $part in
+    sharded)
+        launch fsdp2 2 --arch 7b --shape rlvr --per-gpu 16 --micro 4 --steps 3 --checkpointing --name fsdp2-7b-rlvr-2gpu
+        ;;
+    ddp)
+        for shape in rlvr srl; do
+            launch ddp 1 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 --name ddp-0.5b-$shape-1gpu
+            launch ddp 2 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 --name ddp-0.5b-$shape-2gpu
+        done
+        ;;
+    curves)
+        common=(examples/quickstart.yaml registry.tracking=false rlvr.max_steps=30 rlvr.save_steps=1000)
+        for seed in 0 1; do
+            timeout 300 python3 -m srl_rlvr train rlvr "${common[@]}" seed=$seed output_dir=$KEEP/c1-$seed \
+                --out $KEEP/c1-$seed/rlvr >$KEEP/c1-$seed.log 2>&1
+            timeout 300 python3 -m srl_rlvr train rlvr "${common[@]}" seed=$seed output_dir=$KEEP/c2-$seed \
+                --out $KEEP/c2-$seed/rlvr --gpus 2 >$KEEP/c2-$seed.log 2>&1
+            tail -2 $KEEP/c1-$seed.log $KEEP/c2-$seed.log
+        done
+        python3 - <<'PY'
+import json, os, pathlib
+keep = pathlib.Path("/root/keep")
+curves = {}
+for run in sorted(keep.glob("c[12]-*")):
+    path = run / "rlvr" / "metrics.jsonl"
+    if path.is_file():
+        rows = [json.loads(l) for l in path.read_text().splitlines()]
+        curves[run.name] = {"reward": [r["reward"] for r in rows if "reward" in r],
+                            "train_runtime": next((r["train_runtime"] for r in rows if "train_runtime" in r), None)}
+pathlib.Path(os.environ["OUT"], "curves.json").write_text(json.dumps(curves))
+for name, c in curves.items():
+    print(name, len(c["reward"]), "steps; mean reward first 10", round(sum(c["reward"][:10]) / 10, 3),
+          "last 10", round(sum(c["reward"][-10:]) / 10, 3), "runtime", c["train_runtime"])
+PY
+        ;;
+    esac
+done
+[ -f $OUT/rows.jsonl ] && python3 benchmarks/scale_out.py summarise $OUT/rows.jsonl
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
