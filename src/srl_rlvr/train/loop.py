@@ -137,6 +137,12 @@ def run_trainer(
         stop,
     ):
         trainer.add_callback(callback)
+    if world_size() == 1 and trainer.args.n_gpu > 1:
+        # One process on a machine of several GPUs: transformers would wrap the model in
+        # nn.DataParallel (slower than one GPU for these models, and its replicas are not the module
+        # the rollout engine reads). Train on one; `--gpus N` starts one process a GPU.
+        log.warning("%d GPUs visible to one process: training on one (--gpus N uses N)", trainer.args.n_gpu)
+        trainer.args._n_gpu = 1
     checkpoint = last_checkpoint(out_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("resume: no checkpoint in %s, starting from the beginning", out_dir)
