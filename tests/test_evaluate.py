@@ -208,3 +208,32 @@ def test_the_slice_plot_stays_readable_with_many_values_and_shows_zero_slices(tm
     height = matplotlib.image.imread(path).shape[0]
     assert height < 1100  # 21 rows of 2 models made 2,448 px before the cap
     assert MAX_VALUES_PER_KEY < 20
+
+
+def test_eval_samples_reports_avg_at_k_and_pass_at_k_with_paired_intervals(tmp_path: Path) -> None:
+    args = ["eval", "--model", "embedded", "--baseline", "tiny", "--n", "12"]
+    overrides = [
+        "eval.samples=4",
+        "eval.max_new_tokens=64",
+        "eval.batch_size=12",
+        "eval.bootstrap_samples=200",
+    ]
+
+    def evaluate(out: Path) -> dict:
+        result = CliRunner().invoke(app, [*args, "--out", str(out), *overrides])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "report.json").read_text())
+
+    report = evaluate(tmp_path / "a")
+    embedded, tiny = report["results"]["embedded"], report["results"]["tiny"]
+    records = report["records"]["embedded"]
+    assert all(len(r["sample_rewards"]) == 4 for r in records)
+    assert 0 < embedded["metrics"]["avg@4"] <= embedded["metrics"]["pass@4"] <= 1
+    assert tiny["metrics"]["avg@4"] == 0  # random weights solve nothing
+    solved_by_some_sample = sum(max(r["sample_rewards"]) for r in records) / 12
+    assert embedded["metrics"]["pass@4"] == solved_by_some_sample
+    interval = report["comparisons"][0]["intervals"]["avg@4"]
+    assert interval["delta"] == embedded["metrics"]["avg@4"] and interval["ci_low"] <= interval["delta"]
+    assert "Δ avg@4" in (tmp_path / "a" / "report.md").read_text()
+    again = evaluate(tmp_path / "b")["results"]["embedded"]["metrics"]  # eval.sample_seed: the same draws
+    assert again["avg@4"] == embedded["metrics"]["avg@4"] and again["pass@4"] == embedded["metrics"]["pass@4"]

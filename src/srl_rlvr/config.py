@@ -581,6 +581,15 @@ class EvalConfig(Section):
         description="Task options overriding task.options for a family never seen in training, e.g. "
         "{min_steps: 5, max_steps: 6} for arithmetic; empty: no generalisation split.",
     )
+    samples: int = Field(
+        0,
+        ge=0,
+        description="Also sample this many completions a problem (at sample_temperature) and report "
+        "avg@k (mean reward over the samples, the SRL paper reports avg@32) and pass@k (best sample's "
+        "reward: the share solved by any of k when rewards are 0/1), with paired intervals. 0: greedy only.",
+    )
+    sample_temperature: float = Field(1.0, gt=0, description="Temperature of the eval.samples draws.")
+    sample_seed: int = Field(0, description="Seed of the eval.samples draws, so avg@k and pass@k reproduce.")
 
 
 class RegistryConfig(Section):

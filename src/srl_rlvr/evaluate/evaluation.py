@@ -2,7 +2,9 @@
 
 Every problem's completion and reward is kept, so slicing, failure examples and paired confidence
 intervals between models (`compare`) are computed afterwards from the records, without generating
-again.
+again. With `eval.samples: k`, each problem also gets k sampled completions' rewards, for avg@k and
+pass@k (Chen et al. 2021's pass@k with n = k: a problem passes when any of its k samples does; with
+partial-credit rewards, the best sample's reward).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from srl_rlvr.config import EvalConfig
 from srl_rlvr.errors import DataError
@@ -35,6 +38,7 @@ class ProblemRecord:
     completion: str
     reward: float
     num_tokens: int
+    sample_rewards: list[float] = field(default_factory=list)  # eval.samples draws, when asked
 
 
 @dataclass
@@ -107,6 +111,7 @@ def evaluate_model(
     ]
     latencies_ms = np.asarray(generation.batch_seconds) * 1000
     rewards = [r.reward for r in records]
+    sampled = _sample(model, tokenizer, task, problems, prompts, records, eval_config)
     return EvalResult(
         label=label,
         model=source or label,
@@ -114,12 +119,46 @@ def evaluate_model(
         metrics={
             "reward": float(np.mean(rewards)),
             **task.metrics(generation.completions, list(problems)),
+            **sampled,
         },
         latency_ms={f"p{q}": float(np.percentile(latencies_ms, q)) for q in PERCENTILES},
         tokens_per_second=sum(generation.num_tokens) / wall if wall > 0 else float("nan"),
         max_new_tokens=eval_config.max_new_tokens,
         records=records,
     )
+
+
+SAMPLED = {"avg": np.mean, "pass": np.max}  # per problem, over its k sample rewards
+
+
+def _sample(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    problems: Sequence[Problem],
+    prompts: list[str],
+    records: list[ProblemRecord],
+    eval_config: EvalConfig,
+) -> dict[str, float]:
+    """eval.samples draws a problem into `records`; avg@k and pass@k over the problems ({} when off)."""
+    k = eval_config.samples
+    if not k:
+        return {}
+    torch.manual_seed(eval_config.sample_seed)
+    sampled = generate_timed(
+        model,
+        tokenizer,
+        prompts,
+        eval_config.max_new_tokens,
+        batch_size=max(1, eval_config.batch_size // k),  # about the greedy pass's sequences a batch
+        num_return_sequences=k,
+        temperature=eval_config.sample_temperature,
+    ).completions
+    for i, (record, problem) in enumerate(zip(records, problems, strict=True)):
+        record.sample_rewards = [safe_reward(task, c, problem) for c in sampled[i * k : (i + 1) * k]]
+    return {
+        f"{name}@{k}": float(np.mean([of(r.sample_rewards) for r in records])) for name, of in SAMPLED.items()
+    }
 
 
 def compare(base: EvalResult, other: EvalResult, eval_config: EvalConfig) -> dict[str, Any]:
@@ -136,6 +175,23 @@ def compare(base: EvalResult, other: EvalResult, eval_config: EvalConfig) -> dic
         eval_config.confidence,
     )
     pairs = list(zip(base.rewards, other.rewards, strict=True))
+    intervals: dict[str, dict[str, Any]] = {}
+    k = len(base.records[0].sample_rewards) if base.records else 0
+    if k and all(len(r.sample_rewards) == k for r in [*base.records, *other.records]):
+        for name, of in SAMPLED.items():
+            delta_k, low_k, high_k = paired_delta_ci(
+                [float(of(r.sample_rewards)) for r in base.records],
+                [float(of(r.sample_rewards)) for r in other.records],
+                eval_config.bootstrap_samples,
+                eval_config.bootstrap_seed,
+                eval_config.confidence,
+            )
+            intervals[f"{name}@{k}"] = {
+                "delta": delta_k,
+                "ci_low": low_k,
+                "ci_high": high_k,
+                "significant": bool(low_k > 0 or high_k < 0),
+            }
     return {
         "baseline": base.label,
         "model": other.label,
@@ -148,7 +204,8 @@ def compare(base: EvalResult, other: EvalResult, eval_config: EvalConfig) -> dic
             "improved": sum(b > a for a, b in pairs),
             "regressed": sum(b < a for a, b in pairs),
         },
-        "metrics": {k: v - base.metrics[k] for k, v in other.metrics.items() if k in base.metrics},
+        "metrics": {m: v - base.metrics[m] for m, v in other.metrics.items() if m in base.metrics},
+        "intervals": intervals,  # paired intervals of the sampled metrics (avg@k, pass@k), when drawn
         "latency_ms": {k: v - base.latency_ms[k] for k, v in other.latency_ms.items()},
         "tokens_per_second": other.tokens_per_second - base.tokens_per_second,
     }

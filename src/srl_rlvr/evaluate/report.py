@@ -99,13 +99,22 @@ def _metrics_md(results: Mapping[str, EvalResult], comparisons: list[dict[str, A
             "|---|---:|" + "---:|" * len(others) + "---:|",
         ]
         for c in comparisons:
-            deltas = "".join(f"{c['metrics'].get(m, float('nan')):+.3f} | " for m in others)
+            deltas = "".join(f"{_metric_delta(c, m)} | " for m in others)
             counts = f"{c['reward']['improved']} / {c['reward']['regressed']}"
             lines.append(f"| {c['model']} vs {c['baseline']} | {_delta(c)} | {deltas}{counts} |")
         lines.append(
             f"\nΔ reward: mean over problems of (model - baseline); * the paired bootstrap {ci} excludes 0."
         )
     return lines
+
+
+def _metric_delta(comparison: dict[str, Any], metric: str) -> str:
+    """A metric's delta, with its paired interval where there is one (avg@k, pass@k)."""
+    interval = comparison.get("intervals", {}).get(metric)
+    if interval is None:
+        return f"{comparison['metrics'].get(metric, float('nan')):+.3f}"
+    star = "*" if interval["significant"] else ""
+    return f"{interval['delta']:+.3f} [{interval['ci_low']:+.3f}, {interval['ci_high']:+.3f}]{star}"
 
 
 def _latency_md(results: Mapping[str, EvalResult], eval_config: EvalConfig) -> list[str]:

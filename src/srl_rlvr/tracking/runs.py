@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -98,6 +99,12 @@ def code_version() -> dict[str, str]:
     return tags
 
 
+def mlflow_key(name: str) -> str:
+    """A metric name MLflow accepts: `avg@32` (the papers' notation, kept in our reports) becomes
+    `avg_at_32`; other characters MLflow refuses become '_'."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_"))
+
+
 @dataclass
 class TrackedRun:
     client: MlflowClient
@@ -108,7 +115,7 @@ class TrackedRun:
 
         now = int(time.time() * 1000)
         batch = [
-            Metric(key, float(value), now, step)
+            Metric(mlflow_key(key), float(value), now, step)
             for key, value in metrics.items()
             if isinstance(value, int | float) and not isinstance(value, bool)
         ]
