@@ -48,7 +48,13 @@ from typing import Any
 import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    TrainerCallback,
+)
 
 from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams
 
@@ -441,6 +447,26 @@ def embedded_parity(fused: bool) -> dict:
     return agreement(fast, hf)
 
 
+class StepTimes(TrainerCallback):
+    """Wall time of each optimiser step, the GPU's queue drained at both ends."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        sync()
+        self.start = time.perf_counter()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        sync()
+        self.times.append(time.perf_counter() - self.start)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 # ---- a full training step ---------------------------------------------------------------------
 # name: (trainer, master weights, LoRA r 16 on all linear layers, fused ops). "fp32" is our default
 # (`model.dtype: auto`): float32 master weights under bf16 autocast.
@@ -461,7 +487,6 @@ TRAIN_STEPS = {"trl": 3, "trl_lora": 2, "ours": 6}  # timed, after one warm-up s
 def training_step(name: str) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from srl_rlvr.config import RLVRConfig
@@ -469,18 +494,6 @@ def training_step(name: str) -> dict:
 
     trainer_kind, masters, lora, fused = TRAIN_VARIANTS[name]
     steps = TRAIN_STEPS["trl_lora" if trainer_kind == "trl" and lora else trainer_kind]
-
-    class StepTimes(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-            torch.cuda.synchronize()
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self.start)
 
     tokenizer = word_tokenizer(QWEN25_05B["vocab_size"])
     texts = [" ".join(f"t{i}" for i in p) for p in random_prompts(512, PROMPT_TOKENS, 7)]

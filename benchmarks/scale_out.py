@@ -27,15 +27,14 @@ import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rollout import EOS_ID, QWEN25_05B, random_prompts, word_tokenizer
+from rollout import EOS_ID, QWEN25_05B, StepTimes, random_prompts, word_tokenizer
 
 QWEN25_7B = {
     "vocab_size": 152064,
@@ -59,24 +58,6 @@ SMOKE = {  # a few-layer model for trying the script on a CPU (`--arch smoke`)
 ARCHS = {"0.5b": QWEN25_05B, "7b": QWEN25_7B, "smoke": SMOKE}
 SHAPES = {"rlvr": (64, 256), "srl": (192, 64)}  # prompt tokens, completion tokens
 GROUP = 8
-
-
-class StepTimes(TrainerCallback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-        sync()
-        self.start = time.perf_counter()
-
-    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-        sync()
-        self.times.append(time.perf_counter() - self.start)
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def device() -> torch.device:
