@@ -190,7 +190,10 @@ def test_a_run_resumes_at_another_process_count_with_the_same_steps(workdir: Pat
 def test_a_pipeline_on_two_processes_writes_each_file_and_registers_each_model_once(workdir: Path) -> None:
     from mlflow import MlflowClient
 
-    output = one_process("run", "cfg.yaml", "output_dir=run", "--gpus", "2", cwd=workdir)
+    store = f"sqlite:///{workdir}/pipeline.db"  # its own: the other tests' train commands track too
+    output = one_process(
+        "run", "cfg.yaml", "output_dir=run", f"registry.tracking_uri={store}", "--gpus", "2", cwd=workdir
+    )
     run_dir = workdir / "run"
     records = json.loads((run_dir / "pipeline.json").read_text())["stages"]
     assert [records[s]["status"] for s in ("generate", "srl", "rlvr", "evaluate", "register")] == ["done"] * 5
@@ -199,7 +202,7 @@ def test_a_pipeline_on_two_processes_writes_each_file_and_registers_each_model_o
         len((run_dir / "srl" / "metrics.jsonl").read_text().splitlines()) == len(losses(run_dir / "srl")) + 1
     )
     registered = json.loads((run_dir / "register" / "registered.json").read_text())["versions"]
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    client = MlflowClient(store)
     versions = client.search_model_versions("name='arithmetic'")
     assert sorted(int(v.version) for v in versions) == [1, 2] and len(registered) == 2
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
