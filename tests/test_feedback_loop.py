@@ -131,18 +131,35 @@ def test_production_failures_retrain_a_better_model_and_a_worse_one_is_refused(
         assert ("num_steps", 5) in weak and ("num_steps", 6) in weak
         assert (tmp_path / "monitor" / "monitor.png").is_file()
 
-        # retrain through a canary on the running server, with production traffic flowing meanwhile
+        # retrain through a canary on the running server, with production traffic flowing meanwhile;
+        # the traffic starts once retrain has read its cases, so what it trains on is always the same
         outcome: dict[str, object] = {}
+        cases_read = threading.Event()
+
+        def step(message: str) -> None:
+            if "-> the teacher team" in message:
+                cases_read.set()
+
         worker = threading.Thread(
-            target=lambda: outcome.update(result=retrain(run_config(tmp_path, feedback__server=url)))
+            target=lambda: outcome.update(result=retrain(run_config(tmp_path, feedback__server=url), step))
         )
         worker.start()
+        while worker.is_alive() and not cases_read.wait(1):
+            pass
+        failed_before = {
+            r.prompt
+            for r in RecordStore(f"sqlite:///{tmp_path / 'records.db'}").records()
+            if (r.outcome or 0.0) < 1.0
+        }
         more = iter(HARD.sample(400, seed=4, split="train"))
         while worker.is_alive():
             ask(next(more).text)
         worker.join()
         result = outcome["result"]
-        assert result.failures >= 72 and result.trajectories == result.failures + result.corrections + 100
+        assert (
+            result.failures == len(failed_before) >= 72
+        )  # exactly the cases served before retrain read them
+        assert result.trajectories == result.failures + result.corrections + 100
         assert result.deployed == "promoted", result.verdict
         assert resolve("registry:arithmetic@production", uri).reference == result.candidate
         assert roles(url)["primary"] == result.candidate  # the server promoted its canary too

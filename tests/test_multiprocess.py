@@ -136,6 +136,15 @@ def test_two_nodes_of_one_process_each_log_the_losses_of_one_process(workdir: Pa
     assert (workdir / f"two-{stage}" / "final" / "config.json").is_file()
 
 
+def test_dpo_on_two_processes_trains_on_the_main_processs_pairs_as_one_process_does(workdir: Path) -> None:
+    dpo = ("rlvr.algorithm=dpo", "rlvr.num_generations=4", "rlvr.batch_size=8", "rlvr.max_steps=2")
+    one_process("train", "rlvr", "cfg.yaml", *dpo, "--out", "one-dpo", cwd=workdir)
+    one_process("train", "rlvr", "cfg.yaml", *dpo, "--out", "two-dpo", "--gpus", "2", cwd=workdir)
+    pairs = (workdir / "one-dpo" / "pairs.jsonl").read_text()
+    assert pairs and (workdir / "two-dpo" / "pairs.jsonl").read_text() == pairs
+    assert_same_losses(losses(workdir / "one-dpo"), losses(workdir / "two-dpo"))
+
+
 def test_a_rollout_copy_of_fsdp2_shards_gathers_the_whole_current_model(tmp_path: Path) -> None:
     """accelerate turns FSDP off on a CPU, so this shards a model with FSDP2 itself (as accelerate
     does on GPUs) in two processes over gloo; the GPU run in BENCHMARKS.md covers the trainer."""

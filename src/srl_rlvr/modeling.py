@@ -301,7 +301,19 @@ def materialize(config: ModelConfig, folder: str | Path, seed: int = 0) -> Model
     """Give the model a folder of full weights when it has none (`tiny`, a LoRA adapter folder, or a
     GGUF file, dequantized to float32 safetensors once), so trainers that rebuild a frozen reference
     copy from the model's path (TRL does) and later stages load exactly the same starting model.
+    With several processes the main one writes the folder while the others wait.
     """
+    from srl_rlvr.distributed import barrier, is_main
+
+    if not is_main():
+        barrier()
+        return _materialize(config, folder, seed)
+    materialized = _materialize(config, folder, seed)
+    barrier()
+    return materialized
+
+
+def _materialize(config: ModelConfig, folder: str | Path, seed: int) -> ModelConfig:
     folder = Path(folder)
     if config.name_or_path in PACKAGED_GGUF:
         config = config.model_copy(update={"name_or_path": model_source(config.name_or_path)})

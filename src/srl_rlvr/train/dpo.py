@@ -25,6 +25,7 @@ from transformers import set_seed
 from trl import DPOConfig, DPOTrainer
 
 from srl_rlvr.config import Config, RLVRConfig
+from srl_rlvr.distributed import is_main, on_main
 from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.rollout.generation import generate
@@ -151,10 +152,12 @@ def build_dpo_trainer(
         log.info("dpo: resuming on %d preference pairs from %s", len(pairs), pairs_file)
     else:
         set_seed(config.seed)
-        pairs, stats = sample_preference_pairs(model, tokenizer, task, problems, cfg)
+        # With several processes the main one samples and writes the pairs; every rank trains on them.
+        pairs, stats = on_main(lambda: sample_preference_pairs(model, tokenizer, task, problems, cfg))
         if not pairs:
             raise DataError(_no_pairs_message(stats, len(problems), cfg))
-        save_pairs(pairs, pairs_file)
+        if is_main():
+            save_pairs(pairs, pairs_file)
         log.info(
             "dpo: %d preference pairs from %d prompts (sample accuracy %.2f, %.0f%% of prompts paired) -> %s",
             len(pairs),
