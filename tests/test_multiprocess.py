@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from srl_rlvr.data.versioning import save_dataset
@@ -216,3 +217,15 @@ def test_a_pipeline_on_two_processes_writes_each_file_and_registers_each_model_o
     assert sorted(int(v.version) for v in versions) == [1, 2] and len(registered) == 2
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.data.tags.get("mlflow.runName", "") for r in runs).count("srl") == 1
+
+
+def test_gpus_with_a_strategy_this_machine_cannot_run_is_one_clear_line() -> None:
+    from typer.testing import CliRunner
+
+    from srl_rlvr.cli import app
+
+    unknown = CliRunner().invoke(app, ["train", "rlvr", "--gpus", "2", "--strategy", "zero9"])
+    assert unknown.exit_code == 2 and "one of ddp, fsdp2, zero2, zero3" in unknown.output
+    if not torch.cuda.is_available():
+        sharded = CliRunner().invoke(app, ["run", "--gpus", "2", "--strategy", "fsdp2"])
+        assert sharded.exit_code == 2 and "needs CUDA GPUs" in sharded.output
