@@ -89,10 +89,16 @@ def step(args: argparse.Namespace) -> None:
     rng = random.Random(int(os.environ.get("RANK", 0)))
     reference = " ".join(f"t{i}" for i in random_prompts(1, completion_tokens, 3)[0])
 
+    reward_seconds = [0.0]  # host time in the reward function, all steps: it does not shrink with GPUs
+
     def reward(completions: list[str], **kwargs: Any) -> list[float]:
+        began = time.perf_counter()
         if args.shape == "rlvr":
-            return [rng.random() for _ in completions]
-        return [difflib.SequenceMatcher(None, c, reference, autojunk=False).ratio() for c in completions]
+            scores = [rng.random() for _ in completions]
+        else:
+            scores = [difflib.SequenceMatcher(None, c, reference, autojunk=False).ratio() for c in completions]
+        reward_seconds[0] += time.perf_counter() - began
+        return scores
 
     micro = args.micro or args.per_gpu
     grpo = GRPOConfig(
@@ -156,6 +162,7 @@ def step(args: argparse.Namespace) -> None:
         "copy_refresh_s": round(sum(refreshes) / len(refreshes), 3) if refreshes else None,
         "first_step_s": round(clock.times[0], 2),
         "step_s": round(mean, 3),
+        "reward_s_per_step": round(reward_seconds[0] / len(clock.times), 3),
         "steps_timed": len(timed),
         "completion_tokens_per_s": round(args.per_gpu * world * completion_tokens / mean),
         "peak_gib_per_gpu": [round(g, 1) for g in gathered],
