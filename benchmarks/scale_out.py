@@ -27,6 +27,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def step(args: argparse.Namespace) -> None:
         if args.shape == "rlvr":
             scores = [rng.random() for _ in completions]
         else:
-            scores = [difflib.SequenceMatcher(None, c, reference, autojunk=False).ratio() for c in completions]
+            scores = [
+                difflib.SequenceMatcher(None, c, reference, autojunk=False).ratio() for c in completions
+            ]
         reward_seconds[0] += time.perf_counter() - began
         return scores
 
