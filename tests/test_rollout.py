@@ -101,6 +101,14 @@ def test_packed_weights_give_the_same_tokens_and_leave_a_working_hf_model() -> N
     assert changed != expected and changed == hf_greedy(model, prompts, 40)
 
 
+# Two short RLVR steps with the fast engine, as the trainer tests here and in test_rollout_copy run them.
+FAST_RLVR = [
+    "rlvr.max_steps=2",
+    "rlvr.batch_size=8",
+    "rlvr.num_generations=4",
+    "rlvr.max_completion_length=8",
+    "rlvr.rollout.engine=fast",
+]
 SMALL = {  # the shared size of the other architectures' test models
     "vocab_size": 300,
     "hidden_size": 64,
@@ -277,17 +285,7 @@ def test_auto_picks_hf_on_cpu_and_for_models_the_fast_engine_cannot_run(model: t
 
 
 def test_group_trainer_rolls_out_with_the_fast_engine_and_keeps_trl_semantics(tmp_path: Path) -> None:
-    config = build_config(
-        overrides=[
-            f"output_dir={tmp_path}",
-            "rlvr.max_steps=2",
-            "rlvr.batch_size=8",
-            "rlvr.num_generations=4",
-            "rlvr.max_completion_length=8",
-            "rlvr.kl_penalty_weight=0",
-            "rlvr.rollout.engine=fast",
-        ]
-    )
+    config = build_config(overrides=[f"output_dir={tmp_path}", *FAST_RLVR, "rlvr.kl_penalty_weight=0"])
     newline = TOKENIZER.convert_tokens_to_ids("Ċ")
     rolled: list[list[int]] = []
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
-from test_rollout import TOKENIZER, hf_greedy, lively, mixed_prompts
+from test_rollout import FAST_RLVR, TOKENIZER, hf_greedy, lively, mixed_prompts
 
 from srl_rlvr.config import build_config
 from srl_rlvr.modeling import tiny_model
@@ -79,17 +79,7 @@ def test_a_bfloat16_copy_of_float32_master_weights_halves_their_memory() -> None
 
 
 def test_a_lora_policy_trains_with_fast_rollouts_from_its_refreshed_copy(tmp_path: Path) -> None:
-    config = build_config(
-        overrides=[
-            f"output_dir={tmp_path}",
-            "rlvr.max_steps=2",
-            "rlvr.batch_size=8",
-            "rlvr.num_generations=4",
-            "rlvr.max_completion_length=8",
-            "rlvr.learning_rate=0.05",
-            "rlvr.rollout.engine=fast",
-        ]
-    )
+    config = build_config(overrides=[f"output_dir={tmp_path}", *FAST_RLVR, "rlvr.learning_rate=0.05"])
     policy = lora_policy(4, "all-linear").train()
 
     def reward(completions: list[str], **kwargs: object) -> list[float]:
