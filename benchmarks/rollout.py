@@ -6,7 +6,9 @@ tokens (forced: no stop token), batch 64 and 256, all variants in one run on one
 - hf_generate: `model.generate` as TRL's GRPOTrainer calls it (sampling, dynamic cache).
 - fast_eager: the fast engine without CUDA graphs (the same kernels, launched one by one).
 - fast_graphs: the fast engine as shipped (decode steps replayed as CUDA graphs).
-- fast_graphs_fused: the same with its elementwise ops fused by torch.compile (`fused_ops`).
+- fast_graphs_fused: the same with its elementwise ops fused by torch.compile (`fused_ops`) and the
+  Triton decode attention (`rollout/attention.py`); *_sdpa rows are the same with PyTorch's SDPA
+  attention and separate cache writes instead (the same run's baseline for the kernel).
 - fast_graphs_fp32_weights: float32 weights (our training default keeps float32 master weights);
   its "% of ceiling" still uses the bf16 compute bound.
 - fast_graphs_top_p0.9: top-p sampling (a full sort of the vocabulary each step).
@@ -70,6 +72,7 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "fast_graphs_fused": {"fused": True},
     "fast_graphs_packed": {"pack": True, "fresh": True},
     "fast_graphs_fused_packed": {"fused": True, "pack": True, "fresh": True},
+    "fast_graphs_fused_packed_sdpa": {"fused": True, "pack": True, "fresh": True, "kernel_attention": False},
     "fast_graphs_fp32_weights": {"fp32": True},
     "fast_graphs_top_p0.9": {"top_p": 0.9},
     "fast_graphs_early_exit": {"stops": EARLY_EXIT_STOPS},
@@ -207,9 +210,12 @@ def engine_variant(
     top_p: float = 1.0,
     stops: int = 0,
     pack: bool = False,
+    kernel_attention: bool | None = None,
 ) -> list[dict]:
     rows = []
     engine = FastEngine(model, cuda_graphs=cuda_graphs, fused=fused, pack=pack)
+    if kernel_attention is not None:
+        engine.decoder.kernel_attention = kernel_attention
     stop_ids = tuple(range(1000, 1000 + stops))
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=top_p, stop_token_ids=stop_ids)
     repeats = ENGINE_REPEATS if cuda_graphs else 1
@@ -319,6 +325,72 @@ def profile_decode(
         print(f"  {row['us_per_step']:>8} us {row['launches_per_step']:>6}x  {row['kernel']}", flush=True)
     engine.release()
     return {**summary, "top": top}
+
+
+def sampler_check(draws: int = 400, batch: int = 256) -> dict:
+    """The fused sampler's draws against the softmax on the GPU, next to the reference sampler's:
+    one row of bf16 logits (Qwen's 151,936-entry vocabulary, scores ~ N(0, 3^2)) repeated over the
+    batch, `draws` steps. Total variation between each sampler's token frequencies and the softmax
+    (sampling noise alone gives a few hundredths at ~100k draws), the share of mass on the top
+    tokens, and the log-probs' largest error against log_softmax."""
+    from srl_rlvr.rollout.sampling import fused_sampler, sample
+
+    torch.manual_seed(0)
+    vocab = 151_936
+    row = (torch.randn(vocab, device="cuda") * 3).bfloat16()
+    logits = row[None].expand(batch, -1).contiguous()
+    out: dict[str, Any] = {"draws": draws * batch, "vocab": vocab}
+    for temperature in (1.0, 0.7):
+        probs = (row.float() / temperature).softmax(-1)
+        scale, ones = torch.tensor([temperature], device="cuda"), torch.ones(1, device="cuda")
+        for name, sampler in (("fused", fused_sampler()), ("reference", sample)):
+            counts = torch.zeros(vocab, device="cuda")
+            worst = 0.0
+            for _ in range(draws):
+                token, logp = sampler(logits, False, 0, False, scale, ones)
+                counts += torch.bincount(token, minlength=vocab)
+                worst = max(worst, (logp - probs.log()[token]).abs().max().item())
+            frequencies = counts / counts.sum()
+            top = probs.topk(20).indices
+            out[f"{name}_T{temperature}"] = {
+                "total_variation": round(0.5 * (frequencies - probs).abs().sum().item(), 4),
+                "top20_mass": round(frequencies[top].sum().item(), 4),
+                "top20_mass_softmax": round(probs[top].sum().item(), 4),
+                "max_logp_error": worst,
+            }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def attention_parity(model: torch.nn.Module, batch: int = 256, new: int = 128) -> dict:
+    """Greedy bf16 tokens and log-probs of the fused + packed engine with the Triton attention
+    against the same engine with SDPA (the interpreter-run CPU tests cannot check bfloat16)."""
+    prompts = random_prompts(batch, PROMPT_TOKENS, 7, model.config.vocab_size)
+    params = SamplingParams(max_new_tokens=new, temperature=0)
+    engine = FastEngine(model, fused=True, pack=True)
+    runs = {}
+    for kernel in (True, False):
+        engine.decoder.kernel_attention = kernel
+        engine.release()
+        runs[kernel] = engine.generate(prompts, params)
+    engine.release()
+    errors = []  # log-prob differences up to each row's first differing token (same prefix)
+    for ids_a, ids_b, logp_a, logp_b in zip(
+        runs[True].completion_ids,
+        runs[False].completion_ids,
+        runs[True].logprobs,
+        runs[False].logprobs,
+        strict=True,
+    ):
+        same = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=False)) if x != y), len(ids_a))
+        errors += [abs(a - b) for a, b in zip(logp_a[: same + 1], logp_b[: same + 1], strict=False)]
+    out = {
+        **agreement(runs[True].completion_ids, runs[False].completion_ids),
+        "logp_max_error_same_prefix": round(max(errors), 4),
+        "logp_mean_error_same_prefix": round(sum(errors) / len(errors), 5),
+    }
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def lora_parity(dtype: torch.dtype, device: str = "cuda") -> dict:
@@ -573,7 +645,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, no training")
     parser.add_argument(
-        "--skip", nargs="*", default=[], help="parts to skip: hf variants parity lora training"
+        "--skip",
+        nargs="*",
+        default=[],
+        help="parts to skip: hf variants parity lora sampler attention training",
     )
     parser.add_argument(
         "--model",
@@ -645,6 +720,10 @@ def main() -> None:
         )
     if "parity" not in args.skip:
         run_part(results, "parity", lambda: parity(model))
+    if "sampler" not in args.skip:
+        run_part(results, "sampler_check", sampler_check)
+    if "attention" not in args.skip:
+        run_part(results, "attention_parity", lambda: attention_parity(qwen_05b()))
     if "lora" not in args.skip:
         for dtype in (torch.float32, torch.bfloat16):
             name = f"lora_parity_{str(dtype).removeprefix('torch.')}"

@@ -3,6 +3,10 @@ import os
 import tempfile
 import warnings
 
+# Triton kernels run on CPU tensors through Triton's interpreter (test_decode_attention.py); the
+# setting must come before the first `import triton`, which imports its kernel library.
+os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 
 from srl_rlvr.config import Config, build_config

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from srl_rlvr.rollout import attention
 from srl_rlvr.rollout.cache import KVCache
 from srl_rlvr.rollout.ops import PLAIN_OPS, fused_ops
 
@@ -121,11 +122,15 @@ def pack_layer(layer: nn.Module) -> PackedLayer:
 class Decoder:
     """Prefill and decode steps of a supported HF causal LM, reading its modules on every call.
 
-    `fused`: use the torch.compile-fused elementwise ops (`ops.py`); CUDA only. `pack`: pack each
-    layer's q/k/v and gate/up weights (see the module docstring; the model's parameters change).
+    `fused`: use the torch.compile-fused elementwise ops (`ops.py`) and the Triton decode attention
+    (`attention.py`) where it applies; CUDA only. `pack`: pack each layer's q/k/v and gate/up
+    weights (see the module docstring; the model's parameters change). `kernel_attention` overrides
+    the attention choice (tests run the kernel on CPU through Triton's interpreter).
     """
 
-    def __init__(self, model: nn.Module, fused: bool = False, pack: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, fused: bool = False, pack: bool = False, kernel_attention: bool | None = None
+    ) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the fast rollout engine does not support {reason}")
@@ -143,6 +148,9 @@ class Decoder:
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.cos = self.sin = torch.empty(0)
+        if kernel_attention is None:
+            kernel_attention = fused and attention.available(self.device, self.dtype, self.head_dim)
+        self.kernel_attention = kernel_attention
 
     @property
     def dtype(self) -> torch.dtype:
@@ -252,6 +260,10 @@ class Decoder:
         groups = self.num_heads // self.num_kv_heads
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if self.kernel_attention:
+                return attention.decode_attention(
+                    q[:, :, 0], k[:, :, 0], v[:, :, 0], cache.kv[i], cache.bias, slot, width, self.scaling
+                )
             keys, values = cache.kv[i, 0, :count], cache.kv[i, 1, :count]
             keys.index_copy_(2, slot, k)
             values.index_copy_(2, slot, v)
