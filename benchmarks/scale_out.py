@@ -75,6 +75,12 @@ def build(arch: str) -> Qwen2ForCausalLM:
         return Qwen2ForCausalLM(config).train()
 
 
+def strategy(trainer: Any, world: int) -> str:
+    if trainer.is_deepspeed_enabled:
+        return f"zero{trainer.accelerator.state.deepspeed_plugin.zero_stage}"
+    return "fsdp2" if trainer.is_fsdp_enabled else "ddp" if world > 1 else "single"
+
+
 def step(args: argparse.Namespace) -> None:
     from datasets import Dataset
     from trl import GRPOConfig
@@ -155,7 +161,7 @@ def step(args: argparse.Namespace) -> None:
         "arch": args.arch,
         "shape": args.shape,
         "gpus": world,
-        "strategy": "fsdp2" if trainer.is_fsdp_enabled else "ddp" if world > 1 else "single",
+        "strategy": strategy(trainer, world),
         "per_gpu_completions": args.per_gpu,
         "global_completions": args.per_gpu * world,
         # a DTensor's numel is its whole tensor's, so this counts the model once under FSDP2 too

@@ -3,10 +3,15 @@
 # in .whl). Two calls to one warm nvidia-h200-x2 machine:
 #   run: bash benchmarks/scale_out_gpu.sh sharded      carry: [.whl]
 #   run: bash benchmarks/scale_out_gpu.sh ddp curves   carry: [.whl]
+#   run: bash benchmarks/scale_out_gpu.sh ddp guard zero   carry: [.whl, .whl-ds]
 # sharded: a 7B-architecture model (float32 masters + Adam: ~122 GB, more than one H200) under FSDP2
 # on 2 GPUs. ddp: the 0.5B architecture, RLVR- and SRL-shaped steps, 1 and 2 GPUs, shipped ddp.yaml.
 # curves: `srl-rlvr train rlvr` on the quickstart config, global batch 128, seeds 0 and 1, on 1 GPU and
-# with --gpus 2. Rows land in $OUT/rows.jsonl, curves in $OUT/curves.json.
+# with --gpus 2. guard: `srl-rlvr train rlvr` in one process that sees both GPUs (it must train on
+# one, not through nn.DataParallel). zero: the 0.5B RLVR step under the shipped zero2.yaml and
+# zero3.yaml (DeepSpeed from .whl-ds: a py3-none-any wheel built from the sdist with DS_BUILD_OPS=0,
+# plus its dependencies). Rows land in $OUT/rows.jsonl, curves in $OUT/curves.json. 1-GPU rows run
+# with CUDA_VISIBLE_DEVICES=0, so that they are measured on the same host as the 2-GPU rows.
 set -u
 KEEP=/root/keep
 mkdir -p $KEEP
@@ -16,7 +21,7 @@ export PYTHONPATH=$KEEP/site:$PWD/src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=4 TOKENIZ
 CONFIGS=src/srl_rlvr/assets/accelerate
 launch() {  # launch CONFIG PROCESSES ARGS...
     local config=$1 n=$2; shift 2
-    timeout 400 python3 -m accelerate.commands.launch --config_file $CONFIGS/$config.yaml --num_processes $n \
+    timeout ${LIMIT:-400} python3 -m accelerate.commands.launch --config_file $CONFIGS/$config.yaml --num_processes $n \
         --main_process_port $((29500 + RANDOM % 1000)) benchmarks/scale_out.py step "$@" 2>&1 \
         | grep -E "^ROW|Error|error|Traceback|rollouts:" | tail -20
 }
@@ -27,9 +32,22 @@ for part in "$@"; do
         ;;
     ddp)
         for shape in rlvr srl; do
-            launch ddp 1 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 --name ddp-0.5b-$shape-1gpu
+            CUDA_VISIBLE_DEVICES=0 launch ddp 1 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 \
+                --name ddp-0.5b-$shape-1gpu
             launch ddp 2 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 --name ddp-0.5b-$shape-2gpu
         done
+        ;;
+    guard)
+        timeout 300 python3 -m srl_rlvr train rlvr examples/quickstart.yaml registry.tracking=false \
+            rlvr.max_steps=5 output_dir=$KEEP/guard --out $KEEP/guard/rlvr >$KEEP/guard.log 2>&1
+        echo "guard: exit $?"; grep -E "GPUs visible|Error|error" $KEEP/guard.log | tail -5
+        wc -l $KEEP/guard/rlvr/metrics.jsonl
+        ;;
+    zero)
+        [ -d $KEEP/site/deepspeed ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+            --target $KEEP/site .whl-ds/*.whl 2>&1 | tail -1
+        LIMIT=150 launch zero2 2 --arch 0.5b --shape rlvr --per-gpu 64 --steps 3 --name zero2-0.5b-rlvr-2gpu
+        LIMIT=150 launch zero3 2 --arch 0.5b --shape rlvr --per-gpu 16 --steps 2 --name zero3-0.5b-rlvr-2gpu
         ;;
     curves)
         common=(examples/quickstart.yaml registry.tracking=false rlvr.max_steps=30 rlvr.save_steps=1000)
