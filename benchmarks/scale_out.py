@@ -164,8 +164,10 @@ def step(args: argparse.Namespace) -> None:
         "strategy": strategy(trainer, world),
         "per_gpu_completions": args.per_gpu,
         "global_completions": args.per_gpu * world,
-        # a DTensor's numel is its whole tensor's, so this counts the model once under FSDP2 too
-        "parameters_b": round(sum(p.numel() for p in trainer.model.parameters()) / 1e9, 2),
+        # a DTensor's numel is its whole tensor's (and ds_numel a ZeRO-3 parameter's): the model once
+        "parameters_b": round(
+            sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters()) / 1e9, 2
+        ),
         "fast_engine": trainer._fast_engine is not None,
         "rollout_copy_gib": round(copy.nbytes / 2**30, 2) if copy else None,
         "copy_refresh_s": round(sum(refreshes) / len(refreshes), 3) if refreshes else None,

@@ -20,6 +20,7 @@ memorises rather than learns). This script builds that regime on our own models:
 
     python benchmarks/srl_regime.py --seeds 0 1 2 --budget-s 300 --samples 8 --out runs/srl_regime
     python benchmarks/srl_regime.py --merge runs/srl_regime/result.json --out runs/srl_regime
+    bash benchmarks/srl_regime_gpu.sh 240   # every (seed, arm) its own process on 2 GPUs
 """
 
 from __future__ import annotations
@@ -155,19 +156,42 @@ def run_arm(
     return str(train_rlvr(on_base, train, out / "rlvr", task=task, model=str(start), callbacks=second))
 
 
+TRACED = (  # what the analysis reads from each stage's metrics.jsonl, per logged step
+    "frac_reward_zero_std",  # groups whose rollouts all scored the same: no signal
+    "filtered_group_frac",
+    "format_failure_rate",  # SRL: completions with no parsable action
+    "entropy",
+    "kl",
+    "completions/mean_length",
+)
+
+
 def curves(folder: Path) -> dict[str, list[float]]:
-    """Per stage of an arm: the training reward at each logged step."""
+    """Per stage of an arm: the training reward at each logged step (the stage's name), and the
+    TRACED measures (`stage:measure`)."""
     found = {}
     for log in sorted(folder.rglob("metrics.jsonl")):
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        found[log.parent.name] = [r["reward"] for r in rows if "reward" in r]
+        stage = log.parent.name
+        found[stage] = [r["reward"] for r in rows if "reward" in r]
+        for key in TRACED:
+            values = [r[key] for r in rows if key in r]
+            if values:
+                found[f"{stage}:{key}"] = values
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="embedded")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["base", *ARMS],
+        choices=["base", *ARMS],
+        help="what to run; 'base' scores the base (one process may run the base and another the arms "
+        "of the same seed: --merge joins them by seed)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument(
         "--train", type=int, default=1000, help="expert solutions (the regime: at most 1,000)"
@@ -179,21 +203,28 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=8, help="k of avg@k and pass@k (0: greedy only)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--eval-batch", type=int, default=64, help="prompts a generation batch")
     parser.add_argument("--config", default="examples/quickstart.yaml")
     parser.add_argument("--set", nargs="*", default=[], help="more config overrides (after the paper's)")
     parser.add_argument("--out", type=Path, default=Path("runs/srl_regime"))
     parser.add_argument("--merge", nargs="*", type=Path, help="result.json files: print their joint table")
     args = parser.parse_args()
     if args.merge:
-        rows = [row for path in args.merge for row in json.loads(path.read_text())["runs"]]
+        rows = merge_by_seed([row for path in args.merge for row in json.loads(path.read_text())["runs"]])
         print_table(rows)
+        args.out.mkdir(parents=True, exist_ok=True)
+        first = json.loads(args.merge[0].read_text())
+        (args.out / "result.json").write_text(json.dumps({**first, "runs": rows}))
+        plot(rows, args.out / "srl_regime.png")
         return
     if args.train > 1000:
         parser.error("--train: the regime is few experts, at most 1,000")
     quiet_libraries()
     base = model_source(args.base)
     task, harder = load_task("arithmetic", HARD), load_task("arithmetic", HARDER)
-    eval_config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=64, samples=args.samples)
+    eval_config = EvalConfig(
+        max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch, samples=args.samples
+    )
     results: dict[str, Any] = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "settings": PAPER_SETTINGS,
@@ -206,17 +237,21 @@ def main() -> None:
         experts = expert_data(train, seed)
         heldout = task.sample(args.heldout, seed=seed, split="test")
         harder_set = harder.sample(args.heldout, seed=seed, split="test")
-        row: dict[str, Any] = {"seed": seed, "base": score(base, task, heldout, eval_config, "base")}
-        row["base_harder"] = score(base, harder, harder_set, eval_config, "base")
-        print(f"seed {seed} base: {summary(row['base'])}; harder {summary(row['base_harder'])}", flush=True)
-        for arm in args.arms:
+        row: dict[str, Any] = {"seed": seed}
+        if "base" in args.arms:
+            row["base"] = score(base, task, heldout, eval_config, "base")
+            row["base_harder"] = score(base, harder, harder_set, eval_config, "base")
+            print(
+                f"seed {seed} base: {summary(row['base'])}; harder {summary(row['base_harder'])}", flush=True
+            )
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "result.json").write_text(json.dumps({**results, "runs": [*results["runs"], row]}))
+        for arm in [a for a in args.arms if a != "base"]:
             began = time.time()
             folder = args.out / f"seed{seed}" / arm
             path = run_arm(arm, config, base, task, train, experts, folder, args.budget_s, args.first_share)
             row[arm] = score(path, task, heldout, eval_config, arm)
             row[f"{arm}_harder"] = score(path, harder, harder_set, eval_config, arm)
-            row[f"{arm}_vs_base"] = paired(row["base"], row[arm])
-            row[f"{arm}_harder_vs_base"] = paired(row["base_harder"], row[f"{arm}_harder"])
             row[f"{arm}_seconds"] = round(time.time() - began)
             row[f"{arm}_steps"] = steps_done(folder)
             row[f"{arm}_restores"] = restores(folder)
@@ -229,8 +264,24 @@ def main() -> None:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "result.json").write_text(json.dumps({**results, "runs": [*results["runs"], row]}))
         results["runs"].append(row)
-    print_table(results["runs"])
-    plot(results["runs"], args.out / "srl_regime.png")
+    rows = merge_by_seed(results["runs"])
+    if all("base" in row for row in rows):
+        print_table(rows)
+        plot(rows, args.out / "srl_regime.png")
+
+
+def merge_by_seed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row a seed from the rows of several processes, with each arm's paired differences to the
+    base (on the same held-out problems: every process samples them from the seed)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        merged.setdefault(row["seed"], {}).update(row)
+    for row in merged.values():
+        for arm in ARMS:
+            if arm in row and "base" in row:
+                row[f"{arm}_vs_base"] = paired(row["base"], row[arm])
+                row[f"{arm}_harder_vs_base"] = paired(row["base_harder"], row[f"{arm}_harder"])
+    return [merged[seed] for seed in sorted(merged)]
 
 
 def summary(scores: dict[str, Any]) -> str:
@@ -294,7 +345,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.legend()
     for arm in arms[1:]:
         for stage, rewards in rows[0].get(f"{arm}_curves", {}).items():
-            axes[2].plot(rewards, label=f"{arm}: {stage}")
+            if ":" not in stage:
+                axes[2].plot(rewards, label=f"{arm}: {stage}")
     axes[2].set_title("training reward per step, seed 0")
     axes[2].set_xlabel("logged step")
     axes[2].legend(fontsize=7)

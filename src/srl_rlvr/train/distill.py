@@ -19,7 +19,7 @@ from srl_rlvr.config import Config, ModelConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.modeling import chat_prompt, load_model
 from srl_rlvr.tasks import Problem, Task
-from srl_rlvr.train.loop import device_batch, run_settings, run_trainer, start_model
+from srl_rlvr.train.loop import device_batch, one_gpu_per_process, run_settings, run_trainer, start_model
 
 
 def train_on_policy(
@@ -60,6 +60,10 @@ def train_on_policy(
     )
     dataset = Dataset.from_dict({"prompt": [chat_prompt(tokenizer, task.prompt(p)) for p in problems]})
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=tokenizer
+        model=student,
+        teacher_model=teacher,
+        args=one_gpu_per_process(args),
+        train_dataset=dataset,
+        processing_class=tokenizer,
     )
     return run_trainer(trainer, tokenizer, out_dir, callbacks=callbacks)

@@ -30,7 +30,7 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.rollout.generation import generate
 from srl_rlvr.tasks import Problem, Task, safe_reward
-from srl_rlvr.train.loop import device_batch, stage_args
+from srl_rlvr.train.loop import device_batch, one_gpu_per_process, stage_args
 
 log = logging.getLogger(__name__)
 
@@ -187,5 +187,7 @@ def build_dpo_trainer(
     )
     # No ref_model: TRL reloads it from the policy's `_name_or_path` (the start model's folder, which is
     # why `tiny` is materialized first), or, for a LoRA policy, keeps a frozen copy of the adapter.
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=model, args=one_gpu_per_process(args), train_dataset=dataset, processing_class=tokenizer
+    )
     return trainer, tokenizer

@@ -56,7 +56,7 @@ from srl_rlvr.train.dynamic_sampling import (
     take_rows,
 )
 from srl_rlvr.train.guard import stability_guard
-from srl_rlvr.train.loop import device_batch, stage_args
+from srl_rlvr.train.loop import device_batch, one_gpu_per_process, stage_args
 from srl_rlvr.train.validation import Score, ValidationCallback
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ def grpo_args(
             f"micro_batch_size ({micro}): each optimiser step accumulates whole micro-batches"
         )
     accumulation = share // micro
-    return GRPOConfig(
+    args = GRPOConfig(
         **stage_args(config, stage, out_dir),  # type: ignore[arg-type]
         # TRL's optimiser step is per_device x gradient_accumulation_steps completions, and its
         # steps_per_generation counts micro-batches: a rollout batch stays steps_per_generation x
@@ -399,6 +399,7 @@ def grpo_args(
         scale_rewards="none",
         save_only_model=False,
     )
+    return one_gpu_per_process(args)
 
 
 def stage_callbacks(

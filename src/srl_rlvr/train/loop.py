@@ -10,10 +10,10 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from srl_rlvr.config import Config, ModelConfig
@@ -24,6 +24,7 @@ from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, TimedChec
 from srl_rlvr.train.validation import ValidationCallback
 
 log = logging.getLogger(__name__)
+TrainingArgumentsT = TypeVar("TrainingArgumentsT", bound=TrainingArguments)
 
 
 def run_settings(seed: int, model: ModelConfig) -> dict[str, object]:
@@ -50,6 +51,16 @@ def device_batch(batch: int, what: str = "batch_size") -> int:
     if batch % world:
         raise ConfigError(f"{what} ({batch}) must be a multiple of the number of processes ({world})")
     return batch // world
+
+
+def one_gpu_per_process(args: TrainingArgumentsT) -> TrainingArgumentsT:
+    """One process on a machine of several GPUs trains on one GPU. transformers would otherwise wrap
+    the model in nn.DataParallel, which TRL's trainers refuse at construction (and which is slower
+    than one GPU for these models); `--gpus N` starts one process a GPU."""
+    if world_size() == 1 and args.n_gpu > 1:
+        log.warning("%d GPUs visible to one process: training on one (--gpus N uses N)", args.n_gpu)
+        args._n_gpu = 1
+    return args
 
 
 def stage_args(config: Config, section: Any, out_dir: Path) -> dict[str, object]:
@@ -137,12 +148,6 @@ def run_trainer(
         stop,
     ):
         trainer.add_callback(callback)
-    if world_size() == 1 and trainer.args.n_gpu > 1:
-        # One process on a machine of several GPUs: transformers would wrap the model in
-        # nn.DataParallel (slower than one GPU for these models, and its replicas are not the module
-        # the rollout engine reads). Train on one; `--gpus N` starts one process a GPU.
-        log.warning("%d GPUs visible to one process: training on one (--gpus N uses N)", trainer.args.n_gpu)
-        trainer.args._n_gpu = 1
     checkpoint = last_checkpoint(out_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("resume: no checkpoint in %s, starting from the beginning", out_dir)

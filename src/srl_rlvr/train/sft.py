@@ -21,7 +21,7 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Task, load_task, problem_of
-from srl_rlvr.train.loop import device_batch, run_trainer, stage_args, start_model
+from srl_rlvr.train.loop import device_batch, one_gpu_per_process, run_trainer, stage_args, start_model
 
 
 def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task, tokenizer: Any = None) -> Dataset:
@@ -55,7 +55,9 @@ def train_sft(
         max_length=sft.max_length,
         lr_scheduler_type=sft.lr_scheduler,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model, args=one_gpu_per_process(args), train_dataset=dataset, processing_class=tokenizer
+    )
     return run_trainer(
         trainer, tokenizer, out_dir, resume=resume, callbacks=callbacks, save_minutes=config.sft.save_minutes
     )
