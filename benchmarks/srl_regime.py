@@ -30,6 +30,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,9 @@ def styled(problem: Problem, style: str) -> Trajectory:
 STYLES = ("terse", "explained", "checked", "narrated")
 
 
-def expert_data(problems: list[Problem], seed: int) -> list[Trajectory]:
+def expert_data(problems: list[Problem], seed: int, styles: Sequence[str] = STYLES) -> list[Trajectory]:
     rng = random.Random(f"styles-{seed}")
-    return [styled(p, rng.choice(STYLES)) for p in problems]
+    return [styled(p, rng.choice(list(styles))) for p in problems]
 
 
 def score(
@@ -201,6 +202,14 @@ def main() -> None:
     parser.add_argument(
         "--first-share", type=float, default=0.5, help="the first stage's share of a two-stage arm"
     )
+    parser.add_argument(
+        "--styles",
+        nargs="+",
+        default=list(STYLES),
+        choices=STYLES,
+        help="teacher styles the experts are drawn from (the regime: all; one style removes the "
+        "phrasing noise from SRL's similarity reward)",
+    )
     parser.add_argument("--samples", type=int, default=8, help="k of avg@k and pass@k (0: greedy only)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--eval-batch", type=int, default=64, help="prompts a generation batch")
@@ -234,7 +243,7 @@ def main() -> None:
         config = load_config(args.config, [f"seed={seed}", *PAPER_SETTINGS, *args.set])
         config.task.options = HARD
         train = task.sample(args.train, seed=seed, split="train")
-        experts = expert_data(train, seed)
+        experts = expert_data(train, seed, args.styles)
         heldout = task.sample(args.heldout, seed=seed, split="test")
         harder_set = harder.sample(args.heldout, seed=seed, split="test")
         row: dict[str, Any] = {"seed": seed}
