@@ -37,6 +37,12 @@ for part in "$@"; do
             launch ddp 2 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 --name ddp-0.5b-$shape-2gpu
         done
         ;;
+    srl-repeat)  # the SRL shape again, 10 timed steps, 1 GPU then 2 GPUs then 1 GPU: the spread between runs
+        for n in 1 2 1; do
+            CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 10 \
+                --name ddp-0.5b-srl-${n}gpu-repeat
+        done
+        ;;
     guard)
         timeout 300 python3 -m srl_rlvr train rlvr examples/quickstart.yaml registry.tracking=false \
             rlvr.max_steps=5 output_dir=$KEEP/guard --out $KEEP/guard/rlvr >$KEEP/guard.log 2>&1
