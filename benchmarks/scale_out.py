@@ -12,7 +12,8 @@ config (random init, float32 master weights under bf16 autocast: our default), a
 forced-length rollouts, as in `benchmarks/rollout.py`. Two shapes:
 - rlvr: 64-token prompts, 256-token completions, a random reward (the verifier's cost is not measured);
 - srl: 192-token prompts (the solution so far), 64-token completions (one step), rewarded by difflib
-  similarity to a reference step, SRL's reward.
+  similarity to a reference step through SRL's own reward function (`train/similarity.py`: worker
+  processes for a large batch).
 Groups of 8. `--per-gpu` completions a GPU a step, so the global batch grows with the GPUs (weak
 scaling, as data parallelism is used). The main process prints one JSON row: step time (after a
 warm-up step), completion tokens/s over all GPUs, and peak memory per GPU; `summarise` turns rows
@@ -22,7 +23,6 @@ into the BENCHMARKS table.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import random
@@ -88,6 +88,7 @@ def step(args: argparse.Namespace) -> None:
     from srl_rlvr.config import RLVRConfig
     from srl_rlvr.distributed import world_size
     from srl_rlvr.train.grpo import GroupTrainer
+    from srl_rlvr.train.similarity import similarities
 
     prompt_tokens, completion_tokens = SHAPES[args.shape]
     vocab = ARCHS[args.arch]["vocab_size"]
@@ -103,9 +104,7 @@ def step(args: argparse.Namespace) -> None:
         if args.shape == "rlvr":
             scores = [rng.random() for _ in completions]
         else:
-            scores = [
-                difflib.SequenceMatcher(None, c, reference, autojunk=False).ratio() for c in completions
-            ]
+            scores = similarities([(c, reference) for c in completions])  # SRL's own reward
         reward_seconds[0] += time.perf_counter() - began
         return scores
 
@@ -203,6 +202,34 @@ def summarise(args: argparse.Namespace) -> None:
         )
 
 
+def reward_cost(args: argparse.Namespace) -> None:
+    """The SRL shape's reward for one rank's batch, in-process and through the worker pool
+    (`train/similarity.py`): the same strings the `step` runs score."""
+    from srl_rlvr.train.similarity import similarities, step_similarity, worker_count
+
+    completions = [" ".join(f"t{i}" for i in p) for p in random_prompts(args.batch, SHAPES["srl"][1], 11)]
+    reference = " ".join(f"t{i}" for i in random_prompts(1, SHAPES["srl"][1], 3)[0])
+    pairs = [(c, reference) for c in completions]
+    similarities(pairs)  # starts the pool
+    timings = {}
+    for name, score in (
+        ("in_process", lambda: [step_similarity(a, b) for a, b in pairs]),
+        ("pool", lambda: similarities(pairs)),
+    ):
+        began = time.perf_counter()
+        for _ in range(args.repeats):
+            score()
+        timings[name] = (time.perf_counter() - began) / args.repeats
+    row = {
+        "batch": args.batch,
+        "mean_chars": round(sum(len(c) for c in completions) / len(completions)),
+        "workers": worker_count(),
+        **{f"{k}_s": round(v, 3) for k, v in timings.items()},
+        "speedup": round(timings["in_process"] / timings["pool"], 2),
+    }
+    print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,8 +244,11 @@ def main() -> None:
     run.add_argument("--name", required=True)
     table = sub.add_parser("summarise", help="print the table of a rows.jsonl")
     table.add_argument("rows")
+    cost = sub.add_parser("reward", help="time the SRL shape's reward for one rank's batch")
+    cost.add_argument("--batch", type=int, default=64)
+    cost.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    step(args) if args.command == "step" else summarise(args)
+    {"step": step, "summarise": summarise, "reward": reward_cost}[args.command](args)
 
 
 if __name__ == "__main__":

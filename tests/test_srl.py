@@ -1,4 +1,5 @@
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -11,16 +12,17 @@ from transformers import PreTrainedTokenizerFast, TrainerCallback
 from srl_rlvr.config import Config, LoraConfig, SRLConfig, build_config
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks import load_task
+from srl_rlvr.train import similarity
 from srl_rlvr.train.callbacks import AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import informative_groups
 from srl_rlvr.train.grpo import group_advantages
 from srl_rlvr.train.loop import TrainingInterrupted
+from srl_rlvr.train.similarity import similarities, step_similarity
 from srl_rlvr.train.srl import (
     build_srl_dataset,
     line_end_tokens,
     make_srl_reward,
     parse_action,
-    step_similarity,
     train_srl,
 )
 
@@ -58,6 +60,26 @@ def test_the_exact_expert_action_scores_one_and_beats_any_corruption() -> None:
     assert scores[0] == 1.0
     assert all(score < 1.0 for score in scores[1:])
     assert step_similarity("abcd", "abce") == pytest.approx(2 * 3 / 8)
+
+
+def test_long_steps_are_scored_in_worker_processes_with_the_same_rewards() -> None:
+    """Steps of a few hundred characters cost milliseconds of difflib each: a large batch goes to a
+    pool of worker processes, and must give exactly the in-process scores, in order."""
+    rng = random.Random(0)
+    words = ["add", "seven", "to", "the", "total", "then", "carry", "one", "we", "get"]
+    steps = [" ".join(rng.choice(words) for _ in range(60)) for _ in range(24)]
+    pairs = [(steps[i], steps[(i * 7 + 3) % 24]) for i in range(24)]
+    in_process = [step_similarity(a, b) for a, b in pairs]
+    assert sum(len(a) * len(b) for a, b in pairs) > 1000  # above the threshold given below
+    assert similarities(pairs, min_work=1000) == in_process
+    assert similarity._pool is not None or similarity.worker_count() < 2  # the pool did the work
+    cfg = SRLConfig(require_think=False)
+    completions = [a for a, _ in pairs] + ["<think>unclosed"]
+    experts = [b for _, b in pairs] + [steps[0]]
+    assert make_srl_reward(cfg)(completions=completions, expert_action=experts) == [
+        *in_process,
+        cfg.format_penalty,
+    ]
 
 
 def test_a_format_failure_scores_below_any_wellformed_completion() -> None:

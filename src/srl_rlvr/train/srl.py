@@ -33,7 +33,6 @@ Where we depart from the paper, on purpose (the README lists these too):
 
 from __future__ import annotations
 
-import difflib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -50,6 +49,7 @@ from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Task, problem_of
 from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.loop import run_trainer, start_model
+from srl_rlvr.train.similarity import similarities
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,6 @@ def build_srl_dataset(
     return Dataset.from_dict(rows)
 
 
-def step_similarity(predicted: str, expert: str) -> float:
-    """difflib's ratio 2M/T: M matched characters, T total characters of both strings (paper Eq. 3)."""
-    return difflib.SequenceMatcher(None, predicted.strip(), expert.strip(), autojunk=False).ratio()
-
-
 def parse_action(completion: str, cfg: SRLConfig) -> str | None:
     """The action after a closed think block, or None when the format is broken.
 
@@ -132,18 +127,18 @@ def make_srl_reward(cfg: SRLConfig) -> Callable[..., list[float]]:
         log_metric: Callable[[str, float], None] | None = None,
         **_: Any,
     ) -> list[float]:
-        rewards, failures = [], 0
         last = [s == n for s, n in zip(step, num_steps, strict=True)] if step and num_steps else None
-        for i, (completion, expert) in enumerate(zip(completions, expert_action, strict=True)):
+        actions = []
+        for i, completion in enumerate(completions):
             action = parse_action(completion, cfg)
             if action is not None and last is not None and not last[i] and ends_answer(completion, cfg):
                 action = None
-            if action is None:
-                failures += 1
-                rewards.append(cfg.format_penalty)
-            else:
-                rewards.append(step_similarity(action, expert))
+            actions.append(action)
+        scored = [(a, e) for a, e in zip(actions, expert_action, strict=True) if a is not None]
+        scores = iter(similarities(scored))  # in worker processes for a large batch (similarity.py)
+        rewards = [cfg.format_penalty if a is None else next(scores) for a in actions]
         if log_metric is not None:
+            failures = sum(a is None for a in actions)
             log_metric("format_failure_rate", failures / max(len(completions), 1))
         return rewards
 
