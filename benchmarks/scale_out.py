@@ -186,17 +186,31 @@ def step(args: argparse.Namespace) -> None:
 
 
 def summarise(args: argparse.Namespace) -> None:
-    """Rows (rows.jsonl) as the table BENCHMARKS.md shows, with each 2-GPU row's scaling over its
-    1-GPU twin (throughput ratio; 2.0 is perfect)."""
+    """Rows (rows.jsonl) as the table BENCHMARKS.md shows, with each multi-GPU row's scaling over its
+    1-GPU twins (throughput ratio against their mean; 2.0 is perfect). Twins share the architecture,
+    shape, completions a GPU and the name's tail after `Ngpu` (`-repeat`, `-pool`); a row without
+    such twins is compared with the plain 1-GPU rows of its architecture and shape."""
     rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()]
-    single = {(r["arch"], r["shape"]): r for r in rows if r["gpus"] == 1}
+
+    def key(r: dict, tail: bool = True) -> tuple:
+        return (
+            r["arch"],
+            r["shape"],
+            r["per_gpu_completions"],
+            r["name"].split("gpu", 1)[-1] if tail else "",
+        )
+
+    single: dict[tuple, list[float]] = {}
     for r in rows:
-        twin = single.get((r["arch"], r["shape"]))
+        if r["gpus"] == 1:
+            single.setdefault(key(r), []).append(r["completion_tokens_per_s"])
+    for r in rows:
+        twins = single.get(key(r)) or single.get(key(r, tail=False))
         scaling = (
-            r["completion_tokens_per_s"] / twin["completion_tokens_per_s"] if twin and r["gpus"] > 1 else None
+            r["completion_tokens_per_s"] / (sum(twins) / len(twins)) if twins and r["gpus"] > 1 else None
         )
         print(
-            f"{r['name']:22} {r['strategy']:6} {r['gpus']} GPU  step {r['step_s']:7.3f} s  "
+            f"{r['name']:26} {r['strategy']:6} {r['gpus']} GPU  step {r['step_s']:7.3f} s  "
             f"{r['completion_tokens_per_s']:>7} tok/s  peak {r['peak_gib_per_gpu']} GiB"
             + (f"  scaling {scaling:.2f}x" if scaling else "")
         )
