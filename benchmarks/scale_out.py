@@ -144,7 +144,20 @@ def step(args: argparse.Namespace) -> None:
     trainer.add_callback(clock)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    if args.cprofile:  # where each rank's host time goes (the SRL shape's 2-rank overhead)
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(trainer.train)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(60)
+        rank = int(os.environ.get("RANK", 0))
+        target = Path(os.environ.get("OUT", "."), f"profile-{args.name}-rank{rank}.txt")
+        target.write_text(text.getvalue())
+    else:
+        trainer.train()
     timed = clock.times[1:]
     mean = sum(timed) / len(timed)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
@@ -255,6 +268,7 @@ def main() -> None:
     run.add_argument("--steps", type=int, default=6, help="timed steps, after one warm-up step")
     run.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (for 7B)")
     run.add_argument("--fused", action="store_true", help="the engine's fused ops")
+    run.add_argument("--cprofile", action="store_true", help="write each rank's cProfile to $OUT")
     run.add_argument("--name", required=True)
     table = sub.add_parser("summarise", help="print the table of a rows.jsonl")
     table.add_argument("rows")

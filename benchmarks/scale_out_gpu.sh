@@ -43,6 +43,12 @@ for part in "$@"; do
                 --name ddp-0.5b-srl-${n}gpu-repeat
         done
         ;;
+    srl-profile)  # cProfile of each rank, 1 GPU and 2 GPUs: what two ranks add outside the reward
+        for n in 1 2; do
+            CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 6 \
+                --cprofile --name srl-${n}gpu
+        done
+        ;;
     guard)
         timeout 300 python3 -m srl_rlvr train rlvr examples/quickstart.yaml registry.tracking=false \
             rlvr.max_steps=5 output_dir=$KEEP/guard --out $KEEP/guard/rlvr >$KEEP/guard.log 2>&1
