@@ -257,6 +257,39 @@ def reward_cost(args: argparse.Namespace) -> None:
     print(json.dumps(row), flush=True)
 
 
+def allreduce(args: argparse.Namespace) -> None:
+    """All-reduce bandwidth between this machine's GPUs (run under accelerate launch): a 0.5B
+    model's float32 gradients are ~2 GB a step, and DDP hides that exchange only behind a backward
+    pass long enough to cover it (the SRL shape's is short)."""
+    import torch.distributed as dist
+
+    from srl_rlvr.distributed import state
+
+    state()
+    tensor = torch.ones(args.mib * 2**20 // 4, device=device())
+    for _ in range(2):
+        dist.all_reduce(tensor)
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    began = time.perf_counter()
+    for _ in range(args.repeats):
+        dist.all_reduce(tensor)
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    seconds = (time.perf_counter() - began) / args.repeats
+    world = dist.get_world_size()
+    bus = 2 * (world - 1) / world * tensor.nbytes / seconds  # NCCL's "bus bandwidth"
+    if dist.get_rank() == 0:
+        print(
+            json.dumps(
+                {
+                    "mib": args.mib,
+                    "world": world,
+                    "seconds": round(seconds, 4),
+                    "bus_gb_per_s": round(bus / 1e9, 1),
+                }
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,8 +308,11 @@ def main() -> None:
     cost = sub.add_parser("reward", help="time the SRL shape's reward for one rank's batch")
     cost.add_argument("--batch", type=int, default=64)
     cost.add_argument("--repeats", type=int, default=5)
+    reduce = sub.add_parser("allreduce", help="all-reduce bandwidth between GPUs (under accelerate launch)")
+    reduce.add_argument("--mib", type=int, default=1900, help="tensor size (0.5B float32 gradients: ~1,900)")
+    reduce.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    {"step": step, "summarise": summarise, "reward": reward_cost}[args.command](args)
+    {"step": step, "summarise": summarise, "reward": reward_cost, "allreduce": allreduce}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ for part in "$@"; do
         done
         ;;
     srl-profile)  # cProfile of each rank, 1 GPU and 2 GPUs: what two ranks add outside the reward
+        nvidia-smi topo -m
+        timeout 120 python3 -m accelerate.commands.launch --config_file $CONFIGS/ddp.yaml --num_processes 2 \
+            benchmarks/scale_out.py allreduce 2>&1 | grep -E "^\{|Error"
         for n in 1 2; do
             CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 6 \
                 --cprofile --name srl-${n}gpu
