@@ -1,5 +1,7 @@
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,20 @@ def test_long_steps_are_scored_in_worker_processes_with_the_same_rewards() -> No
         *in_process,
         cfg.format_penalty,
     ]
+
+
+def test_the_reward_pool_works_from_a_script_without_a_file() -> None:
+    """multiprocessing re-runs the parent's main script in each worker it starts; from `python -` (or
+    a notebook) there is no script, and the pool broke. Its workers must import only the reward."""
+    code = (
+        "from srl_rlvr.train.similarity import similarities, step_similarity\n"
+        "pairs = [('add seven ' * 30 + str(i), 'add eight ' * 30) for i in range(16)]\n"
+        "assert similarities(pairs, min_work=1000) == [step_similarity(a, b) for a, b in pairs]\n"
+        "print('same scores')\n"
+    )
+    done = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "same scores"
 
 
 def test_a_format_failure_scores_below_any_wellformed_completion() -> None:

@@ -8,7 +8,9 @@ and that time does not shrink with more GPUs. On 2 H200s the SRL-shaped benchmar
 
 So a large batch is split over a pool of worker processes. The pool starts once, through a fork
 server: the trainer's process holds a CUDA context, which a plain fork must not copy. The workers
-import this module only, not torch. Small batches stay in the process, where a round trip to the
+import this module only, not torch: the parent's main module is hidden while they start, since
+multiprocessing would otherwise re-run the main script in each worker (the whole CLI's imports,
+seconds a worker) or fail outright when there is no script file (`python -`, a notebook). Small batches stay in the process, where a round trip to the
 pool would cost more than the work. No library ships this: rapidfuzz's Indel ratio is fast, but it
 is an LCS ratio, not difflib's Ratcliff-Obershelp one, which the paper's reward uses (Eq. 3); the
 two differ on strings with repeated blocks.
@@ -17,10 +19,13 @@ two differ on strings with repeated blocks.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import difflib
 import multiprocessing
 import os
-from collections.abc import Sequence
+import sys
+import types
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 POOL_MIN_WORK = 2_000_000  # sum of len(a) x len(b) over a batch, about 50 ms of difflib on one core
@@ -60,6 +65,17 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
     return _pool
 
 
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """A bare `__main__` while workers start: they then skip multiprocessing's main-module re-run."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def similarities(pairs: Sequence[tuple[str, str]], min_work: int = POOL_MIN_WORK) -> list[float]:
     """`step_similarity` of each (predicted, expert) pair, in order; in worker processes when the
     batch's work (sum of the length products) is at least `min_work` and there are cores to spare."""
@@ -68,4 +84,6 @@ def similarities(pairs: Sequence[tuple[str, str]], min_work: int = POOL_MIN_WORK
     if work < min_work or workers < 2 or len(pairs) < 2:
         return [step_similarity(a, b) for a, b in pairs]
     chunk = max(1, len(pairs) // (4 * workers))
-    return list(_get_pool(workers).map(_pair_similarity, pairs, chunksize=chunk))
+    with _main_hidden():  # workers start inside map's submits
+        futures = _get_pool(workers).map(_pair_similarity, pairs, chunksize=chunk)
+    return list(futures)
