@@ -15,8 +15,9 @@ forced-length rollouts, as in `benchmarks/rollout.py`. Two shapes:
   similarity to a reference step through SRL's own reward function (`train/similarity.py`: worker
   processes for a large batch).
 Groups of 8. `--per-gpu` completions a GPU a step, so the global batch grows with the GPUs (weak
-scaling, as data parallelism is used). The main process prints one JSON row: step time (after a
-warm-up step), completion tokens/s over all GPUs, and peak memory per GPU; `summarise` turns rows
+scaling, as data parallelism is used). The main process prints one JSON row: step time (after two
+warm-up steps: the first compiles and captures, and at the second DDP rebuilds its gradient buckets
+in the order the first backward produced them, 0.2 s on 2 GPUs), completion tokens/s over all GPUs, and peak memory per GPU; `summarise` turns rows
 into the BENCHMARKS table.
 """
 
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rollout import EOS_ID, QWEN25_05B, StepTimes, random_prompts, word_tokenizer
@@ -82,6 +83,7 @@ def strategy(trainer: Any, world: int) -> str:
 
 
 def step(args: argparse.Namespace) -> None:
+    from accelerate.utils import gather_object
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -118,11 +120,12 @@ def step(args: argparse.Namespace) -> None:
         max_completion_length=completion_tokens,
         learning_rate=1e-6,
         beta=0.0,
-        max_steps=args.steps + 1,
+        max_steps=args.steps + args.warmup,
         bf16=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=args.checkpointing,
         ddp_find_unused_parameters=False,
+        ddp_broadcast_buffers=not args.no_broadcast_buffers,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -142,6 +145,9 @@ def step(args: argparse.Namespace) -> None:
     trainer.generation_kwargs["eos_token_id"] = None
     clock = StepTimes()
     trainer.add_callback(clock)
+    phases = time_phases(trainer) if args.phases else None
+    if args.torch_profile:
+        trainer.add_callback(KernelProfile(args.name, at_step=args.steps))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if args.cprofile:  # where each rank's host time goes (the SRL shape's 2-rank overhead)
@@ -158,7 +164,7 @@ def step(args: argparse.Namespace) -> None:
         target.write_text(text.getvalue())
     else:
         trainer.train()
-    timed = clock.times[1:]
+    timed = clock.times[args.warmup :]
     mean = sum(timed) / len(timed)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     peaks = torch.tensor([peak], device=device())
@@ -186,16 +192,95 @@ def step(args: argparse.Namespace) -> None:
         "first_step_s": round(clock.times[0], 2),
         "step_s": round(mean, 3),
         "reward_s_per_step": round(reward_seconds[0] / len(clock.times), 3),
+        "warmup_steps": args.warmup,
         "steps_timed": len(timed),
+        "step_times_s": [round(t, 3) for t in timed],
         "completion_tokens_per_s": round(args.per_gpu * world * completion_tokens / mean),
         "peak_gib_per_gpu": [round(g, 1) for g in gathered],
         "rewards": [round(log["reward"], 4) for log in trainer.state.log_history if "reward" in log],
     }
+    if phases is not None:  # each rank's mean seconds a step in each phase, warm-up steps left out
+        mine = {name: round(sum(t[args.warmup :]) / len(t[args.warmup :]), 4) for name, t in phases.items()}
+        row["phases_by_rank"] = gather_object([mine]) if world > 1 else [mine]
     if trainer.accelerator.is_main_process:
         print("ROW " + json.dumps(row), flush=True)
         if os.environ.get("OUT"):
             with open(Path(os.environ["OUT"]) / "rows.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+def time_phases(trainer: Any) -> dict[str, list[float]]:
+    """Wrap the trainer's phases in timers that drain the GPU queue at both ends, so each phase's
+    time is its own (and, under DDP, a rank that waits for the other shows where). Syncing costs a
+    little overlap, so these runs are for the breakdown, not the throughput rows."""
+    from collections import defaultdict
+
+    from rollout import sync
+
+    times: dict[str, list[float]] = defaultdict(list)
+    per_step: dict[str, float] = defaultdict(float)
+
+    def timed(name: str, method: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            sync()
+            began = time.perf_counter()
+            try:
+                return method(*a, **k)
+            finally:
+                sync()
+                per_step[name] += time.perf_counter() - began
+
+        return wrapper
+
+    for name, attribute in (
+        ("generate", "_generate_single_turn"),
+        ("reward", "_calculate_rewards"),
+        ("score_total", "_generate_and_score_completions"),
+        ("loss_forward", "compute_loss"),
+        ("train_step_total", "training_step"),
+    ):
+        setattr(trainer, attribute, timed(name, getattr(trainer, attribute)))
+    backward = trainer.accelerator.backward
+    trainer.accelerator.backward = timed("backward", backward)
+
+    class Flush(TrainerCallback):
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            for name, seconds in per_step.items():
+                times[name].append(seconds)
+            per_step.clear()
+
+    trainer.add_callback(Flush())
+    return times
+
+
+class KernelProfile(TrainerCallback):
+    """torch.profiler over one step (`at_step`, counted from 0): each rank's top kernels by GPU time
+    and top operators by host time, to $OUT/torchprof-NAME-rankR.txt."""
+
+    def __init__(self, name: str, at_step: int) -> None:
+        self.name, self.at_step, self.profiler = name, at_step, None
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.at_step:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + (
+                [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+            )
+            self.profiler = profile(activities=activities)
+            self.profiler.__enter__()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.profiler is None:
+            return
+        self.profiler.__exit__(None, None, None)
+        events = self.profiler.key_averages()
+        device_key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        text = events.table(sort_by=device_key, row_limit=35, max_name_column_width=70)
+        text += "\n" + events.table(sort_by="cpu_time_total", row_limit=35, max_name_column_width=70)
+        rank = int(os.environ.get("RANK", 0))
+        Path(os.environ.get("OUT", "."), f"torchprof-{self.name}-rank{rank}.txt").write_text(text)
+        self.profiler = None
 
 
 def summarise(args: argparse.Namespace) -> None:
@@ -259,8 +344,8 @@ def reward_cost(args: argparse.Namespace) -> None:
 
 def allreduce(args: argparse.Namespace) -> None:
     """All-reduce bandwidth between this machine's GPUs (run under accelerate launch): a 0.5B
-    model's float32 gradients are ~2 GB a step, and DDP hides that exchange only behind a backward
-    pass long enough to cover it (the SRL shape's is short)."""
+    model's float32 gradients are ~2 GB a step, which DDP must hide behind the backward pass. Over
+    NVLink (2 x H200) they took 5.9 ms, so they were not what slowed the SRL shape on 2 GPUs."""
     import torch.distributed as dist
 
     from srl_rlvr.distributed import state
@@ -298,10 +383,14 @@ def main() -> None:
     run.add_argument("--shape", choices=SHAPES, default="rlvr")
     run.add_argument("--per-gpu", type=int, default=64, help="completions a GPU a step")
     run.add_argument("--micro", type=int, help="completions a forward/backward pass (default: --per-gpu)")
-    run.add_argument("--steps", type=int, default=6, help="timed steps, after one warm-up step")
+    run.add_argument("--steps", type=int, default=6, help="timed steps, after the warm-up steps")
+    run.add_argument("--warmup", type=int, default=2, help="steps left out of the mean")
     run.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (for 7B)")
     run.add_argument("--fused", action="store_true", help="the engine's fused ops")
     run.add_argument("--cprofile", action="store_true", help="write each rank's cProfile to $OUT")
+    run.add_argument("--phases", action="store_true", help="each rank's time in each phase (synced)")
+    run.add_argument("--torch-profile", action="store_true", help="torch.profiler tables of the last step")
+    run.add_argument("--no-broadcast-buffers", action="store_true", help="DDP broadcast_buffers=False")
     run.add_argument("--name", required=True)
     table = sub.add_parser("summarise", help="print the table of a rows.jsonl")
     table.add_argument("rows")

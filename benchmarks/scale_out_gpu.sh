@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # benchmarks/scale_out.py and RLVR reward curves on a `device` machine with 2 GPUs (no network; wheels
-# in .whl). Two calls to one warm nvidia-h200-x2 machine:
+# in .whl). Calls to an nvidia-h200-x2 machine:
 #   run: bash benchmarks/scale_out_gpu.sh sharded      carry: [.whl]
-#   run: bash benchmarks/scale_out_gpu.sh ddp curves   carry: [.whl]
+#   run: bash benchmarks/scale_out_gpu.sh warm ddp srl-repeat   carry: [.whl]   (the DDP table rows)
+#   run: bash benchmarks/scale_out_gpu.sh curves   carry: [.whl]
 #   run: bash benchmarks/scale_out_gpu.sh ddp guard zero   carry: [.whl, .whl-ds]
 # sharded: a 7B-architecture model (float32 masters + Adam: ~122 GB, more than one H200) under FSDP2
 # on 2 GPUs. ddp: the 0.5B architecture, RLVR- and SRL-shaped steps, 1 and 2 GPUs, shipped ddp.yaml.
@@ -11,7 +12,10 @@
 # one, not through nn.DataParallel). zero: the 0.5B RLVR step under the shipped zero2.yaml and
 # zero3.yaml (DeepSpeed from .whl-ds: a py3-none-any wheel built from the sdist with DS_BUILD_OPS=0,
 # plus its dependencies). Rows land in $OUT/rows.jsonl, curves in $OUT/curves.json. 1-GPU rows run
-# with CUDA_VISIBLE_DEVICES=0, so that they are measured on the same host as the 2-GPU rows.
+# with CUDA_VISIBLE_DEVICES=0, so that they are measured on the same host as the 2-GPU rows. warm
+# first: the first 2-GPU run on a fresh machine ran ~1.4x slower unless the GPUs were warmed.
+# srl-profile, srl-phases, srl-kernels, srl-broadcast: how the SRL shape's 2-GPU time was traced
+# (BENCHMARKS.md, "Beyond one GPU").
 set -u
 KEEP=/root/keep
 mkdir -p $KEEP
@@ -37,8 +41,11 @@ for part in "$@"; do
             launch ddp 2 --arch 0.5b --shape $shape --per-gpu 64 --steps 5 --name ddp-0.5b-$shape-2gpu
         done
         ;;
-    srl-repeat)  # the SRL shape again, 10 timed steps, 1 GPU then 2 GPUs then 1 GPU: the spread between runs
-        for n in 1 2 1; do
+    warm)  # every GPU warm before any row (a GPU's first minute ran matmuls ~1.5x slower: gpu_warm.py)
+        python3 benchmarks/gpu_warm.py --seconds 30 2>&1 | grep -E "^WARM|Error"
+        ;;
+    srl-repeat)  # the SRL shape again, 10 timed steps, alternating 1 and 2 GPUs: the spread between runs
+        for n in 1 2 1 2; do
             CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 10 \
                 --name ddp-0.5b-srl-${n}gpu-repeat
         done
@@ -50,6 +57,34 @@ for part in "$@"; do
         for n in 1 2; do
             CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 6 \
                 --cprofile --name srl-${n}gpu
+        done
+        ;;
+    srl-phases)  # each rank's synced time per phase, 1 and 2 GPUs; then two independent 1-GPU runs at
+                 # once (one a GPU): if both slow down as DDP does, the cost is the host's, not DDP's
+        for n in 1 2; do
+            CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 6 \
+                --phases --name srl-${n}gpu-phases
+        done
+        for gpu in 0 1; do
+            CUDA_VISIBLE_DEVICES=$gpu launch ddp 1 --arch 0.5b --shape srl --per-gpu 64 --steps 10 \
+                --name srl-1gpu-concurrent$gpu &
+        done
+        wait
+        ;;
+    srl-kernels)  # torch.profiler of one SRL-shaped step, 1 and 2 GPUs; then DDP without buffer broadcast
+        for n in 1 2; do
+            CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 4 \
+                --torch-profile --name srl-${n}gpu-kernels
+        done
+        launch ddp 2 --arch 0.5b --shape srl --per-gpu 64 --steps 6 --phases --no-broadcast-buffers \
+            --name srl-2gpu-nobroadcast
+        ;;
+    srl-broadcast)  # A/B of DDP's buffer broadcast before each forward, interleaved with 1-GPU runs
+        for run in 1 2b 2n 1 2n 2b; do
+            n=${run:0:1}; flag=; tail=
+            [ "$run" = 2n ] && { flag=--no-broadcast-buffers; tail=-nobroadcast; }
+            CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 10 \
+                $flag --name ddp-0.5b-srl-${n}gpu$tail
         done
         ;;
     guard)
