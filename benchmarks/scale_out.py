@@ -17,8 +17,8 @@ forced-length rollouts, as in `benchmarks/rollout.py`. Two shapes:
 Groups of 8. `--per-gpu` completions a GPU a step, so the global batch grows with the GPUs (weak
 scaling, as data parallelism is used). The main process prints one JSON row: step time (after two
 warm-up steps: the first compiles and captures, and at the second DDP rebuilds its gradient buckets
-in the order the first backward produced them, 0.2 s on 2 GPUs), completion tokens/s over all GPUs, and peak memory per GPU; `summarise` turns rows
-into the BENCHMARKS table.
+in the order the first backward produced them, 0.2 s on 2 GPUs), completion tokens/s over all GPUs,
+and peak memory per GPU; `summarise` turns rows into the BENCHMARKS table.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ def main() -> None:
     run.add_argument("--fused", action="store_true", help="the engine's fused ops")
     run.add_argument("--cprofile", action="store_true", help="write each rank's cProfile to $OUT")
     run.add_argument("--phases", action="store_true", help="each rank's time in each phase (synced)")
-    run.add_argument("--torch-profile", action="store_true", help="torch.profiler tables of the last step")
+    run.add_argument("--torch-profile", action="store_true", help="torch.profiler tables of one timed step")
     run.add_argument("--no-broadcast-buffers", action="store_true", help="DDP broadcast_buffers=False")
     run.add_argument("--name", required=True)
     table = sub.add_parser("summarise", help="print the table of a rows.jsonl")
