@@ -41,6 +41,8 @@ SMALL = [
     "eval.max_new_tokens=48",
     "eval.batch_size=32",
     "eval.bootstrap_samples=100",
+    "pipeline.stages=[generate,srl,rlvr,evaluate,register]",
+    "pipeline.gate=false",
 ]
 # stage -> the progress event (1-based) at which the process kills itself
 KILL_POINTS = {"generate": 3, "srl": 2, "rlvr": 2, "evaluate": 2, "register": 2}

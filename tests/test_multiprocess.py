@@ -117,6 +117,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "rlvr": {"max_steps": 3, "batch_size": 16, "num_generations": 2, "max_completion_length": 64}
         | {"learning_rate": 1e-4, "eval_steps": 0, "save_steps": 2, **DETERMINISTIC},
         "eval": {"max_new_tokens": 64, "bootstrap_samples": 100},
+        "pipeline": {"stages": ["generate", "srl", "rlvr", "evaluate", "register"], "gate": False},
     }
     (root / "cfg.yaml").write_text(yaml.safe_dump(config))
     return root

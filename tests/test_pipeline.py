@@ -35,6 +35,9 @@ TINY = [
     "eval.max_new_tokens=8",
     "eval.batch_size=8",
     "eval.bootstrap_samples=100",
+    # these tests pin how stages skip, resume and register; the stage gate has its own tests below
+    "pipeline.stages=[generate,srl,rlvr,evaluate,register]",
+    "pipeline.gate=false",
 ]
 ALL = ["generate", "srl", "rlvr", "evaluate", "register"]
 

@@ -287,3 +287,92 @@ def test_continue_style_stops_on_every_token_that_ends_a_line() -> None:
     assert tokenizer.encode("5.\n", add_special_tokens=False)[-1] in stops
     assert tokenizer.encode("\n", add_special_tokens=False)[0] in stops
     assert not any("\n" not in tokenizer.decode([i]) for i in stops)
+
+
+def _mean_step_rewards(completion_of: dict[str, object], cfg: SRLConfig) -> dict[str, list[float]]:
+    """The mean SRL reward at each step of every sentiment training row, for completions built from
+    the row's gold label: the review's table, recomputed with the task's verifier in the loop."""
+    task = load_task("sentiment")
+    problems = task.sample(1000, seed=0, split="train")
+    dataset = build_srl_dataset([task.solve(p) for p in problems], task, cfg)
+    reward = make_srl_reward(cfg, task)
+    table = {}
+    for name, make in completion_of.items():
+        labels = [json.loads(p)["answer"] for p in dataset["problem"]]
+        scores = reward(completions=[make(label) for label in labels], **dataset.to_dict())  # type: ignore[operator]
+        table[name] = [
+            sum(s for s, k in zip(scores, dataset["step"], strict=True) if k == step)
+            / dataset["step"].count(step)
+            for step in (1, 2, 3)
+        ]
+    return table
+
+
+def test_a_right_complete_answer_ranks_first_at_every_step_of_a_chat_models_answer() -> None:
+    """Before the verifier judged answers, a right JSON answer at step 1 scored -1 (it ended the turn)
+    or 0.21 (it went on), below the prose line `Sentiment: <label>` (0.27), which SRL models then
+    wrote at test time, repeated to the token limit."""
+    cfg = SRLConfig(prompt_style="continue", require_think=False)
+    answer = '{{"sentiment": "{}", "confidence": 1.0}}'.format
+    table = _mean_step_rewards(
+        {
+            "right answer, end of turn": lambda label: answer(label),
+            "right answer, newline": lambda label: answer(label) + "\n",
+            "Sentiment: <gold label>": lambda label: f"Sentiment: {label}\n",
+            "wrong answer, end of turn": lambda label: answer(
+                "neutral" if label != "neutral" else "positive"
+            ),
+        },
+        cfg,
+    )
+    for step in range(3):
+        right = table["right answer, end of turn"][step]
+        assert right == pytest.approx(1.0)
+        assert table["right answer, newline"][step] == pytest.approx(1.0)
+        assert table["Sentiment: <gold label>"][step] < right
+        assert table["wrong answer, end of turn"][step] == cfg.format_penalty
+    assert table["Sentiment: <gold label>"][2] == cfg.format_penalty  # no answer at the answer step
+
+
+def test_a_continue_rollout_opening_with_a_blank_line_is_an_empty_step_not_broken_format() -> None:
+    cfg = SRLConfig(prompt_style="continue", require_think=False)
+    reward = make_srl_reward(cfg, load_task("arithmetic"))
+    dataset = build_srl_dataset([FOUR_STEPS], load_task("arithmetic"), cfg).to_dict()
+    scores = reward(completions=["\n", "5*4=20\n", "\n", "Answer: 15"], **dataset)
+    assert scores == [0.0, pytest.approx(step_similarity("5*4=20", "5*4=20")), 0.0, 1.0]
+
+
+def test_an_early_answer_is_judged_by_the_verifier_and_the_last_step_mixes_in_similarity() -> None:
+    cfg = SRLConfig(prompt_style="continue", require_think=False)
+    reward = make_srl_reward(cfg, load_task("arithmetic"))
+    dataset = build_srl_dataset([FOUR_STEPS], load_task("arithmetic"), cfg).to_dict()
+    right_early = reward(completions=["Answer: 15\n", "Answer: 15", "Answer: 15", "Answer:15"], **dataset)
+    assert right_early[:3] == [1.0, 1.0, 1.0]
+    assert right_early[3] == pytest.approx(0.5 * step_similarity("Answer:15", "Answer: 15") + 0.5)
+    wrong_early = reward(completions=["Answer: 5\n", "Answer: 20", "20-5=16\n", "Answer: 16"], **dataset)
+    assert wrong_early[:2] == [cfg.format_penalty] * 2 and wrong_early[3] == cfg.format_penalty
+    assert 0 < wrong_early[2] < 1  # a wrong intermediate line still scores its similarity
+
+
+def test_step_check_mixes_the_tasks_own_check_of_a_steps_result_into_similarity() -> None:
+    task = load_task("arithmetic")
+    dataset = build_srl_dataset([FOUR_STEPS], task, SRLConfig(prompt_style="continue")).to_dict()
+    completions = ["2+3=5\n", "4*5=20\n", "5*4=21\n", "Answer: 15"]
+    plain = make_srl_reward(SRLConfig(prompt_style="continue"), task)(completions=completions, **dataset)
+    checked = make_srl_reward(SRLConfig(prompt_style="continue", step_check=0.5), task)(
+        completions=completions, **dataset
+    )
+    assert checked[0] == plain[0] == 1.0
+    assert checked[1] == pytest.approx(0.5 * plain[1] + 0.5)  # another order, the right value
+    assert checked[2] == pytest.approx(0.5 * plain[2])  # the expert's form, a wrong value
+    assert checked[3] == plain[3]
+    extraction = load_task("extraction")
+    problem = extraction.sample(1, seed=0, split="train")[0]
+    field, value = next(iter(json.loads(extraction.solve(problem).expected_outcome).items()))
+    assert extraction.check_step(problem, 0, f"{field}: {json.dumps(value)}") == 1.0
+    assert extraction.check_step(problem, 0, f'{field}: "not it"') == 0.0
+
+
+def test_the_step_hint_names_the_step_to_write_in_the_papers_prompt_style() -> None:
+    dataset = build_srl_dataset([FOUR_STEPS], load_task("arithmetic"), SRLConfig(step_hint=True))
+    assert "step 3 of 4" in dataset[2]["prompt"] and "<think>" in dataset[2]["prompt"]

@@ -421,7 +421,23 @@ class SRLConfig(PolicyRLConfig):
         description="Paper format: no think block is a format failure. False: a bare completion is the action.",
     )
     format_penalty: float = Field(
-        -1.0, le=0, description="Reward for a completion without a well-formed action."
+        -1.0,
+        le=0,
+        description="Reward for a completion without a well-formed action, and for one that gives a "
+        "wrong answer (the task's verifier judges any completion that gives the answer).",
+    )
+    step_check: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight of the task's own check of a step's result (arithmetic's running value, "
+        "extraction's field; tasks with a check_step method) in the step reward: "
+        "(1 - w) x similarity + w x check. 0 is the paper's similarity alone.",
+    )
+    step_hint: bool = Field(
+        False,
+        description="instruct style: the prompt names the step to write ('step k of n'), as the paper's "
+        "prompt tells the model which step it is on.",
     )
     val_fraction: float = Field(
         0.05,
@@ -795,12 +811,30 @@ class PipelineConfig(Section):
     """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate -> register."""
 
     stages: list[StageName] = Field(
-        default_factory=lambda: ["generate", "srl", "rlvr", "evaluate", "register"],
+        default_factory=lambda: ["generate", "sft", "srl", "rlvr", "evaluate", "register"],
         description="Stages to run. generate writes (or, with data.trajectories set, only loads) the "
         "trajectories; sft is optional and, when listed, SRL starts from its model (a warm start); "
         "rlvr starts from the last training stage before it; register puts every trained model in the "
         "MLflow registry with its evaluation and lineage; evaluate compares the base model with "
         "every training stage and writes the report.",
+    )
+
+    gate: bool = Field(
+        True,
+        description="Keep a training stage's model only when the task's verifier scores it above the "
+        "best model before it (the start model first) on the validation split; the next stage starts "
+        "from the best so far, so a run never ends worse than where it began (stage_gate.py).",
+    )
+    gate_metric: str | None = Field(
+        None,
+        description="The task metric stages are judged by (accuracy, field_f1, ...); default the first "
+        "the task reports. 'reward' is the mean per-problem reward.",
+    )
+    gate_margin: float = Field(
+        0.0,
+        ge=0,
+        description="How much a stage must beat the model before it by to be kept; 0 keeps any gain, "
+        "and a tie keeps the earlier model.",
     )
 
     @model_validator(mode="after")

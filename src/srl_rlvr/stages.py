@@ -128,28 +128,49 @@ def _train(
     upstream: Mapping[str, Path],
     resume: bool,
     callbacks: Sequence[TrainerCallback],
+    emit: Emit,
 ) -> StageOutput:
-    """Train from the previous training stage's model (else the base model) into the stage folder."""
+    """Train from the best model so far (the previous stage's, when its gate kept it; else the base
+    model) into the stage folder, then gate the result (`stage_gate.py`)."""
     from srl_rlvr.data.versioning import load_dataset
+    from srl_rlvr.distributed import on_main
+    from srl_rlvr.stage_gate import best_model, gate_line, gate_stage, read_gate
     from srl_rlvr.tasks import load_task
 
     task = load_task(config.task.name, config.task.options)
     out = stage_dir(config, stage)
-    start = next((str(upstream[s]) for s in TRAINING if s in upstream), config.model.name_or_path)
+    before = next((s for s in TRAINING if s in upstream), None)
+    start = best_model(upstream[before]) if before else config.model.name_or_path
     if stage == "rlvr":
         from srl_rlvr.train.rlvr import train_rlvr
 
-        problems = task.sample(config.data.train_size, config.data.seed, "train")
-        return StageOutput(
-            train_rlvr(config, problems, out, task, model=start, resume=resume, callbacks=callbacks)
-        )
-    from srl_rlvr.train.sft import train_sft
-    from srl_rlvr.train.srl import train_srl
+        seen = load_dataset(upstream["generate"])[0] if "generate" in upstream else []
+        problems = fresh_problems(task, config, {str(t.metadata.get("id", t.problem)) for t in seen})
+        trained = train_rlvr(config, problems, out, task, model=start, resume=resume, callbacks=callbacks)
+    else:
+        from srl_rlvr.train.sft import train_sft
+        from srl_rlvr.train.srl import train_srl
 
-    trajectories, _ = load_dataset(upstream["generate"])
-    config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": start})})
-    train = train_srl if stage == "srl" else train_sft
-    return StageOutput(train(config, trajectories, out, task, resume=resume, callbacks=callbacks))
+        trajectories, _ = load_dataset(upstream["generate"])
+        on_start = config.model_copy(
+            update={"model": config.model.model_copy(update={"name_or_path": start})}
+        )
+        train = train_srl if stage == "srl" else train_sft
+        trained = train(on_start, trajectories, out, task, resume=resume, callbacks=callbacks)
+    if config.pipeline.gate:
+        previous = read_gate(upstream[before].parent) if before else None
+        gate = on_main(lambda: gate_stage(config, stage, str(trained), start, task, out, previous))
+        emit(StageEvent("step", stage, message=gate_line(gate)))
+    return StageOutput(trained)
+
+
+def fresh_problems(task: Any, config: Config, seen: set[str]) -> list[Any]:
+    """RLVR's problems: `data.train_size` of the train split that the trajectories (which SFT and SRL
+    trained on) do not hold, where the task can sample that many; else all of them, seen or not
+    (a data-file task's train split may hold no more)."""
+    pool = task.sample(config.data.train_size + len(seen), config.data.seed, "train")
+    unseen = [p for p in pool if p.id not in seen][: config.data.train_size]
+    return unseen if len(unseen) == config.data.train_size else pool[: config.data.train_size]
 
 
 def _evaluate(config: Config, emit: Emit) -> StageOutput:
@@ -164,9 +185,21 @@ def _evaluate(config: Config, emit: Emit) -> StageOutput:
         emit(StageEvent("step", "evaluate", len(done), len(trained) + 1, label))
         done.append(label)
 
+    from srl_rlvr.stage_gate import read_gate
+
+    gates = [
+        g
+        for s in upstream_stages("evaluate", config.pipeline.stages)
+        if (g := read_gate(stage_dir(config, s)))
+    ]
     out = stage_dir(config, "evaluate")
     evaluation = run_evaluation(
-        config, trained or [base], baseline=base if trained else None, out_dir=out, on_model=on_model
+        config,
+        trained or [base],
+        baseline=base if trained else None,
+        out_dir=out,
+        on_model=on_model,
+        gates=[{k: v for k, v in vars(g).items() if k != "best_completions"} for g in gates],
     )
     return StageOutput(evaluation.report, evaluation=evaluation)
 
@@ -190,9 +223,13 @@ def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     name = config.registry.model_name or model_name_for(load_task(config.task.name, config.task.options).name)
     uri = tracking_uri(config)
     evaluation = load_evaluation(upstream["evaluate"].parent)
+    from srl_rlvr.stage_gate import read_gate
+
     parent = config.model.resolved_from or config.model.name_or_path
     registered = []
-    for stage in (s for s in TRAINING if s in upstream):
+    gates = {s: read_gate(stage_dir(config, s)) for s in TRAINING if s in upstream}
+    kept = [s for s, gate in gates.items() if gate is None or gate.kept]  # a model no gate kept is no product
+    for stage in kept:
         result = _result_of(evaluation, stage_dir(config, stage), stage)
         metrics = dict(result.metrics) if result else {}
         if result and result.latency_ms:
@@ -257,7 +294,7 @@ def run_stage(
         return _evaluate(config, emit)
     if stage == "register":
         return _register(config, upstream)
-    return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks])
+    return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks], emit)
 
 
 def load_evaluation(report_dir: str | Path) -> EvalRun:

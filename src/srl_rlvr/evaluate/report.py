@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -152,12 +152,34 @@ def _weak_md(label: str, slices: list[Slice], overall: float, eval_config: EvalC
     return lines
 
 
+def _gates_md(gates: Sequence[Mapping[str, Any]], ci: str) -> list[str]:
+    """Which training stages were kept: each stage's model against the best before it, on the
+    validation split, by the task's metric (stage_gate.py)."""
+    md = [
+        "## Stage gates (validation split)",
+        "",
+        "A stage's model is kept only when the task's metric on the validation split beats the best model "
+        "before it; the next stage starts from the best so far.",
+        "",
+        f"| stage | kept | metric | stage's model | best before it | Δ [{ci}] | next stage starts from |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for g in gates:
+        md.append(
+            f"| {g['stage']} | {'yes' if g['kept'] else '**no**'} | {g['metric']} | {g['candidate_score']:.3f} "
+            f"| {g['incumbent_score']:.3f} | {g['delta']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] "
+            f"| `{g['best']}` |"
+        )
+    return [*md, ""]
+
+
 def write_report(
     out_dir: str | Path,
     results: Mapping[str, EvalResult],
     stage_dirs: Mapping[str, str | Path] | None = None,
     generalization: Mapping[str, EvalResult] | None = None,
     eval_config: EvalConfig | None = None,
+    gates: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write report.md, report.json and plots/*.png into `out_dir`; return the report.md path.
 
@@ -226,6 +248,8 @@ def write_report(
             *_metrics_md(generalization, gen_comparisons, ci),
             "",
         ]
+    if gates:
+        md += _gates_md(gates, ci)
     if curves:
         md += ["## Training curves", ""]
         for stage, png in curves.items():
@@ -248,6 +272,7 @@ def write_report(
             "comparisons": gen_comparisons,
         },
         "plots": [p.relative_to(out_dir).as_posix() for p in pngs],
+        "gates": list(gates),
         "records": {label: [asdict(x) for x in r.records] for label, r in results.items()},
         "generalization_records": {
             label: [asdict(x) for x in r.records] for label, r in (generalization or {}).items()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from srl_rlvr.config import Config
 from srl_rlvr.evaluate.evaluation import EvalResult, evaluate_model
@@ -93,6 +94,7 @@ def run_evaluation(
     out_dir: str | Path | None = None,
     on_model: Callable[[str, str], None] | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
+    gates: Sequence[Mapping[str, Any]] = (),
 ) -> EvalRun:
     """Evaluate `baseline` (first, when given) then `models` in order on the same `n` problems.
 
@@ -143,5 +145,5 @@ def run_evaluation(
         gc.collect()
 
     out = Path(out_dir) if out_dir else default_out_dir(models[-1])
-    report = write_report(out, results, stage_dirs, generalization or None, config.eval)
+    report = write_report(out, results, stage_dirs, generalization or None, config.eval, gates)
     return EvalRun(results, generalization, report)

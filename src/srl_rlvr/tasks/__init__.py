@@ -17,7 +17,7 @@ BUILTIN_TASKS = {
     "extraction": "srl_rlvr.tasks.extraction:ExtractionTask",
 }
 
-__all__ = ["BUILTIN_TASKS", "Problem", "SolvableTask", "Task", "load_task", "problem_of"]
+__all__ = ["BUILTIN_TASKS", "Problem", "SolvableTask", "Task", "headline_metric", "load_task", "problem_of"]
 
 
 def _import(reference: str) -> Any:
@@ -61,3 +61,15 @@ def safe_reward(task: Task, completion: str, problem: Problem) -> float:
         raise TaskError(
             f"task '{task.name}': reward() failed on problem {problem.id}: {type(e).__name__}: {e}"
         ) from e
+
+
+def headline_metric(task: Task, override: str | None = None) -> str:
+    """The metric a stage is judged by: `override`, else the first the task reports, else the mean
+    per-problem reward (a user's task whose `metrics` cannot take an empty set)."""
+    if override:
+        return override
+    try:
+        names = list(task.metrics([], []))
+    except Exception:  # a user's task code
+        return "reward"
+    return names[0] if names else "reward"

