@@ -59,6 +59,17 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
         *args.set,
     ]
     config = load_config(args.config, overrides)
+    if "generate" in stages and config.collaboration.teacher == "solver":
+        # the solver's trajectories, as the generate stage writes them, without the teacher client's
+        # imports (a GPU machine may lack the openai package)
+        from srl_rlvr.data.versioning import save_dataset
+
+        task = load_task(config.task.name, config.task.options)
+        data = out / "trajectories"
+        if not (data / "manifest.json").is_file():
+            problems = task.sample(config.data.train_size, config.data.seed, "train")
+            save_dataset([task.solve(p) for p in problems], data, source="solver")
+        config = load_config(args.config, [*overrides, f"data.trajectories={data}"])
     trained = [s for s in stages if s in TRAINING]
     budget = [TimeBudget(args.budget_s / len(trained))] if args.budget_s else []
     started = time.time()
@@ -86,6 +97,7 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
         "test": _trim(accuracy(final, task, problems, tokens, metrics)),
         "problems": [p.id for p in problems],
         "test_sample": [config.data.test_size, config.data.seed],
+        "task": [config.task.name, config.task.options],
     }
     if args.with_base:
         result["base"] = _trim(accuracy(config.model.name_or_path, task, problems, tokens, metrics))
@@ -136,7 +148,9 @@ def pooled_delta(
     return paired_metric_delta_ci(scorer(rows_a), scorer(rows_b), len(problems), samples=samples)
 
 
-def merge(paths: list[Path], baseline: str, compare: list[tuple[str, str]]) -> None:
+def merge(
+    paths: list[Path], baseline: str, compare: list[tuple[str, str]], task_name: str | None = None
+) -> None:
     from srl_rlvr.tasks import load_task
 
     results = [json.loads(p.read_text()) for p in paths]
@@ -147,8 +161,8 @@ def merge(paths: list[Path], baseline: str, compare: list[tuple[str, str]]) -> N
     )
     seeds = sorted({r["seed"] for r in results})
     metric = next(iter(first["test"]["metrics"]), "reward")
-    task_name = _task_of(paths[0])
-    task = load_task(*task_name)
+    named = [task_name, {}] if task_name else next((r["task"] for r in results if "task" in r), None)
+    task = load_task(*(named or _task_of(paths[0])))
     print(f"\nheld-out {metric}, per seed and mean (training seconds in brackets)")
     print("| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
     print("|---|" + "---:|" * (len(seeds) + 1))
@@ -210,10 +224,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
     parser.add_argument("--merge", nargs="*", type=Path, help="result.json files to tabulate")
     parser.add_argument("--baseline", default="default", help="with --merge: the arm others are compared to")
+    parser.add_argument("--task", help="with --merge: the task, for results that do not name it")
     parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"))
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, args.baseline, [tuple(c) for c in args.compare])
+        merge(args.merge, args.baseline, [tuple(c) for c in args.compare], args.task)
     else:
         run_arm(args)
 

@@ -14,7 +14,7 @@ set -u
 KEEP=/root/keep
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 export PYTHONPATH=$KEEP/site:$PWD/src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
-ARMS="default sft rlvr srl srl_rlvr sft_rlvr sft_srl_rlvr"
+ARMS=${ARMS:-"default sft rlvr srl srl_rlvr sft_rlvr sft_srl_rlvr"}
 
 arms() {  # TASK CONFIG BUDGET_S BASE [extra args]: every arm x 3 seeds in parallel; results into $OUT/TASK.tgz
     local task=$1 config=$2 budget=$3 base=$4 pids=()
@@ -39,7 +39,7 @@ arms() {  # TASK CONFIG BUDGET_S BASE [extra args]: every arm x 3 seeds in paral
     grep -h "^seed" $KEEP/log-"$task"-*.txt
     python benchmarks/recipes.py --merge $KEEP/rec/$task/*/result.json \
         --compare sft_rlvr sft_srl_rlvr --compare rlvr srl --compare srl srl_instruct | tee "$OUT/$task-table.txt"
-    tail -3 $KEEP/log-"$task"-*.txt | grep -B2 -i "error\|Traceback" | head -40
+    for f in $KEEP/log-"$task"-*.txt; do grep -q Traceback "$f" && { echo "== $f"; tail -n 4 "$f"; }; done
     nvidia-smi --query-gpu=memory.used --format=csv
     (cd $KEEP && tar czf "$OUT/$task.tgz" log-"$task"-*.txt rec/"$task"/*/result.json rec/"$task"/*/run/*/gate.json \
         rec/"$task"/*/run/*/metrics.jsonl)

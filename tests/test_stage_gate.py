@@ -14,8 +14,8 @@ SMALL = [
     "model.name_or_path=embedded",  # it solves some problems, so a worse model shows
     "task.options={min_steps: 2, max_steps: 3}",
     "data.train_size=16",
-    "data.val_size=48",
-    "data.test_size=16",
+    "data.val_size=32",
+    "data.test_size=8",
     "sft.batch_size=8",
     "sft.max_steps=4",
     "sft.learning_rate=0.5",  # deliberately harmful
@@ -26,7 +26,7 @@ SMALL = [
     "rlvr.learning_rate=1e-9",  # one step that changes nothing worth keeping
     "rlvr.eval_steps=0",
     "eval.max_new_tokens=40",
-    "eval.batch_size=48",
+    "eval.batch_size=32",
     "eval.bootstrap_samples=100",
     "pipeline.stages=[generate,sft,rlvr,evaluate,register]",
 ]
@@ -45,7 +45,7 @@ def test_a_stage_that_makes_validation_worse_is_not_kept_and_the_next_starts_fro
 ) -> None:
     sft = read_gate(gated_run / "sft")
     assert sft is not None and not sft.kept
-    assert sft.metric == "accuracy" and sft.n == 48
+    assert sft.metric == "accuracy" and sft.n == 32
     assert sft.candidate_score < sft.incumbent_score and sft.delta < 0 and sft.low <= sft.delta <= sft.high
     assert sft.best == "embedded"
     rlvr = read_gate(gated_run / "rlvr")

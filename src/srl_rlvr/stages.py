@@ -108,12 +108,12 @@ class StepEvents(TrainerCallback):
 
 def _generate(config: Config, emit: Emit) -> StageOutput:
     """The configured trajectory file when there is one, else the teacher team's verified trajectories."""
-    from srl_rlvr.collaborate.orchestrator import Progress, generate_dataset
     from srl_rlvr.data.versioning import load_dataset
 
     if config.data.trajectories is not None:
         path = Path(config.data.trajectories)
         return StageOutput(path, load_dataset(path)[1]["hash"])
+    from srl_rlvr.collaborate.orchestrator import Progress, generate_dataset
 
     def on_progress(p: Progress) -> None:
         emit(StageEvent("step", "generate", p.accepted, p.target, f"{p.rejected} rejected"))
@@ -176,6 +176,7 @@ def fresh_problems(task: Any, config: Config, seen: set[str]) -> list[Any]:
 def _evaluate(config: Config, emit: Emit) -> StageOutput:
     """The base model, then every training stage of this run, on the same held-out problems."""
     from srl_rlvr.evaluate.run import run_evaluation
+    from srl_rlvr.stage_gate import read_gate
 
     base = config.model.name_or_path
     trained = [str(stage_dir(config, s)) for s in upstream_stages("evaluate", config.pipeline.stages)]
@@ -184,8 +185,6 @@ def _evaluate(config: Config, emit: Emit) -> StageOutput:
     def on_model(label: str, path: str) -> None:
         emit(StageEvent("step", "evaluate", len(done), len(trained) + 1, label))
         done.append(label)
-
-    from srl_rlvr.stage_gate import read_gate
 
     gates = [
         g
@@ -216,6 +215,7 @@ def _result_of(evaluation: EvalRun, folder: Path, stage: str) -> EvalResult | No
 def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     """Each trained model of this run, in order, as a registry version whose parent is the one before
     (the first's is the base model), with its evaluation; the last gets `registry.alias_on_register`."""
+    from srl_rlvr.stage_gate import read_gate
     from srl_rlvr.tasks import load_task
     from srl_rlvr.tracking.registry import model_name_for, promote, register
     from srl_rlvr.tracking.runs import recorded_run_id, tracking_uri
@@ -223,8 +223,6 @@ def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     name = config.registry.model_name or model_name_for(load_task(config.task.name, config.task.options).name)
     uri = tracking_uri(config)
     evaluation = load_evaluation(upstream["evaluate"].parent)
-    from srl_rlvr.stage_gate import read_gate
-
     parent = config.model.resolved_from or config.model.name_or_path
     registered = []
     gates = {s: read_gate(stage_dir(config, s)) for s in TRAINING if s in upstream}
