@@ -138,18 +138,12 @@ def render_command(
     ),
     data: DataOpt = None,
 ) -> None:
-    """Write the state machine and dashboard as Terraform variables (generated.auto.tfvars.json)."""
-    cfg = _config(config, overrides)
-    from srl_rlvr.cloud.cloudwatch import dashboard_body
-    from srl_rlvr.cloud.state_machine import definition
+    """Write the config's AWS settings, state machine, alarms and dashboard as Terraform variables."""
+    from srl_rlvr.cloud.terraform_vars import terraform_variables
 
-    values = {
-        "state_machine_definition": json.dumps(definition(cfg, data)),
-        "dashboard_body": json.dumps(dashboard_body(cfg)),
-    }
     path = out / "generated.auto.tfvars.json"
-    path.write_text(json.dumps(values, indent=2) + "\n")
-    console.print(f"wrote {path}")
+    path.write_text(json.dumps(terraform_variables(_config(config, overrides), data), indent=2) + "\n")
+    console.print(f"wrote {path}; then: terraform -chdir={out} apply")
 
 
 @cascade_app.command("deploy")
