@@ -62,7 +62,7 @@ def _dataset(path: Path, trajectories: list[Trajectory]) -> Path:
 
 
 def test_a_dataset_and_a_checkpoint_round_trip_through_s3_paths(
-    aws: str, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+    aws: str, tmp_path: Path, arithmetic_trajectories: list[Trajectory], capsys: pytest.CaptureFixture[str]
 ) -> None:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     data = _dataset(tmp_path / "data.jsonl", arithmetic_trajectories)
@@ -188,7 +188,9 @@ def test_bad_input_is_one_line_exit_2_and_launches_nothing(
     assert boto3.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
 
 
-def test_the_cascade_state_machine_is_created_from_code_and_an_execution_starts(aws: str) -> None:
+def test_the_cascade_state_machine_is_created_from_code_and_an_execution_starts(
+    aws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     config = _config()
     arn = deploy(config, f"s3://{BUCKET}/traces/tonight.jsonl")
@@ -214,6 +216,13 @@ def test_the_cascade_state_machine_is_created_from_code_and_an_execution_starts(
     execution = start(config, name="night-1")
     assert boto3.client("stepfunctions").describe_execution(executionArn=execution)["status"] == "RUNNING"
     assert [run["name"] for run in status(config)] == ["night-1"]
+    config_file = tmp_path / "aws.yaml"
+    config_file.write_text(
+        yaml.safe_dump({"aws": {k.split(".", 1)[1]: v for k, v in SETTINGS.items() if k.startswith("aws.")}})
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main(["aws", "cascade", "status", str(config_file)])
+    assert exit_.value.code == 0 and "night-1: RUNNING" in capsys.readouterr().out
 
 
 def test_the_first_state_validates_the_night_s_data_when_given() -> None:

@@ -851,7 +851,8 @@ class AwsTierConfig(Section):
     )
     volume_gb: int = Field(200, gt=0, description="Disk per node for the model, checkpoints and data.")
     strategy: Literal["ddp", "fsdp2"] = Field(
-        "ddp", description="accelerate config on each node's GPUs (fsdp2 when the model does not fit one GPU)."
+        "ddp",
+        description="accelerate config on each node's GPUs (fsdp2 when the model does not fit one GPU).",
     )
     price_per_hour: float = Field(0.0, ge=0, description="USD per instance-hour, on-demand.")
 
@@ -898,10 +899,14 @@ class AwsTiers(Section):
 class AwsConfig(Section):
     """`srl-rlvr aws ...`: SageMaker training, the nightly cascade (Step Functions), CloudWatch, budget."""
 
-    region: str | None = Field(None, description="AWS region; unset: the environment's (AWS_REGION, profile).")
+    region: str | None = Field(
+        None, description="AWS region; unset: the environment's (AWS_REGION, profile)."
+    )
     bucket: str | None = Field(None, description="S3 bucket for datasets, checkpoints, models and reports.")
     prefix: str = Field("srl-rlvr", description="Key prefix inside the bucket.")
-    role_arn: str | None = Field(None, description="SageMaker execution role (Terraform output sagemaker_role_arn).")
+    role_arn: str | None = Field(
+        None, description="SageMaker execution role (Terraform output sagemaker_role_arn)."
+    )
     image_uri: str | None = Field(None, description="ECR image built from the repository's Dockerfile.")
     tiers: AwsTiers = Field(default_factory=AwsTiers)
     processing_instance_type: str = Field("ml.m5.xlarge", description="Data validation and registry steps.")
@@ -915,7 +920,9 @@ class AwsConfig(Section):
     namespace: str = Field("srl-rlvr", description="CloudWatch metric namespace.")
     monthly_budget_usd: float = Field(5000.0, gt=0, description="AWS Budgets monthly cost limit.")
     budget_alert_percent: float = Field(80.0, gt=0, description="Budget alert at this share of the limit.")
-    budget_email: str | None = Field(None, description="Also e-mail budget alerts here (besides the SNS topic).")
+    budget_email: str | None = Field(
+        None, description="Also e-mail budget alerts here (besides the SNS topic)."
+    )
     min_accuracy: float = Field(0.5, ge=0, le=1, description="Alarm when a tier's evaluation drops below.")
     max_drift: float = Field(0.2, ge=0, description="Alarm when the feedback monitor's drift exceeds this.")
     max_latency_ms: float = Field(500.0, gt=0, description="Alarm when serving p90 latency exceeds this.")
