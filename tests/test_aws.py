@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -126,8 +127,21 @@ def test_the_tier_options_override_the_tier_and_a_user_save_interval_wins(aws: s
         yaml.safe_dump({"aws": {k.split(".", 1)[1]: v for k, v in SETTINGS.items() if k.startswith("aws.")}})
     )
     with pytest.raises(SystemExit) as exit_:
-        main(["aws", "train", str(config), "sft.save_minutes=5", "--tier", "gold", "--instance-type",
-              "ml.g5.12xlarge", "--on-demand", "--command", "train sft"])  # fmt: skip
+        main(
+            [
+                "aws",
+                "train",
+                str(config),
+                "sft.save_minutes=5",
+                "--tier",
+                "gold",
+                "--instance-type",
+                "ml.g5.12xlarge",
+                "--on-demand",
+                "--command",
+                "train sft",
+            ]
+        )
     assert exit_.value.code == 0
     (summary,) = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=summary["TrainingJobName"])
@@ -200,8 +214,11 @@ def test_the_cascade_state_machine_is_created_from_code_and_an_execution_starts(
     states = asl["States"]
     assert asl["StartAt"] == "Distill-bronze"  # the update left validation out
     assert [s for s in states if s.startswith("Distill-")] == [
-        "Distill-bronze", "Distill-silver", "Distill-silver-on-demand", "Distill-gold"
-    ]  # fmt: skip
+        "Distill-bronze",
+        "Distill-silver",
+        "Distill-silver-on-demand",
+        "Distill-gold",
+    ]
     silver = states["Distill-silver"]
     assert silver["Parameters"]["EnableManagedSpotTraining"] is True
     assert states["Distill-silver-on-demand"]["Parameters"]["EnableManagedSpotTraining"] is False
@@ -232,8 +249,10 @@ def test_the_first_state_validates_the_night_s_data_when_given() -> None:
     validate = asl["States"]["ValidateData"]
     assert asl["StartAt"] == "ValidateData" and validate["Next"] == "Distill-bronze"
     assert validate["Parameters"]["AppSpecification"]["ContainerArguments"] == [
-        "data", "check", "/opt/ml/processing/input/data/tonight.jsonl"
-    ]  # fmt: skip
+        "data",
+        "check",
+        "/opt/ml/processing/input/data/tonight.jsonl",
+    ]
 
 
 def test_metrics_alarms_dashboard_and_budget_are_created(aws: str) -> None:
@@ -243,8 +262,13 @@ def test_metrics_alarms_dashboard_and_budget_are_created(aws: str) -> None:
 
     cloudwatch = boto3.client("cloudwatch")
     alarms = {a["AlarmName"]: a for a in cloudwatch.describe_alarms()["MetricAlarms"]}
-    assert {"srl-rlvr-cascade-failed", "srl-rlvr-gold-accuracy-drop", "srl-rlvr-bronze-drift",
-            "srl-rlvr-silver-latency", "srl-rlvr-estimated-charges"} <= set(alarms)  # fmt: skip
+    assert {
+        "srl-rlvr-cascade-failed",
+        "srl-rlvr-gold-accuracy-drop",
+        "srl-rlvr-bronze-drift",
+        "srl-rlvr-silver-latency",
+        "srl-rlvr-estimated-charges",
+    } <= set(alarms)
     assert alarms["srl-rlvr-gold-accuracy-drop"]["AlarmActions"] == [SETTINGS["aws.notification_topic_arn"]]
     dashboard = json.loads(
         cloudwatch.get_dashboard(DashboardName="srl-rlvr-training-cost-performance")["DashboardBody"]
@@ -331,3 +355,36 @@ def test_the_entry_point_resumes_from_the_checkpoint_dir_and_writes_the_model_wh
     assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
     emf = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"_aws"')]
     assert any(e.get("stage") == "sft" and e.get("tier") == "gold" and "loss" in e for e in emf)
+
+
+def test_the_entry_point_outside_a_sagemaker_job_refuses_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "srl_rlvr.cloud.entry_point"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "not inside a SageMaker training job" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_multi_node_job_runs_under_accelerate_with_the_tier_s_shipped_config() -> None:
+    from srl_rlvr.cloud.entry_point import SageMakerEnv, launcher
+
+    hosts = ["algo-2", "algo-1", "algo-3"]
+    env = SageMakerEnv.from_environment(
+        {
+            "SM_HPS": json.dumps(hyperparameters(_config(), "bronze", "run")),
+            "SM_HOSTS": json.dumps(hosts),
+            "SM_CURRENT_HOST": "algo-2",
+            "SM_NUM_GPUS": "8",
+        }
+    )
+    args = launcher(env)
+    option = dict(itertools.pairwise(args))
+    assert option["--num_processes"] == "24" and option["--num_machines"] == "3"
+    assert option["--machine_rank"] == "1" and option["--main_process_ip"] == "algo-1"
+    assert Path(option["--config_file"]).name == "fsdp2.yaml" and Path(option["--config_file"]).is_file()
+    assert args[-2:] == ["-m", "srl_rlvr"] and not env.is_main

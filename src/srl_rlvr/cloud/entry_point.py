@@ -54,7 +54,8 @@ class SageMakerEnv:
             return json.loads(path.read_text()) if path.is_file() else {}
 
         resources = config_file("resourceconfig.json")
-        hps = json.loads(env["SM_HPS"]) if "SM_HPS" in env else config_file("hyperparameters.json")
+        # the file holds the values exactly as sent (JSON text); SM_HPS has them re-parsed by the toolkit
+        hps = config_file("hyperparameters.json") or json.loads(env.get("SM_HPS", "{}"))
         hosts = json.loads(env["SM_HOSTS"]) if "SM_HOSTS" in env else resources.get("hosts", ["algo-1"])
         channel = env.get("SM_CHANNEL_TRAIN") or ("/opt/ml/input/data/train" if CONFIG.is_dir() else "")
         return cls(
@@ -169,6 +170,13 @@ def trained_model(command: list[str], work: Path) -> Path | None:
 
 
 def main(env: SageMakerEnv | None = None) -> int:
+    if env is None and "SM_HPS" not in os.environ and not CONFIG.is_dir():
+        print(
+            "error: not inside a SageMaker training job (no SM_HPS, no /opt/ml/input/config); "
+            "run `srl-rlvr aws train` or the command itself",
+            file=sys.stderr,
+        )
+        return 2
     env = env or SageMakerEnv.from_environment()
     args, work = command_line(env)
     tier = env.hyperparameters.get(f"{RESERVED}tier", "")
