@@ -120,7 +120,9 @@ def test_each_tier_launches_a_job_whose_spot_checkpoint_instance_and_hyperparame
         )  # the dataset was uploaded where the job reads it
 
 
-def test_the_tier_options_override_the_tier_and_a_user_save_interval_wins(aws: str, tmp_path: Path) -> None:
+def test_the_tier_options_override_the_tier_and_a_user_save_interval_wins(
+    aws: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     config = tmp_path / "aws.yaml"
     config.write_text(
@@ -140,9 +142,11 @@ def test_the_tier_options_override_the_tier_and_a_user_save_interval_wins(aws: s
                 "--on-demand",
                 "--command",
                 "train sft",
+                "--wait",
             ]
         )
     assert exit_.value.code == 0
+    assert "Completed / Completed" in capsys.readouterr().err  # --wait followed the job to its end
     (summary,) = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=summary["TrainingJobName"])
     assert job["ResourceConfig"]["InstanceType"] == "ml.g5.12xlarge"

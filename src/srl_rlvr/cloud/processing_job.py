@@ -7,7 +7,7 @@ from typing import Any
 
 from srl_rlvr.cloud import storage
 from srl_rlvr.cloud.sagemaker_job import job_name, require_job_settings, run_prefix, stage_dataset
-from srl_rlvr.cloud.session import client
+from srl_rlvr.cloud.session import calling
 from srl_rlvr.config import Config
 from srl_rlvr.errors import CloudError
 
@@ -67,7 +67,6 @@ def launch_validation(config: Config, data: str | None) -> str:
     data_uri = stage_dataset(config, data)
     assert data_uri is not None
     name = job_name("srl-rlvr-validate-data")
-    client("sagemaker", config.aws.region).create_processing_job(
-        ProcessingJobName=name, **processing_job_request(config, check_arguments(data_uri), data_uri)
-    )
+    request = processing_job_request(config, check_arguments(data_uri), data_uri)
+    calling("sagemaker", config.aws.region, "create_processing_job", ProcessingJobName=name, **request)
     return name

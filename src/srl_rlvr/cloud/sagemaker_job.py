@@ -11,6 +11,7 @@ stopped. The checkpoint prefix is named for the run, not the job: relaunching th
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from srl_rlvr.cloud import storage
-from srl_rlvr.cloud.session import client
+from srl_rlvr.cloud.session import calling, client
 from srl_rlvr.config import AwsTierConfig, Config
 from srl_rlvr.errors import CloudError
 
@@ -171,12 +172,13 @@ def launch_training(
     tier_settings(config, tier)
     hyperparameters(config, tier, command)
     require_job_settings(config)
-    run_name = run_name or f"srl-rlvr-{tier}-{Path(config.output_dir).name}"
+    # SageMaker names take letters, digits and '-' only
+    run_name = re.sub(r"[^A-Za-z0-9-]+", "-", run_name or f"srl-rlvr-{tier}-{Path(config.output_dir).name}")
     storage.require_bucket(storage.split(run_prefix(config))[0], config.aws.region)
     data_uri = stage_dataset(config, data)
     request = training_job_request(config, tier, command, run_name, data_uri)
     name = job_name(run_name)
-    client("sagemaker", config.aws.region).create_training_job(TrainingJobName=name, **request)
+    calling("sagemaker", config.aws.region, "create_training_job", TrainingJobName=name, **request)
     return name
 
 

@@ -47,3 +47,16 @@ def error_code(error: Exception) -> str:
 def reset() -> None:
     """Forget the cached sessions (credentials or region changed in this process, as in tests)."""
     _session.cache_clear()
+
+
+def calling(service: str, region: str | None, operation: str, **kwargs: Any) -> Any:
+    """One API call whose refusal (a bad parameter, a quota, missing permissions) is the user's to
+    fix: one line naming the call and AWS's reason, instead of a traceback."""
+    try:
+        return getattr(client(service, region), operation)(**kwargs)
+    except Exception as e:
+        code = error_code(e)
+        if not code:
+            raise
+        message = getattr(e, "response", {}).get("Error", {}).get("Message", "")
+        raise CloudError(f"{service} {operation} refused: {code}: {message}") from None

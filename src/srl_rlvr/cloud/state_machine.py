@@ -184,21 +184,31 @@ def _notify(config: Config, next_state: str) -> dict[str, Any]:
 
 def deploy(config: Config, data_uri: str | None = None) -> str:
     """Create the state machine, or update its definition when it exists; return its ARN."""
-    from srl_rlvr.cloud.session import client
+    from srl_rlvr.cloud.session import calling, client
 
-    if not config.aws.state_machine_role_arn:
+    region, role = config.aws.region, config.aws.state_machine_role_arn
+    if not role:
         raise CloudError("aws.state_machine_role_arn is not set (Terraform output state_machine_role_arn)")
-    sfn = client("stepfunctions", config.aws.region)
     body = json.dumps(definition(config, data_uri), indent=2)
-    found = [m for m in _machines(sfn) if m["name"] == config.aws.state_machine]
+    found = [m for m in _machines(client("stepfunctions", region)) if m["name"] == config.aws.state_machine]
     if found:
         arn = found[0]["stateMachineArn"]
-        sfn.update_state_machine(
-            stateMachineArn=arn, definition=body, roleArn=config.aws.state_machine_role_arn
+        calling(
+            "stepfunctions",
+            region,
+            "update_state_machine",
+            stateMachineArn=arn,
+            definition=body,
+            roleArn=role,
         )
         return arn
-    return sfn.create_state_machine(
-        name=config.aws.state_machine, definition=body, roleArn=config.aws.state_machine_role_arn
+    return calling(
+        "stepfunctions",
+        region,
+        "create_state_machine",
+        name=config.aws.state_machine,
+        definition=body,
+        roleArn=role,
     )["stateMachineArn"]
 
 
