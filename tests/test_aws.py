@@ -392,3 +392,29 @@ def test_a_multi_node_job_runs_under_accelerate_with_the_tier_s_shipped_config()
     assert option["--machine_rank"] == "1" and option["--main_process_ip"] == "algo-1"
     assert Path(option["--config_file"]).name == "fsdp2.yaml" and Path(option["--config_file"]).is_file()
     assert args[-2:] == ["-m", "srl_rlvr"] and not env.is_main
+
+
+def test_the_generated_state_machine_is_valid_states_language() -> None:
+    """moto stores any definition; cfn-lint (which moto's server brings) checks it against the
+    States Language schema, and every transition must name a state."""
+    lint = pytest.importorskip("cfnlint.api", reason="cfn-lint is not installed")
+    from srl_rlvr.cloud.state_machine import definition
+
+    asl = definition(_config(), f"s3://{BUCKET}/traces/tonight.jsonl")
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "Cascade": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {"RoleArn": SETTINGS["aws.state_machine_role_arn"], "Definition": asl},
+            }
+        },
+    }
+    assert [str(e) for e in lint.lint_all(json.dumps(template))] == []
+    targets = [asl["StartAt"]] + [
+        t
+        for s in asl["States"].values()
+        for t in [s.get("Next"), *(c["Next"] for c in s.get("Catch", []))]
+        if t
+    ]
+    assert set(targets) <= set(asl["States"]) and set(asl["States"]) - set(targets) == set()
