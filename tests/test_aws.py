@@ -418,3 +418,22 @@ def test_the_generated_state_machine_is_valid_states_language() -> None:
         if t
     ]
     assert set(targets) <= set(asl["States"]) and set(asl["States"]) - set(targets) == set()
+
+
+def test_validate_data_launches_a_processing_job_running_data_check_on_the_uploaded_dataset(
+    aws: str, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
+    from srl_rlvr.cloud.processing_job import launch_validation
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    data = _dataset(tmp_path / "data.jsonl", arithmetic_trajectories)
+
+    name = launch_validation(_config(), str(data))
+
+    job = boto3.client("sagemaker").describe_processing_job(ProcessingJobName=name)
+    app = job["AppSpecification"]
+    assert app["ContainerEntrypoint"] == ["srl-rlvr"]
+    assert app["ContainerArguments"] == ["data", "check", "/opt/ml/processing/input/data/data.jsonl"]
+    (source,) = job["ProcessingInputs"]
+    assert storage.read_text(source["S3Input"]["S3Uri"]) == data.read_text()
+    assert source["S3Input"]["LocalPath"] == "/opt/ml/processing/input/data"
