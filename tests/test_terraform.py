@@ -27,7 +27,6 @@ import pytest
 TERRAFORM = shutil.which("terraform")
 if TERRAFORM is None:
     pytest.skip("terraform is not on PATH: the deploy/terraform tests need it", allow_module_level=True)
-pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 from aws_server import start_moto, use_moto  # noqa: E402
 
@@ -103,6 +102,7 @@ def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
     yield from start_moto()
 
 
