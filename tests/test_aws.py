@@ -437,3 +437,29 @@ def test_validate_data_launches_a_processing_job_running_data_check_on_the_uploa
     (source,) = job["ProcessingInputs"]
     assert storage.read_text(source["S3Input"]["S3Uri"]) == data.read_text()
     assert source["S3Input"]["LocalPath"] == "/opt/ml/processing/input/data"
+
+
+def test_the_cascade_rollback_undoes_only_what_its_own_execution_promoted(tmp_path: Path) -> None:
+    from srl_rlvr.cloud.promotion import promote_newest, rollback_promoted
+    from srl_rlvr.tracking.registry import promote, register, resolve
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for name in ("cascade-test-silver", "cascade-test-gold"):
+        for reward in (0.5, 0.7):
+            register(name, model, stage="distill", parent="tiny", metrics={"reward": reward})
+        promote(name, 1, to="production")  # last night's models serve
+
+    said = promote_newest(["cascade-test-silver", "cascade-test-gold"], "night-2", "reward")
+    assert said == [
+        "cascade-test-silver v2 is production; v1 is backup",
+        "cascade-test-gold v2 is production; v1 is backup",
+    ]
+    promote("cascade-test-gold", 1, to="production", force=True)  # someone put gold v1 back meanwhile
+
+    said = rollback_promoted(["cascade-test-silver", "cascade-test-gold"], "night-2")
+
+    assert resolve("registry:cascade-test-silver@production").version == 1  # night-2's promotion undone
+    assert resolve("registry:cascade-test-gold@production").version == 1
+    assert said[1] == "cascade-test-gold: v1 was not promoted by night-2; left serving"
