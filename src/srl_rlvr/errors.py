@@ -30,3 +30,7 @@ class EndpointError(UserError):
 
 class EndpointDown(EndpointError):
     """The endpoint's circuit breaker is open: it failed too often in a row, so no request was sent."""
+
+
+class CloudError(UserError):
+    """An AWS setting or resource the user controls is missing or wrong (credentials, bucket, tier)."""

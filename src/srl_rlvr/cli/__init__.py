@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from srl_rlvr.cli import (
+    aws,
     configs,
     data,
     distill,
@@ -74,6 +75,7 @@ for group in (
     selection,
     serve,
     feedback,
+    aws,
 ):
     group.add_commands(app)
 

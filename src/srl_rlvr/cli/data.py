@@ -20,12 +20,21 @@ data_app = typer.Typer(help="Validate and describe trajectory datasets.", no_arg
 
 @data_app.command("check")
 def data_check(
-    path: Annotated[Path, typer.Argument(help="A trajectory JSONL file or dataset folder.")],
+    # a string, not a Path: a Path would fold s3://'s '//' into '/'
+    path: Annotated[str, typer.Argument(help="A trajectory JSONL file or dataset folder, local or s3://.")],
 ) -> None:
     """Validate every row of a trajectory dataset; print its size and content hash."""
     from srl_rlvr.data.versioning import load_dataset
 
-    rows, manifest = load_dataset(path)
+    if path.startswith("s3://"):
+        import tempfile
+
+        from srl_rlvr.cloud.storage import local_path
+
+        with tempfile.TemporaryDirectory() as scratch:
+            rows, manifest = load_dataset(local_path(path, Path(scratch)))
+    else:
+        rows, manifest = load_dataset(Path(path))
     if not rows:
         raise DataError(f"{path}: no trajectories in it (the file is empty or blank)")
     steps = [len(r.steps) for r in rows]

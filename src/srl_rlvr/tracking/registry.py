@@ -206,6 +206,13 @@ def register(
     return _version(mv, aliases=[])
 
 
+def set_version_tags(name: str, version: int, tags: dict[str, str], uri: str | None = None) -> None:
+    """Add facts learnt after registering (a cloud job's measured cost) to a version."""
+    client = _client(uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
 def versions(name: str) -> list[Version]:
     client = _client()
     found = client.search_model_versions(f"name='{name}'")
