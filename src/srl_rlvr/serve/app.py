@@ -43,6 +43,7 @@ from srl_rlvr.serve.openai_api import (
     completion_stream,
     new_id,
 )
+from srl_rlvr.serve.sampling_params import request_sampling
 from srl_rlvr.serve.server import Answer, Ask, Server
 
 T = TypeVar("T", bound=BaseModel)
@@ -208,16 +209,20 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 body.stops,
                 key_id,
                 request_id,
+                n=body.n,
+                sampling=request_sampling(body, temperature(body.temperature), config.limits.max_batch),
+                user=body.user,
+                metadata=body.metadata,
             )
             answer: Answer = await server.answer(ask)
             headers = {"x-served-by": answer.served_by}
             if body.stream:
                 events = chat_stream(
-                    request_id, body.model, answer.completion, answer.refusal, body.include_usage
+                    request_id, body.model, answer.choices, answer.refusals, body.include_usage
                 )
                 return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
             return JSONResponse(
-                chat_response(request_id, body.model, answer.completion, answer.refusal), headers=headers
+                chat_response(request_id, body.model, answer.choices, answer.refusals), headers=headers
             )
 
         return await observed("chat", body.model, run)
@@ -239,17 +244,20 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 body.stops,
                 key_id,
                 request_id,
+                n=body.n,
+                sampling=request_sampling(body, temperature(body.temperature), config.limits.max_batch),
+                user=body.user,
+                metadata=body.metadata,
             )
             answer = await server.answer(ask)
-            refused = answer.refusal is not None
             headers = {"x-served-by": answer.served_by}
             if body.stream:
                 events = completion_stream(
-                    request_id, body.model, answer.completion, refused, body.include_usage
+                    request_id, body.model, answer.choices, answer.refusals, body.include_usage
                 )
                 return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
             return JSONResponse(
-                completion_response(request_id, body.model, answer.completion, refused), headers=headers
+                completion_response(request_id, body.model, answer.choices, answer.refusals), headers=headers
             )
 
         return await observed("completions", body.model, run)

@@ -145,6 +145,12 @@ class RoleConfig(Section):
         "answers are checked with its parse().",
     )
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    constrain_output: bool = Field(
+        False,
+        description="Decode every answer under the role's answer schema (its task's `answer_model`, else "
+        "guardrails.output.schema) by constrained decoding, so it always parses: the answer becomes the "
+        "JSON alone, with no reasoning before it. A request's own response_format takes precedence.",
+    )
 
 
 class AuthConfig(Section):

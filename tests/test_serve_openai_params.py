@@ -1,0 +1,227 @@
+"""OpenAI's request parameters, each driven by the real `openai` client against the real server on
+127.0.0.1 serving the tiny model: it works as OpenAI documents it, or the server answers 400 naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import jsonschema
+import openai
+import pytest
+
+from srl_rlvr.serve.config import build_serve_config
+from srl_rlvr.serve.run import serve_in_thread
+from srl_rlvr.tasks.sentiment import SentimentAnswer
+
+KEY = "sk-test-params"
+HELLO = [{"role": "user", "content": "Hello there"}]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "urgent": {"type": "boolean"},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["label", "urgent", "stars"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> openai.OpenAI:
+    tmp = tmp_path_factory.mktemp("serve-params")
+    keys = tmp / "keys.txt"
+    keys.write_text(f"tester: {KEY}\n")
+    config = build_serve_config(
+        {
+            "port": 0,
+            "device": "cpu",
+            "cpu_threads": 1,
+            "models": {"tiny": {"path": "tiny"}},
+            "roles": {"sentiment": {"primary": "tiny", "task": "sentiment", "constrain_output": True}},
+            "auth": {
+                "api_keys_env": None,
+                "keys_file": str(keys),
+                "requests_per_second": 1000,
+                "burst": 1000,
+            },
+            "limits": {"max_tokens": 64, "max_batch": 16},
+            "audit_log": str(tmp / "audit.jsonl"),
+            "records": None,
+        }
+    )
+    with serve_in_thread(config, KEY) as url:
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+
+
+def test_n_samples_that_many_choices_in_one_request(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, n=3, temperature=1.0, max_tokens=6, seed=7
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert len({c.message.content for c in reply.choices}) > 1  # sampled, not one answer copied
+    assert reply.usage.completion_tokens <= 18
+
+
+def test_the_same_seed_repeats_a_sampled_answer_and_another_seed_does_not(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> str:
+        reply = client.completions.create(
+            model="tiny", prompt="Once", temperature=1.0, max_tokens=24, seed=seed
+        )
+        return reply.choices[0].text
+
+    assert sample(3) == sample(3)
+    assert sample(3) != sample(4)
+
+
+def test_chat_logprobs_give_each_token_and_its_top_alternatives(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3
+    )
+    choice = reply.choices[0]
+    tokens = choice.logprobs.content
+    assert len(tokens) == reply.usage.completion_tokens - (choice.finish_reason == "stop")
+    for token in tokens:
+        assert len(token.top_logprobs) == 3 and token.logprob <= 0
+        ranked = [t.logprob for t in token.top_logprobs]
+        assert ranked == sorted(ranked, reverse=True)
+        assert token.logprob == pytest.approx(ranked[0])  # greedy picks the model's most likely token
+        assert token.bytes == list(token.token.encode())
+
+
+def test_completion_logprobs_use_the_legacy_parallel_lists(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model="tiny", prompt="Once", temperature=0, max_tokens=5, logprobs=2)
+    logprobs = reply.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 5
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+    assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
+
+
+def test_a_stop_string_spanning_several_tokens_cuts_the_answer(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="tiny", prompt="Once", temperature=0, max_tokens=30)
+    text = whole.choices[0].text
+    stop = text[6:9]  # three single-byte tokens of the tiny model's byte vocabulary
+    cut = client.completions.create(model="tiny", prompt="Once", temperature=0, max_tokens=30, stop=[stop])
+    assert cut.choices[0].text == text[: text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_a_task_role_checks_its_format_on_the_whole_answer_then_honours_the_stop(
+    client: openai.OpenAI,
+) -> None:
+    reply = client.chat.completions.create(
+        model="sentiment", messages=[{"role": "user", "content": "I love it"}], max_tokens=64, stop=[","]
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.refusal is None
+    assert choice.message.content.startswith('{"sentiment": "') and "," not in choice.message.content
+
+
+def test_penalties_change_what_greedy_decoding_writes(client: openai.OpenAI) -> None:
+    def write(**penalty: float) -> str:
+        reply = client.chat.completions.create(
+            model="tiny", messages=HELLO, temperature=0, max_tokens=24, **penalty
+        )
+        return reply.choices[0].message.content
+
+    plain = write()
+    assert write(presence_penalty=2.0) != plain
+    assert write(frequency_penalty=2.0) != plain
+    assert write(frequency_penalty=0.0, presence_penalty=0.0) == plain
+
+
+def test_max_completion_tokens_user_and_metadata_are_taken(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny",
+        messages=HELLO,
+        max_completion_tokens=3,
+        user="end-user-42",
+        metadata={"ticket": "T-1"},
+    )
+    assert reply.usage.completion_tokens <= 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"logit_bias": {"50": 10}}, "logit_bias"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"n": 17}, "n"),
+    ],
+)
+def test_a_parameter_the_server_cannot_honour_is_a_400_naming_it(
+    client: openai.OpenAI, extra: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2, extra_body=extra)
+    assert raised.value.body["param"] == param and param in raised.value.body["message"]
+
+
+def test_completion_parameters_the_server_cannot_honour_are_400s(client: openai.OpenAI) -> None:
+    for extra, param in [({"echo": True}, "echo"), ({"best_of": 3}, "best_of"), ({"suffix": "x"}, "suffix")]:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.completions.create(model="tiny", prompt="a", max_tokens=2, extra_body=extra)
+        assert raised.value.body["param"] == param
+
+
+def test_a_stream_carries_every_choice_and_its_logprobs(client: openai.OpenAI) -> None:
+    asked = dict(model="tiny", messages=HELLO, n=2, temperature=1.0, seed=11, max_tokens=10, logprobs=True)
+    whole = client.chat.completions.create(**asked)
+    text, tokens, finish = defaultdict(str), defaultdict(list), {}
+    for chunk in client.chat.completions.create(**asked, stream=True):
+        for choice in chunk.choices:
+            text[choice.index] += choice.delta.content or ""
+            tokens[choice.index] += [t.token for t in (choice.logprobs.content if choice.logprobs else [])]
+            finish[choice.index] = choice.finish_reason or finish.get(choice.index)
+    for choice in whole.choices:
+        assert text[choice.index] == choice.message.content
+        assert tokens[choice.index] == [t.token for t in choice.logprobs.content]
+        assert finish[choice.index] == choice.finish_reason
+
+
+def test_json_schema_output_validates_in_every_one_of_50_samples_at_temperature_1(
+    client: openai.OpenAI,
+) -> None:
+    schema_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "review", "strict": True, "schema": SCHEMA},
+    }
+    answers = []
+    for seed in range(5):
+        reply = client.chat.completions.create(
+            model="tiny",
+            messages=HELLO,
+            n=10,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=64,
+            response_format=schema_format,
+        )
+        answers += [c.message.content for c in reply.choices]
+    assert len(answers) == 50
+    for answer in answers:
+        jsonschema.validate(json.loads(answer), SCHEMA)
+
+
+def test_json_object_output_is_a_json_object(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, temperature=0, max_tokens=64, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+def test_a_role_with_constrained_output_always_answers_in_its_tasks_format(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="sentiment",
+        messages=[{"role": "user", "content": "The food was cold."}],
+        n=4,
+        temperature=1.0,
+        seed=0,
+        max_tokens=64,
+    )
+    for choice in reply.choices:
+        assert choice.message.refusal is None
+        SentimentAnswer.model_validate_json(choice.message.content)
