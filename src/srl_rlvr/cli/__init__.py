@@ -22,6 +22,7 @@ from srl_rlvr.cli import (
     evaluate,
     feedback,
     generate,
+    mcp,
     registry,
     run,
     selection,
@@ -73,6 +74,7 @@ for group in (
     registry,
     selection,
     serve,
+    mcp,
     feedback,
 ):
     group.add_commands(app)

@@ -1,0 +1,122 @@
+"""`srl-rlvr mcp` driven by the MCP SDK's own client over stdio: the real CLI in a subprocess, the
+session's sqlite MLflow registry, the keys and admin keys of a serve config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from srl_rlvr.modeling import byte_tokenizer, tiny_model
+from srl_rlvr.tracking.registry import promote, register, versions
+
+NAME = "mcp-sentiment"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A serve config whose key 'admin' may change models and 'alice' may not; a model with two
+    evaluated versions, v1 in production."""
+    tmp = tmp_path_factory.mktemp("mcp")
+    (tmp / "keys.txt").write_text("alice: sk-alice\nadmin: sk-admin\n")
+    serve = {
+        "models": {"tiny": {"path": "tiny"}},
+        "auth": {"api_keys_env": None, "keys_file": str(tmp / "keys.txt"), "admin_keys": ["admin"]},
+    }
+    path = tmp / "serve.yaml"
+    path.write_text(json.dumps({"serve": serve}))  # JSON is YAML
+    model_dir = tmp / "model"
+    tokenizer = byte_tokenizer()
+    tiny_model(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    register(NAME, model_dir, stage="sft", parent="tiny", metrics={"reward": 0.5})
+    register(NAME, model_dir, stage="rlvr", parent="tiny", metrics={"reward": 0.7})
+    promote(NAME, 1)
+    return path
+
+
+def session_calls(config: Path, key: str, calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[Any], Any]:
+    """Start `srl-rlvr mcp CONFIG` over stdio with `key`, list its tools and make `calls` in order."""
+    env = {
+        "SRL_RLVR_API_KEY": key,
+        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    parameters = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "srl_rlvr", "mcp", str(config), "--workdir", str(config.parent / "work")],
+        env=env,
+        cwd=str(config.parent),
+    )
+
+    async def run() -> tuple[list[Any], Any]:
+        async with stdio_client(parameters) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            tools = (await session.list_tools()).tools
+            results = [await session.call_tool(name, arguments) for name, arguments in calls]
+            return results, tools
+
+    return asyncio.run(run())
+
+
+def test_an_agent_lists_tools_models_and_evaluates_but_may_not_promote_without_an_admin_key(
+    config: Path,
+) -> None:
+    evaluate = {
+        "model": "tiny",
+        "task": "arithmetic",
+        "n": 2,
+        "overrides": ["eval.max_new_tokens=4", "eval.bootstrap_samples=10"],
+    }
+    (listed, evaluated, refused), tools = session_calls(
+        config,
+        "sk-alice",
+        [("list_models", {}), ("evaluate", evaluate), ("promote", {"name": NAME, "version": 2})],
+    )
+    by_name = {tool.name: tool for tool in tools}
+    assert {"list_models", "describe_model", "evaluate", "start_run", "follow_run", "monitor_status"} <= set(
+        by_name
+    )
+    assert (
+        by_name["promote"].annotations.destructive_hint and by_name["rollback"].annotations.destructive_hint
+    )
+    assert by_name["list_models"].annotations.read_only_hint
+    assert by_name["evaluate"].input_schema["properties"]["n"]["type"] == "integer"
+
+    assert not listed.is_error
+    models = {m["name"]: m for m in listed.structured_content["result"]}
+    assert models[NAME]["latest"] == 2 and models[NAME]["aliases"] == {"production": 1}
+
+    assert not evaluated.is_error, evaluated.content
+    (result,) = evaluated.structured_content["results"].values()
+    assert (
+        0.0 <= result["metrics"]["accuracy"] <= 1.0 and Path(evaluated.structured_content["report"]).is_file()
+    )
+
+    assert refused.is_error and "key alice may not change models" in refused.content[0].text
+    assert next(v for v in versions(NAME) if v.version == 1).aliases == ["production"]
+
+
+def test_an_admin_key_promotes(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In memory (the SDK's Client on the server object): the same tools, no process to start."""
+    from mcp.client import Client
+
+    from srl_rlvr.serve.config import load_serve_config
+    from srl_rlvr.serve.mcp_server import build_mcp_server
+
+    server = build_mcp_server(load_serve_config(config).auth, config.parent / "work")
+    monkeypatch.setenv("SRL_RLVR_API_KEY", "sk-admin")
+
+    async def run() -> Any:
+        async with Client(server) as client:
+            return await client.call_tool("promote", {"name": NAME, "version": 2})
+
+    promoted = asyncio.run(run())
+    assert not promoted.is_error and "v2 is production; v1 is backup" in promoted.content[0].text
