@@ -225,3 +225,101 @@ def test_a_role_with_constrained_output_always_answers_in_its_tasks_format(clien
     for choice in reply.choices:
         assert choice.message.refusal is None
         SentimentAnswer.model_validate_json(choice.message.content)
+
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two numbers.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer", "minimum": 0, "maximum": 99},
+                "b": {"type": "integer", "minimum": 0, "maximum": 99},
+            },
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+NEGATE = {
+    "type": "function",
+    "function": {
+        "name": "negate",
+        "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}},
+    },
+}
+
+
+def test_a_forced_tool_choice_returns_a_parsed_call_with_valid_arguments(client: openai.OpenAI) -> None:
+    asked = dict(
+        model="tiny",
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        tools=[ADD, NEGATE],
+        tool_choice={"type": "function", "function": {"name": "add"}},
+        temperature=1.0,
+        seed=0,
+        max_tokens=64,
+    )
+    choice = client.chat.completions.create(**asked).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "add" and call.id.startswith("call_")
+    arguments = json.loads(call.function.arguments)
+    assert set(arguments) == {"a", "b"} and all(isinstance(v, int) for v in arguments.values())
+    streamed = [c for chunk in client.chat.completions.create(**asked, stream=True) for c in chunk.choices]
+    calls = [call for c in streamed for call in c.delta.tool_calls or []]
+    assert [c.function.name for c in calls] == ["add"] and streamed[-1].finish_reason == "tool_calls"
+
+
+def test_tool_choice_required_calls_one_of_the_tools(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, tools=[ADD, NEGATE], tool_choice="required", max_tokens=64, seed=1
+    )
+    (call,) = reply.choices[0].message.tool_calls
+    assert call.function.name in ("add", "negate")
+
+
+def test_a_tool_result_message_goes_into_the_prompt(client: openai.OpenAI) -> None:
+    called = [
+        {"role": "user", "content": "What is 2 + 3?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'},
+                }
+            ],
+        },
+    ]
+    before = client.chat.completions.create(model="tiny", messages=called, tools=[ADD], max_tokens=2)
+    answered = [*called, {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
+    after = client.chat.completions.create(model="tiny", messages=answered, tools=[ADD], max_tokens=2)
+    assert after.usage.prompt_tokens == before.usage.prompt_tokens + len("\ntool: 5")
+
+
+def test_tool_requests_the_server_cannot_honour_are_400s_naming_the_field(client: openai.OpenAI) -> None:
+    unknown = {"type": "function", "function": {"name": "divide"}}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="tiny", messages=HELLO, tools=[ADD], tool_choice=unknown)
+    assert raised.value.body["param"] == "tool_choice" and "divide" in raised.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="sentiment", messages=HELLO, tools=[ADD])
+    assert raised.value.body["param"] == "tools"
+
+
+def test_tools_are_rendered_through_the_models_chat_template() -> None:
+    from srl_rlvr.modeling import byte_tokenizer
+    from srl_rlvr.serve.generation import render_chat
+
+    tokenizer = byte_tokenizer()
+    tokenizer.chat_template = (
+        "{% for t in tools %}[{{ t.function.name }}: {{ t.function.description }}]{% endfor %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    )
+    prompt = render_chat(tokenizer, [{"role": "user", "content": "2+3?"}], [ADD])
+    assert prompt == "[add: Add two numbers.]<user>2+3?<assistant>"

@@ -45,6 +45,7 @@ from srl_rlvr.serve.openai_api import (
 )
 from srl_rlvr.serve.sampling_params import request_sampling
 from srl_rlvr.serve.server import Answer, Ask, Server
+from srl_rlvr.serve.tools import plan_tools
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -200,6 +201,10 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
 
         async def run() -> Response:
             request_id = new_id("chatcmpl")
+            try:
+                tools = plan_tools(body.tools, body.tool_choice)
+            except ValueError as e:
+                raise ApiError(400, f"tool_choice {e}", param="tool_choice") from None
             ask = Ask(
                 body.model,
                 body.plain_messages(),
@@ -213,16 +218,18 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 sampling=request_sampling(body, temperature(body.temperature), config.limits.max_batch),
                 user=body.user,
                 metadata=body.metadata,
+                tools=tools,
             )
             answer: Answer = await server.answer(ask)
             headers = {"x-served-by": answer.served_by}
             if body.stream:
                 events = chat_stream(
-                    request_id, body.model, answer.choices, answer.refusals, body.include_usage
+                    request_id, body.model, answer.choices, answer.refusals, body.include_usage, tools
                 )
                 return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
             return JSONResponse(
-                chat_response(request_id, body.model, answer.choices, answer.refusals), headers=headers
+                chat_response(request_id, body.model, answer.choices, answer.refusals, tools),
+                headers=headers,
             )
 
         return await observed("chat", body.model, run)

@@ -12,6 +12,7 @@ each row its own way.
 from __future__ import annotations
 
 import itertools
+import json
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -45,12 +46,23 @@ class Completion:
     logprobs: tuple[TokenLogprob, ...] | None = None  # when the request asked for them
 
 
-def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
-    """The prompt for chat messages: the tokenizer's chat template when it has one, else plain
-    `role: content` lines ending with `assistant:` (the tiny and embedded models have no template)."""
+def render_chat(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> str:
+    """The prompt for chat messages (and tools, OpenAI's definitions): the tokenizer's chat template
+    when it has one, else plain `role: content` lines ending with `assistant:` (the tiny and embedded
+    models have no template), tools as a first `tools:` line, earlier calls as <tool_call> blocks."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    lines = [f"{m['role']}: {m['content']}" for m in messages]
+        extra = {"tools": tools} if tools else {}
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True, **extra
+        )
+    lines = [f"tools: {json.dumps(tools)}"] if tools else []
+    for m in messages:
+        calls = "".join(
+            f"<tool_call>{json.dumps(call['function'])}</tool_call>" for call in m.get("tool_calls", [])
+        )
+        lines.append(f"{m['role']}: {m['content']}{calls}")
     return "\n".join([*lines, "assistant:"])
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from srl_rlvr.serve.generation import Completion, TokenLogprob
 from srl_rlvr.serve.sampling_params import unsupported_parameter
+from srl_rlvr.serve.tools import ToolDef, ToolPlan, parse_tool_calls
 
 STREAM_CHUNK_CHARS = 16  # characters per streamed delta
 
@@ -100,16 +101,55 @@ class ContentPart(BaseModel):
     text: str
 
 
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str
+
+
+class AssistantToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+    def for_template(self) -> dict[str, Any]:
+        try:
+            arguments = json.loads(self.function.arguments)
+        except json.JSONDecodeError:
+            raise ApiError(
+                400, f"tool call {self.id}: arguments are not JSON", param="messages.tool_calls"
+            ) from None
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.function.name, "arguments": arguments},
+        }
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[AssistantToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # the call a tool message answers
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+    def plain(self) -> dict[str, Any]:
+        """As chat templates take it: tool calls with their arguments as objects."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.for_template() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 class ChatRequest(_Request):
@@ -118,6 +158,9 @@ class ChatRequest(_Request):
     logprobs: bool = False
     top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # the model may write several calls; all are returned
 
     @property
     def logprob_count(self) -> int | None:
@@ -126,8 +169,8 @@ class ChatRequest(_Request):
             raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    def plain_messages(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+    def plain_messages(self) -> list[dict[str, Any]]:
+        return [m.plain() for m in self.messages]
 
 
 class CompletionRequest(_Request):
@@ -223,19 +266,35 @@ def _completion_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> dict[str,
     }
 
 
+def _message(c: Completion, refusal: str | None, tools: ToolPlan | None) -> tuple[dict[str, Any], str]:
+    """The assistant message of one choice and its finish reason: calls of the request's tools are
+    parsed out of the text into `tool_calls` (finish_reason tool_calls)."""
+    if refusal:
+        return {"role": "assistant", "content": None, "refusal": refusal}, "content_filter"
+    content, calls = parse_tool_calls(c.text, tools) if tools is not None else (c.text, [])
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = [call.body() for call in calls]
+    return message, "tool_calls" if calls else c.finish_reason
+
+
 def chat_response(
-    request_id: str, model: str, choices: list[Completion], refusals: list[str | None]
+    request_id: str,
+    model: str,
+    choices: list[Completion],
+    refusals: list[str | None],
+    tools: ToolPlan | None = None,
 ) -> dict[str, Any]:
     """A chat.completion; a refused answer has `refusal` set, no content and finish_reason content_filter."""
     out = []
     for index, (c, refusal) in enumerate(zip(choices, refusals, strict=True)):
-        message = {"role": "assistant", "content": None if refusal else c.text, "refusal": refusal}
+        message, finish = _message(c, refusal, tools)
         out.append(
             {
                 "index": index,
                 "message": message,
                 "logprobs": None if refusal else _chat_logprobs(c.logprobs),
-                "finish_reason": "content_filter" if refusal else c.finish_reason,
+                "finish_reason": finish,
             }
         )
     return {
@@ -299,9 +358,10 @@ def chat_stream(
     choices: list[Completion],
     refusals: list[str | None],
     include_usage: bool,
+    tools: ToolPlan | None = None,
 ) -> Iterator[str]:
     """chat.completion.chunk events per choice: the role, the content (or refusal) in pieces with their
-    log-probs, the finish reason; then the usage when asked for."""
+    log-probs, the tool calls, the finish reason; then the usage when asked for."""
     created = int(time.time())
     body = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
@@ -310,13 +370,19 @@ def chat_stream(
         return _sse({**body, "choices": [choice]})
 
     for index, (c, refusal) in enumerate(zip(choices, refusals, strict=True)):
+        message, finish = _message(c, refusal, tools)
         yield chunk(index, {"role": "assistant", "content": ""})
         if refusal:
             yield chunk(index, {"refusal": refusal})
+        elif "tool_calls" in message:
+            if message["content"]:
+                yield chunk(index, {"content": message["content"]})
+            calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+            yield chunk(index, {"tool_calls": calls})
         else:
             for piece, logprobs in _pieces(c):
                 yield chunk(index, {"content": piece}, logprobs=_chat_logprobs(logprobs))
-        yield chunk(index, {}, "content_filter" if refusal else c.finish_reason)
+        yield chunk(index, {}, finish)
     if include_usage:
         yield _sse({**body, "choices": [], "usage": _usage(choices)})
     yield "data: [DONE]\n\n"

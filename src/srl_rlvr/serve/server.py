@@ -35,6 +35,7 @@ from srl_rlvr.serve.roles import Roles
 from srl_rlvr.serve.routing import request_features, reward
 from srl_rlvr.serve.sampling_params import RowSampling
 from srl_rlvr.serve.structured import role_grammar
+from srl_rlvr.serve.tools import ToolPlan
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Ask:
     sampling: RowSampling | None = None  # beyond the temperature: seed, top_p, log-probs, penalties, grammar
     user: str | None = None
     metadata: dict[str, str] | None = None
+    tools: ToolPlan | None = None  # the tools the model may call, rendered into its prompt
 
     def row(self, temperature: float | None = None) -> RowSampling:
         """The sampling of one row, at `temperature` instead of the request's when given (a retry)."""
@@ -168,6 +170,21 @@ class Server:
         allowed = self.config.auth.key_access.get(ask.key_id)
         if allowed is not None and ask.name not in allowed:
             raise ApiError(403, f"key {ask.key_id} may not call '{ask.name}' (serve.auth.key_access)")
+        if role is not None and role.task and ask.tools is not None:
+            raise ApiError(
+                400,
+                f"role '{ask.name}' answers its task's prompt, which has no place for tools; call a model "
+                "or a role without a task",
+                param="tools",
+            )
+        if ask.tools is not None and ask.tools.forced is not None:
+            if ask.row().grammar is not None:
+                raise ApiError(
+                    400,
+                    "a forced tool_choice and response_format both constrain the answer; send one",
+                    param="tool_choice",
+                )
+            ask = replace(ask, sampling=replace(ask.row(), grammar=ask.tools.forced))
         guardrails = role.guardrails if role is not None else self.config.direct_guardrails
         checked = check_input(guardrails.input, ask.messages)
         self._report(checked.violations, ask, ask.name)
@@ -316,7 +333,8 @@ class Server:
             user = [m["content"] for m in ask.messages if m["role"] == "user"]
             problem = Problem(id=ask.request_id, text=user[-1] if user else "", answer=None)
             return chat_prompt(self.models.tokenizer(model), task.prompt(problem))  # as in training
-        return render_chat(self.models.tokenizer(model), ask.messages)
+        tools = ask.tools.rendered if ask.tools is not None else None
+        return render_chat(self.models.tokenizer(model), ask.messages, tools)
 
     async def _generate(
         self, ask: Ask, chain: list[str], temperature: float | None = None, n: int | None = None
