@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import jsonschema
 import openai
@@ -16,6 +18,7 @@ from srl_rlvr.serve.run import serve_in_thread
 from srl_rlvr.tasks.sentiment import SentimentAnswer
 
 KEY = "sk-test-params"
+HERE = Path(__file__).parent
 HELLO = [{"role": "user", "content": "Hello there"}]
 SCHEMA = {
     "type": "object",
@@ -40,7 +43,19 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> openai.OpenAI:
             "device": "cpu",
             "cpu_threads": 1,
             "models": {"tiny": {"path": "tiny"}},
-            "roles": {"sentiment": {"primary": "tiny", "task": "sentiment", "constrain_output": True}},
+            "roles": {
+                "sentiment": {"primary": "tiny", "task": "sentiment", "constrain_output": True},
+                "calc": {
+                    "primary": "tiny",
+                    "mcp_servers": {
+                        "calc": {
+                            "command": [sys.executable, str(HERE / "mcp_calculator.py")],
+                            "env": {"CALCULATOR_LOG": str(tmp / "calculator.log")},
+                        }
+                    },
+                    "tool_loop": {"max_calls": 2},
+                },
+            },
             "auth": {
                 "api_keys_env": None,
                 "keys_file": str(keys),
@@ -323,3 +338,24 @@ def test_tools_are_rendered_through_the_models_chat_template() -> None:
     )
     prompt = render_chat(tokenizer, [{"role": "user", "content": "2+3?"}], [ADD])
     assert prompt == "[add: Add two numbers.]<user>2+3?<assistant>"
+
+
+def test_a_role_runs_its_mcp_tools_in_a_bounded_loop_and_audits_each_call(
+    client: openai.OpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    reply = client.chat.completions.create(
+        model="calc",
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        tool_choice="required",  # every round that offers tools is a call: two, then the answer
+        temperature=1.0,
+        seed=0,
+        max_tokens=48,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason in ("stop", "length") and choice.message.tool_calls is None
+    folder = next(tmp_path_factory.getbasetemp().glob("serve-params*"))
+    ran = (folder / "calculator.log").read_text().splitlines()
+    assert len(ran) == 2 and all(int(a) + int(b) >= 0 for a, b in (line.split("+") for line in ran))
+    audited = [json.loads(line) for line in (folder / "audit.jsonl").read_text().splitlines()]
+    calls = [line for line in audited if line["request_id"] == reply.id]
+    assert [(c["rule"], c["action"], c["role"]) for c in calls] == [("tool.calc.add", "call", "calc")] * 2

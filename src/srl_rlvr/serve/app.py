@@ -219,6 +219,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 user=body.user,
                 metadata=body.metadata,
                 tools=tools,
+                tool_choice=body.tool_choice,
             )
             answer: Answer = await server.answer(ask)
             headers = {"x-served-by": answer.served_by}

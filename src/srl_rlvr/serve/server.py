@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
@@ -73,6 +74,7 @@ class Ask:
     user: str | None = None
     metadata: dict[str, str] | None = None
     tools: ToolPlan | None = None  # the tools the model may call, rendered into its prompt
+    tool_choice: Any = None  # as the client sent it: also applies to a role's MCP tools
 
     def row(self, temperature: float | None = None) -> RowSampling:
         """The sampling of one row, at `temperature` instead of the request's when given (a retry)."""
@@ -170,6 +172,13 @@ class Server:
         allowed = self.config.auth.key_access.get(ask.key_id)
         if allowed is not None and ask.name not in allowed:
             raise ApiError(403, f"key {ask.key_id} may not call '{ask.name}' (serve.auth.key_access)")
+        if role is not None and role.mcp_servers and (ask.tools is not None or ask.n > 1):
+            param = "tools" if ask.tools is not None else "n"
+            raise ApiError(
+                400,
+                f"role '{ask.name}' runs its own MCP tools and answers one choice; drop {param}",
+                param=param,
+            )
         if role is not None and role.task and ask.tools is not None:
             raise ApiError(
                 400,
@@ -224,7 +233,10 @@ class Server:
             ask = replace(ask, sampling=replace(ask.row(), grammar=self.grammars[ask.name]))
         checked_whole = self.formats[ask.name] is not None and ask.stop
         generated = replace(ask, stop=[]) if checked_whole else ask  # the format check sees it all
-        completions, served = await self._generate(generated, chain)
+        if role.mcp_servers:
+            completions, served = await self._answer_with_tools(generated, role, chain)
+        else:
+            completions, served = await self._generate(generated, chain)
         choices, refusals = [], []
         for completion in completions:
             completion, refusal = await self._enforce_output(generated, role, chain, completion, served)
@@ -244,6 +256,37 @@ class Server:
         )
         self.roles.count_answer(ask.name, served)
         return Answer(choices, refusals, served)
+
+    async def _answer_with_tools(
+        self, ask: Ask, role: RoleConfig, chain: list[str]
+    ) -> tuple[list[Completion], str]:
+        """The role's model calling its MCP servers' tools (tool_loop.py) until it answers."""
+        from srl_rlvr.serve.tool_loop import answer_with_tools
+
+        served = chain[0]
+
+        async def generate(round_ask: Ask) -> Completion:
+            nonlocal served
+            completions, served = await self._generate(round_ask, chain)
+            return completions[0]
+
+        def audit(rule: str, action: str) -> None:  # the audit log only: a tool call is no violation
+            self.audit.write(
+                key_id=ask.key_id,
+                model=served,
+                role=ask.name,
+                rule=rule,
+                action=action,
+                request_id=ask.request_id,
+            )
+
+        try:
+            completion = await answer_with_tools(ask, role.mcp_servers, role.tool_loop, generate, audit)
+        except (OSError, RuntimeError) as e:  # a tool server that would not start or answer its listing
+            raise ApiError(
+                503, f"role '{ask.name}': its MCP servers are unavailable: {e}", code="tools_unavailable"
+            ) from None
+        return [completion], served
 
     def _record(self, ask: Ask, answer: Answer | None, began: float) -> None:
         """Keep the request (its text as the guardrails left it) with the task's check of the answer;
