@@ -7,14 +7,12 @@ the Hermes / Qwen2.5 form, `<tool_call>{"name": ..., "arguments": {...}}</tool_c
 them, text around them is the message content), or as one bare JSON call (Llama 3.1's form). When
 `tool_choice` forces a call ("required", or one named function), the answer is decoded under a
 grammar of exactly that JSON call (structured.py), so it parses whatever the model would have
-written. The parser is ours: transformers has no parser for these output forms that works across
-its versions, and it is a dozen lines over `json`.
+written. The format's parser is shared with the tasks that train tool use (tasks/tool_calls.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,8 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from srl_rlvr.serve.structured import Grammar
-
-_CALL_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+from srl_rlvr.tasks.tool_calls import find_tool_calls
 
 
 class FunctionDef(BaseModel):
@@ -102,41 +99,12 @@ def _call_grammar(functions: list[FunctionDef]) -> Grammar:
     return Grammar("json_schema", json.dumps(schema), strict=True)
 
 
-def _call(found: Any, names: frozenset[str]) -> ToolCall | None:
-    if not isinstance(found, dict) or found.get("name") not in names:
-        return None
-    arguments = found.get("arguments", found.get("parameters", {}))
-    if isinstance(arguments, str):  # some models write the arguments as JSON text already
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(arguments, dict):
-        return None
-    return ToolCall(f"call_{uuid.uuid4().hex[:24]}", found["name"], json.dumps(arguments))
-
-
 def parse_tool_calls(text: str, plan: ToolPlan) -> tuple[str | None, list[ToolCall]]:
     """The message content (None when the answer is only calls) and the calls of known tools.
     A block that does not parse, or names an unknown tool, stays in the content."""
-    calls: list[ToolCall] = []
-
-    def take(match: re.Match[str]) -> str:
-        try:
-            call = _call(json.loads(match.group(1)), plan.names)
-        except json.JSONDecodeError:
-            call = None
-        if call is None:
-            return match.group(0)
-        calls.append(call)
-        return ""
-
-    content = _CALL_BLOCK.sub(take, text)
-    if not calls:
-        try:
-            bare = _call(json.loads(text.strip()), plan.names)
-        except json.JSONDecodeError:
-            bare = None
-        if bare is not None:
-            return None, [bare]
-    return (content.strip() or None) if calls else content, calls
+    found = find_tool_calls(text, plan.names)
+    calls = [ToolCall(f"call_{uuid.uuid4().hex[:24]}", c.name, json.dumps(c.arguments)) for c in found]
+    content = text
+    for c in reversed(found):
+        content = content[: c.span[0]] + content[c.span[1] :]
+    return (content.strip() or None) if calls else text, calls
