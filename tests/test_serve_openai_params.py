@@ -55,6 +55,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> openai.OpenAI:
                     },
                     "tool_loop": {"max_calls": 2},
                 },
+                "broken": {
+                    "primary": "tiny",
+                    "mcp_servers": {"gone": {"command": [sys.executable, "-c", "raise SystemExit(3)"]}},
+                },
             },
             "auth": {
                 "api_keys_env": None,
@@ -359,3 +363,9 @@ def test_a_role_runs_its_mcp_tools_in_a_bounded_loop_and_audits_each_call(
     audited = [json.loads(line) for line in (folder / "audit.jsonl").read_text().splitlines()]
     calls = [line for line in audited if line["request_id"] == reply.id]
     assert [(c["rule"], c["action"], c["role"]) for c in calls] == [("tool.calc.add", "call", "calc")] * 2
+
+
+def test_a_role_whose_mcp_server_will_not_start_answers_503_naming_it(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="broken", messages=HELLO, max_tokens=2)
+    assert raised.value.status_code == 503 and raised.value.body["code"] == "tools_unavailable"

@@ -4,9 +4,9 @@ A batch of prompts that share a temperature; each row keeps its own token budget
 A plain model on a GPU goes through the fast rollout engine (`srl_rlvr.rollout`: static KV cache,
 CUDA-graph decode steps), one engine per model, kept while the model lives. Rows of one batch may
 use different LoRA adapters of the same base (peft's `adapter_names`); such a batch, and everything
-on a CPU, goes through HF `generate`. So does a batch in which any row asks for more than a
-temperature (seed, top_p, log-probs, penalties, a grammar): there `row_sampling.RowSampler` samples
-each row its own way.
+on a CPU, goes through HF `generate`. A batch in which any row asks for more than a shared
+temperature (seed, top_p, log-probs, penalties, a grammar) is sampled row by row by
+`row_sampling.RowSampler`, on either engine (the fast one then decodes without CUDA graphs).
 """
 
 from __future__ import annotations
@@ -103,14 +103,30 @@ def _fast_engine(model: Any, choice: Literal["auto", "hf", "fast"]) -> FastEngin
     return _ENGINES[model]
 
 
+def _row_sampler(model: Any, tokenizer: Any, rows: Sequence[RowSampling]) -> RowSampler:
+    device = next(model.parameters()).device
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    return RowSampler(rows, tokenizer, vocab_size, eos_ids(model, tokenizer), device)
+
+
 def _new_tokens_fast(
-    engine: FastEngine, model: Any, tokenizer: Any, prompts: Sequence[str], max_new: int, temperature: float
+    engine: FastEngine,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new: int,
+    temperature: float,
+    sampler: RowSampler | None = None,
 ) -> tuple[list[list[int]], list[int]]:
+    """The fast engine's tokens; with a `sampler`, it chooses each row's tokens (the engine then
+    decodes eagerly: no CUDA graphs for such a batch)."""
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     params = SamplingParams(
-        max_new_tokens=max_new, temperature=temperature, stop_token_ids=tuple(eos_ids(model, tokenizer))
+        max_new_tokens=max_new,
+        temperature=0.0 if sampler is not None else temperature,
+        stop_token_ids=tuple(eos_ids(model, tokenizer)),
     )
-    return engine.generate(ids, params).completion_ids, [len(i) for i in ids]
+    return engine.generate(ids, params, sampler).completion_ids, [len(i) for i in ids]
 
 
 @torch.no_grad()
@@ -130,17 +146,18 @@ def generate_batch(
     row, overrides `temperature`."""
     rows = list(sampling) if sampling is not None else [RowSampling(temperature)] * len(prompts)
     plain = all(r.plain for r in rows) and len({r.temperature for r in rows}) == 1
-    fast = _fast_engine(model, engine) if adapter_names is None and plain else None
+    fast = _fast_engine(model, engine) if adapter_names is None else None
     if fast is not None:
+        sampler = None if plain else _row_sampler(model, tokenizer, rows)
         new_tokens, prompt_tokens = _new_tokens_fast(
-            fast, model, tokenizer, prompts, max(max_tokens), temperature
+            fast, model, tokenizer, prompts, max(max_tokens), rows[0].temperature, sampler
         )
-        return _completions(model, tokenizer, new_tokens, prompt_tokens, max_tokens, stops)
+        traces = sampler.traces if sampler is not None else None
+        return _completions(model, tokenizer, new_tokens, prompt_tokens, max_tokens, stops, traces)
     device = next(model.parameters()).device
     batch = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
     extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
-    vocab_size = model.get_output_embeddings().weight.shape[0]
-    sampler = RowSampler(rows, tokenizer, vocab_size, eos_ids(model, tokenizer), device)
+    sampler = _row_sampler(model, tokenizer, rows)
     generated = model.generate(
         **batch,
         max_new_tokens=max(max_tokens),

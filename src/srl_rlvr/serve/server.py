@@ -282,7 +282,9 @@ class Server:
 
         try:
             completion = await answer_with_tools(ask, role.mcp_servers, role.tool_loop, generate, audit)
-        except (OSError, RuntimeError) as e:  # a tool server that would not start or answer its listing
+        except ApiError:
+            raise
+        except Exception as e:  # the outside edge: a tool server that would not start or list its tools
             raise ApiError(
                 503, f"role '{ask.name}': its MCP servers are unavailable: {e}", code="tools_unavailable"
             ) from None
