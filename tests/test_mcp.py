@@ -104,7 +104,7 @@ def test_an_agent_lists_tools_models_and_evaluates_but_may_not_promote_without_a
     assert next(v for v in versions(NAME) if v.version == 1).aliases == ["production"]
 
 
-def test_an_admin_key_promotes(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_admin_key_promotes_and_rolls_back(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In memory (the SDK's Client on the server object): the same tools, no process to start."""
     from mcp.client import Client
 
@@ -114,9 +114,18 @@ def test_an_admin_key_promotes(config: Path, monkeypatch: pytest.MonkeyPatch) ->
     server = build_mcp_server(load_serve_config(config).auth, config.parent / "work")
     monkeypatch.setenv("SRL_RLVR_API_KEY", "sk-admin")
 
-    async def run() -> Any:
+    async def run() -> list[Any]:
         async with Client(server) as client:
-            return await client.call_tool("promote", {"name": NAME, "version": 2})
+            return [
+                await client.call_tool("promote", {"name": NAME, "version": 2}),
+                await client.call_tool("describe_model", {"name": NAME}),
+                await client.call_tool("rollback", {"name": NAME}),
+                await client.call_tool("follow_run", {"run_id": "run-0"}),
+            ]
 
-    promoted = asyncio.run(run())
+    promoted, described, rolled_back, unknown_run = asyncio.run(run())
     assert not promoted.is_error and "v2 is production; v1 is backup" in promoted.content[0].text
+    aliases = {v["version"]: v["aliases"] for v in described.structured_content["result"]}
+    assert aliases == {1: ["backup"], 2: ["production"]}
+    assert "v1 is production again; v2 is backup" in rolled_back.content[0].text
+    assert unknown_run.is_error and "no run 'run-0'" in unknown_run.content[0].text
