@@ -53,10 +53,10 @@ def test_json_schema_rows_validate_on_the_fast_engine_beside_a_free_row(embedded
     grammar = grammar_of(
         {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": SCHEMA}}
     )
-    rows = [RowSampling(1.0, seed=seed, grammar=grammar) for seed in range(3)] + [RowSampling(0.0)]
+    rows = [RowSampling(1.0, seed=seed, grammar=grammar) for seed in range(2)] + [RowSampling(0.0)]
     done = generate_batch(
-        model, tokenizer, [PROMPTS[0]] * 4, [40] * 4, 1.0, [[]] * 4, engine="fast", sampling=rows
+        model, tokenizer, [PROMPTS[0]] * 3, [32] * 3, 1.0, [[]] * 3, engine="fast", sampling=rows
     )
-    for completion in done[:3]:
+    for completion in done[:2]:
         jsonschema.validate(json.loads(completion.text), SCHEMA)
-    assert not done[3].text.startswith("{")  # the free row is not held to the grammar
+    assert not done[2].text.startswith("{")  # the free row is not held to the grammar
