@@ -114,18 +114,32 @@ def test_an_admin_key_promotes_and_rolls_back(config: Path, monkeypatch: pytest.
     server = build_mcp_server(load_serve_config(config).auth, config.parent / "work")
     monkeypatch.setenv("SRL_RLVR_API_KEY", "sk-admin")
 
+    bad_run = config.parent / "bad-run.yaml"
+    bad_run.write_text("srl: {max_stepz: 3}\n")
+    no_store = config.parent / "no-store.yaml"
+    no_store.write_text(f"feedback: {{store: 'sqlite:///{config.parent / 'missing.db'}'}}\n")
+
     async def run() -> list[Any]:
         async with Client(server) as client:
-            return [
+            results = [
                 await client.call_tool("promote", {"name": NAME, "version": 2}),
                 await client.call_tool("describe_model", {"name": NAME}),
                 await client.call_tool("rollback", {"name": NAME}),
                 await client.call_tool("follow_run", {"run_id": "run-0"}),
+                started := await client.call_tool("start_run", {"config": str(bad_run)}),
             ]
+            run_id = started.structured_content["run_id"]
+            followed = await client.call_tool("follow_run", {"run_id": run_id, "wait_s": 300})
+            return [*results, followed, await client.call_tool("monitor_status", {"config": str(no_store)})]
 
-    promoted, described, rolled_back, unknown_run = asyncio.run(run())
+    promoted, described, rolled_back, unknown_run, started, followed, monitored = asyncio.run(run())
     assert not promoted.is_error and "v2 is production; v1 is backup" in promoted.content[0].text
     aliases = {v["version"]: v["aliases"] for v in described.structured_content["result"]}
     assert aliases == {1: ["backup"], 2: ["production"]}
     assert "v1 is production again; v2 is backup" in rolled_back.content[0].text
     assert unknown_run.is_error and "no run 'run-0'" in unknown_run.content[0].text
+    assert not started.is_error
+    run = followed.structured_content  # the run's own user error: one line naming the key, exit 2
+    assert run["state"] == "failed" and run["exit_code"] == 2
+    assert any("max_stepz" in line for line in run["log_tail"])
+    assert monitored.is_error and "no record store" in monitored.content[0].text

@@ -88,20 +88,24 @@ class Runs:
         self.folder.mkdir(parents=True, exist_ok=True)
         run_id = f"run-{os.getpid()}-{next(self._ids)}"
         log = self.folder / f"{run_id}.log"
-        command = [sys.executable, "-m", "srl_rlvr", "run", "--config", config, *overrides]
+        command = [sys.executable, "-m", "srl_rlvr", "run", config, *overrides]
         with log.open("wb") as out:
             self.started[run_id] = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         return {"run_id": run_id, "log": str(log), "pid": self.started[run_id].pid}
 
-    def follow(self, run_id: str, lines: int) -> dict[str, Any]:
+    def follow(self, run_id: str, lines: int, wait_s: float = 0.0) -> dict[str, Any]:
+        """The run's state and log tail, after waiting up to `wait_s` for it to end."""
         process = self.started.get(run_id)
         if process is None:
             raise ToolError(
                 f"no run '{run_id}' started by this server; runs: {', '.join(self.started) or 'none'}"
             )
-        code = process.poll()
+        try:
+            code = process.wait(timeout=wait_s) if wait_s > 0 else process.poll()
+        except subprocess.TimeoutExpired:
+            code = None
         log = self.folder / f"{run_id}.log"
         tail = log.read_text(errors="replace").splitlines()[-lines:] if log.is_file() else []
         state = "running" if code is None else "finished" if code == 0 else "failed"
@@ -200,16 +204,17 @@ def build_mcp_server(auth: AuthConfig, workdir: Path) -> MCPServer:
         return runs.start(config, overrides or [])
 
     @tool(READ)
-    async def follow_run(run_id: str, ctx: Context, lines: int = 40) -> dict[str, Any]:
-        """A started run's state (running, finished, failed), exit code and the last lines of its log."""
+    async def follow_run(run_id: str, ctx: Context, lines: int = 40, wait_s: float = 0.0) -> dict[str, Any]:
+        """A started run's state (running, finished, failed), exit code and the last lines of its log,
+        after waiting up to `wait_s` seconds (at most 600) for it to end."""
         access.caller(ctx)
-        return runs.follow(run_id, lines)
+        return await asyncio.to_thread(runs.follow, run_id, lines, min(max(wait_s, 0.0), 600.0))
 
     @tool(READ)
     async def monitor_status(ctx: Context, config: str | None = None) -> dict[str, Any]:
         """Production against the retrain criteria (`srl-rlvr monitor`): whether retraining is due."""
         access.caller(ctx)
-        done = await asyncio.to_thread(_command, ["monitor", *(["--config", config] if config else [])], 600)
+        done = await asyncio.to_thread(_command, ["monitor", *([config] if config else [])], 600)
         if done.returncode not in (0, 3):
             raise ToolError(
                 (done.stderr or done.stdout).strip()[-2000:] or f"monitor exited {done.returncode}"
