@@ -143,3 +143,46 @@ def test_an_admin_key_promotes_and_rolls_back(config: Path, monkeypatch: pytest.
     assert run["state"] == "failed" and run["exit_code"] == 2
     assert any("max_stepz" in line for line in run["log_tail"])
     assert monitored.is_error and "no record store" in monitored.content[0].text
+
+
+def test_over_streamable_http_the_bearer_key_decides(config: Path) -> None:
+    import socket
+    import threading
+
+    import httpx2
+    import uvicorn
+    from mcp.client.streamable_http import streamable_http_client
+
+    from srl_rlvr.serve.config import load_serve_config
+    from srl_rlvr.serve.mcp_server import build_mcp_server
+
+    app = build_mcp_server(load_serve_config(config).auth, config.parent / "work").streamable_http_app()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()  # connections queue until uvicorn accepts them: no wait for it to start
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+
+    async def call(key: str, tool: str, arguments: dict[str, Any]) -> Any:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=120) as http,
+            streamable_http_client(url, http_client=http) as streams,
+            ClientSession(streams[0], streams[1]) as session,
+        ):
+            await session.initialize()
+            return await session.call_tool(tool, arguments)
+
+    try:
+        refused = asyncio.run(call("sk-alice", "rollback", {"name": NAME}))
+        described = asyncio.run(call("sk-alice", "describe_model", {"name": NAME}))
+        unknown = asyncio.run(call("sk-wrong", "list_models", {}))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+    assert refused.is_error and "key alice may not change models" in refused.content[0].text
+    assert not described.is_error and len(described.structured_content["result"]) == 2
+    assert unknown.is_error and "invalid API key" in unknown.content[0].text
