@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
 from srl_rlvr.serve.generation import Completion, cut_at_stops, render_chat
-from srl_rlvr.serve.guardrails import Message, Violation, check_input, check_output, format_check
+from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
 from srl_rlvr.serve.metrics import ServeMetrics
 from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong
@@ -196,6 +197,11 @@ class Server:
             ask = replace(ask, sampling=replace(ask.row(), grammar=ask.tools.forced))
         guardrails = role.guardrails if role is not None else self.config.direct_guardrails
         checked = check_input(guardrails.input, ask.messages)
+        if checked.refused is None and ask.tools is not None:  # tool definitions are client text too
+            tools = [{"role": "system", "content": json.dumps(ask.tools.rendered)}]
+            checked_tools = check_input(guardrails.input.model_copy(update={"max_chars": None}), tools)
+            if checked_tools.refused is not None and checked_tools.refused.rule == "input.injection":
+                checked = Checked(checked.value, checked_tools.violations)
         self._report(checked.violations, ask, ask.name)
         if checked.refused is not None:
             whose = f"role '{ask.name}'" if role is not None else "direct model access"

@@ -6,7 +6,9 @@ model answers; each call it makes of a known tool is run (at most `tool_loop.max
 each within `call_timeout_s`; a failure or timeout is the tool's answer, so the model can recover)
 and appended as a `tool` message; the model answers again. When the calls are spent it answers with
 no tools offered. Every call is audited (rule `tool.<server>.<tool>`, action call, error or timeout),
-never its arguments or result: the audit log keeps no request text.
+never its arguments or result: the audit log keeps no request text. A tool's result goes into the
+prompt as it is: the input guardrails do not see it (the README says what injection patterns cannot
+stop). The response's usage counts the final round's tokens only.
 """
 
 from __future__ import annotations
