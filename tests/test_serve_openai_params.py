@@ -300,7 +300,7 @@ def test_tool_choice_required_calls_one_of_the_tools(client: openai.OpenAI) -> N
     assert call.function.name in ("add", "negate")
 
 
-def test_a_tool_result_message_goes_into_the_prompt(client: openai.OpenAI) -> None:
+def test_an_earlier_call_and_its_tool_result_go_into_the_prompt(client: openai.OpenAI) -> None:
     called = [
         {"role": "user", "content": "What is 2 + 3?"},
         {
@@ -319,6 +319,10 @@ def test_a_tool_result_message_goes_into_the_prompt(client: openai.OpenAI) -> No
     answered = [*called, {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
     after = client.chat.completions.create(model="tiny", messages=answered, tools=[ADD], max_tokens=2)
     assert after.usage.prompt_tokens == before.usage.prompt_tokens + len("\ntool: 5")
+    uncalled = [called[0], {"role": "assistant", "content": ""}]
+    bare = client.chat.completions.create(model="tiny", messages=uncalled, tools=[ADD], max_tokens=2)
+    call = json.dumps({"name": "add", "arguments": {"a": 2, "b": 3}})  # the earlier call, rendered back
+    assert before.usage.prompt_tokens == bare.usage.prompt_tokens + len(f"<tool_call>{call}</tool_call>")
 
 
 def test_tool_requests_the_server_cannot_honour_are_400s_naming_the_field(client: openai.OpenAI) -> None:
