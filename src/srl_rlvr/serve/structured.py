@@ -9,10 +9,10 @@ for Large Language Models"). Of the four well-kept choices it fits best: it inst
 wheel that runs on a CPU as well as a GPU, builds its tokenizer table straight from a HF tokenizer,
 compiles a schema once per tokenizer (cached), and fills a packed token bitmask per row that one call
 applies to a batch of logits on either device: exactly what our per-row logits processor
-(row_sampling.py) needs inside HF `generate`. Measured on this project's byte-level tiny tokenizer
-(random logits, 60 tokens of a two-field schema): xgrammar 9 ms, llguidance 24 s (its Earley lexer
-rebuilt per step on a vocabulary of single bytes); lm-format-enforcer is pure Python and slower
-still, and outlines-core compiles a full index per schema up front. `strict` schemas (OpenAI's strict
+(row_sampling.py) needs inside HF `generate` and the fast engine. In a quick trial on this project's
+byte-level tiny tokenizer (random logits, 60 tokens of a two-field schema, a loaded 2-core CPU):
+xgrammar 9 ms, llguidance 24 s (we did not look for why); lm-format-enforcer is pure Python, and
+outlines-core builds an index over the vocabulary per schema up front. `strict` schemas (OpenAI's strict
 mode) forbid properties the schema does not name; output is compact JSON (no free whitespace), which
 keeps a random or weak model from spending its budget on spaces.
 """
