@@ -143,7 +143,9 @@ def test_max_tokens_over_the_limit_and_unknown_models_get_clear_4xx(client: open
     ):
         client.chat.completions.create(model="tiny", messages=hello, max_tokens=0)
     with pytest.raises(openai.BadRequestError, match=r"invalid request: n"):
-        client.chat.completions.create(model="tiny", messages=hello, n=2)
+        client.chat.completions.create(model="tiny", messages=hello, n=0)
+    with pytest.raises(openai.BadRequestError, match=r"n 33 is over this server's batch size 32"):
+        client.chat.completions.create(model="tiny", messages=hello, n=33)
     with pytest.raises(openai.NotFoundError, match="model 'gpt-9' does not exist; served: assistant"):
         client.chat.completions.create(model="gpt-9", messages=hello)
 

@@ -23,6 +23,7 @@ from srl_rlvr.cli import (
     evaluate,
     feedback,
     generate,
+    mcp,
     registry,
     run,
     selection,
@@ -74,6 +75,7 @@ for group in (
     registry,
     selection,
     serve,
+    mcp,
     feedback,
     aws,
 ):

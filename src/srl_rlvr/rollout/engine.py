@@ -16,6 +16,10 @@ One `generate` call:
    sync); when all are, the loop ends; when at most half are, the unfinished rows are moved to the
    front of the cache and the step runs at the smaller batch (its own graph).
 
+A `processor` (HF's LogitsProcessor call shape) may rewrite each step's logits on the host side
+before sampling: per-request sampling and grammar masks in serving. Such a call runs its steps
+eagerly, without graphs or row compaction (rows stay in prompt order for the processor's state).
+
 Graphs are captured lazily, a few ms each (no compiler; 0.1-0.2 s for a whole first call), and kept
 across calls while the batch and length fit the cache; `warmup_s` after a call says how long
 capture took. `fused=True` adds a one-off torch.compile of the elementwise ops and sampler (~9 s
@@ -28,7 +32,7 @@ On CPU the same steps run eagerly (tests use that path).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +42,8 @@ from srl_rlvr.rollout.decoder import Decoder
 from srl_rlvr.rollout.sampling import Rollout, SamplingParams, fused_sampler, sample
 
 SamplerKey = tuple[bool, int, bool]  # greedy, top_k, top-p on
+Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (last tokens, logits) -> logits
+GREEDY: SamplerKey = (True, 0, False)
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -217,9 +223,30 @@ class FastEngine:
         ids.index_copy_(0, self.row_ids[:rows], self.out_ids[:rows, :count])
         logps.index_copy_(0, self.row_ids[:rows], self.out_logps[:rows, :count])
 
+    def _processed_step(self, rows: int, width: int, batch: int, processor: Processor) -> None:
+        """A decode step whose logits `processor` rewrites (eager); its argmax is the token."""
+        assert self.cache is not None
+        logits = self.decoder.decode(self.cache, self.tokens[:rows], self.positions[:rows], self.slot, width)
+        token, logp = self._processed_sample(logits, batch, processor)
+        self._record(rows, token, logp)
+        self.positions[:rows].add_(1)
+        self.slot.add_(1)
+
+    def _processed_sample(
+        self, logits: torch.Tensor, batch: int, processor: Processor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = logits.float().clone()
+        chosen[:batch] = processor(self.tokens[:batch, None], chosen[:batch])
+        return self.sample(chosen, *GREEDY, self.temperature, self.top_p)
+
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollout:
-        """Complete each prompt (lists of token ids); see `Rollout` for what comes back."""
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, processor: Processor | None = None
+    ) -> Rollout:
+        """Complete each prompt (lists of token ids); see `Rollout` for what comes back. With a
+        `processor`, each step's token is the argmax of its logits after `processor` (which then
+        does the sampling, as serve/row_sampling.py does) and the log-probs returned are not the
+        model's."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         self.warmup_s = 0.0
@@ -231,7 +258,10 @@ class FastEngine:
             logits = self._prefill(prompts, rows, length)
             self.step.zero_()
             self.slot.fill_(length)
-            token, logp = self.sample(logits, *sampler, self.temperature, self.top_p)
+            if processor is None:
+                token, logp = self.sample(logits, *sampler, self.temperature, self.top_p)
+            else:
+                token, logp = self._processed_sample(logits, batch, processor)
             self._record(rows, token, logp)
             final = [
                 torch.zeros(batch + 1, new, dtype=torch.long, device=self.device),
@@ -242,10 +272,13 @@ class FastEngine:
                     unfinished = int((~self.done[:rows]).sum())
                     if unfinished == 0:
                         break
-                    if unfinished <= rows // 2 and self._bucket(unfinished) < rows:
+                    if processor is None and unfinished <= rows // 2 and self._bucket(unfinished) < rows:
                         rows = self._compact(rows, self._bucket(unfinished), length + t - 1, final)
                 width = min(self.cache.columns, round_up(length + t, self.window))
-                self._run_step(rows, width, sampler)
+                if processor is None:
+                    self._run_step(rows, width, sampler)
+                else:
+                    self._processed_step(rows, width, batch, processor)
             self._flush(rows, final)
         return self._result(final[0][:batch], final[1][:batch])
 

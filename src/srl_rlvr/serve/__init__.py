@@ -2,6 +2,10 @@
 
 config.py      the `serve:` section of the YAML file
 generation.py  the one function that turns prompts into completions (the fast engine swaps in here)
+sampling_params.py, row_sampling.py  per-row sampling (n, seed, top_p, log-probs, penalties)
+structured.py  response_format as a grammar (constrained decoding, xgrammar)
+tools.py       tool definitions into the prompt, tool calls out of the answer; tool_loop.py runs a
+               role's MCP tools
 models.py      base models loaded once, LoRA adapters attached and detached at runtime, batching
 guardrails.py  input and output rules per role; audit.py writes every violation
 auth.py        API keys and the per-key rate limit
@@ -10,4 +14,5 @@ roles.py       each role's chain of models, canary traffic shift, rollback and p
 openai_api.py  request and response shapes of the OpenAI API
 server.py      one request's path: guardrails -> healthy model -> failover -> guardrails
 app.py         the FastAPI routes; run.py starts uvicorn (in the foreground or a background thread)
+mcp_server.py  `srl-rlvr mcp`: the system's operations as MCP tools, behind the same keys
 """

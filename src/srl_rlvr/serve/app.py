@@ -43,7 +43,9 @@ from srl_rlvr.serve.openai_api import (
     completion_stream,
     new_id,
 )
+from srl_rlvr.serve.sampling_params import request_sampling
 from srl_rlvr.serve.server import Answer, Ask, Server
+from srl_rlvr.serve.tools import plan_tools
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -199,6 +201,10 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
 
         async def run() -> Response:
             request_id = new_id("chatcmpl")
+            try:
+                tools = plan_tools(body.tools, body.tool_choice)
+            except ValueError as e:
+                raise ApiError(400, f"tool_choice {e}", param="tool_choice") from None
             ask = Ask(
                 body.model,
                 body.plain_messages(),
@@ -208,16 +214,23 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 body.stops,
                 key_id,
                 request_id,
+                n=body.n,
+                sampling=request_sampling(body, temperature(body.temperature), config.limits.max_batch),
+                user=body.user,
+                metadata=body.metadata,
+                tools=tools,
+                tool_choice=body.tool_choice,
             )
             answer: Answer = await server.answer(ask)
             headers = {"x-served-by": answer.served_by}
             if body.stream:
                 events = chat_stream(
-                    request_id, body.model, answer.completion, answer.refusal, body.include_usage
+                    request_id, body.model, answer.choices, answer.refusals, body.include_usage, tools
                 )
                 return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
             return JSONResponse(
-                chat_response(request_id, body.model, answer.completion, answer.refusal), headers=headers
+                chat_response(request_id, body.model, answer.choices, answer.refusals, tools),
+                headers=headers,
             )
 
         return await observed("chat", body.model, run)
@@ -239,17 +252,20 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
                 body.stops,
                 key_id,
                 request_id,
+                n=body.n,
+                sampling=request_sampling(body, temperature(body.temperature), config.limits.max_batch),
+                user=body.user,
+                metadata=body.metadata,
             )
             answer = await server.answer(ask)
-            refused = answer.refusal is not None
             headers = {"x-served-by": answer.served_by}
             if body.stream:
                 events = completion_stream(
-                    request_id, body.model, answer.completion, refused, body.include_usage
+                    request_id, body.model, answer.choices, answer.refusals, body.include_usage
                 )
                 return StreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
             return JSONResponse(
-                completion_response(request_id, body.model, answer.completion, refused), headers=headers
+                completion_response(request_id, body.model, answer.choices, answer.refusals), headers=headers
             )
 
         return await observed("completions", body.model, run)

@@ -126,6 +126,27 @@ class Guardrails(Section):
     output: OutputRules = Field(default_factory=OutputRules)
 
 
+class McpToolServer(Section):
+    """An MCP server whose tools a role's model may call: a command to run (stdio) or a URL."""
+
+    command: list[str] | None = Field(None, min_length=1, description="Program and arguments (stdio).")
+    url: str | None = Field(None, description="A streamable HTTP endpoint, http(s)://host/mcp.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of a command.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpToolServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (stdio) or url (streamable HTTP)")
+        return self
+
+
+class ToolLoopConfig(Section):
+    max_calls: int = Field(4, ge=1, description="Tool calls per request; then the model must answer.")
+    call_timeout_s: float = Field(
+        20.0, gt=0, description="A tool call slower than this fails (the model sees why)."
+    )
+
+
 class RoleConfig(Section):
     """A job an application asks for by name (`model: <role>`), served by a chain of models."""
 
@@ -145,6 +166,18 @@ class RoleConfig(Section):
         "answers are checked with its parse().",
     )
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    mcp_servers: dict[str, McpToolServer] = Field(
+        default_factory=dict,
+        description="MCP servers whose tools the role's model may call: the server offers them in the "
+        "prompt, runs each call (audited) and feeds the result back, up to tool_loop.max_calls.",
+    )
+    tool_loop: ToolLoopConfig = Field(default_factory=ToolLoopConfig)
+    constrain_output: bool = Field(
+        False,
+        description="Decode every answer under the role's answer schema (its task's `answer_model`, else "
+        "guardrails.output.schema) by constrained decoding, so it always parses: the answer becomes the "
+        "JSON alone, with no reasoning before it. A request's own response_format takes precedence.",
+    )
 
 
 class AuthConfig(Section):
@@ -290,6 +323,8 @@ class ServeConfig(Section):
             if unknown:
                 raise ValueError(f"auth.key_access.{key_id}: no role or model {', '.join(unknown)}")
         for name, role in self.roles.items():
+            if role.mcp_servers and role.task:
+                raise ValueError(f"roles.{name}: a role with mcp_servers answers chat, not a task's prompt")
             for used in [role.primary, *role.backups]:
                 if used not in self.models:
                     raise ValueError(

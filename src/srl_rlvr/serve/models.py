@@ -4,7 +4,8 @@ One thread per base model does everything that touches it, in arrival order: gen
 adapter loads alike (HF generate and peft's module surgery are not thread-safe). So a hot-swap lands
 between two batches: requests queued before it finish on the old weights, later ones get the new, and
 none fails. Queued requests are batched (up to `max_batch`, same temperature, any mix of the base and
-its adapters), which is where a CPU or GPU gets its throughput under concurrent load.
+its adapters), which is where a CPU or GPU gets its throughput under concurrent load. A request for
+`n` choices is n rows of one batch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from srl_rlvr.config import ModelConfig
 from srl_rlvr.errors import ModelLoadError, UserError
 from srl_rlvr.serve.generation import BASE_ADAPTER, Completion, context_length, generate_batch
+from srl_rlvr.serve.sampling_params import RowSampling
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,14 @@ class _Job:
     served: str
     prompt: str
     max_tokens: int
-    temperature: float
+    sampling: RowSampling
     stop: list[str]
-    future: Future[Completion] = field(default_factory=Future)
+    n: int = 1
+    future: Future[list[Completion]] = field(default_factory=Future)
+
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature
 
 
 @dataclass
@@ -80,8 +87,10 @@ class BaseModelWorker:
         self._thread = threading.Thread(target=self._loop, name=f"model-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, served: str, prompt: str, max_tokens: int, temperature: float, stop: list[str]) -> _Job:
-        job = _Job(served, prompt, max_tokens, temperature, stop)
+    def submit(
+        self, served: str, prompt: str, max_tokens: int, sampling: RowSampling, stop: list[str], n: int = 1
+    ) -> _Job:
+        job = _Job(served, prompt, max_tokens, sampling, stop, n)
         self._put(job)
         return job
 
@@ -180,28 +189,31 @@ class BaseModelWorker:
         jobs = [job for job in jobs if self._admit(job)]
         if not jobs:
             return
+        rows = [(job, i) for job in jobs for i in range(job.n)]
         adapter_names = None
         if self.adapters:  # the model is a PeftModel: each row names its adapter
-            adapter_names = [self.adapters.get(job.served, BASE_ADAPTER) for job in jobs]
+            adapter_names = [self.adapters.get(job.served, BASE_ADAPTER) for job, _ in rows]
         began = time.perf_counter()
         try:
             completions = generate_batch(
                 self.model,
                 self.tokenizer,
-                [job.prompt for job in jobs],
-                [job.max_tokens for job in jobs],
+                [job.prompt for job, _ in rows],
+                [job.max_tokens for job, _ in rows],
                 jobs[0].temperature,
-                [job.stop for job in jobs],
+                [job.stop for job, _ in rows],
                 adapter_names,
+                sampling=[job.sampling.for_choice(i) for job, i in rows],
             )
         except Exception as e:  # any crash of the model is a failure to fail over from
             log.exception("generation failed on %s", self.name)
             for job in jobs:
                 job.future.set_exception(ModelFailure(f"{self.name}: {type(e).__name__}: {e}"))
             return
-        log.debug("%s: batch of %d in %.0f ms", self.name, len(jobs), 1000 * (time.perf_counter() - began))
-        for job, completion in zip(jobs, completions, strict=True):
-            job.future.set_result(completion)
+        log.debug("%s: batch of %d in %.0f ms", self.name, len(rows), 1000 * (time.perf_counter() - began))
+        done = iter(completions)
+        for job in jobs:
+            job.future.set_result([next(done) for _ in range(job.n)])
 
 
 class ModelSet:
@@ -252,12 +264,20 @@ class ModelSet:
         worker.call(lambda: worker.detach(name)).result()
 
     async def generate(
-        self, name: str, prompt: str, max_tokens: int, temperature: float, stop: list[str], timeout_s: float
-    ) -> Completion:
+        self,
+        name: str,
+        prompt: str,
+        max_tokens: int,
+        sampling: RowSampling,
+        stop: list[str],
+        timeout_s: float,
+        n: int = 1,
+    ) -> list[Completion]:
+        """`n` completions of `prompt`, generated as rows of one batch."""
         worker = self.where.get(name)
         if worker is None:
             raise ModelFailure(f"model '{name}' is not loaded")
-        job = worker.submit(name, prompt, max_tokens, temperature, stop)
+        job = worker.submit(name, prompt, max_tokens, sampling, stop, n)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout_s)
         except TimeoutError:

@@ -1,9 +1,11 @@
 """The OpenAI API's request and response shapes, so any OpenAI client works against the server unchanged.
 
-Requests accept the fields clients send and ignore the sampling knobs the server does not implement
-(top_p, penalties, logprobs, seed); `n` must be 1. Errors use OpenAI's JSON error shape. Streaming sends
-the finished answer in chunks (Server-Sent Events ending with `data: [DONE]`): HF generation produces
-the whole text at once; true token streaming comes with the fast engine.
+Requests take OpenAI's sampling parameters (n, top_p, seed, logprobs, penalties, stop,
+response_format); one the server does not implement is a 400 naming it (sampling_params.UNSUPPORTED).
+Errors use OpenAI's JSON error shape. Streaming sends the finished answer in chunks (Server-Sent
+Events ending with `data: [DONE]`), with the same fields as the whole response (one chunk per token
+when log-probs are asked for): HF generation produces the whole text at once; true token streaming
+comes with the fast engine.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from srl_rlvr.serve.generation import Completion
+from srl_rlvr.serve.generation import Completion, TokenLogprob
+from srl_rlvr.serve.sampling_params import unsupported_parameter
+from srl_rlvr.serve.tools import ToolDef, ToolPlan, parse_tool_calls
 
 STREAM_CHUNK_CHARS = 16  # characters per streamed delta
 
@@ -63,7 +67,23 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    n: Literal[1] = 1
+    n: StrictInt = Field(1, ge=1, description="Choices to sample, as rows of one batch (at most max_batch).")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: StrictInt | None = Field(None, ge=0, lt=2**63, description="The same seed repeats the answer.")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    user: str | None = Field(None, max_length=256, description="The end user, kept with the record.")
+    metadata: dict[str, str] | None = Field(None, max_length=16, description="Kept with the record.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        # ApiError is not a ValueError, so pydantic lets it through to the route as a 400 naming the field
+        found = unsupported_parameter(data) if isinstance(data, dict) else None
+        if found is not None:
+            name, why = found
+            raise ApiError(400, f"{name}: {why}", code="unsupported_parameter", param=name)
+        return data
 
     @property
     def stops(self) -> list[str]:
@@ -81,29 +101,88 @@ class ContentPart(BaseModel):
     text: str
 
 
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str
+
+
+class AssistantToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+    def for_template(self) -> dict[str, Any]:
+        try:
+            arguments = json.loads(self.function.arguments)
+        except json.JSONDecodeError:
+            raise ApiError(
+                400, f"tool call {self.id}: arguments are not JSON", param="messages.tool_calls"
+            ) from None
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.function.name, "arguments": arguments},
+        }
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[AssistantToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # the call a tool message answers
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
 
+    def plain(self) -> dict[str, Any]:
+        """As chat templates take it: tool calls with their arguments as objects."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.for_template() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # the model may write several calls; all are returned
 
-    def plain_messages(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+    @property
+    def logprob_count(self) -> int | None:
+        """None: no log-probs; else how many alternatives per token."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def plain_messages(self) -> list[dict[str, Any]]:
+        return [m.plain() for m in self.messages]
 
 
 class CompletionRequest(_Request):
     prompt: str
     max_tokens: StrictInt | None = Field(16, ge=1)  # OpenAI's default for completions
+    logprobs: StrictInt | None = Field(
+        None, ge=0, le=5, description="Alternatives per token (legacy format)."
+    )
+
+    @property
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
 
 class LoadAdapterRequest(BaseModel):
@@ -147,52 +226,106 @@ class FailRequest(BaseModel):
     fail: bool = True
 
 
-def _usage(c: Completion) -> dict[str, int]:
-    return {
-        "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens,
-        "total_tokens": c.prompt_tokens + c.completion_tokens,
-    }
+def _usage(choices: list[Completion]) -> dict[str, int]:
+    completion = sum(c.completion_tokens for c in choices)
+    prompt = choices[0].prompt_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def chat_response(request_id: str, model: str, c: Completion, refusal: str | None) -> dict[str, Any]:
+def _chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
+    """OpenAI's chat format: per token its text, log-prob, UTF-8 bytes and the top alternatives."""
+    if logprobs is None:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    content = [
+        {**entry(t.token, t.logprob), "top_logprobs": [entry(w, lp) for w, lp in t.top]} for t in logprobs
+    ]
+    return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
+    """The completions API's (legacy) format: parallel lists, alternatives as {token: log-prob}."""
+    if logprobs is None:
+        return None
+    offsets, at = [], 0
+    for t in logprobs:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in logprobs],
+        "token_logprobs": [t.logprob for t in logprobs],
+        "top_logprobs": [dict(t.top) for t in logprobs],
+        "text_offset": offsets,
+    }
+
+
+def _message(c: Completion, refusal: str | None, tools: ToolPlan | None) -> tuple[dict[str, Any], str]:
+    """The assistant message of one choice and its finish reason: calls of the request's tools are
+    parsed out of the text into `tool_calls` (finish_reason tool_calls)."""
+    if refusal:
+        return {"role": "assistant", "content": None, "refusal": refusal}, "content_filter"
+    content, calls = parse_tool_calls(c.text, tools) if tools is not None else (c.text, [])
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = [call.body() for call in calls]
+    return message, "tool_calls" if calls else c.finish_reason
+
+
+def chat_response(
+    request_id: str,
+    model: str,
+    choices: list[Completion],
+    refusals: list[str | None],
+    tools: ToolPlan | None = None,
+) -> dict[str, Any]:
     """A chat.completion; a refused answer has `refusal` set, no content and finish_reason content_filter."""
-    message = {"role": "assistant", "content": None if refusal else c.text, "refusal": refusal}
+    out = []
+    for index, (c, refusal) in enumerate(zip(choices, refusals, strict=True)):
+        message, finish = _message(c, refusal, tools)
+        out.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": None if refusal else _chat_logprobs(c.logprobs),
+                "finish_reason": finish,
+            }
+        )
     return {
         "id": request_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": "content_filter" if refusal else c.finish_reason,
-            }
-        ],
-        "usage": _usage(c),
+        "choices": out,
+        "usage": _usage(choices),
     }
 
 
-def completion_response(request_id: str, model: str, c: Completion, refused: bool) -> dict[str, Any]:
+def completion_response(
+    request_id: str, model: str, choices: list[Completion], refusals: list[str | None]
+) -> dict[str, Any]:
+    out = [
+        {
+            "index": index,
+            "text": "" if refusal else c.text,
+            "logprobs": None if refusal else _completion_logprobs(c.logprobs),
+            "finish_reason": "content_filter" if refusal else c.finish_reason,
+        }
+        for index, (c, refusal) in enumerate(zip(choices, refusals, strict=True))
+    ]
     return {
         "id": request_id,
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "text": "" if refused else c.text,
-                "logprobs": None,
-                "finish_reason": "content_filter" if refused else c.finish_reason,
-            }
-        ],
-        "usage": _usage(c),
+        "choices": out,
+        "usage": _usage(choices),
     }
 
 
@@ -200,54 +333,81 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
-def _pieces(text: str) -> list[str]:
-    return [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+def _pieces(c: Completion) -> list[tuple[str, tuple[TokenLogprob, ...] | None]]:
+    """The answer in stream deltas: a token each, with its log-prob, when the request asked for them
+    (the last delta takes any text the tokens do not cover, a stop string's cut for one); else chunks
+    of STREAM_CHUNK_CHARS characters."""
+    if c.logprobs is None:
+        text = c.text
+        return [(text[i : i + STREAM_CHUNK_CHARS], None) for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+    pieces, at = [], 0
+    for t in c.logprobs:
+        piece = c.text[at : at + len(t.token)] if c.text.startswith(t.token, at) else ""
+        at += len(piece)
+        pieces.append((piece, (t,)))
+    if at < len(c.text) and pieces:
+        pieces[-1] = (pieces[-1][0] + c.text[at:], pieces[-1][1])
+    elif at < len(c.text):
+        pieces.append((c.text[at:], ()))
+    return pieces
 
 
 def chat_stream(
-    request_id: str, model: str, c: Completion, refusal: str | None, include_usage: bool
+    request_id: str,
+    model: str,
+    choices: list[Completion],
+    refusals: list[str | None],
+    include_usage: bool,
+    tools: ToolPlan | None = None,
 ) -> Iterator[str]:
-    """chat.completion.chunk events: the role, the content (or refusal) in pieces, the finish reason."""
+    """chat.completion.chunk events per choice: the role, the content (or refusal) in pieces with their
+    log-probs, the tool calls, the finish reason; then the usage when asked for."""
     created = int(time.time())
+    body = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> str:
-        choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
-        body = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
-        return _sse({**body, "choices": choices, **({"usage": usage} if usage else {})})
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return _sse({**body, "choices": [choice]})
 
-    yield chunk({"role": "assistant", "content": ""})
-    key = "refusal" if refusal else "content"
-    for piece in _pieces(refusal or c.text):
-        yield chunk({key: piece})
-    yield chunk({}, "content_filter" if refusal else c.finish_reason)
+    for index, (c, refusal) in enumerate(zip(choices, refusals, strict=True)):
+        message, finish = _message(c, refusal, tools)
+        yield chunk(index, {"role": "assistant", "content": ""})
+        if refusal:
+            yield chunk(index, {"refusal": refusal})
+        elif "tool_calls" in message:
+            if message["content"]:
+                yield chunk(index, {"content": message["content"]})
+            calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+            yield chunk(index, {"tool_calls": calls})
+        else:
+            for piece, logprobs in _pieces(c):
+                yield chunk(index, {"content": piece}, logprobs=_chat_logprobs(logprobs))
+        yield chunk(index, {}, finish)
     if include_usage:
-        yield chunk({}, usage=_usage(c))
+        yield _sse({**body, "choices": [], "usage": _usage(choices)})
     yield "data: [DONE]\n\n"
 
 
 def completion_stream(
-    request_id: str, model: str, c: Completion, refused: bool, include_usage: bool
+    request_id: str,
+    model: str,
+    choices: list[Completion],
+    refusals: list[str | None],
+    include_usage: bool,
 ) -> Iterator[str]:
     created = int(time.time())
+    body = {"id": request_id, "object": "text_completion", "created": created, "model": model}
 
-    def chunk(text: str, finish: str | None = None) -> str:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        return _sse(
-            {
-                "id": request_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [choice],
-            }
-        )
+    def chunk(index: int, text: str, finish: str | None = None, logprobs: Any = None) -> str:
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        return _sse({**body, "choices": [choice]})
 
-    for piece in [] if refused else _pieces(c.text):
-        yield chunk(piece)
-    yield chunk("", "content_filter" if refused else c.finish_reason)
+    for index, (c, refusal) in enumerate(zip(choices, refusals, strict=True)):
+        for piece, logprobs in [] if refusal else _pieces(c):
+            yield chunk(index, piece, logprobs=_completion_logprobs(logprobs))
+        yield chunk(index, "", "content_filter" if refusal else c.finish_reason)
     if include_usage:
-        body = {"id": request_id, "object": "text_completion", "created": created, "model": model}
-        yield _sse({**body, "choices": [], "usage": _usage(c)})
+        yield _sse({**body, "choices": [], "usage": _usage(choices)})
     yield "data: [DONE]\n\n"
 
 

@@ -6,38 +6,55 @@ generation, failing over to the next model when one errs or times out -> output 
 non-conforming answer is retried once, then refused) -> canary judgement and the bandit's reward. A
 model named directly gets exactly that model, no failover, under `direct_guardrails`: naming a
 backup model must not be a way around a role's rules.
+
+Stop strings on a role whose task checks its format: the check runs on the whole answer, then the
+answer is cut at the first stop string. The check is about what the model can do (a cut answer would
+fail it, and the client chose the cut); the client gets what it asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
-from srl_rlvr.serve.generation import Completion, render_chat
-from srl_rlvr.serve.guardrails import Message, Violation, check_input, check_output, format_check
+from srl_rlvr.serve.generation import Completion, cut_at_stops, render_chat
+from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
 from srl_rlvr.serve.metrics import ServeMetrics
 from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong
 from srl_rlvr.serve.openai_api import ApiError
 from srl_rlvr.serve.roles import Roles
 from srl_rlvr.serve.routing import request_features, reward
+from srl_rlvr.serve.sampling_params import RowSampling
+from srl_rlvr.serve.structured import role_grammar
+from srl_rlvr.serve.tools import ToolPlan
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Answer:
-    completion: Completion
-    refusal: str | None  # set when the output guardrails refused the answer
+    choices: list[Completion]
+    refusals: list[str | None]  # set where the output guardrails refused that choice
     served_by: str
+
+    @property
+    def completion(self) -> Completion:
+        return self.choices[0]
+
+    @property
+    def refusal(self) -> str | None:
+        return self.refusals[0]
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,17 @@ class Ask:
     stop: list[str]
     key_id: str
     request_id: str
+    n: int = 1
+    sampling: RowSampling | None = None  # beyond the temperature: seed, top_p, log-probs, penalties, grammar
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    tools: ToolPlan | None = None  # the tools the model may call, rendered into its prompt
+    tool_choice: Any = None  # as the client sent it: also applies to a role's MCP tools
+
+    def row(self, temperature: float | None = None) -> RowSampling:
+        """The sampling of one row, at `temperature` instead of the request's when given (a retry)."""
+        base = self.sampling or RowSampling(self.temperature)
+        return replace(base, temperature=self.temperature if temperature is None else temperature)
 
 
 class Server:
@@ -69,6 +97,11 @@ class Server:
         self.roles = Roles(config.roles, config.canary)
         self.formats = {name: format_check(role) for name, role in config.roles.items()}
         self.tasks = {name: load_task(role.task) for name, role in config.roles.items() if role.task}
+        self.grammars = {
+            name: role_grammar(name, role, self.tasks.get(name))
+            for name, role in config.roles.items()
+            if role.constrain_output
+        }
         self.audit = AuditLog(config.audit_log)
         self.metrics = ServeMetrics()
         records = config.records
@@ -123,7 +156,7 @@ class Server:
         await asyncio.to_thread(self.models.close)
 
     async def _probe(self, model: str) -> None:
-        await self.models.generate(model, "ping", 1, 0.0, [], self.config.health.probe_timeout_s)
+        await self.models.generate(model, "ping", 1, RowSampling(0.0), [], self.config.health.probe_timeout_s)
 
     def served_names(self) -> list[str]:
         return [*self.config.roles, *self.models.where]
@@ -140,8 +173,35 @@ class Server:
         allowed = self.config.auth.key_access.get(ask.key_id)
         if allowed is not None and ask.name not in allowed:
             raise ApiError(403, f"key {ask.key_id} may not call '{ask.name}' (serve.auth.key_access)")
+        if role is not None and role.mcp_servers and (ask.tools is not None or ask.n > 1):
+            param = "tools" if ask.tools is not None else "n"
+            raise ApiError(
+                400,
+                f"role '{ask.name}' runs its own MCP tools and answers one choice; drop {param}",
+                param=param,
+            )
+        if role is not None and role.task and ask.tools is not None:
+            raise ApiError(
+                400,
+                f"role '{ask.name}' answers its task's prompt, which has no place for tools; call a model "
+                "or a role without a task",
+                param="tools",
+            )
+        if ask.tools is not None and ask.tools.forced is not None:
+            if ask.row().grammar is not None:
+                raise ApiError(
+                    400,
+                    "a forced tool_choice and response_format both constrain the answer; send one",
+                    param="tool_choice",
+                )
+            ask = replace(ask, sampling=replace(ask.row(), grammar=ask.tools.forced))
         guardrails = role.guardrails if role is not None else self.config.direct_guardrails
         checked = check_input(guardrails.input, ask.messages)
+        if checked.refused is None and ask.tools is not None:  # tool definitions are client text too
+            tools = [{"role": "system", "content": json.dumps(ask.tools.rendered)}]
+            checked_tools = check_input(guardrails.input.model_copy(update={"max_chars": None}), tools)
+            if checked_tools.refused is not None and checked_tools.refused.rule == "input.injection":
+                checked = Checked(checked.value, checked_tools.violations)
         self._report(checked.violations, ask, ask.name)
         if checked.refused is not None:
             whose = f"role '{ask.name}'" if role is not None else "direct model access"
@@ -164,16 +224,32 @@ class Server:
 
     async def _answer(self, ask: Ask, role: RoleConfig | None) -> Answer:
         if role is None:
-            completion, served = await self._generate(ask, [ask.name])
-            answer = check_output(self.config.direct_guardrails.output, completion.text)
-            self._report(answer.violations, ask, served)
-            self._count_tokens(served, completion)
-            return Answer(replace(completion, text=answer.value), None, served)
+            completions, served = await self._generate(ask, [ask.name])
+            choices = []
+            for completion in completions:
+                answer = check_output(self.config.direct_guardrails.output, completion.text)
+                self._report(answer.violations, ask, served)
+                self._count_tokens(served, completion)
+                choices.append(replace(completion, text=answer.value))
+            return Answer(choices, [None] * len(choices), served)
         began = time.perf_counter()
         features = request_features(sum(len(m["content"]) for m in ask.messages) // 4, role=ask.name)
         chain = self.roles.chain(ask.name, self.health, features)
-        completion, served = await self._generate(ask, chain)
-        completion, refusal = await self._enforce_output(ask, role, chain, completion, served)
+        if ask.name in self.grammars and ask.row().grammar is None:
+            ask = replace(ask, sampling=replace(ask.row(), grammar=self.grammars[ask.name]))
+        checked_whole = self.formats[ask.name] is not None and ask.stop
+        generated = replace(ask, stop=[]) if checked_whole else ask  # the format check sees it all
+        if role.mcp_servers:
+            completions, served = await self._answer_with_tools(generated, role, chain)
+        else:
+            completions, served = await self._generate(generated, chain)
+        choices, refusals = [], []
+        for completion in completions:
+            completion, refusal = await self._enforce_output(generated, role, chain, completion, served)
+            choices.append(cut_at_stops(completion, ask.stop) if checked_whole else completion)
+            refusals.append(refusal)
+            self._count_tokens(served, completion)
+        refusal = next((r for r in refusals if r), None)
         canary = self.roles.states[ask.name].canary
         if canary is not None and canary.model in chain:  # it is in the chain when this request drew it
             reason = self.roles.judge_canary(ask.name, self.health)
@@ -184,9 +260,41 @@ class Server:
         self.roles.learn(
             ask.name, served, features, reward(quality, 0.0, 1000 * (time.perf_counter() - began))
         )
-        self._count_tokens(served, completion)
         self.roles.count_answer(ask.name, served)
-        return Answer(completion, refusal, served)
+        return Answer(choices, refusals, served)
+
+    async def _answer_with_tools(
+        self, ask: Ask, role: RoleConfig, chain: list[str]
+    ) -> tuple[list[Completion], str]:
+        """The role's model calling its MCP servers' tools (tool_loop.py) until it answers."""
+        from srl_rlvr.serve.tool_loop import answer_with_tools
+
+        served = chain[0]
+
+        async def generate(round_ask: Ask) -> Completion:
+            nonlocal served
+            completions, served = await self._generate(round_ask, chain)
+            return completions[0]
+
+        def audit(rule: str, action: str) -> None:  # the audit log only: a tool call is no violation
+            self.audit.write(
+                key_id=ask.key_id,
+                model=served,
+                role=ask.name,
+                rule=rule,
+                action=action,
+                request_id=ask.request_id,
+            )
+
+        try:
+            completion = await answer_with_tools(ask, role.mcp_servers, role.tool_loop, generate, audit)
+        except ApiError:
+            raise
+        except Exception as e:  # the outside edge: a tool server that would not start or list its tools
+            raise ApiError(
+                503, f"role '{ask.name}': its MCP servers are unavailable: {e}", code="tools_unavailable"
+            ) from None
+        return [completion], served
 
     def _record(self, ask: Ask, answer: Answer | None, began: float) -> None:
         """Keep the request (its text as the guardrails left it) with the task's check of the answer;
@@ -202,6 +310,8 @@ class Server:
             if outcome.value is not None:
                 self.roles.record_outcome(ask.name, answer.served_by, outcome.value)
         status = "error" if answer is None else "refused" if answer.refusal else "ok"
+        asked = {"user": ask.user} if ask.user else {}
+        asked.update({f"metadata.{k}": v for k, v in (ask.metadata or {}).items()})
         self.records.add(
             Record(
                 request_id=ask.request_id,
@@ -213,7 +323,7 @@ class Server:
                 latency_ms=1000 * (time.perf_counter() - began),
                 outcome=outcome.value,
                 checked=outcome.checked,
-                features=outcome.features,
+                features={**outcome.features, **asked},
                 status=status,
             )
         )
@@ -274,11 +384,12 @@ class Server:
             user = [m["content"] for m in ask.messages if m["role"] == "user"]
             problem = Problem(id=ask.request_id, text=user[-1] if user else "", answer=None)
             return chat_prompt(self.models.tokenizer(model), task.prompt(problem))  # as in training
-        return render_chat(self.models.tokenizer(model), ask.messages)
+        tools = ask.tools.rendered if ask.tools is not None else None
+        return render_chat(self.models.tokenizer(model), ask.messages, tools)
 
     async def _generate(
-        self, ask: Ask, chain: list[str], temperature: float | None = None
-    ) -> tuple[Completion, str]:
+        self, ask: Ask, chain: list[str], temperature: float | None = None, n: int | None = None
+    ) -> tuple[list[Completion], str]:
         """The first answer down the chain; a model that fails is recorded and the next one tried."""
         error: Exception | None = None
         for attempt, model in enumerate(chain[: self.config.limits.failover_attempts]):
@@ -288,9 +399,10 @@ class Server:
                     model,
                     self._prompt(ask, model),
                     ask.max_tokens,
-                    ask.temperature if temperature is None else temperature,
+                    ask.row(temperature),
                     ask.stop,
                     self.config.limits.request_timeout_s,
+                    ask.n if n is None else n,
                 )
             except PromptTooLong as e:
                 raise ApiError(400, str(e), code="context_length_exceeded", param="max_tokens") from None
@@ -319,7 +431,8 @@ class Server:
         if conforms is not None and not conforms(completion.text):
             self._report([Violation("output.format", "retry")], ask, served)
             retry_chain = [served, *(m for m in chain if m != served)]
-            completion, served = await self._generate(ask, retry_chain, rules.retry_temperature)
+            retried, served = await self._generate(ask, retry_chain, rules.retry_temperature, n=1)
+            completion = retried[0]
             if not conforms(completion.text):
                 self._report([Violation("output.format", "refuse")], ask, served)
                 return completion, rules.refusal

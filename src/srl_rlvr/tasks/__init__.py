@@ -15,6 +15,7 @@ BUILTIN_TASKS = {
     "moderation": "srl_rlvr.tasks.moderation:ModerationTask",
     "codegen": "srl_rlvr.tasks.codegen:CodegenTask",
     "extraction": "srl_rlvr.tasks.extraction:ExtractionTask",
+    "calculator": "srl_rlvr.tasks.calculator:CalculatorTask",
 }
 
 __all__ = ["BUILTIN_TASKS", "Problem", "SolvableTask", "Task", "headline_metric", "load_task", "problem_of"]

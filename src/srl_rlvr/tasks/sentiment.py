@@ -78,6 +78,7 @@ def macro_f1(predicted: Sequence[str | None], gold: Sequence[str]) -> float:
 
 class SentimentTask:
     name = "sentiment"
+    answer_model = SentimentAnswer  # what a served role decodes under with `constrain_output`
     instruction = (
         "Classify the sentiment of the text as positive, negative or neutral.\n"
         "You may reason first, one short line at a time. End with one JSON object:\n"
