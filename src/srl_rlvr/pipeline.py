@@ -37,6 +37,7 @@ from srl_rlvr.config import Config, dump_config
 from srl_rlvr.distributed import barrier, is_main
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.evaluate.run import EvalRun
+from srl_rlvr.stage_gate import gate_line, read_gate
 from srl_rlvr.stages import (
     TRAINING,
     Emit,
@@ -212,7 +213,9 @@ def _execute(
         signature=output_signature(path),
     )
     _write_state(run_dir, records)
-    emit(StageEvent("finish", stage, message=f"{records[stage]['seconds']:.1f}s; output {path}"))
+    gate = read_gate(stage_dir(config, stage)) if stage in TRAINING else None
+    kept = f"\n  {gate_line(gate)}" if gate is not None else ""
+    emit(StageEvent("finish", stage, message=f"{records[stage]['seconds']:.1f}s; output {path}{kept}"))
     log.info("%s done in %.1fs: %s", stage, records[stage]["seconds"], path)
     _reload(run_dir, records)  # the others may go on
     return output.evaluation

@@ -128,13 +128,12 @@ def _train(
     upstream: Mapping[str, Path],
     resume: bool,
     callbacks: Sequence[TrainerCallback],
-    emit: Emit,
 ) -> StageOutput:
     """Train from the best model so far (the previous stage's, when its gate kept it; else the base
     model) into the stage folder, then gate the result (`stage_gate.py`)."""
     from srl_rlvr.data.versioning import load_dataset
     from srl_rlvr.distributed import on_main
-    from srl_rlvr.stage_gate import best_model, gate_line, gate_stage, read_gate
+    from srl_rlvr.stage_gate import best_model, gate_stage, read_gate
     from srl_rlvr.tasks import load_task
 
     task = load_task(config.task.name, config.task.options)
@@ -159,8 +158,7 @@ def _train(
         trained = train(on_start, trajectories, out, task, resume=resume, callbacks=callbacks)
     if config.pipeline.gate:
         previous = read_gate(upstream[before].parent) if before else None
-        gate = on_main(lambda: gate_stage(config, stage, str(trained), start, task, out, previous))
-        emit(StageEvent("step", stage, message=gate_line(gate)))
+        on_main(lambda: gate_stage(config, stage, str(trained), start, task, out, previous))
     return StageOutput(trained)
 
 
@@ -292,7 +290,7 @@ def run_stage(
         return _evaluate(config, emit)
     if stage == "register":
         return _register(config, upstream)
-    return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks], emit)
+    return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks])
 
 
 def load_evaluation(report_dir: str | Path) -> EvalRun:
