@@ -65,3 +65,30 @@ def test_a_locked_store_fails_the_flush_and_keeps_every_pending_record(tmp_path:
         other.rollback()
         other.close()
     assert store.flush() == 1 and [r.request_id for r in store.records()] == ["chatcmpl-1"]
+
+
+def test_one_unstorable_row_neither_blocks_the_others_nor_is_lost(tmp_path: Path) -> None:
+    # A lone surrogate made every flush raise UnicodeEncodeError (not StoreError): the probe's server
+    # stopped recording while it kept answering 200.
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    store.add(Record("chatcmpl-1", "alice", "chat", "tiny", "\ud800 hi", "ok \udfff", 1.0))
+    assert store.flush() == 1
+    assert [(r.prompt, r.completion) for r in store.records()] == [("\ufffd hi", "ok \ufffd")]
+    store.add(served(2))
+    store.add(served(1))  # a request id the database already holds: refused, set aside
+    store.add(served(3))
+    assert store.flush() == 2 and store.pending == []
+    assert [r.request_id for r in store.records()] == ["chatcmpl-1", "chatcmpl-2", "chatcmpl-3"]
+    (rejected,) = (tmp_path / "records.db.rejected.jsonl").read_text().splitlines()
+    assert '"request_id": "chatcmpl-1"' in rejected and "UNIQUE" in rejected
+
+
+def test_a_key_has_one_rating_per_request_the_latest(tmp_path: Path) -> None:
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    store.add(served(1))
+    for rating in (-1, -1, 1, -1, 0):
+        store.add_feedback(Feedback("chatcmpl-1", rating, key_id="alice"))
+    store.add_feedback(Feedback("chatcmpl-1", 1, key_id="review"))
+    assert sorted((f.key_id, f.rating) for f in store.feedback()) == [("alice", 0), ("review", 1)]
+    with pytest.raises(StoreError, match="rating must be -1, 0 or 1"):
+        store.add_feedback(Feedback("chatcmpl-1", True, key_id="alice"))  # type: ignore[arg-type]

@@ -11,8 +11,9 @@ feedback goes with them.
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from srl_rlvr.errors import UserError
+
+log = logging.getLogger(__name__)
 
 METADATA = MetaData()
 REQUESTS = Table(
@@ -152,8 +155,11 @@ class RecordStore:
         path.unlink()
 
     def add(self, record: Record) -> None:
-        """Buffer one served request; `flush` writes it."""
-        self.pending.append(record)
+        """Buffer one served request; `flush` writes it. Text that is not Unicode (a lone surrogate)
+        is made safe first: no driver could store it, and one such row must not stop every flush."""
+        self.pending.append(
+            replace(record, prompt=safe_text(record.prompt), completion=safe_text(record.completion))
+        )
 
     def flush(self) -> int:
         """Write the buffered requests in one transaction and apply the retention limit; the number
@@ -167,32 +173,61 @@ class RecordStore:
         batch = list(self.pending)  # rows added while this transaction runs wait for the next flush
         rows = [asdict(r) for r in batch]
         try:
-            with self.engine.begin() as db:
-                db.execute(insert(REQUESTS), rows)
-                total = db.execute(select(func.count()).select_from(REQUESTS)).scalar_one()
-                if total > self.max_records:
-                    cutoff = (
-                        select(REQUESTS.c.seq)
-                        .order_by(REQUESTS.c.seq.desc())
-                        .offset(self.max_records - 1)
-                        .limit(1)
-                        .scalar_subquery()
-                    )
-                    db.execute(delete(REQUESTS).where(REQUESTS.c.seq < cutoff))
+            try:
+                self._insert(rows)
+            except OperationalError:
+                raise
+            except Exception as e:  # a row the database refuses: write the others, set that one aside
+                log.warning("record store %s refused a batch (%s); writing its rows one by one", self.url, e)
+                rows = self._insert_each(rows)
         except OperationalError as e:
             raise StoreError(
                 f"record store {self.url}: {_first_line(e)}; {len(rows)} records kept for the next flush"
             ) from None
         del self.pending[: len(batch)]
-        return len(batch)
+        return len(rows)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as db:
+            db.execute(insert(REQUESTS), rows)
+            total = db.execute(select(func.count()).select_from(REQUESTS)).scalar_one()
+            if total > self.max_records:
+                cutoff = (
+                    select(REQUESTS.c.seq)
+                    .order_by(REQUESTS.c.seq.desc())
+                    .offset(self.max_records - 1)
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                db.execute(delete(REQUESTS).where(REQUESTS.c.seq < cutoff))
+
+    def _insert_each(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows written; each refused one goes to the `.rejected.jsonl` file beside the database."""
+        written = []
+        for row in rows:
+            try:
+                self._insert([row])
+            except OperationalError:
+                raise
+            except Exception as e:
+                path = self._pending_file().with_suffix("").with_suffix(".rejected.jsonl")
+                with path.open("a") as f:
+                    f.write(json.dumps({"error": _first_line(e), **row}, default=str) + "\n")
+                log.error("record %s refused by the store (%s); kept in %s", row["request_id"], e, path)
+            else:
+                written.append(row)
+        return written
 
     def add_feedback(self, feedback: Feedback) -> None:
-        """Store a rating (and optional correction) of a recorded request."""
-        if feedback.rating not in (-1, 0, 1):
-            raise StoreError(f"rating must be -1, 0 or 1, got {feedback.rating}")
+        """Store a rating (and optional correction) of a recorded request. A key has one rating per
+        request, its latest: a key repeating itself must not outvote the others in the monitor."""
+        if type(feedback.rating) is not int or feedback.rating not in (-1, 0, 1):
+            raise StoreError(f"rating must be -1, 0 or 1, got {feedback.rating!r}")
         self.flush()  # the request it rates may still be in the buffer
+        same = (FEEDBACK.c.request_id == feedback.request_id) & (FEEDBACK.c.key_id == feedback.key_id)
         try:
             with self.engine.begin() as db:
+                db.execute(delete(FEEDBACK).where(same))
                 db.execute(insert(FEEDBACK), [asdict(feedback)])
         except IntegrityError:
             raise StoreError(f"no recorded request '{feedback.request_id}' to give feedback on") from None
@@ -247,6 +282,15 @@ def open_existing(url: str) -> RecordStore:
             "the server's serve.records.url"
         )
     return RecordStore(url)
+
+
+def safe_text(text: str) -> str:
+    """`text` with any lone UTF-16 surrogate replaced by U+FFFD (a valid pair is joined)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _utc(values: dict[str, Any]) -> dict[str, Any]:

@@ -155,7 +155,8 @@ class AuthConfig(Section):
     keys_file: str | None = Field(None, description="A file of `id: key` lines; the id is what logs show.")
     admin_keys: list[str] | None = Field(
         None,
-        description="Key ids allowed on adapter and /admin routes; None: every valid key.",
+        description="Key ids allowed on adapter and /admin routes and to rate others' requests; None: "
+        "no key (the routes answer 404): admin is opt-in.",
     )
     key_access: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -181,6 +182,12 @@ class LimitsConfig(Section):
     )
     failover_attempts: int = Field(
         2, ge=1, description="Models a request is tried on before the client sees an error."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a request's headers this long after it opened (or "
+        "after the last response) is closed: slow clients must not hold sockets (slow-loris).",
     )
 
 

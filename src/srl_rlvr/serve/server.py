@@ -25,7 +25,7 @@ from srl_rlvr.serve.generation import Completion, render_chat
 from srl_rlvr.serve.guardrails import Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
 from srl_rlvr.serve.metrics import ServeMetrics
-from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong
+from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong, UnusablePrompt
 from srl_rlvr.serve.openai_api import ApiError
 from srl_rlvr.serve.roles import Roles
 from srl_rlvr.serve.routing import request_features, reward
@@ -118,7 +118,7 @@ class Server:
         if self.records is not None and self.records.pending:
             try:
                 await asyncio.to_thread(self.records.flush)
-            except StoreError as e:
+            except Exception as e:  # whatever failed, the rows must outlive the process
                 log.error("%s: saved in %s instead", e, self.records.save_pending())
         await asyncio.to_thread(self.models.close)
 
@@ -242,7 +242,7 @@ class Server:
         if record is None:
             raise ApiError(404, f"no recorded request '{request_id}'", code="not_found", param="request_id")
         admins = self.config.auth.admin_keys
-        if record.key_id != key_id and admins is not None and key_id not in admins:
+        if record.key_id != key_id and key_id not in (admins or []):
             raise ApiError(403, f"key {key_id} may rate only its own requests", param="request_id")
         task = self.tasks.get(record.model)
         if correction is not None and task is not None:
@@ -294,6 +294,8 @@ class Server:
                 )
             except PromptTooLong as e:
                 raise ApiError(400, str(e), code="context_length_exceeded", param="max_tokens") from None
+            except UnusablePrompt as e:
+                raise ApiError(400, str(e), code="invalid_prompt", param="messages") from None
             except ModelFailure as e:
                 self.health.record(model, False, 1000 * (time.perf_counter() - began))
                 self.metrics.model_errors.labels(model).inc()
@@ -346,6 +348,8 @@ class Server:
     def render_metrics(self) -> bytes:
         for model in self.models.where:
             self.metrics.health.labels(model).set(RANK[self.health.state(model)])
+        for model, restarts in self.models.restarts().items():
+            self.metrics.worker_restarts.labels(model).set(restarts)
         return self.metrics.render()
 
     # -- runtime changes: adapters, canary, chaos ---------------------------------------------------------
