@@ -2,6 +2,8 @@
 database that loses nothing."""
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,42 @@ def test_a_key_has_one_rating_per_request_the_latest(tmp_path: Path) -> None:
     assert sorted((f.key_id, f.rating) for f in store.feedback()) == [("alice", 0), ("review", 1)]
     with pytest.raises(StoreError, match="rating must be -1, 0 or 1"):
         store.add_feedback(Feedback("chatcmpl-1", True, key_id="alice"))  # type: ignore[arg-type]
+
+
+KILLED_WRITER = """
+import os, sys
+from srl_rlvr.feedback.store import Record, RecordStore, StoreError
+store = RecordStore(sys.argv[1], busy_timeout_s=0.05, journal=True)
+print("open", flush=True)
+sys.stdin.readline()  # the test has locked the database
+for i in range(1, 6):
+    store.add(Record(f"chatcmpl-{i}", "alice", "chat", "tiny", "hi", "hello", 1.0))  # then answered
+try:
+    store.flush()
+except StoreError:
+    os.kill(os.getpid(), 9)  # killed while another process holds the database
+"""
+
+
+def test_records_answered_before_a_kill_9_are_replayed_on_the_next_start(tmp_path: Path) -> None:
+    # What a probe found: kill -9 while another process held the lock lost 5 of 5 answered records.
+    path = tmp_path / "records.db"
+    url = f"sqlite:///{path}"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline() == "open\n"
+    other = sqlite3.connect(path)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        writer.communicate("go\n", timeout=120)
+    finally:
+        other.rollback()
+        other.close()
+    assert writer.returncode == -9
+    assert [r.request_id for r in RecordStore(url).records()] == []  # a reader does not replay
+    restarted = RecordStore(url, journal=True)
+    assert [r.request_id for r in restarted.records()] == [f"chatcmpl-{i}" for i in range(1, 6)]
+    assert restarted.pending == [] and not (tmp_path / "records.db.pending.jsonl").exists()
+    RecordStore(url, journal=True)  # nothing replayed twice
+    assert len(RecordStore(url).records()) == 5

@@ -4,7 +4,9 @@ SQLAlchemy Core over any database URL: a SQLite file by default, Postgres or ano
 config. Text arrives already redacted by the guardrails, and a key is stored by its id, never the key
 itself. Writes are buffered and flushed in one transaction; when the store is locked or full the
 flush raises a one-line `StoreError` and keeps every pending row for the next flush, so nothing
-recorded is lost to a busy database. A retention limit keeps the newest `max_records` requests; their
+recorded is lost to a busy database. The server's store (`journal=True`) also appends each row to a
+journal file beside the database before the reply goes out, and replays it when it starts again: a
+process killed while the database was locked loses no answered request. A retention limit keeps the newest `max_records` requests; their
 feedback goes with them.
 """
 
@@ -107,33 +109,49 @@ class Feedback:
 
 
 class RecordStore:
-    def __init__(self, url: str, max_records: int = 100_000, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, max_records: int = 100_000, busy_timeout_s: float = 5.0, journal: bool = False
+    ) -> None:
         """`url`: any SQLAlchemy URL (`sqlite:///records.db`); `busy_timeout_s`: how long a write waits
-        for a lock another writer holds before the flush fails and keeps its rows."""
+        for a lock another writer holds before the flush fails and keeps its rows; `journal`: the one
+        writer (the server) keeps unflushed rows in the journal file, which only it replays."""
         if max_records < 1:
             raise StoreError(f"max_records must be at least 1, got {max_records}")
-        self.url, self.max_records = url, max_records
+        self.url, self.max_records, self.journal = url, max_records, journal
         connect = {"timeout": busy_timeout_s} if url.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
         self.pending: list[Record] = []
         self._lock = threading.Lock()  # the server flushes from worker threads
+        self._journal_lock = threading.Lock()  # `pending` and the journal change together
         try:
             METADATA.create_all(self.engine)
         except OperationalError as e:
             raise StoreError(f"record store {url}: {_first_line(e)}") from None
-        self._load_saved()
+        if journal:
+            self._load_saved()
 
     def save_pending(self) -> Path:
-        """Write the buffered rows to a JSONL file beside the database (a server stopping while the
-        store is still locked); the next RecordStore on that database loads them back."""
+        """Write the buffered rows to the journal file beside the database (a server stopping while
+        the store is still locked); the next journaling RecordStore on that database loads them back."""
         path = self._pending_file()
-        with path.open("a") as f:
-            for record in self.pending:
-                f.write(json.dumps(asdict(record), default=str) + "\n")
+        if not self.journal:  # a journal already holds them
+            with path.open("a") as f:
+                for record in self.pending:
+                    f.write(_line(record))
         self.pending = []
         return path
+
+    def _rewrite_journal(self) -> None:
+        """With `_journal_lock` held: the journal holds exactly the rows not yet in the database."""
+        path = self._pending_file()
+        if not self.pending:
+            path.unlink(missing_ok=True)
+            return
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(_line(r) for r in self.pending))
+        partial.replace(path)
 
     def _pending_file(self) -> Path:
         database = self.engine.url.database if self.url.startswith("sqlite") else None
@@ -144,22 +162,38 @@ class RecordStore:
         if not path.is_file():
             return
         for line in path.read_text().splitlines():
-            row = json.loads(line)
-            row["time"] = datetime.fromisoformat(row["time"])
-            self.pending.append(Record(**row))
+            try:
+                row = json.loads(line)
+                row["time"] = datetime.fromisoformat(row["time"])
+                self.pending.append(Record(**row))
+            except (ValueError, TypeError, KeyError):  # the line a kill cut short
+                log.warning("%s: skipped a line that is not a whole record", path)
         try:
+            self.pending = self._not_stored(self.pending)
             self.flush()
-        except StoreError:
-            self.pending = []  # still locked: they stay in the file for the next start
-            raise
-        path.unlink()
+        except (StoreError, OperationalError) as e:  # still locked: they stay journaled, and pending
+            log.warning("record store %s: %d journaled records wait for the next flush (%s)", self.url,
+                        len(self.pending), _first_line(e))  # fmt: skip
 
     def add(self, record: Record) -> None:
-        """Buffer one served request; `flush` writes it. Text that is not Unicode (a lone surrogate)
-        is made safe first: no driver could store it, and one such row must not stop every flush."""
-        self.pending.append(
-            replace(record, prompt=safe_text(record.prompt), completion=safe_text(record.completion))
-        )
+        """Buffer one served request (and journal it); `flush` writes it. Text that is not Unicode (a
+        lone surrogate) is made safe first: no driver could store it, and one such row must not stop
+        every flush."""
+        record = replace(record, prompt=safe_text(record.prompt), completion=safe_text(record.completion))
+        with self._journal_lock:  # not `_lock`: a flush waiting on a locked database must not block this
+            if self.journal:
+                with self._pending_file().open("a") as f:
+                    f.write(_line(record))
+            self.pending.append(record)
+
+    def _not_stored(self, records: list[Record]) -> list[Record]:
+        """The records whose request id the database does not hold yet (a journal replayed after a
+        kill between the commit and the journal's rewrite holds some that it does)."""
+        ids = [r.request_id for r in records]
+        with self.engine.connect() as db:
+            query = select(REQUESTS.c.request_id).where(REQUESTS.c.request_id.in_(ids))
+            stored = {row[0] for row in db.execute(query)} if ids else set()
+        return [r for r in records if r.request_id not in stored]
 
     def flush(self) -> int:
         """Write the buffered requests in one transaction and apply the retention limit; the number
@@ -184,7 +218,10 @@ class RecordStore:
             raise StoreError(
                 f"record store {self.url}: {_first_line(e)}; {len(rows)} records kept for the next flush"
             ) from None
-        del self.pending[: len(batch)]
+        with self._journal_lock:
+            del self.pending[: len(batch)]
+            if self.journal:
+                self._rewrite_journal()
         return len(rows)
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
@@ -282,6 +319,10 @@ def open_existing(url: str) -> RecordStore:
             "the server's serve.records.url"
         )
     return RecordStore(url)
+
+
+def _line(record: Record) -> str:
+    return json.dumps(asdict(record), default=str) + "\n"
 
 
 def safe_text(text: str) -> str:

@@ -75,7 +75,9 @@ class Server:
         self.records = (
             None
             if records is None
-            else RecordStore(records.url, records.max_records, busy_timeout_s=records.busy_timeout_s)
+            else RecordStore(
+                records.url, records.max_records, busy_timeout_s=records.busy_timeout_s, journal=True
+            )
         )
         self._flusher: asyncio.Task[None] | None = None
         self.ready = False
