@@ -173,3 +173,19 @@ def test_a_full_store_fails_the_flush_and_keeps_the_rows(tmp_path: Path) -> None
     with pytest.raises(StoreError, match=r"full.*1 records kept for the next flush"):
         store.flush()
     assert len(store.pending) == 1
+
+
+def test_secrets_in_requests_and_corrections_never_reach_the_records(served: tuple[str, Path]) -> None:
+    # What a probe found: API keys (the server's own too), AWS keys and passwords stored verbatim.
+    url, database = served
+    reply = ask(url, f"Start with 5. Add 6. My password is hunter2hunter, key AKIAIOSFODNN7EXAMPLE, {BOB}")
+    correction = f"5+6=11 (ask jane@example.com, token {ALICE})\nAnswer: 11"
+    status, _ = post(url, "/v1/feedback", {"request_id": reply.id, "rating": -1, "correction": correction})
+    assert status == 200
+    record = stored(database)[reply.id]
+    (rating,) = [f for f in RecordStore(f"sqlite:///{database}").feedback() if f.request_id == reply.id]
+    kept = record.prompt + record.completion + (rating.correction or "")
+    for secret in ("hunter2", "AKIAIOSFODNN7EXAMPLE", BOB, ALICE):
+        assert secret not in kept
+    assert record.prompt.startswith("Start with 5. Add 6. My password is [SECRET]")
+    assert "[SECRET]" in rating.correction and "Answer: 11" in rating.correction

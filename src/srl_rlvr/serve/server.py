@@ -16,6 +16,8 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from srl_rlvr.data.pii import redact_text
+from srl_rlvr.data.secrets import redact_secrets
 from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
@@ -210,8 +212,8 @@ class Server:
                 key_id=ask.key_id,
                 model=ask.name,
                 served_by="-" if answer is None else answer.served_by,
-                prompt=text,
-                completion="" if answer is None else answer.completion.text,
+                prompt=self._unsecret(text),
+                completion="" if answer is None else self._unsecret(answer.completion.text),
                 latency_ms=1000 * (time.perf_counter() - began),
                 outcome=outcome.value,
                 checked=outcome.checked,
@@ -221,6 +223,11 @@ class Server:
         )
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_records())
+
+    def _unsecret(self, text: str) -> str:
+        """Secrets (API keys, tokens, passwords; this server's own keys first) never reach the records,
+        whatever a role's guardrails say."""
+        return redact_secrets(text, self.keys)[0]
 
     async def _flush_records(self) -> None:
         assert self.records is not None
@@ -253,6 +260,10 @@ class Server:
                 raise ApiError(
                     400, f"correction refused: {why}", code="invalid_correction", param="correction"
                 )
+        if correction is not None:  # stored as a request's text is: secrets and the role's PII redacted
+            role = self.config.roles.get(record.model)
+            rules = role.guardrails.input if role is not None else self.config.direct_guardrails.input
+            correction = redact_text(self._unsecret(correction), rules.redact_pii)[0]
         try:
             await asyncio.to_thread(
                 self.records.add_feedback, Feedback(request_id, rating, correction, key_id=key_id)
