@@ -18,12 +18,13 @@ from srl_rlvr.errors import ConfigError
 from srl_rlvr.schema import schema_errors
 
 # Phrasings of the common "forget your instructions" and "show me your prompt" attacks, matched against
-# every message after normalisation (guardrails.normalise: NFKC, no zero-width or control characters,
-# casefolded, one space between words). A role may replace or extend them. Patterns stop the attacks
+# every message and the joined conversation after normalisation (guardrails.injection_views: NFKC, no
+# marks, confusables read as ASCII, no invisible or format characters, casefolded, leetspeak and base64
+# or ROT13 decoded). A role may replace or extend them. Patterns stop the attacks
 # they describe, reworded within their gaps; they do not stop paraphrase, other languages, or
 # instructions hidden in data the model reads (the README says so).
 DEFAULT_INJECTION_PATTERNS = [
-    r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|prompts?|rules|guidelines|directives)\b",
+    r"\b(ignore|disregard|forget|override|bypass)\b.{0,100}\b(instructions?|prompts?|rules|guidelines|directives)\b",
     r"\b(reveal|print|repeat|show|output|display|tell me|give me|leak)\b.{0,30}\b(system prompt|system message|"
     r"hidden (instructions?|prompt)|initial (instructions?|prompt)|your (instructions|prompt))\b",
     r"\byou are now\b.{0,20}\b(dan|jailbroken|developer mode|unrestricted)\b",
