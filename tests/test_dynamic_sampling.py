@@ -84,12 +84,12 @@ def test_a_resumed_run_refills_with_the_prompts_an_uninterrupted_run_draws(tmp_p
     whole = recording_trainer(tmp_path / "whole", *settings)
     whole.train()
     stopped = recording_trainer(tmp_path / "resumed", *settings)
-    stopped.add_callback(StopAtStep(1))
+    stopped.add_callback(StopAtStep(2))
     stopped.train()
     resumed = recording_trainer(tmp_path / "resumed", *settings)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-1"))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-2"))
     assert [b["prompt_ids"].tolist() for b in resumed.batches] == [
-        b["prompt_ids"].tolist() for b in whole.batches[1:]
+        b["prompt_ids"].tolist() for b in whole.batches[2:]
     ]
     for (name, a), b in zip(
         whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
