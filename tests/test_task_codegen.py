@@ -1,5 +1,6 @@
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,18 @@ def test_without_bubblewrap_codegen_rewards_refuse_unless_a_weaker_layer_is_name
     finally:
         bubblewrap_available.cache_clear()
         unshare_available.cache_clear()
+
+
+def test_a_sandbox_that_cannot_run_scores_zero_with_a_violation_never_a_crash(
+    task: CodegenTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reward computation that raised took evaluation, rollouts and the RLVR reward down with it.
+    problem = _problem(task, "factorial")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # no working directory can be made
+    result = task.run(f"```python\n{problem.metadata['solution']}```", problem)
+    assert (
+        result is not None
+        and result.passed == 0
+        and result.violations == ["sandbox failed: FileNotFoundError"]
+    )
+    assert safe_reward(task, f"```python\n{problem.metadata['solution']}```", problem) == 0.0
