@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 from rl_helpers import recording_trainer
+from transformers import TrainerCallback
 
 from srl_rlvr.train.dynamic_sampling import chosen_groups, merge_rollouts
 
@@ -58,3 +59,39 @@ def test_rollouts_of_different_widths_merge_with_prompts_left_padded() -> None:
     assert merged["prompt_ids"].tolist() == [[0, 5, 6], [1, 2, 3]]
     assert merged["completion_ids"].tolist() == [[7, 0], [8, 9]]
     assert merged["advantages"].tolist() == [1.0, -1.0] and "num_items_in_batch" not in merged
+
+
+class StopAtStep(TrainerCallback):
+    """Ends training after `step` (its checkpoint saved), as a preempted job does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
+            control.should_save = control.should_training_stop = True
+
+
+def test_a_resumed_run_refills_with_the_prompts_an_uninterrupted_run_draws(tmp_path: Path) -> None:
+    # Dynamic sampling draws refill prompts from its own generator: a resumed run started it afresh,
+    # so from the resumed step on it trained on other prompts (reward 0.823 vs 0.734 in the quickstart).
+    settings = (
+        "rlvr.max_steps=3",
+        "rlvr.dynamic_sampling=true",
+        "rlvr.min_group_std=0.01",
+        "rlvr.max_draws=20",
+    )
+    whole = recording_trainer(tmp_path / "whole", *settings)
+    whole.train()
+    stopped = recording_trainer(tmp_path / "resumed", *settings)
+    stopped.add_callback(StopAtStep(2))
+    stopped.train()
+    resumed = recording_trainer(tmp_path / "resumed", *settings)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-2"))
+    assert [b["prompt_ids"].tolist() for b in resumed.batches] == [
+        b["prompt_ids"].tolist() for b in whole.batches[2:]
+    ]
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name

@@ -23,6 +23,7 @@ from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.feedback.retrain import retrain
 from srl_rlvr.feedback.store import RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR, load_model
+from srl_rlvr.serve.auth import env_key_id
 from srl_rlvr.serve.config import build_serve_config
 from srl_rlvr.serve.run import serve_in_thread
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
@@ -90,7 +91,7 @@ def test_production_failures_retrain_a_better_model_and_a_worse_one_is_refused(
             "device": "cpu",
             "models": {"prod": {"path": "registry:arithmetic@production"}},
             "roles": {"arithmetic": {"primary": "prod", "task": "arithmetic"}},
-            "auth": {"requests_per_second": 1000, "burst": 1000},
+            "auth": {"requests_per_second": 1000, "burst": 1000, "admin_keys": [env_key_id(KEY)]},
             # judged on scores and errors: latency on a loaded CI machine says nothing about the models
             "canary": {"min_requests": 4, "latency_margin": 1000},
             "limits": {"default_max_tokens": 96, "max_tokens": 96},

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from srl_rlvr.data.pii import PII_KINDS, redact_text, redact_value
+from srl_rlvr.data.secrets import redact_secrets
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.tasks import load_task
 
@@ -253,3 +254,52 @@ def test_a_thousand_rows_take_well_under_a_second() -> None:
     for row in rows:
         redact_value(row)
     assert time.process_time() - start < 1.0
+
+
+SECRETS = {
+    "aws key pair": ("key AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                     ["AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI"]),
+    "password said": ("my password is Tr0ub4dor&3, thanks", ["Tr0ub4dor"]),
+    "password assigned": ("password: hunter2hunter", ["hunter2"]),
+    "jwt": ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U end",
+            ["eyJ", "dozjg"]),
+    "openai key": ("OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstT3BlbkFJabcdefghijklmnopqrst", ["sk-proj"]),
+    "github token": ("use ghp_abcdefghijklmnopqrstuvwxyz0123456789 here", ["ghp_", "0123456789"]),
+    "full-width and zero-width": ("ＡＫＩＡ\u200bIOSFODNN7EXAMPLE", ["IOSFODNN7"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(SECRETS), ids=list(SECRETS))
+def test_secrets_are_redacted(case: str) -> None:
+    text, parts = SECRETS[case]
+    redacted, count = redact_secrets(text)
+    assert count >= 1 and "[SECRET]" in redacted
+    assert not any(part in redacted for part in parts), redacted
+
+
+def test_known_keys_are_redacted_and_ordinary_text_is_not() -> None:
+    assert redact_secrets("the key is sk-test-alice.", ["sk-test-alice"]) == ("the key is [SECRET].", 1)
+    for text in ["Start with 3. Add 4.", "def f(x):\n    return x + 1", "The token budget is 512 tokens."]:
+        assert redact_secrets(text) == (text, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("card 4111.1111.1111.1111 ok", "card"),
+        ("card ４１１１ １１１１ １１１１ １１１１", "card"),
+        ("card 4111\u200b1111\u200b1111\u200b1111", "card"),
+        ("my SSN is 123456789", "ssn"),
+        ("social security number: 123 45 6789", "ssn"),
+        ("host 2001:db8:85a3::8a2e:370:7334 is down", "ip"),
+        ("iban de89 3704 0044 0532 0130 00", "iban"),
+        ("mail ｊａｎｅ@example.com", "email"),
+    ],
+)
+def test_pii_disguised_by_format_or_case_is_still_found(text: str, kind: str) -> None:
+    assert redact_text(text)[1] == {kind: 1}
+
+
+def test_nine_digits_not_named_as_an_ssn_and_times_stay() -> None:
+    for text in ["order 123456789 shipped", "at 10:30:00 we met", "x² + y²"]:
+        assert redact_text(text) == (text, {})

@@ -5,13 +5,22 @@ from pathlib import Path
 
 import pytest
 
-from srl_rlvr.tasks.sandbox import is_verifiable_test, network_namespace_available, run_tests
+from srl_rlvr.tasks import sandbox
+from srl_rlvr.tasks.sandbox import SandboxResult, is_verifiable_test, network_namespace_available
+from srl_rlvr.tasks.sandbox_isolation import strongest_available
+
+STRONGEST = strongest_available()
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add('a', 'b') == 'ab'"]
 # The audit hook must contain the code on its own (a machine may lack bubblewrap and user
 # namespaces), so every containment test runs with the strongest layer here and with the hook alone.
-BOTH_LAYERS = pytest.mark.parametrize("isolation", ["auto", "hook"], ids=["isolated", "hook-only"])
+BOTH_LAYERS = pytest.mark.parametrize("isolation", [STRONGEST, "hook"], ids=["isolated", "hook-only"])
+
+
+def run_tests(code: str, tests: list[str], **options: object) -> SandboxResult:
+    """The sandbox on the strongest layer this machine has, unless the test names one."""
+    return sandbox.run_tests(code, tests, **{"isolation": STRONGEST, **options})  # type: ignore[arg-type]
 
 
 def test_correct_code_passes_every_test() -> None:
@@ -106,6 +115,16 @@ def test_writing_inside_its_working_directory_is_allowed() -> None:
 def test_working_directory_is_deleted_afterwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     run_tests("open('left-behind.txt', 'w').write('x')\n" + ADD, ADD_TESTS)
+    assert list(tmp_path.iterdir()) == []
+
+
+@BOTH_LAYERS
+def test_a_timed_out_run_leaves_no_working_directory(
+    isolation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = "i = 0\nwhile True:\n    open(f'f{i % 50}', 'w').write('x')\n    i += 1\n"
+    assert run_tests(code, ADD_TESTS, timeout_s=1, isolation=isolation).timed_out
     assert list(tmp_path.iterdir()) == []
 
 

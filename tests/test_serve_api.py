@@ -32,7 +32,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
                 "tuned": {"path": make_adapter(tmp / "tuned", seed=1), "base": "tiny"},
             },
             "roles": {"assistant": {"primary": "tuned", "backups": ["tiny"]}},
-            "auth": {"api_keys_env": None, "keys_file": str(keys), "requests_per_second": 5, "burst": 20},
+            "auth": {
+                "api_keys_env": None,
+                "keys_file": str(keys),
+                "requests_per_second": 5,
+                "burst": 20,
+                "admin_keys": ["alice"],
+            },
             "limits": {"max_body_bytes": 20_000, "max_tokens": 64},
             "audit_log": str(tmp / "audit.jsonl"),
             "records": {"url": f"sqlite:///{tmp / 'records.db'}"},
@@ -110,7 +116,7 @@ def test_a_request_without_a_valid_key_gets_401_but_the_orchestrators_probes_nee
         stranger.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
     assert get(f"{server}/v1/models", key=None)[0] == 401
     assert get(f"{server}/metrics", key=None)[0] == 401
-    assert get(f"{server}/health", key=None) == (200, '{"status":"ok"}')
+    assert get(f"{server}/health", key=None) == (200, '{"status":"ok","worker_restarts":0}')
     assert get(f"{server}/ready", key=None) == (200, '{"status":"ready"}')
 
 

@@ -104,8 +104,13 @@ def test_feedback_is_stored_and_a_wrong_correction_or_an_unknown_id_is_refused(
     assert status == 404 and body["error"]["message"] == "no recorded request 'chatcmpl-nope'"
     status, body = post(url, "/v1/feedback", {"request_id": reply.id, "rating": 1}, key=BOB)
     assert status == 403 and "only its own requests" in body["error"]["message"]
-    status, body = post(url, "/v1/feedback", {"request_id": reply.id, "rating": 2})
-    assert status == 400 and body["error"]["param"] == "rating"
+    for rating in (2, True, 1.0, "1"):  # strict: a boolean or a float is no rating
+        status, body = post(url, "/v1/feedback", {"request_id": reply.id, "rating": rating})
+        assert status == 400 and body["error"]["param"] == "rating", rating
+    status, body = post(
+        url, "/v1/feedback", {"request_id": reply.id, "rating": -1, "correction": "9" * 900_000}
+    )
+    assert status == 400 and body["error"]["param"] == "correction"
 
     status, _ = post(
         url, "/v1/feedback", {"request_id": reply.id, "rating": -1, "correction": "5+6=11\nAnswer: 11"}
@@ -113,6 +118,10 @@ def test_feedback_is_stored_and_a_wrong_correction_or_an_unknown_id_is_refused(
     assert status == 200
     ratings = [f for f in RecordStore(f"sqlite:///{database}").feedback() if f.request_id == reply.id]
     assert [(f.rating, f.correction, f.key_id) for f in ratings] == [(-1, "5+6=11\nAnswer: 11", "alice")]
+    for _ in range(5):  # the probe stored 86 ratings of one request from one key
+        assert post(url, "/v1/feedback", {"request_id": reply.id, "rating": 1})[0] == 200
+    ratings = [f for f in RecordStore(f"sqlite:///{database}").feedback() if f.request_id == reply.id]
+    assert [(f.rating, f.correction, f.key_id) for f in ratings] == [(1, None, "alice")]
 
 
 def test_a_locked_store_delays_the_records_and_loses_none(served: tuple[str, Path]) -> None:
@@ -164,3 +173,19 @@ def test_a_full_store_fails_the_flush_and_keeps_the_rows(tmp_path: Path) -> None
     with pytest.raises(StoreError, match=r"full.*1 records kept for the next flush"):
         store.flush()
     assert len(store.pending) == 1
+
+
+def test_secrets_in_requests_and_corrections_never_reach_the_records(served: tuple[str, Path]) -> None:
+    # What a probe found: API keys (the server's own too), AWS keys and passwords stored verbatim.
+    url, database = served
+    reply = ask(url, f"Start with 5. Add 6. My password is hunter2hunter, key AKIAIOSFODNN7EXAMPLE, {BOB}")
+    correction = f"5+6=11 (ask jane@example.com, token {ALICE})\nAnswer: 11"
+    status, _ = post(url, "/v1/feedback", {"request_id": reply.id, "rating": -1, "correction": correction})
+    assert status == 200
+    record = stored(database)[reply.id]
+    (rating,) = [f for f in RecordStore(f"sqlite:///{database}").feedback() if f.request_id == reply.id]
+    kept = record.prompt + record.completion + (rating.correction or "")
+    for secret in ("hunter2", "AKIAIOSFODNN7EXAMPLE", BOB, ALICE):
+        assert secret not in kept
+    assert record.prompt.startswith("Start with 5. Add 6. My password is [SECRET]")
+    assert "[SECRET]" in rating.correction and "Answer: 11" in rating.correction

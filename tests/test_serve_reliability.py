@@ -45,6 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
                 "keys_file": str(keys),
                 "requests_per_second": 1000,
                 "burst": 1000,
+                "admin_keys": ["ops"],
             },
             "health": {"probe_interval_s": 0.1, "consecutive_failures": 2, "min_requests": 3},
             "canary": {"min_requests": 4},

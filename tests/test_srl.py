@@ -213,6 +213,22 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_the_step_count(
     assert (out / "final" / "config.json").is_file()
 
 
+def test_a_sigterm_in_the_last_step_never_trains_a_step_beyond_max_steps(
+    tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+) -> None:
+    # The last step ends mid-epoch: the trainer, resumed there, trained one more step.
+    config = tiny_srl_config.model_copy(deep=True)
+    config.srl.max_steps = 2
+    out = tmp_path / "srl"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_srl(config, arithmetic_trajectories, out, callbacks=[SigtermAtStep(1)])
+    assert stopped.value.checkpoint is not None and stopped.value.checkpoint.endswith("checkpoint-2")
+    final = train_srl(config, arithmetic_trajectories, out, resume=True)
+    steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2 and not (out / "checkpoint-3").exists()
+    assert (final / "config.json").is_file()
+
+
 def test_srl_with_lora_trains_adapters_against_the_frozen_base(
     tiny_srl_config: Config, tmp_path: Path, arithmetic_trajectories: list[Trajectory]
 ) -> None:

@@ -1,13 +1,20 @@
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from srl_rlvr.errors import DataError
-from srl_rlvr.tasks import Problem, SolvableTask, load_task, problem_of
+from srl_rlvr.errors import DataError, TaskError
+from srl_rlvr.tasks import Problem, SolvableTask, load_task, problem_of, safe_reward
 from srl_rlvr.tasks.codegen import CodegenTask
 from srl_rlvr.tasks.sandbox import run_tests
+from srl_rlvr.tasks.sandbox_isolation import (
+    SandboxUnavailable,
+    bubblewrap_available,
+    strongest_available,
+    unshare_available,
+)
 
 GOOD_ROW = {
     "id": "tiny/double",
@@ -21,7 +28,7 @@ GOOD_ROW = {
 
 @pytest.fixture(scope="module")
 def task() -> CodegenTask:
-    return load_task("codegen")  # type: ignore[return-value]
+    return load_task("codegen", {"isolation": strongest_available()})  # type: ignore[return-value]
 
 
 def _problem(task: CodegenTask, entry_point: str) -> Problem:
@@ -39,7 +46,7 @@ def test_every_shipped_reference_solution_passes_its_tests(task: CodegenTask) ->
     # One child for the whole file keeps this fast; the per-problem path is covered below.
     code = "\n\n".join(row.solution for row in task.rows)
     tests = [test for row in task.rows for test in row.tests]
-    result = run_tests(code, tests, timeout_s=20)
+    result = run_tests(code, tests, timeout_s=20, isolation=strongest_available())
     assert not result.violations and result.error is None
     assert result.passed == result.total == len(tests)
 
@@ -89,7 +96,7 @@ def test_reward_is_the_fraction_of_tests_passed(task: CodegenTask) -> None:
 
 
 def test_reward_is_zero_for_syntax_errors_timeouts_and_violations() -> None:
-    task = CodegenTask(timeout_s=1.0)
+    task = CodegenTask(timeout_s=1.0, isolation=strongest_available())
     problem = _problem(task, "factorial")
     solution = problem.metadata["solution"]
     assert task.reward(f"```python\n{solution}```", problem) == 1.0
@@ -136,7 +143,7 @@ def test_options_set_the_sandbox_limits_and_bad_ones_are_explained() -> None:
 def test_custom_data_file_is_loaded(tmp_path: Path) -> None:
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps(GOOD_ROW) + "\n")
-    task = CodegenTask(data_path=str(path))
+    task = CodegenTask(data_path=str(path), isolation=strongest_available())
     problem = _problem(task, "double")
     assert task.reward(task.solve(problem).solution_text(), problem) == 1.0
 
@@ -169,3 +176,46 @@ def test_invalid_json_and_duplicate_ids_raise_data_error(tmp_path: Path) -> None
     path.write_text(json.dumps(GOOD_ROW) + "\n" + json.dumps(GOOD_ROW) + "\n")
     with pytest.raises(DataError, match=re.escape(f"{path}:2: id 'tiny/double' already used on line 1")):
         CodegenTask(data_path=str(path))
+
+
+def test_without_bubblewrap_codegen_rewards_refuse_unless_a_weaker_layer_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a probe found: without bubblewrap a wrong solution scored 1.0 by loading a C extension it
+    # wrote. The sandbox now fails closed: no bubblewrap, no run, unless the user names a weaker layer.
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without bwrap (nor unshare)
+    bubblewrap_available.cache_clear()
+    unshare_available.cache_clear()
+    try:
+        task = load_task("codegen")
+        problem = _problem(task, "factorial")
+        solution = f"```python\n{problem.metadata['solution']}```"
+        with pytest.raises(SandboxUnavailable, match=r"needs bubblewrap.*isolation: namespace or hook"):
+            safe_reward(task, solution, problem)
+        with pytest.raises(SandboxUnavailable, match="'namespace' needs `unshare -rn`"):
+            load_task("codegen", {"isolation": "namespace"}).reward(solution, problem)
+        with caplog.at_level("WARNING"):
+            weaker = load_task("codegen", {"isolation": "hook"})
+        assert weaker.reward(solution, problem) == 1.0
+        (warning,) = [r.getMessage() for r in caplog.records if "weaker 'hook' layer" in r.getMessage()]
+        assert "as configured: candidate code can read any file" in warning and "\n" not in warning
+        with pytest.raises(TaskError, match="isolation must be bubblewrap, namespace or hook"):
+            load_task("codegen", {"isolation": "auto"})
+    finally:
+        bubblewrap_available.cache_clear()
+        unshare_available.cache_clear()
+
+
+def test_a_sandbox_that_cannot_run_scores_zero_with_a_violation_never_a_crash(
+    task: CodegenTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reward computation that raised took evaluation, rollouts and the RLVR reward down with it.
+    problem = _problem(task, "factorial")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # no working directory can be made
+    result = task.run(f"```python\n{problem.metadata['solution']}```", problem)
+    assert (
+        result is not None
+        and result.passed == 0
+        and result.violations == ["sandbox failed: FileNotFoundError"]
+    )
+    assert safe_reward(task, f"```python\n{problem.metadata['solution']}```", problem) == 0.0

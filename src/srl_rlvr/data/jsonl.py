@@ -36,9 +36,14 @@ def iter_json_rows(path: str | Path) -> Iterator[tuple[int, Any | Exception]]:
             if not line.strip():
                 continue
             try:  # without its newline, so an error's column is where it is on the line
-                yield lineno, json.loads(line.rstrip("\r\n"))
+                value = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
-                yield lineno, e
+                value = e
+            except RecursionError:
+                value = json.JSONDecodeError("nested too deeply to read", line, 0)
+            except ValueError as e:  # an integer of more digits than Python converts
+                value = json.JSONDecodeError(str(e).split(";")[0], line, 0)
+            yield lineno, value
 
 
 def _explain(err: ValidationError) -> str:

@@ -1,5 +1,9 @@
 """PII redaction: emails, phones, card numbers, SSNs, IBANs, IPs and street addresses become placeholders.
 
+Text is also matched folded (NFKC, format characters dropped: `secrets.normalise`), so full-width digits
+or a zero-width space inside a number do not hide it; an SSN without dashes counts when it is named as
+one; IPv6 addresses count as `ip`.
+
 Every generated row passes through here before it is stored, and the serving guardrails reuse the same
 functions, so this is regex-only stdlib code that stays cheap (1,000 trajectories in about 0.2 s).
 Where a shape alone is ambiguous a checksum decides: Luhn (ISO/IEC 7812) for cards, mod-97
@@ -14,6 +18,8 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from srl_rlvr.data.secrets import normalise
 
 PII_KINDS: tuple[str, ...] = ("email", "phone", "card", "ssn", "iban", "ip", "address")
 
@@ -40,19 +46,25 @@ _IBAN_LENGTHS = dict(
     VA=22, VG=24, XK=20,
 )  # fmt: skip
 _IBAN = re.compile(
-    r"(?=[A-Z])(?<!\w)[A-Z]{2}\d{2}"
-    r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)"  # unbroken, or printed in groups of 4
+    r"(?=[A-Za-z])(?<!\w)[A-Za-z]{2}\d{2}"  # any case: the checksum reads it upper-cased
+    r"(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,3})?)"  # unbroken, or in groups of 4
     r"(?!\w)"
 )
 
 # 13-19 digits, either unbroken or in groups split by one kind of separator (4-4-4-4, Amex 4-6-5). Never
 # from the middle of a run of digit groups: the tail of "DE16 5001 0517 3875 0000 00" may pass Luhn.
 _CARD = re.compile(
-    r"(?=\d)(?<![\w-])(?<!\d[ -])(?:\d{13,19}|\d{4}(?P<sep>[ -])\d{2,6}(?:(?P=sep)\d{2,6}){1,3})(?!\w)"
+    r"(?=\d)(?<![\w-])(?<!\d[ .-])(?:\d{13,19}|\d{4}(?P<sep>[ .-])\d{2,6}(?:(?P=sep)\d{2,6}){1,3})(?!\w|\.\d)"
 )
 
 # US SSN; area 000, 666 and 900-999, group 00 and serial 0000 are never issued.
 _SSN = re.compile(r"(?=\d)(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
+
+# Undashed or spaced, an SSN is only told from any nine digits by the words before it.
+_SSN_NAMED = re.compile(
+    r"(?i)(?P<lead>\b(?:ssn|social security(?: number| no\.?)?)\b\D{0,20}?)"
+    r"(?P<number>(?<!\d)(?!000|666|9\d\d)\d{3}[ .]?(?!00)\d{2}[ .]?(?!0000)\d{4}(?!\d))"
+)
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IP = re.compile(rf"(?=\d)(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
@@ -78,6 +90,9 @@ _ADDRESS = re.compile(
     rf"(?=\d)(?<![\w.-])\d{{1,5}}[A-Za-z]?(?: {_STREET_WORD}){{1,4}} (?:{'|'.join(_STREET_SUFFIXES)})\b{_UNIT}?"
 )
 
+# IPv6: a candidate of hex groups and colons; ipaddress decides (a time like 10:30:00 is no address).
+_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:)(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+
 _DIGIT = re.compile(r"\d")
 
 
@@ -94,7 +109,7 @@ def _luhn_ok(candidate: str) -> bool:
 
 
 def _iban_ok(candidate: str) -> bool:
-    compact = candidate.replace(" ", "")
+    compact = candidate.replace(" ", "").upper()
     if len(compact) != _IBAN_LENGTHS.get(compact[:2]):
         return False
     rearranged = compact[4:] + compact[:4]
@@ -116,6 +131,14 @@ def _ip_ok(candidate: str) -> bool:
     if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_reserved:
         return False
     return (address.is_global or address.is_private) and len(candidate) > len("1.2.3.4")
+
+
+def _ipv6_ok(candidate: str) -> bool:
+    try:
+        address = ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return not (address.is_loopback or address.is_unspecified or address.is_multicast)
 
 
 def _phone_ok(candidate: str) -> bool:
@@ -150,9 +173,15 @@ def _valid_length(candidate: str, valid: Callable[[str], bool]) -> int:
 
 def _redact_kind(text: str, kind: str, counts: Counter[str]) -> str:
     pattern, valid, gate = _RULES[kind]
+    placeholder = f"[{kind.upper()}]"
+    if kind == "ssn":  # the forms without dashes, named as an SSN
+        text = _SSN_NAMED.sub(lambda m: (counts.update([kind]), m.group("lead") + placeholder)[1], text)
+    if kind == "ip" and ":" in text:
+        text = _IPV6.sub(
+            lambda m: (counts.update([kind]), placeholder)[1] if _ipv6_ok(m.group(0)) else m.group(0), text
+        )
     if gate not in text:
         return text
-    placeholder = f"[{kind.upper()}]"
 
     def replace(match: re.Match[str]) -> str:
         found = match.group(0)
@@ -176,8 +205,24 @@ def _checked_kinds(kinds: Iterable[str]) -> frozenset[str]:
 
 
 def _redact(text: str, selected: frozenset[str], counts: Counter[str]) -> str:
-    # Every kind but email needs a digit: most prose is done after one cheap scan.
-    if "@" not in text and not _DIGIT.search(text):
+    """Matched on the text as written; and where folding it (full-width digits, zero-width or other
+    format characters splitting a number) reveals more, the folded text is what comes back."""
+    found = _redact_as_written(text, selected, counts)
+    folded = normalise(text)
+    if folded == text:
+        return found
+    more: Counter[str] = Counter()
+    folded = _redact_as_written(folded, selected, more)
+    if sum(more.values()) > sum(counts.values()):
+        counts.clear()
+        counts.update(more)
+        return folded
+    return found
+
+
+def _redact_as_written(text: str, selected: frozenset[str], counts: Counter[str]) -> str:
+    # Every kind but email needs a digit (or an IPv6 colon): most prose is done after one cheap scan.
+    if "@" not in text and not _DIGIT.search(text) and ":" not in text:
         return text
     for kind in _ORDER:
         if kind in selected:

@@ -4,15 +4,18 @@ SQLAlchemy Core over any database URL: a SQLite file by default, Postgres or ano
 config. Text arrives already redacted by the guardrails, and a key is stored by its id, never the key
 itself. Writes are buffered and flushed in one transaction; when the store is locked or full the
 flush raises a one-line `StoreError` and keeps every pending row for the next flush, so nothing
-recorded is lost to a busy database. A retention limit keeps the newest `max_records` requests; their
+recorded is lost to a busy database. The server's store (`journal=True`) also appends each row to a
+journal file beside the database before the reply goes out, and replays it when it starts again: a
+process killed while the database was locked loses no answered request. A retention limit keeps the newest `max_records` requests; their
 feedback goes with them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from srl_rlvr.errors import UserError
+
+log = logging.getLogger(__name__)
 
 METADATA = MetaData()
 REQUESTS = Table(
@@ -104,33 +109,49 @@ class Feedback:
 
 
 class RecordStore:
-    def __init__(self, url: str, max_records: int = 100_000, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, max_records: int = 100_000, busy_timeout_s: float = 5.0, journal: bool = False
+    ) -> None:
         """`url`: any SQLAlchemy URL (`sqlite:///records.db`); `busy_timeout_s`: how long a write waits
-        for a lock another writer holds before the flush fails and keeps its rows."""
+        for a lock another writer holds before the flush fails and keeps its rows; `journal`: the one
+        writer (the server) keeps unflushed rows in the journal file, which only it replays."""
         if max_records < 1:
             raise StoreError(f"max_records must be at least 1, got {max_records}")
-        self.url, self.max_records = url, max_records
+        self.url, self.max_records, self.journal = url, max_records, journal
         connect = {"timeout": busy_timeout_s} if url.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
         self.pending: list[Record] = []
         self._lock = threading.Lock()  # the server flushes from worker threads
+        self._journal_lock = threading.Lock()  # `pending` and the journal change together
         try:
             METADATA.create_all(self.engine)
         except OperationalError as e:
             raise StoreError(f"record store {url}: {_first_line(e)}") from None
-        self._load_saved()
+        if journal:
+            self._load_saved()
 
     def save_pending(self) -> Path:
-        """Write the buffered rows to a JSONL file beside the database (a server stopping while the
-        store is still locked); the next RecordStore on that database loads them back."""
+        """Write the buffered rows to the journal file beside the database (a server stopping while
+        the store is still locked); the next journaling RecordStore on that database loads them back."""
         path = self._pending_file()
-        with path.open("a") as f:
-            for record in self.pending:
-                f.write(json.dumps(asdict(record), default=str) + "\n")
+        if not self.journal:  # a journal already holds them
+            with path.open("a") as f:
+                for record in self.pending:
+                    f.write(_line(record))
         self.pending = []
         return path
+
+    def _rewrite_journal(self) -> None:
+        """With `_journal_lock` held: the journal holds exactly the rows not yet in the database."""
+        path = self._pending_file()
+        if not self.pending:
+            path.unlink(missing_ok=True)
+            return
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(_line(r) for r in self.pending))
+        partial.replace(path)
 
     def _pending_file(self) -> Path:
         database = self.engine.url.database if self.url.startswith("sqlite") else None
@@ -141,19 +162,38 @@ class RecordStore:
         if not path.is_file():
             return
         for line in path.read_text().splitlines():
-            row = json.loads(line)
-            row["time"] = datetime.fromisoformat(row["time"])
-            self.pending.append(Record(**row))
+            try:
+                row = json.loads(line)
+                row["time"] = datetime.fromisoformat(row["time"])
+                self.pending.append(Record(**row))
+            except (ValueError, TypeError, KeyError):  # the line a kill cut short
+                log.warning("%s: skipped a line that is not a whole record", path)
         try:
+            self.pending = self._not_stored(self.pending)
             self.flush()
-        except StoreError:
-            self.pending = []  # still locked: they stay in the file for the next start
-            raise
-        path.unlink()
+        except (StoreError, OperationalError) as e:  # still locked: they stay journaled, and pending
+            log.warning("record store %s: %d journaled records wait for the next flush (%s)", self.url,
+                        len(self.pending), _first_line(e))  # fmt: skip
 
     def add(self, record: Record) -> None:
-        """Buffer one served request; `flush` writes it."""
-        self.pending.append(record)
+        """Buffer one served request (and journal it); `flush` writes it. Text that is not Unicode (a
+        lone surrogate) is made safe first: no driver could store it, and one such row must not stop
+        every flush."""
+        record = replace(record, prompt=safe_text(record.prompt), completion=safe_text(record.completion))
+        with self._journal_lock:  # not `_lock`: a flush waiting on a locked database must not block this
+            if self.journal:
+                with self._pending_file().open("a") as f:
+                    f.write(_line(record))
+            self.pending.append(record)
+
+    def _not_stored(self, records: list[Record]) -> list[Record]:
+        """The records whose request id the database does not hold yet (a journal replayed after a
+        kill between the commit and the journal's rewrite holds some that it does)."""
+        ids = [r.request_id for r in records]
+        with self.engine.connect() as db:
+            query = select(REQUESTS.c.request_id).where(REQUESTS.c.request_id.in_(ids))
+            stored = {row[0] for row in db.execute(query)} if ids else set()
+        return [r for r in records if r.request_id not in stored]
 
     def flush(self) -> int:
         """Write the buffered requests in one transaction and apply the retention limit; the number
@@ -167,32 +207,64 @@ class RecordStore:
         batch = list(self.pending)  # rows added while this transaction runs wait for the next flush
         rows = [asdict(r) for r in batch]
         try:
-            with self.engine.begin() as db:
-                db.execute(insert(REQUESTS), rows)
-                total = db.execute(select(func.count()).select_from(REQUESTS)).scalar_one()
-                if total > self.max_records:
-                    cutoff = (
-                        select(REQUESTS.c.seq)
-                        .order_by(REQUESTS.c.seq.desc())
-                        .offset(self.max_records - 1)
-                        .limit(1)
-                        .scalar_subquery()
-                    )
-                    db.execute(delete(REQUESTS).where(REQUESTS.c.seq < cutoff))
+            try:
+                self._insert(rows)
+            except OperationalError:
+                raise
+            except Exception as e:  # a row the database refuses: write the others, set that one aside
+                log.warning("record store %s refused a batch (%s); writing its rows one by one", self.url, e)
+                rows = self._insert_each(rows)
         except OperationalError as e:
             raise StoreError(
                 f"record store {self.url}: {_first_line(e)}; {len(rows)} records kept for the next flush"
             ) from None
-        del self.pending[: len(batch)]
-        return len(batch)
+        with self._journal_lock:
+            del self.pending[: len(batch)]
+            if self.journal:
+                self._rewrite_journal()
+        return len(rows)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as db:
+            db.execute(insert(REQUESTS), rows)
+            total = db.execute(select(func.count()).select_from(REQUESTS)).scalar_one()
+            if total > self.max_records:
+                cutoff = (
+                    select(REQUESTS.c.seq)
+                    .order_by(REQUESTS.c.seq.desc())
+                    .offset(self.max_records - 1)
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                db.execute(delete(REQUESTS).where(REQUESTS.c.seq < cutoff))
+
+    def _insert_each(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows written; each refused one goes to the `.rejected.jsonl` file beside the database."""
+        written = []
+        for row in rows:
+            try:
+                self._insert([row])
+            except OperationalError:
+                raise
+            except Exception as e:
+                path = self._pending_file().with_suffix("").with_suffix(".rejected.jsonl")
+                with path.open("a") as f:
+                    f.write(json.dumps({"error": _first_line(e), **row}, default=str) + "\n")
+                log.error("record %s refused by the store (%s); kept in %s", row["request_id"], e, path)
+            else:
+                written.append(row)
+        return written
 
     def add_feedback(self, feedback: Feedback) -> None:
-        """Store a rating (and optional correction) of a recorded request."""
-        if feedback.rating not in (-1, 0, 1):
-            raise StoreError(f"rating must be -1, 0 or 1, got {feedback.rating}")
+        """Store a rating (and optional correction) of a recorded request. A key has one rating per
+        request, its latest: a key repeating itself must not outvote the others in the monitor."""
+        if type(feedback.rating) is not int or feedback.rating not in (-1, 0, 1):
+            raise StoreError(f"rating must be -1, 0 or 1, got {feedback.rating!r}")
         self.flush()  # the request it rates may still be in the buffer
+        same = (FEEDBACK.c.request_id == feedback.request_id) & (FEEDBACK.c.key_id == feedback.key_id)
         try:
             with self.engine.begin() as db:
+                db.execute(delete(FEEDBACK).where(same))
                 db.execute(insert(FEEDBACK), [asdict(feedback)])
         except IntegrityError:
             raise StoreError(f"no recorded request '{feedback.request_id}' to give feedback on") from None
@@ -247,6 +319,19 @@ def open_existing(url: str) -> RecordStore:
             "the server's serve.records.url"
         )
     return RecordStore(url)
+
+
+def _line(record: Record) -> str:
+    return json.dumps(asdict(record), default=str) + "\n"
+
+
+def safe_text(text: str) -> str:
+    """`text` with any lone UTF-16 surrogate replaced by U+FFFD (a valid pair is joined)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _utc(values: dict[str, Any]) -> dict[str, Any]:

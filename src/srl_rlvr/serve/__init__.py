@@ -12,7 +12,9 @@ auth.py        API keys and the per-key rate limit
 health.py      live error rate and latency per model, periodic probes: healthy / degraded / failed
 roles.py       each role's chain of models, canary traffic shift, rollback and promotion
 openai_api.py  request and response shapes of the OpenAI API
+body.py        request bodies decoded, or a one-line 400 (lone surrogates, deep nesting, huge integers)
 server.py      one request's path: guardrails -> healthy model -> failover -> guardrails
 app.py         the FastAPI routes; run.py starts uvicorn (in the foreground or a background thread)
 mcp_server.py  `srl-rlvr mcp`: the system's operations as MCP tools, behind the same keys
+header_timeout.py  uvicorn's h11 protocol closing connections slow to send their headers (slow-loris)
 """

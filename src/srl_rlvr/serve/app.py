@@ -4,15 +4,14 @@ Every route but the orchestrator's probes, /health (the process is up) and /read
 answer), needs an API key (`Authorization: Bearer <key>`; a Prometheus scrape of /metrics sends one
 as its bearer credentials) and counts against the key's rate limit. Bodies are read up to `limits.max_body_bytes` (413 beyond) and validated here, so a bad
 request gets a 400 that names the field rather than a framework's 422. The admin routes (adapters,
-/admin/*) may be limited to some key ids (`auth.admin_keys`); /admin/fail exists only with
-`serve.chaos: true` and makes a model fail on purpose, to test or drill failover. POST /v1/feedback
-rates a recorded answer; a key may rate only its own requests (admin keys any).
+/admin/*) exist only for the key ids listed in `auth.admin_keys` (none by default: 404); /admin/fail
+exists only with `serve.chaos: true` and makes a model fail on purpose, to test or drill failover.
+POST /v1/feedback rates a recorded answer; a key may rate only its own requests (listed admins any).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 from srl_rlvr.errors import UserError
 from srl_rlvr.serve.auth import key_id_of
+from srl_rlvr.serve.body import decode_json
 from srl_rlvr.serve.config import ServeConfig
 from srl_rlvr.serve.openai_api import (
     ApiError,
@@ -70,7 +70,11 @@ async def _events(lines: Iterator[str]) -> AsyncIterator[str]:
         yield line
 
 
-_MODEL_ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+_COUNTED_ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/feedback": "feedback",
+}
 
 
 def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
@@ -122,7 +126,9 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         return key_id
 
     async def admin_key(key_id: str = Depends(client_key)) -> str:
-        if config.auth.admin_keys is not None and key_id not in config.auth.admin_keys:
+        if not config.auth.admin_keys:  # opt-in: a server that names no admin has no admin routes
+            raise ApiError(404, "admin routes are off: list admin key ids in serve.auth.admin_keys")
+        if key_id not in config.auth.admin_keys:
             raise ApiError(403, f"key {key_id} may not manage models (serve.auth.admin_keys)")
         return key_id
 
@@ -139,12 +145,11 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
             body += chunk
             if len(body) > limit:
                 raise too_large
+        value = decode_json(bytes(body))
         try:
-            return model.model_validate(json.loads(body or b"{}"))
-        except UnicodeDecodeError:
-            raise ApiError(400, "request body is not UTF-8 text; send JSON in UTF-8") from None
-        except json.JSONDecodeError as e:
-            raise ApiError(400, f"request body is not JSON: {e}") from None
+            return model.model_validate(value)
+        except RecursionError:
+            raise ApiError(400, "request body is nested too deeply", code="invalid_request") from None
         except ValidationError as e:
             message, param = _validation_message(e)
             raise ApiError(400, message, code="invalid_request", param=param) from None
@@ -163,10 +168,16 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def count_refusals(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        """Count the model routes' requests refused before `observed` saw them (401, 413, 429, a body
-        that is not valid JSON): attacks and rate limiting show on /metrics too, model label '-'."""
-        response = await call_next(request)
-        route = _MODEL_ROUTES.get(request.url.path)
+        """Count the model and feedback routes' requests refused before `observed` saw them (401, 413,
+        429, a body that is not valid JSON, and any 500): attacks and rate limiting show on /metrics
+        too, model label '-'."""
+        route = _COUNTED_ROUTES.get(request.url.path)
+        try:
+            response = await call_next(request)
+        except Exception:
+            if route is not None and not getattr(request.state, "observed", False):
+                server.metrics.requests.labels(route, "-", "500").inc()
+            raise
         if route is not None and not getattr(request.state, "observed", False):
             server.metrics.requests.labels(route, "-", str(response.status_code)).inc()
         return response
@@ -297,8 +308,9 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         return {"object": "list", "data": data}
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        # No key, so no model names: how often a model's thread died and was restarted, in all.
+        return {"status": "ok", "worker_restarts": sum(server.models.restarts().values())}
 
     @app.get("/ready")
     async def ready() -> JSONResponse:

@@ -25,7 +25,7 @@ def load_keys(config: AuthConfig) -> dict[str, str]:
     if config.api_keys_env and os.environ.get(config.api_keys_env):
         for key in os.environ[config.api_keys_env].split(","):
             if key.strip():
-                keys[key.strip()] = "env:" + hashlib.sha256(key.strip().encode()).hexdigest()[:8]
+                keys[key.strip()] = env_key_id(key.strip())
     if config.keys_file:
         path = Path(config.keys_file)
         if not path.is_file():
@@ -43,6 +43,11 @@ def load_keys(config: AuthConfig) -> dict[str, str]:
             "serve.auth.keys_file, or turn auth off with serve.auth.enabled=false"
         )
     return keys
+
+
+def env_key_id(key: str) -> str:
+    """The id logs and `admin_keys` know a key from the environment by."""
+    return "env:" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def key_id_of(keys: dict[str, str], presented: str | None) -> str | None:

@@ -18,12 +18,13 @@ from srl_rlvr.errors import ConfigError
 from srl_rlvr.schema import schema_errors
 
 # Phrasings of the common "forget your instructions" and "show me your prompt" attacks, matched against
-# every message after normalisation (guardrails.normalise: NFKC, no zero-width or control characters,
-# casefolded, one space between words). A role may replace or extend them. Patterns stop the attacks
+# every message and the joined conversation after normalisation (guardrails.injection_views: NFKC, no
+# marks, confusables read as ASCII, no invisible or format characters, casefolded, leetspeak and base64
+# or ROT13 decoded). A role may replace or extend them. Patterns stop the attacks
 # they describe, reworded within their gaps; they do not stop paraphrase, other languages, or
 # instructions hidden in data the model reads (the README says so).
 DEFAULT_INJECTION_PATTERNS = [
-    r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|prompts?|rules|guidelines|directives)\b",
+    r"\b(ignore|disregard|forget|override|bypass)\b.{0,100}\b(instructions?|prompts?|rules|guidelines|directives)\b",
     r"\b(reveal|print|repeat|show|output|display|tell me|give me|leak)\b.{0,30}\b(system prompt|system message|"
     r"hidden (instructions?|prompt)|initial (instructions?|prompt)|your (instructions|prompt))\b",
     r"\byou are now\b.{0,20}\b(dan|jailbroken|developer mode|unrestricted)\b",
@@ -188,7 +189,8 @@ class AuthConfig(Section):
     keys_file: str | None = Field(None, description="A file of `id: key` lines; the id is what logs show.")
     admin_keys: list[str] | None = Field(
         None,
-        description="Key ids allowed on adapter and /admin routes; None: every valid key.",
+        description="Key ids allowed on adapter and /admin routes and to rate others' requests; None: "
+        "no key (the routes answer 404): admin is opt-in.",
     )
     key_access: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -214,6 +216,12 @@ class LimitsConfig(Section):
     )
     failover_attempts: int = Field(
         2, ge=1, description="Models a request is tried on before the client sees an error."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a request's headers this long after it opened (or "
+        "after the last response) is closed: slow clients must not hold sockets (slow-loris).",
     )
 
 

@@ -1,6 +1,7 @@
 """Guardrails per role: what a request may ask, and what an answer may say.
 
-Input, in order: size, schema, prompt-injection patterns, scope patterns (each refuses), then PII
+Input, in order: size, schema, prompt-injection patterns (over every message, the joined conversation,
+and their normalised, de-leeted and decoded forms: `injection_views`), scope patterns (each refuses), then PII
 redaction (the model never sees the PII). Output: format against the role's schema (the caller retries a
 non-conforming answer once, then refuses), length (truncates), blocklist (replaces the answer with a
 safe reply), PII redaction. Each rule a request trips comes back as a `Violation` for the audit log; the
@@ -9,6 +10,8 @@ text that tripped it never does.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import functools
 import re
 import unicodedata
@@ -59,15 +62,66 @@ def _matches_json(schema: type[BaseModel], text: str) -> bool:
 _INVISIBLE = re.compile(
     r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufe00-\ufe0f]"
 )
+_BLANKS = {0x2800: " ", 0x3164: " ", 0xFFA0: " "}  # the Braille blank and Hangul fillers show as spaces
+_LEET = str.maketrans("0134578@$|!", "oieastbasii")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+
+
+@functools.cache
+def _skeleton_table() -> dict[int, str]:
+    """Character -> the ASCII letter or digit it is confusable with (Unicode's confusables.txt, as the
+    `confusable-homoglyphs` package ships it): Cyrillic 'о' reads as 'o', Greek 'Α' as 'A'."""
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[int, str] = {}
+    for char, glyphs in confusables_data.items():
+        if len(char) == 1 and not char.isascii():
+            ascii_ones = [
+                g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalnum()
+            ]
+            if ascii_ones:
+                table[ord(char)] = ascii_ones[0]
+    return table
 
 
 def normalise(text: str) -> str:
-    """What injection patterns are matched against: compatibility forms folded (NFKC: full-width and
-    styled letters become plain), invisible and control characters dropped, case folded, every run of
-    whitespace one space. "I g n o r e" spelled with spaces between letters is not undone."""
-    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    """What injection patterns are matched against: combining marks stripped, compatibility forms
+    folded (NFKC: full-width and styled letters become plain), confusable letters read as the ASCII
+    ones they imitate, invisible, format (tag characters too) and control characters dropped, blank
+    look-alikes made spaces, case folded, every run of whitespace one space. "I g n o r e" spelled with
+    spaces between letters is not undone."""
+    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    text = unicodedata.normalize("NFKC", text).translate(_BLANKS).translate(_skeleton_table())
+    text = _INVISIBLE.sub("", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf"))
     return " ".join(text.casefold().split())
+
+
+def _decoded(text: str) -> list[str]:
+    """Obvious encodings of hidden text: base64 runs that decode to text, and the whole text in ROT13."""
+    found = [codecs.encode(text, "rot13")]
+    for run in _BASE64.findall(text):
+        try:
+            plain = base64.b64decode(run + "=" * (-len(run) % 4), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if plain.isprintable() or all(ch.isprintable() or ch.isspace() for ch in plain):
+            found.append(plain)
+    return found
+
+
+def injection_views(messages: list[Message]) -> list[str]:
+    """Every text the injection patterns must see: each message and the whole conversation joined (a
+    phrase split over two messages), each also with leetspeak read as letters and with obvious
+    encodings (base64, ROT13) decoded; all normalised."""
+    raw = [m["content"] for m in messages]
+    raw.append(" ".join(raw))
+    views: list[str] = []
+    for text in raw:
+        for variant in (text, *_decoded(text)):
+            plain = normalise(variant)
+            views += [plain, plain.translate(_LEET)]
+    return list(dict.fromkeys(views))
 
 
 def check_input(rules: InputRules, messages: list[Message]) -> Checked:
@@ -81,7 +135,7 @@ def check_input(rules: InputRules, messages: list[Message]) -> Checked:
         return Checked(messages, [Violation("input.size", "refuse")])
     if rules.schema_ is not None and not (user and _matches_json(_schema(rules.schema_), user[-1])):
         return Checked(messages, [Violation("input.schema", "refuse")])
-    texts = [normalise(m["content"]) for m in messages]
+    texts = injection_views(messages)
     if any(re.search(p, text, re.IGNORECASE) for p in rules.injection_patterns for text in texts):
         return Checked(messages, [Violation("input.injection", "refuse")])
     if rules.scope_patterns and not any(re.search(p, text) for p in rules.scope_patterns for text in user):

@@ -57,5 +57,12 @@ class ServeMetrics:
             "srl_rlvr_model_health", "0 healthy, 1 degraded, 2 failed.", ["model"], registry=r
         )
 
+        self.worker_restarts = Gauge(
+            "srl_rlvr_worker_restarts",
+            "Times a base model's thread had died and was started again.",
+            ["model"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,10 @@ between two batches: requests queued before it finish on the old weights, later 
 none fails. Queued requests are batched (up to `max_batch`, same temperature, any mix of the base and
 its adapters), which is where a CPU or GPU gets its throughput under concurrent load. A request for
 `n` choices is n rows of one batch.
+
+No input may end the thread: whatever one batch or operation raises fails only its own futures. Should
+the thread die all the same (a BaseException from a library), the next submission starts a new one and
+counts it in `restarts`, which /health and /metrics show.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ log = logging.getLogger(__name__)
 
 class ModelFailure(Exception):
     """A model could not answer (crashed, timed out, made to fail): the server tries the next one."""
+
+
+class UnusablePrompt(UserError):
+    """The model's tokenizer cannot take the prompt: the client must send other text."""
 
 
 class PromptTooLong(UserError):
@@ -84,8 +92,17 @@ class BaseModelWorker:
         self._serial = itertools.count()
         self._queue: deque[_Job | _Operation | None] = deque()
         self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name=f"model-{name}", daemon=True)
-        self._thread.start()
+        self.restarts = 0
+        self._thread = self._start()
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name=f"model-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def submit(
         self, served: str, prompt: str, max_tokens: int, sampling: RowSampling, stop: list[str], n: int = 1
@@ -130,8 +147,16 @@ class BaseModelWorker:
 
     def _put(self, item: _Job | _Operation | None) -> None:
         with self._ready:
+            if item is not None and not self._thread.is_alive():
+                self._restart()
             self._queue.append(item)
             self._ready.notify()
+
+    def _restart(self) -> None:
+        """With `_ready` held: a new thread takes over the queue."""
+        self.restarts += 1
+        log.error("model %s: its thread is started again (restart %d)", self.name, self.restarts)
+        self._thread = self._start()
 
     def _take(self) -> list[_Job] | _Operation | None:
         """The next operation, or the next batch: queued jobs before the first operation that share the
@@ -157,17 +182,37 @@ class BaseModelWorker:
 
     def _loop(self) -> None:
         while (item := self._take()) is not None:
-            if isinstance(item, _Operation):
-                if item.future.set_running_or_notify_cancel():
-                    try:
+            futures = [item.future] if isinstance(item, _Operation) else [job.future for job in item]
+            try:
+                if isinstance(item, _Operation):
+                    if item.future.set_running_or_notify_cancel():
                         item.future.set_result(item.run())
-                    except Exception as e:  # reported to the caller (a bad adapter folder, say)
-                        item.future.set_exception(e)
-            else:
-                self._generate([job for job in item if job.future.set_running_or_notify_cancel()])
+                else:
+                    self._generate([job for job in item if job.future.set_running_or_notify_cancel()])
+            except BaseException as e:  # this item's callers learn of it; the thread goes on if it can
+                ending = not isinstance(e, Exception)  # SystemExit and kin end a thread: a fresh one follows
+                if ending:
+                    log.error("model %s: %s ended its thread", self.name, type(e).__name__)
+                    with self._ready:
+                        self._restart()
+                if isinstance(item, list):
+                    log.exception("model %s failed on a batch", self.name)
+                    e = ModelFailure(f"{self.name}: {type(e).__name__}: {e}")
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(e)
+                if ending:
+                    return
 
     def _admit(self, job: _Job) -> bool:
         """Fail a job that cannot run: made to fail, detached since it was queued, or too long."""
+        try:
+            return self._admissible(job)
+        except Exception as e:  # a prompt the tokenizer cannot take fails that request alone
+            job.future.set_exception(UnusablePrompt(f"the model cannot read this prompt: {e}"))
+            return False
+
+    def _admissible(self, job: _Job) -> bool:
         if job.served in self.failing:
             job.future.set_exception(ModelFailure(f"model '{job.served}' is failing (injected)"))
         elif job.served != self.name and job.served not in self.adapters:
@@ -289,6 +334,10 @@ class ModelSet:
 
     def tokenizer(self, name: str) -> Any:
         return self.where[name].tokenizer
+
+    def restarts(self) -> dict[str, int]:
+        """Base model -> how often its thread had died and was started again."""
+        return {name: worker.restarts for name, worker in self.workers.items()}
 
     def set_failing(self, name: str, failing: bool) -> None:
         (self.where[name].failing.add if failing else self.where[name].failing.discard)(name)

@@ -23,6 +23,7 @@ from srl_rlvr.serve.sampling_params import unsupported_parameter
 from srl_rlvr.serve.tools import ToolDef, ToolPlan, parse_tool_calls
 
 STREAM_CHUNK_CHARS = 16  # characters per streamed delta
+MAX_CORRECTION_CHARS = 20_000  # a correction is one answer, not a document; it is stored for training
 
 
 class ApiError(Exception):
@@ -210,12 +211,16 @@ class ShiftRequest(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `true` and `1.0` are not ratings (a client bug must not become a label)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    request_id: str = Field(min_length=1, description="The `id` of the response being rated.")
-    rating: Literal[-1, 0, 1] = Field(description="-1 bad, 0 neutral, 1 good.")
+    request_id: str = Field(min_length=1, max_length=64, description="The `id` of the response being rated.")
+    rating: StrictInt = Field(ge=-1, le=1, description="-1 bad, 0 neutral, 1 good.")
     correction: str | None = Field(
-        None, min_length=1, description="What the answer should have been; checked by the role's task."
+        None,
+        min_length=1,
+        max_length=MAX_CORRECTION_CHARS,
+        description="What the answer should have been; checked by the role's task.",
     )
 
 
@@ -437,6 +442,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": {"post": operation("Chat completion", ChatRequest)},
             "/v1/completions": {"post": operation("Text completion", CompletionRequest)},
+            "/v1/feedback": {"post": operation("Rate a recorded answer", FeedbackRequest)},
             "/v1/models": {"get": operation("Served roles and models")},
             "/health": {"get": operation("Liveness")},
             "/ready": {"get": operation("Readiness")},

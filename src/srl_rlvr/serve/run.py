@@ -15,6 +15,8 @@ import uvicorn
 
 from srl_rlvr.serve.app import build_app
 from srl_rlvr.serve.config import ServeConfig
+from srl_rlvr.serve.header_timeout import header_timeout_protocol
+from srl_rlvr.serve.server import Server
 
 
 def run_server(config: ServeConfig, log_level: str = "info") -> None:
@@ -25,6 +27,7 @@ def run_server(config: ServeConfig, log_level: str = "info") -> None:
         port=config.port,
         log_level=log_level,
         timeout_graceful_shutdown=int(config.limits.request_timeout_s),
+        http=header_timeout_protocol(config.limits.header_timeout_s),
     )
 
 
@@ -50,14 +53,21 @@ def wait_ready(base_url: str, key: str | None, timeout_s: float = 120.0) -> None
 
 
 @contextmanager
-def serve_in_thread(config: ServeConfig, key: str | None = None) -> Iterator[str]:
+def serve_in_thread(
+    config: ServeConfig, key: str | None = None, server: Server | None = None
+) -> Iterator[str]:
     """The real server on `config.host` (port 0: a free one) in a daemon thread; yields its base URL
-    (`http://host:port`, append /v1 for an OpenAI client) once its models are loaded."""
+    (`http://host:port`, append /v1 for an OpenAI client) once its models are loaded. `server`: the
+    Server to run, for a caller that inspects it while it serves."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
     settings = uvicorn.Config(
-        build_app(config), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+        build_app(config, server),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        http=header_timeout_protocol(config.limits.header_timeout_s),
     )
     server = uvicorn.Server(settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

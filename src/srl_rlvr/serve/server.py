@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from srl_rlvr.data.pii import redact_text
+from srl_rlvr.data.secrets import redact_secrets
 from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
@@ -31,7 +33,7 @@ from srl_rlvr.serve.generation import Completion, cut_at_stops, render_chat
 from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
 from srl_rlvr.serve.metrics import ServeMetrics
-from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong
+from srl_rlvr.serve.models import ModelFailure, ModelSet, PromptTooLong, UnusablePrompt
 from srl_rlvr.serve.openai_api import ApiError
 from srl_rlvr.serve.roles import Roles
 from srl_rlvr.serve.routing import request_features, reward
@@ -108,7 +110,9 @@ class Server:
         self.records = (
             None
             if records is None
-            else RecordStore(records.url, records.max_records, busy_timeout_s=records.busy_timeout_s)
+            else RecordStore(
+                records.url, records.max_records, busy_timeout_s=records.busy_timeout_s, journal=True
+            )
         )
         self._flusher: asyncio.Task[None] | None = None
         self.ready = False
@@ -151,7 +155,7 @@ class Server:
         if self.records is not None and self.records.pending:
             try:
                 await asyncio.to_thread(self.records.flush)
-            except StoreError as e:
+            except Exception as e:  # whatever failed, the rows must outlive the process
                 log.error("%s: saved in %s instead", e, self.records.save_pending())
         await asyncio.to_thread(self.models.close)
 
@@ -318,8 +322,8 @@ class Server:
                 key_id=ask.key_id,
                 model=ask.name,
                 served_by="-" if answer is None else answer.served_by,
-                prompt=text,
-                completion="" if answer is None else answer.completion.text,
+                prompt=self._unsecret(text),
+                completion="" if answer is None else self._unsecret(answer.completion.text),
                 latency_ms=1000 * (time.perf_counter() - began),
                 outcome=outcome.value,
                 checked=outcome.checked,
@@ -329,6 +333,11 @@ class Server:
         )
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_records())
+
+    def _unsecret(self, text: str) -> str:
+        """Secrets (API keys, tokens, passwords; this server's own keys first) never reach the records,
+        whatever a role's guardrails say."""
+        return redact_secrets(text, self.keys)[0]
 
     async def _flush_records(self) -> None:
         assert self.records is not None
@@ -352,7 +361,7 @@ class Server:
         if record is None:
             raise ApiError(404, f"no recorded request '{request_id}'", code="not_found", param="request_id")
         admins = self.config.auth.admin_keys
-        if record.key_id != key_id and admins is not None and key_id not in admins:
+        if record.key_id != key_id and key_id not in (admins or []):
             raise ApiError(403, f"key {key_id} may rate only its own requests", param="request_id")
         task = self.tasks.get(record.model)
         if correction is not None and task is not None:
@@ -361,6 +370,10 @@ class Server:
                 raise ApiError(
                     400, f"correction refused: {why}", code="invalid_correction", param="correction"
                 )
+        if correction is not None:  # stored as a request's text is: secrets and the role's PII redacted
+            role = self.config.roles.get(record.model)
+            rules = role.guardrails.input if role is not None else self.config.direct_guardrails.input
+            correction = redact_text(self._unsecret(correction), rules.redact_pii)[0]
         try:
             await asyncio.to_thread(
                 self.records.add_feedback, Feedback(request_id, rating, correction, key_id=key_id)
@@ -406,6 +419,8 @@ class Server:
                 )
             except PromptTooLong as e:
                 raise ApiError(400, str(e), code="context_length_exceeded", param="max_tokens") from None
+            except UnusablePrompt as e:
+                raise ApiError(400, str(e), code="invalid_prompt", param="messages") from None
             except ModelFailure as e:
                 self.health.record(model, False, 1000 * (time.perf_counter() - began))
                 self.metrics.model_errors.labels(model).inc()
@@ -459,6 +474,8 @@ class Server:
     def render_metrics(self) -> bytes:
         for model in self.models.where:
             self.metrics.health.labels(model).set(RANK[self.health.state(model)])
+        for model, restarts in self.models.restarts().items():
+            self.metrics.worker_restarts.labels(model).set(restarts)
         return self.metrics.render()
 
     # -- runtime changes: adapters, canary, chaos ---------------------------------------------------------

@@ -6,7 +6,7 @@ import difflib
 import importlib
 from typing import Any
 
-from srl_rlvr.errors import TaskError
+from srl_rlvr.errors import TaskError, UserError
 from srl_rlvr.tasks.base import Problem, SolvableTask, Task, problem_of
 
 BUILTIN_TASKS = {
@@ -58,6 +58,8 @@ def safe_reward(task: Task, completion: str, problem: Problem) -> float:
     """`task.reward`, with a user task's exception turned into an error that names the problem."""
     try:
         return float(task.reward(completion, problem))
+    except UserError:  # already one line saying what to change (a sandbox that cannot run, say)
+        raise
     except Exception as e:  # a user's task code: anything can go wrong in it
         raise TaskError(
             f"task '{task.name}': reward() failed on problem {problem.id}: {type(e).__name__}: {e}"

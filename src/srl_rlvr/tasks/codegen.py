@@ -12,6 +12,7 @@ expert writes the plan lines, then the solution in the fenced block that `parse`
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import textwrap
 from pathlib import Path
@@ -21,9 +22,11 @@ from pydantic import Field, model_validator
 
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks.base import Problem, Split
-from srl_rlvr.tasks.sandbox import SandboxResult, is_verifiable_test, run_tests
+from srl_rlvr.tasks.sandbox import HARNESS, SandboxResult, is_verifiable_test, run_tests
+from srl_rlvr.tasks.sandbox_isolation import Isolation, SandboxUnavailable, weaker_layer_warning
 from srl_rlvr.tasks.task_data import TaskRow, read_task_rows, sample_rows
 
+log = logging.getLogger(__name__)
 DATA_FILE = Path(__file__).parent / "data" / "codegen.jsonl"
 # An opening fence with its tag, then everything up to the closing fence (or the end, for a
 # completion cut off mid-block). Matching pairs in order keeps a ```bash block's closing fence
@@ -94,16 +97,28 @@ class CodegenTask:
         "Reply with the complete function in a ```python code block.\n\n"
     )
 
-    def __init__(self, data_path: str | None = None, timeout_s: float = 5.0, memory_mb: int = 512) -> None:
-        """`data_path`: a JSONL file shaped like data/codegen.jsonl; the limits apply per solution run."""
+    def __init__(
+        self,
+        data_path: str | None = None,
+        timeout_s: float = 5.0,
+        memory_mb: int = 512,
+        isolation: Isolation = "bubblewrap",
+    ) -> None:
+        """`data_path`: a JSONL file shaped like data/codegen.jsonl; the limits apply per solution run.
+        `isolation`: the sandbox's outer layer; 'namespace' or 'hook' accept a weaker sandbox by name
+        where bubblewrap cannot run (rewards refuse otherwise: `sandbox_isolation.py`)."""
         if timeout_s <= 0:
             raise ValueError(f"codegen timeout_s must be positive, got {timeout_s}")
         if memory_mb < 64:
             raise ValueError(
                 f"codegen memory_mb must be at least 64 (the interpreter needs it), got {memory_mb}"
             )
+        if isolation not in ("bubblewrap", "namespace", "hook"):
+            raise ValueError(f"codegen isolation must be bubblewrap, namespace or hook, got {isolation!r}")
+        if isolation != "bubblewrap":
+            log.warning("%s", weaker_layer_warning(isolation, HARNESS))
         self.data_path = Path(data_path) if data_path else DATA_FILE
-        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+        self.timeout_s, self.memory_mb, self.isolation = timeout_s, memory_mb, isolation
         self.rows = read_task_rows(self.data_path, CodegenRow)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
@@ -136,7 +151,16 @@ class CodegenTask:
         code = self.parse(completion)
         if code is None:
             return None
-        return run_tests(code, _tests_of(problem), timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+        try:
+            return run_tests(
+                code, _tests_of(problem), self.timeout_s, self.memory_mb, isolation=self.isolation
+            )
+        except SandboxUnavailable:
+            raise
+        except Exception as e:  # whatever the solution did to the sandbox, it earns 0, never a crash
+            log.warning("codegen sandbox failed on problem %s: %s: %s", problem.id, type(e).__name__, e)
+            tests = _tests_of(problem)
+            return SandboxResult(0, len(tests), True, False, [f"sandbox failed: {type(e).__name__}"])
 
     def reward(self, completion: str, problem: Problem) -> float:
         return _score(self.run(completion, problem))

@@ -8,14 +8,16 @@ any other form fall back to a pass/fail bit from the child, which such code coul
 codegen data uses only the first form.
 
 Containment, in layers (PEP 578 is explicit that audit hooks alone are not a sandbox):
-- outside: bubblewrap where the machine has it (own namespaces, uid 65534, no capabilities, only
-  the system libraries and the standard library visible; `sandbox_isolation.py`), else `unshare -rn`
-  and a drop to uid 65534 where those work;
+- outside: bubblewrap (own namespaces, uid 65534, no capabilities, only the system libraries and the
+  standard library visible, a size-limited tmpfs working directory; `sandbox_isolation.py`); without
+  it a run refuses, unless the caller named a weaker layer (`unshare -rn`, or the hook alone);
 - a fresh `python -I -S` in a new session (process group) with a temporary working directory, a
   minimal environment, rlimits (address space, CPU, file size, processes) and a wall-clock kill;
 - an audit hook installed before the solution runs that ends the process on network, process,
-  FFI/dlopen and introspection escapes, on reads outside its working directory and the standard
-  library, and on writes outside its working directory.
+  FFI/dlopen and introspection escapes, on extension modules from anywhere but the standard library,
+  on SQLite (ATTACH reaches any file, unaudited), on reads outside its working directory and the
+  standard library, on writes outside its working directory, and past `MAX_FILES` files there.
+Whatever the child does, the parent gets a result: cleanup of its working directory cannot raise.
 A violation is reported twice: a `V` line on the channel and the exit status `VIOLATION_EXIT`, which
 the solution cannot undo once the hook has called `os._exit`.
 """
@@ -26,6 +28,7 @@ import ast
 import contextlib
 import functools
 import json
+import logging
 import math
 import operator
 import os
@@ -49,9 +52,12 @@ from srl_rlvr.tasks.sandbox_isolation import (
     unshare_available,
 )
 
+log = logging.getLogger(__name__)
+
 VIOLATION_EXIT = 86  # exit status the audit hook uses; no other exit path of the harness uses it
 FILE_SIZE_LIMIT = 1 << 20  # bytes per file the child may write (RLIMIT_FSIZE); also caps its channel
 OPEN_FILES_LIMIT = 64
+MAX_FILES = 64  # files and folders the child may create: with FILE_SIZE_LIMIT, at most 64 MB of disk
 MAX_VALUE_CHARS = 64_000  # longest repr of a test value the child reports
 STDERR_TAIL_CHARS = 2_000
 
@@ -171,6 +177,20 @@ def network_namespace_available() -> bool:
     return bubblewrap_available() or unshare_available()
 
 
+def remove_tree(path: str) -> None:
+    """Delete a working directory whatever the child left in it, never raising: shutil.rmtree recurses
+    (a tree 1,100 folders deep raised RecursionError in the parent), so `rm -rf` takes over."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except Exception as e:  # cleanup must never fail the reward computation
+        log.debug("rmtree of %s failed (%s); using rm -rf", path, type(e).__name__)
+    if os.path.lexists(path):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["rm", "-rf", "--", path], capture_output=True, timeout=60)
+    if os.path.lexists(path):
+        log.warning("could not remove the sandbox working directory %s", path)
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -182,17 +202,17 @@ def run_tests(
     timeout_s: float = 5.0,
     memory_mb: int = 512,
     *,
-    isolation: Isolation = "auto",
+    isolation: Isolation = "bubblewrap",
 ) -> SandboxResult:
     """Run `code`, then each assert in `tests` separately, in one contained child process.
 
     `timeout_s` bounds the whole run (start-up, import, all tests). `isolation` picks the outer layer
-    (`sandbox_isolation.choose`): 'auto' takes the strongest this machine has; 'hook' leaves the audit
-    hook and rlimits alone in charge, as on a machine with neither bubblewrap nor user namespaces.
+    (`sandbox_isolation.choose`): bubblewrap, or SandboxUnavailable where it cannot run; 'namespace'
+    and 'hook' are the weaker layers a user must name to get.
     """
     checks = [_check_of(test) for test in tests]
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix="srl-sandbox-"))
     layer, drop = choose(isolation, HARNESS)
+    workdir = os.path.realpath(tempfile.mkdtemp(prefix="srl-sandbox-"))
     if layer == "bubblewrap":
         command = bubblewrap_command(HARNESS, workdir)
     else:
@@ -211,6 +231,7 @@ def run_tests(
             "tests": [{"kind": check.kind, "source": check.source} for check in checks],
             "workdir": workdir,
             "channel": channel.fileno(),
+            "max_files": MAX_FILES,
         }
         stdin.write(json.dumps(payload).encode())
         stdin.seek(0)
@@ -235,7 +256,7 @@ def run_tests(
                 _kill_group(proc.pid)
                 returncode = proc.wait()
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_tree(workdir)
         channel.seek(0)
         lines = channel.read(2 * FILE_SIZE_LIMIT).decode("utf-8", "replace").splitlines()
         stderr.seek(0, os.SEEK_END)

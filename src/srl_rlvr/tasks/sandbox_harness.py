@@ -15,7 +15,7 @@ VIOLATION_EXIT = 86
 MAX_VALUE_CHARS = 64_000
 
 
-def make_audit_hook(root, channel, readable, hidden):
+def make_audit_hook(root, channel, readable, hidden, max_files):
     # The hook must keep its judgement after the solution has rebound builtins or patched stdlib
     # modules, so it calls only what is bound into its closure here, before the solution runs, plus
     # methods of exact built-in types (which cannot be patched). Nothing outside this closure refers
@@ -100,6 +100,8 @@ def make_audit_hook(root, channel, readable, hidden):
             "_testinternalcapi",
             "_dbm",
             "_gdbm",
+            # SQLite opens any file its SQL names (ATTACH DATABASE, VACUUM INTO) with no audit event
+            "_sqlite3",
         }
     )
     # event -> (argument positions holding paths, positions holding dir_fd)
@@ -117,6 +119,13 @@ def make_audit_hook(root, channel, readable, hidden):
     devices_ok = frozenset({"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"})
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     s_ifmt, s_ifdir, s_ifchr, s_ifblk = 0o170000, 0o040000, 0o020000, 0o060000
+
+    created = [0]  # files and folders made in the working directory (a list: the closure mutates it)
+
+    def count_created():
+        created[0] += 1
+        if created[0] > max_files:
+            deny("more than " + _str(max_files) + " files created in the working directory")
 
     def deny(what):
         # Report, then end the process: raising would let the solution catch it and carry on.
@@ -171,6 +180,8 @@ def make_audit_hook(root, channel, readable, hidden):
             writing = writing or "w" in mode or "a" in mode or "x" in mode or "+" in mode
         if writing and not inside(resolved):
             return "write outside the sandbox: " + describe(resolved)
+        if writing and kind == 0:
+            count_created()
         if not writing and not may_read(resolved):
             return "read outside the sandbox: " + describe(resolved)
         return None
@@ -184,6 +195,12 @@ def make_audit_hook(root, channel, readable, hidden):
             for part in name.split("."):
                 if part in deny_modules:
                     deny("import " + name)
+            # A filename means an extension module is being dlopen()ed (ExtensionFileLoader): only
+            # the standard library's own, never one the solution wrote or found elsewhere.
+            if args[1] is not None:
+                resolved = resolve(args[1])
+                if resolved is None or inside(resolved) or not may_read(resolved) or under(resolved, hidden):
+                    deny("extension module loaded from " + describe(args[1]))
         elif event == "open":
             reason = check_open(args[0], args[1], args[2])
             if reason is not None:
@@ -199,6 +216,8 @@ def make_audit_hook(root, channel, readable, hidden):
                 resolved = resolve(args[i])
                 if resolved is None or not inside(resolved) or resolved.startswith(root + "/file:"):
                     deny(event + " of " + describe(args[i]))
+            if event == "os.mkdir":
+                count_created()
 
     return hook
 
@@ -266,7 +285,9 @@ def main():
     readable |= {paths[key] for key in ("stdlib", "platstdlib")}
     hidden = {paths[key] for key in ("purelib", "platlib")}
     hidden |= {os.path.realpath(folder) for folder in hidden}
-    sys.addaudithook(make_audit_hook(payload["workdir"], channel, tuple(readable), tuple(hidden)))
+    hook = make_audit_hook(payload["workdir"], channel, tuple(readable), tuple(hidden), payload["max_files"])
+    sys.addaudithook(hook)
+    del hook
 
     try:
         code = compile(payload["code"], "solution.py", "exec")

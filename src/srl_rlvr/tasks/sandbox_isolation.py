@@ -1,13 +1,16 @@
 """The sandbox's outer layer: what a child running candidate code can see, and who it runs as.
 
 The audit hook inside the child (`sandbox_harness.py`) is a policy, not a wall (PEP 578 says so), so
-where the machine has bubblewrap the child runs in its own mount, PID, IPC, network and user
+the default layer is bubblewrap: the child runs in its own mount, PID, IPC, network and user
 namespaces as uid/gid 65534 with every capability dropped, and sees only read-only binds of the
 system libraries and of this interpreter's standard library (its site-packages masked: installed
-packages, ours and our tasks' test data included, are not there), its own working directory and
-the harness. Without bubblewrap the child gets `unshare -rn` (no network) where that works, and is
-started as uid 65534 when we are root and the interpreter is readable by that uid; the remaining
-gaps are logged once. `bwrap` is a Debian/Ubuntu package (`apt-get install bubblewrap`).
+packages, ours and our tasks' test data included, are not there), the harness, and a working
+directory that is a size-limited tmpfs of its own (nothing it writes reaches the host's disk, nothing
+outlives it). The sandbox fails closed: where bubblewrap cannot run, a run refuses with
+`SandboxUnavailable` unless the caller named a weaker layer: 'namespace' (`unshare -rn`: no network)
+or 'hook' (the audit hook and rlimits alone), each started as uid 65534 when we are root and the
+interpreter is readable by that uid, with a one-line warning of what they leave open.
+`bwrap` is a Debian/Ubuntu package (`apt-get install bubblewrap`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from srl_rlvr.errors import UserError
+
 log = logging.getLogger(__name__)
 
 NOBODY = 65534  # uid and gid the child runs as: owns no file on the host
 HARNESS_INSIDE = "/sandbox/harness.py"
-Isolation = Literal["auto", "bubblewrap", "namespace", "hook"]
+WORKDIR_BYTES = 64 << 20  # the bubblewrap working directory's tmpfs size: room for any honest solution
+Isolation = Literal["bubblewrap", "namespace", "hook"]
+
+
+class SandboxUnavailable(UserError):
+    """The isolation layer asked for cannot run on this machine: candidate code is not run at all."""
 
 
 def interpreter() -> str:
@@ -66,7 +76,7 @@ def bubblewrap_command(harness: Path, workdir: str) -> list[str]:
         shutil.which("bwrap") or "bwrap",
         *_system_binds(),
         "--ro-bind", str(harness), HARNESS_INSIDE,
-        "--bind", workdir, workdir,
+        "--size", str(WORKDIR_BYTES), "--tmpfs", workdir,
         "--chdir", workdir,
         "--dev", "/dev",
         "--proc", "/proc",
@@ -131,29 +141,37 @@ def drop_to_nobody() -> None:
 
 
 def choose(requested: Isolation, harness: Path) -> tuple[str, Callable[[], None] | None]:
-    """The layer a run gets: 'bubblewrap', 'namespace' or 'hook', and a preexec step (the uid drop)
-    or None. 'auto' takes the strongest layer this machine has and logs once what is missing."""
-    if requested in ("auto", "bubblewrap") and bubblewrap_available():
-        return "bubblewrap", None
+    """The layer a run gets, as asked, and a preexec step (the uid drop) or None. Nothing falls back:
+    a layer this machine cannot give raises SandboxUnavailable."""
     if requested == "bubblewrap":
-        log.warning("bubblewrap was asked for but cannot run here; using the weaker layers")
-    layer = (
-        "namespace" if requested in ("auto", "bubblewrap", "namespace") and unshare_available() else "hook"
-    )
-    drop = drop_to_nobody if can_drop_to_nobody(harness) else None
-    if requested == "auto":
-        _warn_once(layer, drop is not None)
-    return layer, drop
+        if not bubblewrap_available():
+            raise SandboxUnavailable(
+                "running model-written code needs bubblewrap, which cannot run here (apt-get install "
+                "bubblewrap); to accept weaker isolation name it: task.options.isolation: namespace or hook"
+            )
+        return "bubblewrap", None
+    if requested == "namespace" and not unshare_available():
+        raise SandboxUnavailable(
+            "sandbox isolation 'namespace' needs `unshare -rn`, which cannot run here; install bubblewrap "
+            "or name 'hook'"
+        )
+    if requested not in ("namespace", "hook"):
+        raise SandboxUnavailable(f"unknown sandbox isolation {requested!r}: bubblewrap, namespace or hook")
+    return requested, drop_to_nobody if can_drop_to_nobody(harness) else None
 
 
-@functools.cache
-def _warn_once(layer: str, dropped: bool) -> None:
-    gaps = [
-        "candidate code can read any file this process can (install bubblewrap: apt-get install bubblewrap)"
-    ]
+def strongest_available() -> Isolation:
+    """The strongest layer this machine gives: for tests and diagnostics, never a silent fallback."""
+    if bubblewrap_available():
+        return "bubblewrap"
+    return "namespace" if unshare_available() else "hook"
+
+
+def weaker_layer_warning(layer: Isolation, harness: Path) -> str:
+    """One line saying what a weaker layer leaves open, for whoever configured it to log."""
+    gaps = ["candidate code can read any file this process can"]
     if layer == "hook":
         gaps.append("the network is cut by the audit hook alone")
-    if os.geteuid() == 0 and not dropped:
+    if os.geteuid() == 0 and not can_drop_to_nobody(harness):
         gaps.append("it runs as root: the interpreter is not readable by an unprivileged uid")
-    log.warning("code sandbox without bubblewrap: %s; the audit hook still ends reads outside the "
-                "standard library and writes outside the working directory", "; ".join(gaps))  # fmt: skip
+    return f"code sandbox on the weaker {layer!r} layer, as configured: {'; '.join(gaps)}; install bubblewrap"

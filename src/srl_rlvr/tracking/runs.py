@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import srl_rlvr
 from srl_rlvr.config import Config, dump_config
+from srl_rlvr.errors import UserError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -184,7 +185,57 @@ def tracked_run(
         return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    client = mlflow_client(tracking_uri(config))
+    uri = tracking_uri(config)
+    with store_errors(uri):
+        client = mlflow_client(uri)
+        run_id = _start_run(client, config, name, folder, parent_run_id)
+        run = TrackedRun(client, run_id)
+        run.set_tags(tags or {})
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    except BaseException as e:
+        status = (
+            "KILLED"
+            if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted"
+            else "FAILED"
+        )
+        raise
+    finally:
+        try:
+            with store_errors(uri):
+                client.set_terminated(run_id, status)
+        except TrackingError as e:
+            if status == "FINISHED":
+                raise
+            log.warning("%s (the run stays RUNNING until the next run closes it)", e)  # keep the first error
+
+
+class TrackingError(UserError):
+    """The MLflow store cannot be used (locked by another writer, unreachable)."""
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A store another process holds locked is the user's to sort out, in one line naming it; any
+    other store error stays ours."""
+    try:
+        yield
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        if "database is locked" not in first:
+            raise
+        raise TrackingError(
+            f"MLflow store {uri}: {first}: another process is writing it; rerun when it is done, or set "
+            "MLFLOW_TRACKING_URI to another store"
+        ) from None
+
+
+def _start_run(
+    client: MlflowClient, config: Config, name: str, folder: Path, parent_run_id: str | None
+) -> str:
+    """The run recorded in `folder` for this config, reopened, or a new one with the config logged."""
     config_yaml = dump_config(config)
     config_sha = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
     run_id = _reopen(client, folder, config_sha)
@@ -202,24 +253,9 @@ def tracked_run(
         (folder / RUN_FILE).write_text(
             json.dumps({"run_id": run_id, "tracking_uri": client.tracking_uri}) + "\n"
         )
-        run = TrackedRun(client, run_id)
-        run.log_params(flatten(config.model_dump(mode="json")))
+        TrackedRun(client, run_id).log_params(flatten(config.model_dump(mode="json")))
         client.log_text(run_id, config_yaml, "config.yaml")
-    run = TrackedRun(client, run_id)
-    run.set_tags(tags or {})
-    status = "FAILED"
-    try:
-        yield run
-        status = "FINISHED"
-    except BaseException as e:
-        status = (
-            "KILLED"
-            if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted"
-            else "FAILED"
-        )
-        raise
-    finally:
-        client.set_terminated(run_id, status)
+    return run_id
 
 
 def close_abandoned_run(config: Config, folder: str | Path) -> None:

@@ -7,6 +7,7 @@ the same code rather than parallel copies.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import threading
@@ -18,6 +19,13 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from srl_rlvr.distributed import any_rank, is_main
+from srl_rlvr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError):
+    """No checkpoint of a stage can be read back."""
 
 
 @dataclass
@@ -223,8 +231,50 @@ class RichProgress(TrainerCallback):
 
 
 def last_checkpoint(out_dir: str | Path) -> str | None:
-    """The newest `checkpoint-N` folder under `out_dir`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest readable `checkpoint-N` folder under `out_dir`, or None. An unreadable one (a kill or
+    a full disk cut a file short) is passed over with a warning naming the file, so a resume starts
+    from the one before instead of failing deep inside the trainer."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     out_dir = Path(out_dir)
-    return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+    if not out_dir.is_dir():
+        return None
+    found = [d for d in out_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if d.is_dir()]
+    steps = {d: int(d.name.rpartition("-")[2]) for d in found if d.name.rpartition("-")[2].isdigit()}
+    newer: list[str] = []
+    for folder in sorted(steps, key=steps.__getitem__, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            if newer:
+                log.warning("%s; resuming from %s instead", "; ".join(newer), folder.name)
+            return str(folder)
+        newer.append(f"checkpoint {folder} is unreadable ({problem})")
+    if newer:
+        raise CheckpointError(
+            f"{newer[0]}, and no earlier checkpoint is readable; delete {out_dir} to start over"
+        )
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """What makes a checkpoint folder unusable, naming the file, or None. Cheap: JSON is parsed,
+    safetensors headers and torch zip directories read, no weights loaded."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    if not (folder / "trainer_state.json").is_file():
+        return "no trainer_state.json"
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), "pt") as f:
+                    list(f.keys())
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(path):
+                    pass
+        except Exception as e:  # any reader's error means the same: this file cannot be loaded
+            return f"{path.name}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+    return None

@@ -39,6 +39,14 @@ class PromptDraws:
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
         self.order: list[int] = []
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run draws the prompts this one would have drawn."""
+        return {"generator": self.generator.get_state(), "order": list(self.order)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = list(state["order"])
+
     def draw(self, groups: int) -> list[dict[str, Any]]:
         rows = []
         for _ in range(groups):

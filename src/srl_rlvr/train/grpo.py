@@ -325,6 +325,20 @@ class GroupTrainer(GRPOTrainer):
         metrics["filtered_group_frac"].append(1.0 - trained / (wanted * self.accelerator.num_processes))
         return with_row_scale(output)
 
+    def _save_rng_state(self, output_dir: str) -> None:
+        """The trainer's RNG states, and dynamic sampling's prompt order (its own generator): without it
+        a resumed run refills from a fresh order and stops matching an uninterrupted one."""
+        super()._save_rng_state(output_dir)
+        if self._draws is not None:
+            path = Path(output_dir) / f"prompt_draws_{self.accelerator.process_index}.pt"
+            torch.save(self._draws.state(), path)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        path = Path(checkpoint or "") / f"prompt_draws_{self.accelerator.process_index}.pt"
+        if checkpoint is not None and path.is_file():
+            self._prompt_draws().restore(torch.load(path))
+
     def _prompt_draws(self) -> PromptDraws:
         if self._draws is None:
             self._draws = PromptDraws(

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerState
 
 from srl_rlvr.config import Config, ModelConfig
 from srl_rlvr.distributed import barrier, is_main, world_size
@@ -153,7 +154,14 @@ def run_trainer(
         log.warning("resume: no checkpoint in %s, starting from the beginning", out_dir)
     if is_main():
         _trim_metrics(out_dir / "metrics.jsonl", _step_of(checkpoint))
-    trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is not None and 0 < trainer.args.max_steps <= _step_of(checkpoint):
+        # Stopped (SIGTERM) in its last step: all steps are done. The trainer would train one more
+        # when the checkpoint falls mid-epoch (it only checks max_steps after a step), so load it instead.
+        log.info("resume: %s is at max_steps %d; nothing left to train", checkpoint, trainer.args.max_steps)
+        trainer._load_from_checkpoint(checkpoint)
+        trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
+    else:
+        trainer.train(resume_from_checkpoint=checkpoint)
     if stop.interrupted:
         raise TrainingInterrupted(last_checkpoint(out_dir))
     validation = [c for c in callbacks if isinstance(c, ValidationCallback)]
