@@ -3,6 +3,7 @@ triggers, and the rollout trainer on the tiny model with every optimiser batch k
 
 import os
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,11 @@ class RecordingTrainer(GroupTrainer):
         return output
 
 
-def recording_trainer(tmp_path: Path, *overrides: str) -> RecordingTrainer:
+def recording_trainer(
+    tmp_path: Path,
+    *overrides: str,
+    reward_funcs: Sequence[Callable[..., list[float]]] = (half_constant_reward,),
+) -> RecordingTrainer:
     """The rollout trainer on the tiny model: 8 completions a step in groups of 4, half the prompts
     'constant' (their rewards never differ)."""
     config = build_config(
@@ -102,8 +107,8 @@ def recording_trainer(tmp_path: Path, *overrides: str) -> RecordingTrainer:
     model, tokenizer = load_model(materialize(config.model, tmp_path / "base"))
     return RecordingTrainer(
         model=model,
-        reward_funcs=[half_constant_reward],
-        args=grpo_args(config, config.rlvr, tmp_path, "grpo"),
+        reward_funcs=list(reward_funcs),
+        args=grpo_args(config, config.rlvr, tmp_path, "grpo", entropy_coef=config.rlvr.entropy_coef or 0.0),
         train_dataset=dataset,
         processing_class=tokenizer,
         stage=config.rlvr,

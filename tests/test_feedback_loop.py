@@ -159,7 +159,9 @@ def test_production_failures_retrain_a_better_model_and_a_worse_one_is_refused(
         assert (
             result.failures == len(failed_before) >= 72
         )  # exactly the cases served before retrain read them
-        assert result.trajectories == result.failures + result.corrections + 100
+        # a quarter of the cases are kept out of training, to be replayed untrained
+        assert result.replay_cases == round(result.failures / 4)
+        assert result.trajectories == result.failures + result.corrections - result.replay_cases + 100
         assert result.deployed == "promoted", result.verdict
         assert resolve("registry:arithmetic@production", uri).reference == result.candidate
         assert roles(url)["primary"] == result.candidate  # the server promoted its canary too
