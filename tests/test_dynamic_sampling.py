@@ -77,7 +77,7 @@ def outcome(completions: list[str], constant: list[bool], **_: Any) -> list[floa
 def shaping(completions: list[str], **_: Any) -> list[float]:
     """A shaping term that differs between completions whether or not they are right (like DAPO's
     length penalty on answers of different lengths)."""
-    return [len(set(c)) / 8 for c in completions]
+    return [sum(map(ord, c)) % 7 / 7 for c in completions]
 
 
 def test_dynamic_sampling_drops_groups_the_verifier_scores_alike_whatever_the_shaping(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_dynamic_sampling_drops_groups_the_verifier_scores_alike_whatever_the_sh
     # rewards differ would teach only the shaping term.
     trainer = recording_trainer(
         tmp_path,
-        "rlvr.max_steps=1",
+        "rlvr.max_steps=2",
         "rlvr.dynamic_sampling=true",
         "rlvr.max_draws=20",
         reward_funcs=(outcome, shaping),
@@ -96,6 +96,9 @@ def test_dynamic_sampling_drops_groups_the_verifier_scores_alike_whatever_the_sh
         trained = batch["completion_mask"].sum(dim=1) > 0
         texts = tokenizer.batch_decode(batch["prompt_ids"][trained], skip_special_tokens=True)
         assert texts and not any("constant" in text for text in texts), "an all-wrong group was trained on"
+    logged = [r for r in trainer.state.log_history if "dynamic_sampling/draws" in r]
+    dropped = sum(r["dynamic_sampling/groups_drawn"] - r["dynamic_sampling/groups_kept"] for r in logged)
+    assert dropped > 0, "no all-wrong group was drawn: the test saw nothing to drop"
 
 
 def test_rows_left_out_of_the_loss_are_left_out_of_their_groups_statistics() -> None:

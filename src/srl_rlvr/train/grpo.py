@@ -296,7 +296,7 @@ class GroupTrainer(GRPOTrainer):
         assert self._global_rewards is not None and self._global_weights is not None
         assert self._global_outcomes is not None
         groups = self.num_generations
-        live = self.accelerator.gather(output["completion_mask"].sum(dim=1) > 0)
+        live = self.accelerator.gather(output["completion_mask"].sum(dim=1)) > 0
         advantages = group_advantages(self._global_rewards, groups, self.stage.reward_norm_method, live)
         informative = informative_groups(self._global_outcomes, groups, self.stage.min_group_std, live)
         local = len(output["advantages"])
