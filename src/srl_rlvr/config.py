@@ -843,7 +843,10 @@ class DistillConfig(Section):
     teacher_temperature: float = Field(0.0, ge=0, description="0: greedy answers (the teacher's best).")
     teacher_max_tokens: int = Field(128, gt=0)
     min_quality_ratio: float = Field(
-        0.9, ge=0, description="Student's held-out primary metric / the teacher's; below: not registered."
+        0.9,
+        ge=0,
+        description="Student's held-out primary metric / the teacher's: a student whose bootstrap 95 % "
+        "interval of that ratio reaches below this is not registered.",
     )
     tier: Literal["gold", "silver", "bronze"] | None = Field(
         None, description="Apply that tier's preset (latency budget, LoRA rank, batch) and tag the student."

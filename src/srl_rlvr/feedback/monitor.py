@@ -125,7 +125,8 @@ class Monitoring:
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         del data["current_lengths"], data["reference_lengths"]
-        return {**data, "due": self.due, "drift": None if self.drift is None else asdict(self.drift)}
+        drift = None if self.drift is None else asdict(self.drift)
+        return {**data, "due": self.due, "verdict": self.verdict, "drift": drift}
 
 
 def production_version(config: Config) -> Version | None:
