@@ -3,6 +3,7 @@ triggers, and the rollout trainer on the tiny model with every optimiser batch k
 
 import os
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,14 @@ class RecordingTrainer(GroupTrainer):
         return output
 
 
-def recording_trainer(tmp_path: Path, *overrides: str) -> RecordingTrainer:
-    """The rollout trainer on the tiny model: 8 completions a step in groups of 4, half the prompts
-    'constant' (their rewards never differ)."""
+def recording_trainer(
+    tmp_path: Path,
+    *overrides: str,
+    reward_funcs: Sequence[Callable[..., list[float]]] = (half_constant_reward,),
+    trainer_class: type[GroupTrainer] = RecordingTrainer,
+) -> Any:
+    """The rollout trainer (`trainer_class`) on the tiny model: 8 completions a step in groups of 4,
+    half the prompts 'constant' (their rewards never differ)."""
     config = build_config(
         overrides=[
             "rlvr.batch_size=8",
@@ -100,10 +106,13 @@ def recording_trainer(tmp_path: Path, *overrides: str) -> RecordingTrainer:
     prompts = [f"Problem {i} (constant)." if i % 2 else f"Problem {i}. Start with ASCII." for i in range(16)]
     dataset = Dataset.from_dict({"prompt": prompts, "constant": [i % 2 == 1 for i in range(16)]})
     model, tokenizer = load_model(materialize(config.model, tmp_path / "base"))
-    return RecordingTrainer(
+    args = grpo_args(
+        config, config.rlvr, tmp_path, config.rlvr.loss_type, entropy_coef=config.rlvr.entropy_coef or 0.0
+    )
+    return trainer_class(
         model=model,
-        reward_funcs=[half_constant_reward],
-        args=grpo_args(config, config.rlvr, tmp_path, "grpo"),
+        reward_funcs=list(reward_funcs),
+        args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         stage=config.rlvr,

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from srl_rlvr.cli import app
 from srl_rlvr.config import build_config
 from srl_rlvr.distill.run import cascade, distill_once
+from srl_rlvr.distill.validate import Validation
+from srl_rlvr.errors import ConfigError
 from srl_rlvr.feedback.store import Record, RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
@@ -166,3 +168,21 @@ def test_an_endpoint_teacher_answers_over_http_and_only_its_verified_answers_are
     v = result.validation
     assert v.latency_ratio is None and "speed not compared" in v.speed
     assert 0.5 < v.teacher_metric < 1.0  # the endpoint's own answers to the held-out problems, scored
+
+
+def test_registration_is_gated_on_the_lower_bound_of_the_quality_ratios_interval() -> None:
+    def validation(ratio: float, interval: tuple[float, float]) -> Validation:
+        return Validation(0.8, 0.8 * ratio, ratio, interval, 1.0, None, None, 100, 0.9, "report.md")
+
+    assert not validation(0.95, (0.78, 1.1)).passed, "a point ratio above 0.9 on a wide interval is luck"
+    assert validation(0.98, (0.91, 1.05)).passed
+    assert not validation(0.0, (float("nan"), float("nan"))).passed  # the teacher never right
+
+
+def test_a_cascade_must_go_from_larger_models_to_smaller(tmp_path: Path) -> None:
+    # gold (3-8B) cannot teach silver (7-13B): refused before anything is asked or trained
+    with pytest.raises(ConfigError, match="from the larger models to the smaller"):
+        cascade(config(tmp_path), ["gold", "silver"])
+    with pytest.raises(ConfigError, match="once each"):
+        cascade(config(tmp_path), ["silver", "silver"])
+    assert not (tmp_path / "runs").exists()

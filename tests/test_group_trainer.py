@@ -49,9 +49,13 @@ def test_micro_batches_take_the_same_step_as_one_pass(tmp_path: Path) -> None:
     assert micro["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-6)
 
 
-def test_one_token_the_reference_likes_far_more_cannot_blow_up_the_kl(tmp_path: Path) -> None:
+def test_the_kl_cap_bounds_a_token_the_reference_likes_far_more_on_a_copy_of_trls_buffer(
+    tmp_path: Path,
+) -> None:
     # Where the policy has learned to avoid a token the reference likes (ref - logp = 7 here), k3 is
     # e^7 - 8 = 1,089 per token; bounded, it is e^2.6 - 3.6 = 9.86 and still pulls the token back.
+    # TRL hands the same buffered rollout batch to every pass (num_iterations > 1): a cap written
+    # into it would make pass k read min(ref, logp_1 + cap, ...) instead of min(ref, logp_k + cap).
     trainer = recording_trainer(tmp_path, "rlvr.max_steps=1", "rlvr.dynamic_sampling=false")
     trainer.train()
     batch = dict(trainer.batches[0])
@@ -62,9 +66,31 @@ def test_one_token_the_reference_likes_far_more_cannot_blow_up_the_kl(tmp_path: 
             trainer.model, ids, attention, batch["completion_ids"].size(1)
         )
     batch["ref_per_token_logps"] = logps + 7.0
+    buffered = batch["ref_per_token_logps"].clone()
     loss = trainer._compute_loss(trainer.model, batch)
+    assert torch.equal(batch["ref_per_token_logps"], buffered), "the cap wrote into TRL's buffer"
     assert math.isfinite(loss.item())
     bound = math.exp(KL_LOG_RATIO_CAP) - KL_LOG_RATIO_CAP - 1
     assert trainer._metrics["train"]["kl"][-1] == pytest.approx(bound, rel=1e-3)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in trainer.model.parameters() if p.grad is not None)
+
+
+def test_rescaling_for_masked_rows_leaves_the_entropy_bonus_alone(tmp_path: Path) -> None:
+    # With half the rows masked, the per-sequence policy term is doubled back to the live rows'
+    # mean; TRL's entropy bonus is already a mean over live tokens and must not double with it.
+    trainer = recording_trainer(
+        tmp_path, "rlvr.max_steps=1", "rlvr.dynamic_sampling=false", "rlvr.entropy_coef=0.5"
+    )
+    trainer.train()
+    batch = trainer.batches[0]
+    half = with_row_scale(
+        {k: v[:4] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+    )
+    masked = {**batch, "completion_mask": batch["completion_mask"].clone()}
+    masked["completion_mask"][4:] = 0
+    masked = with_row_scale(masked)
+    with torch.no_grad():
+        assert float(trainer._compute_loss(trainer.model, masked)) == pytest.approx(
+            float(trainer._compute_loss(trainer.model, half)), rel=1e-4, abs=1e-7
+        )

@@ -2,10 +2,11 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from rl_helpers import FirstCharacterTask, NaNGradientsAtStep, SigtermAtStep
+from rl_helpers import FirstCharacterTask, NaNGradientsAtStep, SigtermAtStep, recording_trainer
 from safetensors.torch import load_file
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -15,7 +16,7 @@ from srl_rlvr.errors import ConfigError, TaskError
 from srl_rlvr.tasks import Problem
 from srl_rlvr.train.guard import StabilityGuard
 from srl_rlvr.train.loop import TrainingInterrupted
-from srl_rlvr.train.ppo import VALUE_HEAD_FILE, gae, terminal_rewards
+from srl_rlvr.train.ppo import VALUE_HEAD_FILE, PPOTrainer, gae, terminal_rewards
 from srl_rlvr.train.rewards import outcome_reward, overlong_penalty, reward_functions
 from srl_rlvr.train.rlvr import train_rlvr
 
@@ -102,8 +103,17 @@ def test_ppo_resumes_after_sigterm_with_its_value_head(tmp_path: Path) -> None:
     assert [r["step"] for r in step_records(tmp_path / "rlvr")] == [1, 2, 3, 4]
 
 
-def test_the_stability_guard_restores_the_last_good_checkpoint_after_a_nan(tmp_path: Path) -> None:
-    config = rlvr_config(tmp_path, "rlvr.max_steps=5", "rlvr.save_steps=2")
+def test_the_stability_guard_restores_the_last_good_checkpoint_and_samples_afresh_after_a_nan(
+    tmp_path: Path,
+) -> None:
+    # Two passes over each rollout batch: steps 1, 3 and 5 would sample, 2 and 4 reuse.
+    config = rlvr_config(
+        tmp_path,
+        "rlvr.max_steps=5",
+        "rlvr.save_steps=2",
+        "rlvr.num_iterations=2",
+        "rlvr.steps_per_generation=1",
+    )
     final = train_rlvr(config, TASK.sample(16, 0, "train"), task=TASK, callbacks=[NaNGradientsAtStep(3)])
     out = tmp_path / "rlvr"
     events = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
@@ -118,6 +128,9 @@ def test_the_stability_guard_restores_the_last_good_checkpoint_after_a_nan(tmp_p
     assert steps[4]["learning_rate"] == pytest.approx(steps[3]["learning_rate"] * 0.5)
     weights = load_file(final / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+    # The rollouts TRL buffered for step 4 led up to the blow-up: step 4 samples from the restored
+    # weights instead of reusing them (and their old log-probs).
+    assert [step for step, r in sorted(steps.items()) if "rewards/outcome/mean" in r] == [1, 3, 4]
 
 
 def test_a_restore_puts_the_adaptive_kl_weight_back_to_the_checkpoints(tmp_path: Path) -> None:
@@ -174,7 +187,7 @@ def test_a_failing_user_reward_names_the_problem() -> None:
 def test_algorithm_presets_fill_only_what_the_user_left_unset() -> None:
     dapo = build_config(overrides=["rlvr.algorithm=dapo"]).rlvr
     assert (dapo.clip_epsilon_high, dapo.mask_truncated_completions, dapo.loss_type) == (0.28, True, "dapo")
-    assert (dapo.kl_penalty_weight, dapo.length_penalty, dapo.dynamic_sampling) == (0.0, 1.0, True)
+    assert (dapo.kl_penalty_weight, dapo.length_penalty, dapo.dynamic_sampling) == (0.0, 0.5, True)
     assert dapo.steps_per_generation == 4, "DAPO makes several minibatch updates per rollout batch"
     assert (
         build_config(overrides=["rlvr.algorithm=dapo", "rlvr.clip_epsilon_high=0.3"]).rlvr.clip_epsilon_high
@@ -323,3 +336,72 @@ def test_a_checkpoint_is_written_when_the_save_interval_in_minutes_has_passed(tm
     train_rlvr(config, TASK.sample(8, 0, "train"), task=TASK)
     written = {p.name for p in (tmp_path / "off" / "rlvr").glob("checkpoint-*")}
     assert not written & {"checkpoint-1", "checkpoint-2"}, "steps only: nothing between start and end"
+
+
+def test_dapo_weighs_a_right_answer_at_the_length_limit_above_a_short_wrong_one() -> None:
+    # DAPO scores +1/-1 with an overlong penalty down to -1: right at the limit (0) sits halfway
+    # between right (1) and wrong (-1). Our outcome is 1/0, so the penalty's full weight is 0.5.
+    cfg = build_config(overrides=["rlvr.algorithm=dapo", "rlvr.max_completion_length=64"]).rlvr
+    problems = TASK.sample(1, 0, "train")
+    functions, weights = reward_functions(TASK, problems, cfg)
+
+    def total(completion: str, tokens: int) -> float:
+        columns = {
+            "completions": [completion],
+            "problem_id": [problems[0].id],
+            "completion_ids": [[0] * tokens],
+        }
+        return sum(w * f(**columns)[0] for f, w in zip(functions, weights, strict=True))
+
+    right_at_limit, right_short, wrong_short = total("a", 64), total("a", 8), total("\u00e9", 8)
+    assert (right_short, right_at_limit, wrong_short) == (1.0, 0.5, 0.0)
+
+
+class SplitRecordingPPO(PPOTrainer):
+    """PPO keeping the rows of every minibatch it trains on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.minibatches: list[frozenset[tuple[int, ...]]] = []
+
+    def _compute_loss(self, model, inputs):  # type: ignore[no-untyped-def]
+        rows = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1).tolist()
+        self.minibatches.append(frozenset(map(tuple, rows)))
+        return super()._compute_loss(model, inputs)
+
+
+def test_ppo_draws_a_new_minibatch_split_every_epoch(tmp_path: Path) -> None:
+    # One rollout batch of 16, two minibatches of 8, two epochs: the second epoch's minibatches are a
+    # fresh split of the same 16 rows, not the first epoch's again.
+    trainer = recording_trainer(
+        tmp_path,
+        "rlvr.algorithm=ppo",
+        "rlvr.steps_per_generation=2",
+        "rlvr.num_iterations=2",
+        "rlvr.max_steps=4",
+        trainer_class=SplitRecordingPPO,
+    )
+    trainer.train()
+    first, second = trainer.minibatches[:2], trainer.minibatches[2:4]
+    assert first[0] | first[1] == second[0] | second[1], "both epochs pass over the same rollouts"
+    assert set(first) != set(second)
+
+
+def test_options_an_algorithm_never_reads_are_refused_in_config_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for algorithm, option in (
+        ("dpo", "rlvr.format_reward=0.1"),
+        ("dpo", "rlvr.length_penalty=0.5"),
+        ("dpo", "rlvr.micro_batch_size=2"),
+        ("dpo", "rlvr.mask_truncated_completions=true"),
+        ("ppo", "rlvr.reward_norm_method=group"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["config", "check", f"rlvr.algorithm={algorithm}", option])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        name = option.split(".")[1].split("=")[0]
+        assert f"{name} would do nothing under algorithm {algorithm}" in err, err
+    # a value that does nothing anyway (the default, written out) is no mistake
+    assert build_config(overrides=["rlvr.algorithm=dpo", "rlvr.mask_truncated_completions=false"])

@@ -517,8 +517,11 @@ class RLVRConfig(PolicyRLConfig):
         0.0,
         ge=0,
         description="Weight of DAPO's overlong penalty: 0 up to max_completion_length-overlong_buffer, "
-        "falling linearly to -1 at max_completion_length. The penalty must start above the length of a "
-        "correct answer (DAPO: 16k of a 20k limit): where it does not, it rewards giving up early.",
+        "falling linearly to -1 at max_completion_length. The dapo preset's 0.5 is DAPO's scale: its "
+        "outcome reward is +-1, ours 1/0, so its full penalty is half the gap between right and wrong "
+        "(at weight 1 a right answer at the limit would tie a short wrong one). The penalty must start "
+        "above the length of a correct answer (DAPO: 16k of a 20k limit): where it does not, it rewards "
+        "giving up early.",
     )
     overlong_buffer: int = Field(
         32, gt=0, description="Tokens before the limit where the length penalty starts."
@@ -548,7 +551,7 @@ class RLVRConfig(PolicyRLConfig):
                 "kl_penalty_weight": 0.0,
                 "clip_epsilon_high": 0.28,
                 "mask_truncated_completions": True,
-                "length_penalty": 1.0,
+                "length_penalty": 0.5,
                 "dynamic_sampling": True,
                 "steps_per_generation": 4,
                 "num_iterations": 1,
@@ -563,12 +566,35 @@ class RLVRConfig(PolicyRLConfig):
             "dpo": {**single_pass, "dynamic_sampling": False, "entropy_coef": 0.0},
         }
         self._fill(presets[self.algorithm])
+        ignored = self._ignored_options()
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} would do nothing under algorithm {self.algorithm}: remove it"
+            )
         if self.dynamic_sampling and self.algorithm in ("ppo", "dpo"):
             raise ValueError(
                 f"dynamic_sampling is for the GRPO family (grpo, dr_grpo, dapo), not {self.algorithm}: "
                 "PPO's baseline is its value head and DPO trains on pairs"
             )
         return self
+
+    def _ignored_options(self) -> list[str]:
+        """Options the user set that the algorithm never reads: DPO trains on pairs in TRL's own
+        DPOTrainer (no rollout rewards, its own batching, nothing truncated to mask); PPO's advantages
+        come from its value head, not from group statistics."""
+        chosen = self.model_fields_set
+        if self.algorithm == "dpo":
+            active = {
+                "micro_batch_size": self.micro_batch_size is not None,
+                "format_reward": self.format_reward > 0,
+                "length_penalty": self.length_penalty > 0,
+                "mask_truncated_completions": self.mask_truncated_completions,
+            }
+        elif self.algorithm == "ppo":
+            active = {"reward_norm_method": True}
+        else:
+            return []
+        return [name for name, used in active.items() if used and name in chosen]
 
     @property
     def loss_type(self) -> str:
@@ -648,21 +674,46 @@ class ModelSelectionConfig(Section):
 
 
 class RetrainCriteria(Section):
-    """The five reasons to retrain (`srl-rlvr monitor` checks each over its window); retraining is due
-    when at least `min_criteria` hold."""
+    """When `srl-rlvr monitor` calls retraining due. Three criteria are signals that production got
+    worse (performance decline, input drift, negative feedback), each a test with a stated
+    false-alarm rate; two say whether retraining can or should happen whatever the signals (enough new
+    labelled data to learn from; a refresh schedule). Retraining is due when there is enough new
+    labelled data and either at least `min_criteria` signals hold or the schedule says so: counts
+    that only grow with time and traffic never stand in for a sign of trouble."""
 
     max_outcome_drop: float = Field(
         0.1,
         ge=0,
         le=1,
         description="Performance decline: the window's verified-outcome rate is below the reference "
-        "(feedback.expected_outcome_rate, else the production version's evaluated reward) by more.",
+        "(feedback.expected_outcome_rate, else the production version's evaluated reward, else an "
+        "earlier window) by more than this, and a one-sided test says the rate is below the "
+        "reference at decline_alpha.",
+    )
+    decline_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="False-alarm rate of the performance-decline test (exact binomial against a fixed "
+        "reference, Fisher's exact test against an earlier window): at 20 checked answers a window "
+        "scoring 0.7 against 0.8 is noise (p 0.2), not a decline.",
     )
     max_psi: float = Field(
         0.25, gt=0, description="Input drift: PSI of input length or token histogram above this ..."
     )
+    min_psi_requests: int = Field(
+        100,
+        gt=0,
+        description="... on a window of at least this many requests (below it PSI's noise alone, about "
+        "9 / requests over 10 bins, is near the limit) ...",
+    )
     drift_alpha: float = Field(
-        0.01, gt=0, lt=1, description="... and the KS test of input lengths significant at this level."
+        0.01,
+        gt=0,
+        lt=1,
+        description="... and significant under a permutation test; or the KS test of input lengths "
+        "significant. Each test runs at drift_alpha / 2, so a window without drift raises a false "
+        "alarm at most this often.",
     )
     max_negative_rate: float = Field(
         0.1, ge=0, le=1, description="Negative feedback: share of ratings that are -1 above this ..."
@@ -671,13 +722,21 @@ class RetrainCriteria(Section):
     min_new_examples: int = Field(
         50,
         gt=0,
-        description="Enough new labelled data: failures the task verified plus corrections since the "
-        "production version was registered.",
+        description="Enough new labelled data to learn from: failures the task verified plus corrections "
+        "since the production version was registered. Needed for retraining to be due.",
     )
-    max_days_since_training: float = Field(
-        7.0, gt=0, description="Time: days since the production version was registered."
+    max_days_since_training: float | None = Field(
+        None,
+        gt=0,
+        description="A refresh schedule: retraining is due this many days after the production version "
+        "was registered (given enough new labelled data) whatever the signals; None: no schedule.",
     )
-    min_criteria: int = Field(2, ge=1, le=5, description="Criteria that must hold for retraining to be due.")
+    min_criteria: int = Field(
+        1,
+        ge=1,
+        le=3,
+        description="Signals (decline, drift, negative feedback) that must hold for retraining.",
+    )
 
 
 class FeedbackConfig(Section):
@@ -715,7 +774,14 @@ class FeedbackConfig(Section):
         0.0,
         ge=0,
         description="Retrain's gate: the candidate's held-out reward may trail production's by at most "
-        "this, and it must beat production on the replay of the production failures.",
+        "this, and the lower bound of its 95 % interval of improvement on the replay must be above 0.",
+    )
+    replay_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Retrain: share of the production cases kept out of training and replayed on both "
+        "models (at least one): the cases it trained on would only test memory.",
     )
     server: str | None = Field(
         None,
@@ -793,7 +859,10 @@ class DistillConfig(Section):
     teacher_temperature: float = Field(0.0, ge=0, description="0: greedy answers (the teacher's best).")
     teacher_max_tokens: int = Field(128, gt=0)
     min_quality_ratio: float = Field(
-        0.9, ge=0, description="Student's held-out primary metric / the teacher's; below: not registered."
+        0.9,
+        ge=0,
+        description="Student's held-out primary metric / the teacher's: a student whose bootstrap 95 % "
+        "interval of that ratio reaches below this is not registered.",
     )
     tier: Literal["gold", "silver", "bronze"] | None = Field(
         None, description="Apply that tier's preset (latency budget, LoRA rank, batch) and tag the student."

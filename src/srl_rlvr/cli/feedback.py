@@ -38,7 +38,7 @@ def monitor_command(
         typer.Option("--auto-retrain", help="When retraining is due, run `srl-rlvr retrain` right away."),
     ] = False,
 ) -> None:
-    """Check production (feedback.store) against the five retrain criteria; write a report; exit 3 when due."""
+    """Check production (feedback.store) against the retrain criteria; write a report; exit 3 when due."""
     cfg = load_cli_config(config, overrides)
     from srl_rlvr.feedback.monitor import monitor
     from srl_rlvr.feedback.monitor_report import write_monitor_report
@@ -69,12 +69,7 @@ def monitor_command(
     for c in found.criteria:
         mark = "[red]yes[/red]" if c.holds else "no "
         console.print(f"{mark} {c.name}: {c.detail}", highlight=False)
-    held = sum(c.holds for c in found.criteria)
-    console.print(
-        f"{held} of 5 criteria hold (needs {found.min_criteria}): retraining is "
-        f"{'due' if found.due else 'not due'}; report {report}",
-        highlight=False,
-    )
+    console.print(f"{found.verdict}; report {report}", highlight=False)
     if found.due and auto_retrain:
         retrain_command(config, overrides)
     elif found.due:

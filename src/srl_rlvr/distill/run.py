@@ -4,11 +4,13 @@ One distillation asks the teacher the task's questions and/or production's recor
 (`distill.prompts`), keeps the verified answers as a dataset (`traces.py`), trains the student on them
 (`distill.method`: SFT, or on-policy with the teacher scoring the student's samples; optionally RLVR
 after), and compares it with the teacher on held-out problems (`validate.py`). A student that keeps
-`distill.min_quality_ratio` of the teacher's quality is registered with the teacher's exact version
+`distill.min_quality_ratio` of the teacher's quality (the lower bound of the ratio's interval) is
+registered with the teacher's exact version
 as its parent and its tier as a tag; one that does not is not registered, and `distill.md` says why.
 
 `--cascade bronze,silver,gold` runs one distillation per tier, each tier's registered student
-teaching the next (`distill.students` names each tier's student). A cascade stops at the first
+teaching the next (`distill.students` names each tier's student); the tiers must go from larger
+models to smaller (bronze, silver, gold), as distillation does. A cascade stops at the first
 student that fails: the next tier would learn from nothing registered.
 
 `--since last` handles only what is new since the last distillation of that tier: production
@@ -258,6 +260,12 @@ def cascade(
     unknown = [t for t in tiers if t not in TIERS]
     if unknown:
         raise ConfigError(f"--cascade: unknown tier(s) {', '.join(unknown)}; tiers: {', '.join(TIERS)}")
+    sizes = list(reversed(TIERS))  # the largest tier first
+    if [sizes.index(t) for t in tiers] != sorted(sizes.index(t) for t in set(tiers)):
+        raise ConfigError(
+            f"--cascade {','.join(tiers)}: each tier teaches the next, so list them from the larger "
+            f"models to the smaller, once each ({', '.join(sizes)})"
+        )
     missing = [t for t in tiers if t not in config.distill.students]
     if missing:
         raise ConfigError(f"--cascade: name the student of {', '.join(missing)} in distill.students")

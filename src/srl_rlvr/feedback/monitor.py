@@ -2,17 +2,20 @@
 
 Reads the server's records (feedback/store.py) in time windows ending now, per model that answered:
 verified-outcome rate (the task's own check of each answer), negative-feedback rate, latency, and
-the share of requests that got no usable answer. The latest window is judged against five criteria
-(config `feedback.criteria`), and retraining is due when at least `min_criteria` hold:
+the share of requests that got no usable answer. The latest window is judged (config
+`feedback.criteria`) on three signals that production got worse:
 
 - performance decline: its outcome rate is below the reference (the production version's evaluated
-  reward unless `feedback.expected_outcome_rate` says otherwise) by more than `max_outcome_drop`;
-- input drift: its inputs against the training inputs, PSI above `max_psi` and a significant KS
-  test of input lengths (feedback/drift.py);
+  reward unless `feedback.expected_outcome_rate` says otherwise) by more than `max_outcome_drop`,
+  and significantly so at `decline_alpha` (feedback/decline.py);
+- input drift: its inputs against the training inputs, a KS test of input lengths or a PSI above
+  `max_psi` that a permutation test finds significant, together at `drift_alpha` (feedback/drift.py);
 - negative feedback: the share of -1 ratings above `max_negative_rate`;
-- enough new labelled data: failures the task verified plus corrections since the production
-  version was registered;
-- time: days since the production version was registered.
+
+and on two conditions: enough new labelled data (failures the task verified plus corrections since
+the production version was registered) and, when `max_days_since_training` is set, a refresh
+schedule. Retraining is due when there is enough new labelled data and at least `min_criteria`
+signals hold or the schedule is due: data and time only grow, so they never count as signals.
 
 The latest window's slices (the task's problem features, such as the number of steps, and the input
 length) show where it fails: a slice is weak when its whole bootstrap interval lies below the window's
@@ -34,6 +37,7 @@ from srl_rlvr.config import Config
 from srl_rlvr.data.jsonl import iter_json_rows
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.stats import bootstrap_ci
+from srl_rlvr.feedback.decline import outcome_decline
 from srl_rlvr.feedback.drift import Drift, input_drift
 from srl_rlvr.feedback.store import Feedback, Record, open_existing
 from srl_rlvr.tasks import load_task
@@ -42,6 +46,8 @@ from srl_rlvr.tracking.registry import RegistryError, Version
 log = logging.getLogger(__name__)
 
 MAX_WINDOWS = 30
+SIGNALS = ("performance decline", "input drift", "negative feedback")
+DATA, SCHEDULE = "new labelled data", "time since training"
 MAX_SLICE_VALUES = 12
 LENGTH_KEY = "input_length"
 
@@ -95,14 +101,32 @@ class Monitoring:
     current_lengths: list[int] = field(default_factory=list)
     reference_lengths: list[int] = field(default_factory=list)
 
+    def _holds(self, name: str) -> bool:
+        return any(c.holds for c in self.criteria if c.name == name)
+
+    @property
+    def signals(self) -> int:
+        return sum(c.holds for c in self.criteria if c.name in SIGNALS)
+
     @property
     def due(self) -> bool:
-        return sum(c.holds for c in self.criteria) >= self.min_criteria
+        """Enough new labelled data, and enough signals or the refresh schedule (module docstring)."""
+        return self._holds(DATA) and (self.signals >= self.min_criteria or self._holds(SCHEDULE))
+
+    @property
+    def verdict(self) -> str:
+        return (
+            f"{self.signals} of 3 signals hold (needs {self.min_criteria}), "
+            f"new labelled data {'enough' if self._holds(DATA) else 'not enough'}, "
+            f"refresh schedule {'due' if self._holds(SCHEDULE) else 'not due'}: retraining is "
+            f"{'due' if self.due else 'not due'}"
+        )
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         del data["current_lengths"], data["reference_lengths"]
-        return {**data, "due": self.due, "drift": None if self.drift is None else asdict(self.drift)}
+        drift = None if self.drift is None else asdict(self.drift)
+        return {**data, "due": self.due, "verdict": self.verdict, "drift": drift}
 
 
 def production_version(config: Config) -> Version | None:
@@ -229,24 +253,24 @@ def monitor(config: Config, now: datetime | None = None) -> Monitoring:
 
     reference = reference_texts(config)
     latest = windows[0] if windows else _window("all", now - width, [], [])
-    criteria = [_decline(config, latest, windows, production)]
-    drift = input_drift(reference, [r.prompt for r in current]) if len(current) >= fb.min_requests else None
+    criteria = [_decline(config, latest, windows, current, records, production)]
+    drift = (
+        input_drift(
+            reference,
+            [r.prompt for r in current],
+            max_psi=c.max_psi,
+            alpha=c.drift_alpha,
+            min_psi_requests=c.min_psi_requests,
+        )
+        if len(current) >= fb.min_requests
+        else None
+    )
     if drift is None:
         criteria.append(
             Criterion("input drift", False, f"{len(current)} requests in the window; needs {fb.min_requests}")
         )
     else:
-        critical = drift.ks_critical(c.drift_alpha)
-        holds = drift.psi > c.max_psi and drift.length_ks > critical
-        criteria.append(
-            Criterion(
-                "input drift",
-                holds,
-                f"PSI {drift.psi:.3f} (limit {c.max_psi}), length KS {drift.length_ks:.3f} "
-                f"(significant above {critical:.3f} at {c.drift_alpha})",
-                drift.psi,
-            )
-        )
+        criteria.append(Criterion("input drift", drift.holds, drift.detail, drift.psi))
     if latest.ratings >= c.min_ratings and latest.negative_rate is not None:
         criteria.append(
             Criterion(
@@ -269,7 +293,7 @@ def monitor(config: Config, now: datetime | None = None) -> Monitoring:
     labelled = failures + corrections
     criteria.append(
         Criterion(
-            "new labelled data",
+            DATA,
             labelled >= c.min_new_examples,
             f"{failures} verified failures + {corrections} corrections since "
             f"{'the production version' if since else 'the first record'} (needs {c.min_new_examples})",
@@ -277,14 +301,16 @@ def monitor(config: Config, now: datetime | None = None) -> Monitoring:
         )
     )
     if since is None:
-        criteria.append(Criterion("time since training", False, "no production version in the registry"))
+        criteria.append(Criterion(SCHEDULE, False, "no production version in the registry"))
     else:
         days = (now - since).total_seconds() / 86400
+        limit = c.max_days_since_training
         criteria.append(
             Criterion(
-                "time since training",
-                days > c.max_days_since_training,
-                f"{days:.1f} days since {production.reference} was registered (limit {c.max_days_since_training:g})",
+                SCHEDULE,
+                limit is not None and days > limit,
+                f"{days:.1f} days since {production.reference} was registered "
+                f"({'no refresh schedule' if limit is None else f'refresh after {limit:g}'})",
                 days,
             )
         )
@@ -304,8 +330,15 @@ def monitor(config: Config, now: datetime | None = None) -> Monitoring:
     )
 
 
-def _decline(config: Config, latest: Window, windows: list[Window], production: Version | None) -> Criterion:
-    fb = config.feedback
+def _decline(
+    config: Config,
+    latest: Window,
+    windows: list[Window],
+    current: list[Record],
+    records: list[Record],
+    production: Version | None,
+) -> Criterion:
+    fb, c = config.feedback, config.feedback.criteria
     if latest.outcome_rate is None or latest.checked < fb.min_requests:
         return Criterion(
             "performance decline",
@@ -313,6 +346,7 @@ def _decline(config: Config, latest: Window, windows: list[Window], production: 
             f"{latest.checked} checked answers in the window; needs {fb.min_requests}",
         )
     metric = config.registry.primary_metric
+    earlier_outcomes = None
     if fb.expected_outcome_rate is not None:
         reference, source = fb.expected_outcome_rate, "feedback.expected_outcome_rate"
     elif production is not None and metric in production.metrics:
@@ -329,12 +363,17 @@ def _decline(config: Config, latest: Window, windows: list[Window], production: 
                 False,
                 "nothing to compare with: no production evaluation, no earlier window",
             )
-        reference, source = earlier[-1].outcome_rate, f"the window from {earlier[-1].start:%Y-%m-%d %H:%M}"
-    drop = reference - latest.outcome_rate
+        window = earlier[-1]
+        end = window.start + timedelta(hours=fb.window_hours)
+        members = [r for r in records if window.start <= r.time < end]
+        earlier_outcomes = [float(r.outcome) for r in _checked(members)]
+        reference, source = window.outcome_rate, f"the window from {window.start:%Y-%m-%d %H:%M}"
+    outcomes = [float(r.outcome) for r in _checked(current)]
+    decline = outcome_decline(outcomes, reference, c.max_outcome_drop, c.decline_alpha, earlier_outcomes)
     return Criterion(
         "performance decline",
-        drop > fb.criteria.max_outcome_drop,
+        decline.holds,
         f"verified-outcome rate {latest.outcome_rate:.3f} vs {reference:.3f} ({source}); "
-        f"limit {fb.criteria.max_outcome_drop} below",
-        drop,
+        f"limit {c.max_outcome_drop} below, one-sided p {decline.p_value:.3g} (needs < {c.decline_alpha})",
+        decline.drop,
     )

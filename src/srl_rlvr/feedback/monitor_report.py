@@ -61,13 +61,10 @@ def write_monitor_report(m: Monitoring, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "monitor.json").write_text(json.dumps(m.summary(), indent=2, default=str) + "\n")
     plot_monitoring(m, folder)
-    held = sum(c.holds for c in m.criteria)
-    verdict = "**retraining is due**" if m.due else "retraining is not due"
     lines = [
         f"# Production monitoring: {m.role or 'all requests'}",
         "",
-        f"{m.now:%Y-%m-%d %H:%M} UTC. Production: {m.production or 'none in the registry'}. "
-        f"{held} of 5 criteria hold (needs {m.min_criteria}): {verdict}.",
+        f"{m.now:%Y-%m-%d %H:%M} UTC. Production: {m.production or 'none in the registry'}. {m.verdict}.",
         "",
         "| criterion | holds | evidence |",
         "|---|---|---|",

@@ -10,9 +10,11 @@
 3. Training: the run's pipeline (`pipeline.stages`, which must end with evaluate and register) from
    the production version itself, so the new version's lineage names it.
 4. Validation: the pipeline's evaluation puts production and the candidate on the same held-out
-   problems; both also answer a replay of the production cases. The candidate passes when its
-   held-out reward trails production's by at most `feedback.max_regression` and it beats production
-   on the replay.
+   problems; both also answer a replay of production cases that were kept out of training
+   (`feedback.replay_share` of them, drawn with `data.seed`): replaying the cases it was trained on
+   would test memory, not a fix. The candidate passes when its held-out reward trails production's by
+   at most `feedback.max_regression` and the lower bound of the replay's paired 95 % interval of the
+   improvement is above 0 (a better point estimate on a few cases is not enough).
 5. Roll-out: with `feedback.server`, the candidate becomes a canary of `feedback.role` on that server,
    which rolls it back by itself when it errs, slows or its answers check worse than the primary's;
    after `canary_requests` answers it is promoted there and in the registry. Without a server, the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +66,7 @@ class RetrainResult:
     production: str
     failures: int = 0
     corrections: int = 0
+    replay_cases: int = 0  # production cases kept out of training, for the replay
     fresh: int = 0
     trajectories: int = 0
     candidate: str | None = None
@@ -110,6 +114,19 @@ def production_cases(config: Config, task: Task, since: datetime | None) -> tupl
     return cases, len(cases) - corrections, corrections
 
 
+def split_replay(cases: list[Problem], share: float, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(to train on, to replay): `share` of the cases (at least one, and one left to train on) drawn
+    at random with `seed`, so a rerun holds out the same ones."""
+    if len(cases) < 2:
+        raise UserError(
+            f"{len(cases)} production case(s): retrain needs at least 2, one to learn from and one to "
+            "replay untrained"
+        )
+    count = min(max(round(len(cases) * share), 1), len(cases) - 1)
+    held = set(random.Random(seed).sample(range(len(cases)), count))
+    return [c for i, c in enumerate(cases) if i not in held], [c for i, c in enumerate(cases) if i in held]
+
+
 def _problems_file(path: Path, problems: list[Problem]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
@@ -124,6 +141,25 @@ def _compare(production: list[float], candidate: list[float]) -> Comparison:
     delta, low, high = paired_delta_ci(production, candidate)
     n = len(production)
     return Comparison(n, sum(production) / n, sum(candidate) / n, delta, low, high)
+
+
+def gate(heldout: Comparison, replay: Comparison, max_regression: float) -> tuple[bool, str]:
+    """(passed, why): held-out reward trails production's by at most `max_regression`, and the replay's
+    interval of improvement lies above 0."""
+    h, r = heldout, replay
+    if h.delta < -max_regression:
+        return False, (
+            f"held-out reward {h.candidate:.3f} vs production {h.production:.3f}: worse by more than {max_regression}"
+        )
+    if not r.ci_low > 0:
+        return False, (
+            f"replay of {r.n} untrained production cases {r.candidate:.3f} vs production {r.production:.3f} "
+            f"(Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]): not shown better"
+        )
+    return True, (
+        f"held-out {h.candidate:.3f} vs {h.production:.3f} (Δ {h.delta:+.3f} [{h.ci_low:+.3f}, {h.ci_high:+.3f}]); "
+        f"replay {r.candidate:.3f} vs {r.production:.3f} (Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
+    )
 
 
 def _replay(config: Config, task: Task, folders: list[str], cases: list[Problem]) -> list[list[float]]:
@@ -169,14 +205,18 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
         raise UserError(
             f"no failed or corrected production cases in {fb.store} since {production.reference} was registered"
         )
+    learn, replay = split_replay(cases, fb.replay_share, config.data.seed)
+    result.replay_cases = len(replay)
     fresh = task.sample(fb.fresh_examples, config.data.seed, "train") if fb.fresh_examples else []
     result.fresh = len(fresh)
-    problems = _problems_file(run_dir / "problems.jsonl", [*cases, *fresh])
+    problems = _problems_file(run_dir / "problems.jsonl", [*learn, *fresh])
+    _problems_file(run_dir / "replay.jsonl", replay)
     on_step(
-        f"{result.failures} failures, {result.corrections} corrections and {result.fresh} fresh problems -> the teacher team"
+        f"{result.failures} failures, {result.corrections} corrections ({len(replay)} kept for the replay) "
+        f"and {result.fresh} fresh problems -> the teacher team"
     )
     data_dir = run_dir / "data"
-    manifest = generate_dataset(config, data_dir, n=len(cases) + len(fresh), problems_file=str(problems))
+    manifest = generate_dataset(config, data_dir, n=len(learn) + len(fresh), problems_file=str(problems))
     result.trajectories = int(manifest["count"])
     result.seconds["dataset"] = time.perf_counter() - clock
 
@@ -199,25 +239,13 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
     results = list(run.evaluation.results.values())
     result.heldout = _compare(results[0].rewards, results[-1].rewards)
     uri = tracking_uri(config)
-    on_step(f"replaying {len(cases)} production cases on production and {result.candidate}")
+    on_step(f"replaying {len(replay)} untrained production cases on production and {result.candidate}")
     before, after = _replay(
-        config, task, [local_path(production.reference, uri), local_path(result.candidate, uri)], cases
+        config, task, [local_path(production.reference, uri), local_path(result.candidate, uri)], replay
     )
     result.replay = _compare(before, after)
     result.seconds["validation"] = time.perf_counter() - clock
-    h, r = result.heldout, result.replay
-    if h.delta < -fb.max_regression:
-        result.verdict = f"held-out reward {h.candidate:.3f} vs production {h.production:.3f}: worse by more than {fb.max_regression}"
-    elif r.delta <= 0:
-        result.verdict = (
-            f"replay of production cases {r.candidate:.3f} vs production {r.production:.3f}: no better"
-        )
-    else:
-        result.passed = True
-        result.verdict = (
-            f"held-out {h.candidate:.3f} vs {h.production:.3f} (Δ {h.delta:+.3f} [{h.ci_low:+.3f}, {h.ci_high:+.3f}]); "
-            f"replay {r.candidate:.3f} vs {r.production:.3f} (Δ {r.delta:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
-        )
+    result.passed, result.verdict = gate(result.heldout, result.replay, fb.max_regression)
 
     clock = time.perf_counter()
     if not result.passed:
@@ -303,13 +331,14 @@ def _write_report(result: RetrainResult) -> Path:
         "",
         f"Production {result.production}; candidate {result.candidate or '-'}: **{result.deployed}**.",
         "",
-        f"Cases: {result.failures} verified failures and {result.corrections} corrections, plus {result.fresh} "
-        f"fresh problems; {result.trajectories} trajectories passed the teacher team's verifier.",
+        f"Cases: {result.failures} verified failures and {result.corrections} corrections ({result.replay_cases} "
+        f"kept out of training for the replay), plus {result.fresh} fresh problems; {result.trajectories} "
+        "trajectories passed the teacher team's verifier.",
         "",
         "| set | n | production | candidate | Δ [95% CI] |",
         "|---|---:|---:|---:|---|",
         row("held-out test split", result.heldout),
-        row("replay of production cases", result.replay),
+        row("replay of untrained production cases", result.replay),
         "",
         f"Gate: {result.verdict}.",
         "",

@@ -7,8 +7,9 @@ gradient's size and noise change from step to step; refilling keeps the batch at
 TRL's GRPOTrainer has no refill (it generates exactly one batch per optimiser step), so this module
 holds the pieces the rollout trainer (`train/grpo.py`) uses to draw more:
 
-- `informative_groups`: which groups to keep (population std of the rewards above a threshold, the
-  SRL paper's criterion).
+- `informative_groups`: which groups to keep (population std of the verifier's outcomes, or SRL's
+  step rewards, above a threshold: the SRL paper's criterion, DAPO's accuracy filter), over the rows
+  that train (truncated completions masked out of the loss do not count).
 - `PromptDraws`: an endless shuffled stream of training rows to draw extra prompts from.
 - `merge_rollouts` / `take_rows`: join the scored outputs of several draws (each padded to its own
   width) and pick the rows of the chosen groups.
@@ -25,9 +26,17 @@ import torch
 _LEFT_PADDED = ("prompt_ids", "prompt_mask")
 
 
-def informative_groups(rewards: torch.Tensor, group_size: int, min_std: float) -> torch.Tensor:
-    """One bool per group of `group_size` consecutive rewards: the population std exceeds `min_std`."""
-    return rewards.view(-1, group_size).std(dim=1, correction=0) > min_std
+def informative_groups(
+    rewards: torch.Tensor, group_size: int, min_std: float, live: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One bool per group of `group_size` consecutive rewards: the population std of its live rows
+    (`live`, one bool a row; default all) exceeds `min_std`."""
+    grouped = rewards.view(-1, group_size)
+    weight = torch.ones_like(grouped) if live is None else live.view(-1, group_size).to(grouped.dtype)
+    count = weight.sum(dim=1, keepdim=True)
+    mean = (grouped * weight).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    variance = ((grouped - mean) ** 2 * weight).sum(dim=1) / count.squeeze(1).clamp(min=1)
+    return variance.sqrt() > min_std
 
 
 class PromptDraws:

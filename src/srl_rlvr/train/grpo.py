@@ -8,11 +8,15 @@ log-probabilities taken at rollout time). We add what it lacks and both stages n
   none is the raw reward. TRL runs with `scale_rewards="none"` and advantages are recomputed from
   the rewards gathered over all processes, so groups split between GPUs stay whole.
 - Per-row importance weights (a dataset column `weight`; SRL's step rewards) multiply the advantages.
+- Rows left out of the loss (truncated completions under `mask_truncated_completions`) are left out
+  of their group's mean and std too, so they cannot move the advantages of the rows that train.
 - Dynamic sampling with refill (DAPO §3.2, SRL §4.2; `train/dynamic_sampling.py`): groups whose
-  rewards do not differ are dropped and more prompts are drawn until the batch is full again.
-  A group left in the batch only as filler (the draw budget ran out) has its completion mask
-  zeroed, so it leaves the loss, the KL and the token normaliser; with the per-sequence `grpo` loss,
-  which averages over rows, the loss is rescaled to the rows that remain, so the gradient does not
+  verifier outcomes do not differ (DAPO's accuracy filter, verl's `filter_groups.metric: acc`; SRL,
+  which has no outcome reward, filters on its step reward) are dropped and more prompts are drawn
+  until the batch is full again. A group left in the batch only as filler (the draw budget ran out)
+  has its completion mask zeroed, so it leaves the loss, the KL and the token normaliser; with the
+  per-sequence `grpo` loss, which averages over rows, the policy term (not TRL's entropy bonus,
+  already a mean over live tokens) is rescaled to the rows that remain, so the gradient does not
   shrink with the kept fraction.
 - Extra stop tokens (`stop_token_ids`): rollouts end there as at EOS, in generation and in the mask
   (SRL's `continue` style stops each rollout at the end of its line).
@@ -111,17 +115,23 @@ def cut_after_first(ids: list[int], stops: Sequence[int]) -> int:
     return next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, method: str) -> torch.Tensor:
-    """Advantages per completion over a flat reward vector of consecutive groups (see module docstring)."""
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, method: str, live: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Advantages per completion over a flat reward vector of consecutive groups (see module docstring).
+    `live` (one bool a row) leaves masked rows out of their group's mean and std; their advantage is 0."""
     grouped = rewards.view(-1, group_size)
-    mean = grouped.mean(dim=1, keepdim=True)
-    if method == "z_score":
-        advantages = (grouped - mean) / (grouped.std(dim=1, keepdim=True) + 1e-4)
+    weight = torch.ones_like(grouped) if live is None else live.view(-1, group_size).to(grouped.dtype)
+    count = weight.sum(dim=1, keepdim=True)
+    mean = (grouped * weight).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    if method == "z_score":  # the sample std (torch.std's), over the live rows
+        variance = ((grouped - mean) ** 2 * weight).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
+        advantages = (grouped - mean) / (variance.sqrt() + 1e-4)
     elif method == "group":
         advantages = grouped - mean
     else:
         advantages = grouped
-    return advantages.flatten()
+    return (advantages * weight).flatten()
 
 
 class GroupTrainer(GRPOTrainer):
@@ -139,6 +149,7 @@ class GroupTrainer(GRPOTrainer):
             self.generation_kwargs["eos_token_id"] = self.eos_token_ids
             self.generation_config.eos_token_id = self.eos_token_ids
         self._global_rewards: torch.Tensor | None = None
+        self._global_outcomes: torch.Tensor | None = None
         self._global_weights: torch.Tensor | None = None
         self._fast_engine: FastEngine | None = None
         self._rollout_copy: RolloutCopy | None = None
@@ -239,6 +250,11 @@ class GroupTrainer(GRPOTrainer):
         self._global_weights = self.accelerator.gather(weights)
         reward_weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
         self._global_rewards = (rewards_per_func * reward_weights).nansum(dim=1)
+        # Dynamic sampling filters on whether the answers were right, not on the shaped total: an
+        # all-wrong group whose lengths differ has nothing to teach but "be shorter" (DAPO §3.2).
+        names = list(self.reward_func_names)
+        outcome = rewards_per_func[:, names.index("outcome")] if "outcome" in names else None
+        self._global_outcomes = self._global_rewards if outcome is None else outcome.nan_to_num(0.0)
         if not self._overlong_checked:
             self._check_overlong_headroom(rewards_per_func, completion_ids_list)
         return rewards_per_func
@@ -278,9 +294,11 @@ class GroupTrainer(GRPOTrainer):
         group's rewards differ enough to train on (dynamic sampling's test)."""
         output = super()._generate_and_score_completions(inputs)
         assert self._global_rewards is not None and self._global_weights is not None
+        assert self._global_outcomes is not None
         groups = self.num_generations
-        advantages = group_advantages(self._global_rewards, groups, self.stage.reward_norm_method)
-        informative = informative_groups(self._global_rewards, groups, self.stage.min_group_std)
+        live = self.accelerator.gather(output["completion_mask"].sum(dim=1)) > 0
+        advantages = group_advantages(self._global_rewards, groups, self.stage.reward_norm_method, live)
+        informative = informative_groups(self._global_outcomes, groups, self.stage.min_group_std, live)
         local = len(output["advantages"])
         output["advantages"] = self._local_slice(advantages * self._global_weights, local)
         keep = self._local_slice(informative.repeat_interleave(groups), local)
@@ -347,20 +365,30 @@ class GroupTrainer(GRPOTrainer):
         return self._draws
 
     def _compute_loss(self, model, inputs):  # type: ignore[no-untyped-def]
+        reference = inputs.get("ref_per_token_logps")
+        if reference is not None:
+            # TRL buffers a rollout batch and hands the same tensors to every pass over it
+            # (num_iterations > 1): the cap must bound this pass's log-ratio, on a copy.
+            inputs = {**inputs, "ref_per_token_logps": reference.clone()}
         self._kl_reference = inputs.get("ref_per_token_logps")
-        try:
-            loss = super()._compute_loss(model, inputs)
-        finally:
-            self._kl_reference = None
+        beta = self.beta
         if self.loss_type in ("grpo", "sapo"):
             # TRL averages per-sequence losses over every row; rows masked out (dynamic sampling's
-            # filler, truncated completions) would count as zeros and shrink the gradient.
+            # filler, truncated completions) would count as zeros and shrink the gradient. The policy
+            # and KL terms are linear in the advantages and beta, so scaling those scales the policy
+            # term alone: TRL's entropy bonus, a mean over live tokens already, stays as it is.
             scale = inputs.get("row_scale")
             if scale is None:  # PPO's rollouts skip ours: scale by this micro-batch's rows
                 mask = inputs["completion_mask"]
                 scale = mask.size(0) / (mask.sum(dim=1) > 0).sum().clamp(min=1)
-            loss = loss * scale
-        return loss
+            scale = float(scale)
+            inputs = {**inputs, "advantages": inputs["advantages"] * scale}
+            self.beta = beta * scale
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._kl_reference = None
+            self.beta = beta
 
 
 def with_row_scale(output: dict[str, Any]) -> dict[str, Any]:
@@ -388,6 +416,12 @@ def grpo_args(
         raise ConfigError(
             f"batch_size ({stage.batch_size}) over {world_size()} process(es) must be a multiple of "
             f"micro_batch_size ({micro}): each optimiser step accumulates whole micro-batches"
+        )
+    if stage.dynamic_sampling and share % stage.num_generations:
+        raise ConfigError(
+            f"dynamic_sampling keeps or drops whole rollout groups on each process: batch_size "
+            f"({stage.batch_size}) over {world_size()} process(es) is {share} completions a process, not a "
+            f"multiple of num_generations ({stage.num_generations})"
         )
     accumulation = share // micro
     args = GRPOConfig(

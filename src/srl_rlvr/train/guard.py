@@ -8,7 +8,11 @@ update the guard checks the trainable weights are finite, and after each logged 
 logs; on a hit it cancels that step's checkpoint, restores the model, optimizer and scheduler from
 the last good checkpoint (checkpoints are only written on steps that passed), lowers the learning
 rate, puts the adaptive KL weight back to the checkpoint's, and writes why to `stability.jsonl`. The scheduler restarts from the checkpoint's position,
-so the restored steps are re-run at the lower rate. After `max_restores` it stops with an error
+so the restored steps are re-run at the lower rate. The rollouts TRL buffered for later minibatches
+and passes (with their old log-probs, reference log-probs and PPO's old values) came from the
+diverged weights' run-up and are dropped: the next step samples afresh from the restored weights.
+`global_step` keeps counting the steps spent (the run's step budget and its log), so a checkpoint's
+number is the steps taken, not the updates its weights hold. After `max_restores` it stops with an error
 that says what to change. A step-0 checkpoint is written at the start so there is always one.
 """
 
@@ -205,6 +209,9 @@ class StabilityGuard(TrainerCallback):
                 group["lr"] *= self.lr_factor
         if hasattr(scheduler, "_last_lr"):  # what the Trainer logs as learning_rate until the next step
             scheduler._last_lr = [group["lr"] for group in trainer.optimizer.param_groups]
+        if hasattr(trainer, "_buffered_inputs"):  # TRL's GRPOTrainer: start a fresh rollout batch
+            trainer._buffered_inputs = None
+            trainer._step = 0
         saved_kl = Path(checkpoint) / AdaptiveKLCallback.FILE
         if self.kl is not None and saved_kl.is_file():  # the KL weight the restored weights trained with
             self.kl.weight = json.loads(saved_kl.read_text())["weight"]

@@ -16,7 +16,8 @@ checkpoints and multi-GPU are the same code. What PPO changes:
 - **Epochs and minibatches.** Each rollout batch is split into `steps_per_generation` minibatches and
   passed over `num_iterations` times (default 4 x 4, as in Schulman et al. 2017's experiments), with
   old log-probabilities and old values taken once at rollout time, so the ratio and value clips act
-  from the second minibatch on.
+  from the second minibatch on. Each epoch draws a new split, as PPO implementations do (TRL splits
+  once and reuses it for every pass).
 - **Loss.** TRL's clipped surrogate (+ its entropy bonus, `entropy_coef`, + the KL term) plus
   `value_coef` x the clipped value loss. The KL penalty stays a loss term, as in GRPO, rather than a
   per-token reward, so one adaptive controller holds KL under `rlvr.max_kl` for every algorithm.
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 from trl import GRPOTrainer
+from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
 
 from srl_rlvr.config import RLVRConfig
 from srl_rlvr.train.grpo import GroupTrainer
@@ -71,6 +73,21 @@ def gae(
         advantages[:, t] = running
     advantages = advantages * mask
     return advantages, (advantages + values) * mask
+
+
+def joined(minibatches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rollout batch TRL split into `minibatches` (equal widths, so plain concatenation); scalars
+    such as `num_items_in_batch` are the whole batch's and kept once."""
+    first = minibatches[0]
+    whole: dict[str, Any] = {}
+    for key, value in first.items():
+        if value is None or (isinstance(value, torch.Tensor) and value.dim() == 0):
+            whole[key] = value
+        elif isinstance(value, torch.Tensor):
+            whole[key] = torch.cat([m[key] for m in minibatches], dim=0)
+        else:
+            whole[key] = [item for m in minibatches for item in m[key]]
+    return whole
 
 
 class ValueHead(nn.Module):
@@ -154,6 +171,15 @@ class PPOTrainer(GroupTrainer):
         output["advantages"] = self._whiten(advantages, mask)
         output["returns"], output["old_values"] = returns, values
         return output
+
+    def _prepare_inputs(self, generation_batch):  # type: ignore[no-untyped-def]
+        minibatches = self.args.steps_per_generation
+        new_epoch = self._step % minibatches == 0 and self._step % (minibatches * self.num_iterations) != 0
+        if self.model.training and self._buffered_inputs is not None and new_epoch:
+            self._buffered_inputs = split_tensor_dict(
+                shuffle_sequence_dict(joined(self._buffered_inputs)), minibatches
+            )
+        return super()._prepare_inputs(generation_batch)
 
     def _whiten(self, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Zero mean, unit variance over every completion token on every process."""
