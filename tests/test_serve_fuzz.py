@@ -26,6 +26,7 @@ from srl_rlvr.serve.openai_api import (
     openapi_document,
 )
 from srl_rlvr.serve.run import serve_in_thread
+from srl_rlvr.serve.sampling_params import RowSampling
 from srl_rlvr.serve.server import Server
 
 KEY, OTHER = "sk-test-fuzz", "sk-test-other"
@@ -183,10 +184,11 @@ def test_a_prompt_the_tokenizer_cannot_read_fails_that_request_not_the_model(
     served: tuple[str, Server],
 ) -> None:
     worker = served[1].models.workers["tiny"]
-    bad = worker.submit("tiny", "\ud800", 2, 0.0, [])
+    bad = worker.submit("tiny", "\ud800", 2, RowSampling(0.0), [])
     with pytest.raises(UnusablePrompt):
         bad.future.result(timeout=120)
-    assert worker.submit("tiny", "Hello", 2, 0.0, []).future.result(timeout=120).completion_tokens <= 2
+    [choice] = worker.submit("tiny", "Hello", 2, RowSampling(0.0), []).future.result(timeout=120)
+    assert choice.completion_tokens <= 2
     assert worker.alive
 
 
@@ -200,7 +202,8 @@ def test_a_dead_model_thread_is_started_again_and_counted_on_health(served: tupl
 
     with pytest.raises(SystemExit):
         worker.call(end_thread).result(timeout=120)
-    assert worker.submit("tiny", "Hello", 2, 0.0, []).future.result(timeout=120).completion_tokens <= 2
+    [choice] = worker.submit("tiny", "Hello", 2, RowSampling(0.0), []).future.result(timeout=120)
+    assert choice.completion_tokens <= 2
     assert send(url, "/health")[1]["worker_restarts"] == before + 1
     assert 'srl_rlvr_worker_restarts{model="tiny"}' in send(url, "/metrics")[1]
 
