@@ -94,6 +94,18 @@ def test_cli_reports_a_typo_in_one_line_with_exit_code_2(
     assert "learning_rate" in err and "Traceback" not in err
 
 
+def test_an_error_is_one_line_whatever_the_terminal_width(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Longer than any terminal: rich would wrap it at COLUMNS, or at 80 with no terminal at all.
+    missing = tmp_path / ("d" * 100) / ("e" * 100) / ("f" * 100) / "config.yaml"
+    with pytest.raises(SystemExit) as exited:
+        main(["config", "check", str(missing)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err
+
+
 def test_config_check_and_run_refuse_a_task_that_cannot_be_imported_before_writing_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 # A log file or pipe gets a width that fits the evaluation table; a terminal keeps its own.
 console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+# Errors and warnings are never wrapped, whatever the terminal's width or its absence (rich's 80 columns):
+# a message stays one line that cron logs, `grep` and the tests can match.
+err_console = Console(stderr=True, soft_wrap=True)
 
 # A string, not a Path: the first argument may be an override (`teacher.base_url=http://...`), and a
 # Path would fold its '//' into '/'.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from srl_rlvr.cli.common import (
     ConfigArg,
@@ -137,7 +138,7 @@ def import_command(
     roles = {r.model for r in store.records(model=cfg.feedback.role)}
     result = import_reviews(store, reviewed, {role: task for role in roles})
     for line in result.refused:
-        err_console.print(line, highlight=False)
+        err_console.print(escape(line), highlight=False)
     console.print(
         f"{result.stored} corrections stored, {len(result.refused)} refused, {result.skipped} rows without one",
         highlight=False,
