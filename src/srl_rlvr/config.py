@@ -707,7 +707,9 @@ class FeedbackConfig(Section):
         "canary there; None: the registry's production alias moves instead.",
     )
     server_key_env: str = Field(
-        "SRL_RLVR_API_KEY", description="Environment variable with an admin key of that server."
+        "SRL_RLVR_API_KEYS",
+        description="Environment variable with an admin key of that server: the one the server reads "
+        "its keys from (its first key is used).",
     )
     canary_percent: float = Field(
         20.0, gt=0, lt=100, description="Share of the role's traffic the canary gets."
@@ -719,6 +721,12 @@ class FeedbackConfig(Section):
     )
     canary_timeout_s: float = Field(
         3600.0, gt=0, description="Withdraw the canary when it has not served that many by then."
+    )
+    canary_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Withdraw the canary sooner when the role gets no request at all for this long: "
+        "without traffic it can never be judged.",
     )
 
 
