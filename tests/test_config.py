@@ -50,6 +50,29 @@ def test_unknown_key_names_the_closest_valid_one(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_trl_names_are_mapped_to_ours_not_to_the_closest_spelling() -> None:
+    overrides = ["srl.beta=0.1", "rlvr.scale_rewards=none", "rlvr.num_train_epochs=2", "rlvr.beta=0.2"]
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=[*overrides, "sft.per_device_train_batch_size=8"])
+    lines = str(err.value).splitlines()
+    assert "srl.beta: unknown key; TRL's `beta` is our `srl.kl_penalty_weight`" in lines
+    assert any(
+        line.startswith(
+            "rlvr.scale_rewards: unknown key; TRL's `scale_rewards` is our `rlvr.reward_norm_method`"
+        )
+        for line in lines
+    )
+    assert "rlvr.num_train_epochs: unknown key; TRL's `num_train_epochs` is our `rlvr.epochs`" in lines
+    assert (
+        "rlvr.beta: unknown key; TRL's `beta` is our `rlvr.kl_penalty_weight` (DPO: `rlvr.dpo_beta`)" in lines
+    )
+    assert (
+        "sft.per_device_train_batch_size: unknown key; TRL's `per_device_train_batch_size` is our `sft.batch_size`"
+        in lines
+    )
+    assert build_config(overrides=["distill.on_policy.beta=0.3"]).distill.on_policy.beta == 0.3  # ours too
+
+
 def test_every_problem_is_reported_one_line_each() -> None:
     with pytest.raises(ConfigError) as err:
         build_config({"srl": {"batch_size": -1, "reward_norm_method": "bogus"}, "nonsense": 1})

@@ -26,7 +26,8 @@ from pydantic import (
 )
 
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.schema import schema_errors
+from srl_rlvr.schema import key_paths, schema_errors
+from srl_rlvr.trl_names import trl_hints
 
 
 class Section(BaseModel):
@@ -896,7 +897,10 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | tuple
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError("\n".join(schema_errors(e, Config, skip=_UNION_TAGS, show_input=True))) from None
+        hints = trl_hints(key_paths(Config))
+        raise ConfigError(
+            "\n".join(schema_errors(e, Config, skip=_UNION_TAGS, show_input=True, hints=hints))
+        ) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
