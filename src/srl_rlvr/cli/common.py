@@ -61,6 +61,14 @@ def print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
     console.print(f"report: {run.report} and {run.report.with_name('report.json')}")
 
 
+def show_progress_lines() -> None:
+    """Training's progress lines (step/total, steps/s, time left; `train.callbacks.ProgressLog`) on
+    stderr: for logs, and for commands that draw no bar."""
+    import logging
+
+    logging.getLogger("srl_rlvr.progress").setLevel(logging.INFO)
+
+
 def quiet_libraries() -> None:
     """Our progress bar replaces the libraries' per-step bars and weight-loading chatter."""
     import warnings

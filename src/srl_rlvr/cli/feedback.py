@@ -20,6 +20,7 @@ from srl_rlvr.cli.common import (
     err_console,
     load_cli_config,
     quiet_libraries,
+    show_progress_lines,
 )
 
 DUE = 3
@@ -86,6 +87,7 @@ def retrain_command(config: ConfigArg = None, overrides: OverridesArg = None) ->
     """Learn from production's failures and corrections, validate against production, roll out; exit 4 if not promoted."""
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
+    show_progress_lines()  # no bar here: a line every few training steps
     from srl_rlvr.feedback.retrain import retrain
 
     result = retrain(cfg, on_step=lambda message: err_console.print(message, highlight=False))

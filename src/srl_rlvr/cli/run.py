@@ -76,12 +76,14 @@ def run_command(
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
     from srl_rlvr.pipeline import run_pipeline
+    from srl_rlvr.train.callbacks import step_rate_column
     from srl_rlvr.train.loop import TrainingInterrupted
 
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        step_rate_column(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[note]}"),
