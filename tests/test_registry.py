@@ -118,6 +118,27 @@ def test_a_registry_reference_resolves_in_its_store_to_a_folder_that_loads(
         load_model(ModelConfig(name_or_path=f"registry:{name}/2", device="cpu"))
 
 
+def test_a_registered_version_loads_with_mlflows_own_loaders_and_with_ours(
+    name: str, model_dir: Path
+) -> None:
+    import mlflow.pyfunc
+    import mlflow.transformers
+    import torch
+
+    from srl_rlvr.tracking.registry import resolve_source
+
+    chain(name, model_dir)
+    promote(name, 2)
+    answer = mlflow.pyfunc.load_model(f"models:/{name}@production").predict(["Start with 2. Add 3."])
+    assert isinstance(answer, list) and isinstance(answer[0], str)
+    theirs = mlflow.transformers.load_model(f"models:/{name}/2").model.state_dict()
+    ours, _ = load_model(
+        ModelConfig(name_or_path=resolve_source(f"registry:{name}@production"), device="cpu")
+    )
+    assert theirs.keys() == ours.state_dict().keys()
+    assert all(torch.equal(theirs[k], v) for k, v in ours.state_dict().items())
+
+
 def test_a_bad_reference_or_folder_is_a_one_line_error(name: str, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="registry:NAME@ALIAS or registry:NAME/VERSION"):
         resolve("registry:a@b/c")
