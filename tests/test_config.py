@@ -177,3 +177,13 @@ def test_help_shows_no_type_for_an_on_off_flag(capsys: pytest.CaptureFixture[str
         main(["train", "srl", "--help"])
     out = capsys.readouterr().out
     assert "--resume" in out and "--help" in out and "<bool>" not in out
+
+
+def test_the_cli_imports_no_torch_until_a_command_needs_it() -> None:
+    # `--help` and `config check` answer in a second; torch, transformers and trl take several
+    import subprocess
+    import sys
+
+    code = "import sys, srl_rlvr.cli; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"

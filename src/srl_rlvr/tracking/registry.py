@@ -144,6 +144,28 @@ def local_path(reference: str, uri: str | None = None) -> str:
     )
 
 
+def run_config_of(reference: str, scratch: str | Path, uri: str | None = None) -> Path | None:
+    """The config.yaml of the run that trained a registered version, downloaded into `scratch`, so the
+    version is evaluated on its own task options and test set; None for a version registered without
+    a run's config (`registry register`)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    version = resolve(reference, uri)
+    if version.run_id is None:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id,
+            artifact_path="config.yaml",
+            dst_path=str(scratch),
+            tracking_uri=uri or tracking_uri(),
+        )
+    except (MlflowException, OSError):
+        return None
+    return Path(path)
+
+
 def resolve_source(name: str, uri: str | None = None) -> str:
     """A model name as something `modeling` can load: a `registry:` reference becomes its local folder
     (looked up in `uri`, else the default store); anything else is returned as it is."""
