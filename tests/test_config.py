@@ -50,6 +50,29 @@ def test_unknown_key_names_the_closest_valid_one(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_trl_names_are_mapped_to_ours_not_to_the_closest_spelling() -> None:
+    overrides = ["srl.beta=0.1", "rlvr.scale_rewards=none", "rlvr.num_train_epochs=2", "rlvr.beta=0.2"]
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=[*overrides, "sft.per_device_train_batch_size=8"])
+    lines = str(err.value).splitlines()
+    assert "srl.beta: unknown key; TRL's `beta` is our `srl.kl_penalty_weight`" in lines
+    assert any(
+        line.startswith(
+            "rlvr.scale_rewards: unknown key; TRL's `scale_rewards` is our `rlvr.reward_norm_method`"
+        )
+        for line in lines
+    )
+    assert "rlvr.num_train_epochs: unknown key; TRL's `num_train_epochs` is our `rlvr.epochs`" in lines
+    assert (
+        "rlvr.beta: unknown key; TRL's `beta` is our `rlvr.kl_penalty_weight` (DPO: `rlvr.dpo_beta`)" in lines
+    )
+    assert (
+        "sft.per_device_train_batch_size: unknown key; TRL's `per_device_train_batch_size` is our `sft.batch_size`"
+        in lines
+    )
+    assert build_config(overrides=["distill.on_policy.beta=0.3"]).distill.on_policy.beta == 0.3  # ours too
+
+
 def test_every_problem_is_reported_one_line_each() -> None:
     with pytest.raises(ConfigError) as err:
         build_config({"srl": {"batch_size": -1, "reward_norm_method": "bogus"}, "nonsense": 1})
@@ -92,6 +115,18 @@ def test_cli_reports_a_typo_in_one_line_with_exit_code_2(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "learning_rate" in err and "Traceback" not in err
+
+
+def test_an_error_is_one_line_whatever_the_terminal_width(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Longer than any terminal: rich would wrap it at COLUMNS, or at 80 with no terminal at all.
+    missing = tmp_path / ("d" * 100) / ("e" * 100) / ("f" * 100) / "config.yaml"
+    with pytest.raises(SystemExit) as exited:
+        main(["config", "check", str(missing)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err
 
 
 def test_config_check_and_run_refuse_a_task_that_cannot_be_imported_before_writing_anything(
@@ -142,3 +177,13 @@ def test_help_shows_no_type_for_an_on_off_flag(capsys: pytest.CaptureFixture[str
         main(["train", "srl", "--help"])
     out = capsys.readouterr().out
     assert "--resume" in out and "--help" in out and "<bool>" not in out
+
+
+def test_the_cli_imports_no_torch_until_a_command_needs_it() -> None:
+    # `--help` and `config check` answer in a second; torch, transformers and trl take several
+    import subprocess
+    import sys
+
+    code = "import sys, srl_rlvr.cli; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"

@@ -179,5 +179,6 @@ def test_production_failures_retrain_a_better_model_and_a_worse_one_is_refused(
         # validation: it never takes traffic, and production is what it was
         bad = retrain(run_config(tmp_path, feedback__server=url, sft__learning_rate=0.3, sft__epochs=1))
         assert bad.deployed == "rejected" and "worse" in bad.verdict
+        assert bad.candidate is not None and resolve(bad.candidate, uri).aliases == []  # not staging
         assert resolve("registry:arithmetic@production", uri).reference == result.candidate
         assert roles(url)["primary"] == result.candidate and roles(url)["canary"] is None

@@ -118,6 +118,27 @@ def test_a_registry_reference_resolves_in_its_store_to_a_folder_that_loads(
         load_model(ModelConfig(name_or_path=f"registry:{name}/2", device="cpu"))
 
 
+def test_a_registered_version_loads_with_mlflows_own_loaders_and_with_ours(
+    name: str, model_dir: Path
+) -> None:
+    import mlflow.pyfunc
+    import mlflow.transformers
+    import torch
+
+    from srl_rlvr.tracking.registry import resolve_source
+
+    chain(name, model_dir)
+    promote(name, 2)
+    answer = mlflow.pyfunc.load_model(f"models:/{name}@production").predict(["Start with 2. Add 3."])
+    assert isinstance(answer, list) and isinstance(answer[0], str)
+    theirs = mlflow.transformers.load_model(f"models:/{name}/2").model.state_dict()
+    ours, _ = load_model(
+        ModelConfig(name_or_path=resolve_source(f"registry:{name}@production"), device="cpu")
+    )
+    assert theirs.keys() == ours.state_dict().keys()
+    assert all(torch.equal(theirs[k], v) for k, v in ours.state_dict().items())
+
+
 def test_a_bad_reference_or_folder_is_a_one_line_error(name: str, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="registry:NAME@ALIAS or registry:NAME/VERSION"):
         resolve("registry:a@b/c")
@@ -155,18 +176,27 @@ def test_registry_commands_name_their_store_and_refuse_one_that_is_not_there(
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_eval_takes_a_registry_reference_and_resolves_it_in_the_store(
+def test_eval_takes_a_registry_reference_and_uses_the_config_of_the_run_that_trained_it(
     name: str, model_dir: Path, tmp_path: Path
 ) -> None:
+    from srl_rlvr.config import build_config
     from srl_rlvr.tracking.registry import resolve_source
+    from srl_rlvr.tracking.runs import tracked_run
 
-    chain(name, model_dir)
+    trained_with = build_config(
+        overrides=["data.test_size=2", "eval.max_new_tokens=8", "eval.generalization_options={}"]
+    )
+    with tracked_run(trained_with, "sft", tmp_path / "sft") as run:
+        assert run is not None
+        register(name, model_dir, stage="sft", parent="tiny", run_id=run.run_id)
     result = CliRunner().invoke(
-        app, ["eval", "--model", f"registry:{name}/2", "--n", "2", "--out", str(tmp_path / "eval")]
+        app, ["eval", "--model", f"registry:{name}/1", "--out", str(tmp_path / "eval")]
     )
     assert result.exit_code == 0, result.output
+    assert "(the model's run)" in result.output and "n=2" in result.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     (result_of_reference,) = report["results"].values()
+    # the run's test set (2 problems), not the built-in 500
     assert result_of_reference["n"] == 2 and result_of_reference["model"] == resolve_source(
-        f"registry:{name}/2"
+        f"registry:{name}/1"
     )

@@ -76,3 +76,30 @@ def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
     assert limiter.wait_time("other") == 0.0  # per key
     now[0] += 0.5
     assert limiter.wait_time("k") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        (
+            "runs/not-trained-yet/sft/final",
+            "cannot load model 'runs/not-trained-yet/sft/final': no such folder",
+        ),
+        ("registry:arithmetic@production", "'registry:arithmetic@production': no registry at"),
+    ],
+)
+def test_serve_start_with_a_model_that_is_not_there_is_one_line_and_exit_2_before_announcing(
+    path: str, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from srl_rlvr.cli import main
+
+    monkeypatch.setenv("SRL_RLVR_API_KEYS", "sk-test")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
+    # an address no machine has: were the check skipped, binding fails at once instead of serving
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "start", str(EXAMPLE), f"serve.models.arith.path={path}", "serve.host=256.0.0.1"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert "serving" not in out
+    assert err.count("\n") == 1 and err.startswith(f"error: serve.models.arith.path: {said}"), err
+    assert not (tmp_path / "no-store").exists()

@@ -1,5 +1,7 @@
 import json
+import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -21,13 +23,18 @@ def test_sft_rows_pair_the_task_prompt_with_the_whole_solution(
     assert dataset[0]["completion"] == "\n".join(s.action for s in first.steps)
 
 
-def test_sft_lowers_the_loss_on_its_own_data(
-    tmp_path: Path, arithmetic_trajectories: list[Trajectory]
+def test_sft_lowers_the_loss_on_its_own_data_and_logs_its_progress(
+    tmp_path: Path, arithmetic_trajectories: list[Trajectory], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = build_config(
         overrides=["sft.max_steps=12", "sft.batch_size=8", "sft.logging_steps=1", "sft.learning_rate=3e-3"]
     )
-    train_sft(config, arithmetic_trajectories, tmp_path / "sft")
+    with caplog.at_level(logging.INFO, logger="srl_rlvr.progress"):
+        train_sft(config, arithmetic_trajectories, tmp_path / "sft")
+    # a line every twentieth of the stage (here every step) with the rate and the time left, for logs
+    progress = [r.getMessage() for r in caplog.records if r.name == "srl_rlvr.progress"]
+    assert len(progress) == 12 and progress[-1].startswith("sft: step 12/12 (100%), ")
+    assert re.fullmatch(r"sft: step 6/12 \(50%\), [\d.e+]+ steps/s, \d+m\d\ds left, loss [\d.]+", progress[5])
     losses = [
         json.loads(line)["loss"]
         for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()

@@ -26,7 +26,8 @@ from pydantic import (
 )
 
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.schema import schema_errors
+from srl_rlvr.schema import key_paths, schema_errors
+from srl_rlvr.trl_names import trl_hints
 
 
 class Section(BaseModel):
@@ -789,7 +790,9 @@ class FeedbackConfig(Section):
         "canary there; None: the registry's production alias moves instead.",
     )
     server_key_env: str = Field(
-        "SRL_RLVR_API_KEY", description="Environment variable with an admin key of that server."
+        "SRL_RLVR_API_KEYS",
+        description="Environment variable with an admin key of that server: the one the server reads "
+        "its keys from (its first key is used).",
     )
     canary_percent: float = Field(
         20.0, gt=0, lt=100, description="Share of the role's traffic the canary gets."
@@ -801,6 +804,12 @@ class FeedbackConfig(Section):
     )
     canary_timeout_s: float = Field(
         3600.0, gt=0, description="Withdraw the canary when it has not served that many by then."
+    )
+    canary_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Withdraw the canary sooner when the role gets no request at all for this long: "
+        "without traffic it can never be judged.",
     )
 
 
@@ -1103,7 +1112,10 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | tuple
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError("\n".join(schema_errors(e, Config, skip=_UNION_TAGS, show_input=True))) from None
+        hints = trl_hints(key_paths(Config))
+        raise ConfigError(
+            "\n".join(schema_errors(e, Config, skip=_UNION_TAGS, show_input=True, hints=hints))
+        ) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

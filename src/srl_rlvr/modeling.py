@@ -192,6 +192,17 @@ def _looks_like_a_missing_folder(name_or_path: str) -> bool:
     )
 
 
+def check_source(name_or_path: str) -> None:
+    """The checks `load_model` makes before it reads any weights (a packaged model, a folder or GGUF
+    file that is not there), for a caller that must fail before it starts: a server, before it
+    announces its address. A hub id passes: only loading it can tell."""
+    if name_or_path == "tiny":
+        return
+    folder, _ = split_gguf(model_source(name_or_path))
+    if _looks_like_a_missing_folder(folder):
+        raise ModelLoadError(f"cannot load model '{name_or_path}': no such folder")
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     if name_or_path == "tiny":
         return byte_tokenizer()

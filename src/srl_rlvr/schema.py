@@ -5,7 +5,7 @@ the dotted path of the key, and an unknown key gets the closest known one ("did 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -35,14 +35,19 @@ def schema_errors(
     prefix: str = "",
     skip: Collection[str] = (),
     show_input: bool = False,
+    hints: Mapping[str, str] | None = None,
 ) -> list[str]:
     """One line per problem: `path: what is wrong` (`skip`: location parts pydantic adds that are no
-    key, such as the tag of the union member it tried; `prefix`: the section the schema sits under)."""
+    key, such as the tag of the union member it tried; `prefix`: the section the schema sits under;
+    `hints`: what to say of an unknown key, by path, instead of the closest spelling)."""
     known = [f"{prefix}.{p}" if prefix else p for p in key_paths(model)]
     lines = []
     for err in error.errors():
         parts = [str(p) for p in err["loc"] if p not in skip]
         path = ".".join([prefix, *parts] if prefix else parts) or "top level"
+        if err["type"] == "extra_forbidden" and hints and path in hints:
+            lines.append(f"{path}: unknown key; {hints[path]}")
+            continue
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
             lines.append(f"{path}: unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))

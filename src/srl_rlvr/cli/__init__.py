@@ -31,7 +31,7 @@ from srl_rlvr.cli import (
     tasks,
     train,
 )
-from srl_rlvr.cli.common import err_console, quiet_libraries
+from srl_rlvr.cli.common import err_console, quiet_libraries, show_progress_lines
 from srl_rlvr.cli.train import default_train_out
 from srl_rlvr.errors import UserError
 
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: a user error is one red line and exit code 2; anything else is one line that says
     it is our bug and how to get its traceback (`--debug` or SRL_RLVR_DEBUG=1), exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not sys.stderr.isatty():  # a log file or pipe: no bar can draw, so a progress line every few steps
+        show_progress_lines()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = [a for a in args if a != "--debug"]

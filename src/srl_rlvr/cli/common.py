@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 # A log file or pipe gets a width that fits the evaluation table; a terminal keeps its own.
 console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+# Errors and warnings are never wrapped, whatever the terminal's width or its absence (rich's 80 columns):
+# a message stays one line that cron logs, `grep` and the tests can match.
+err_console = Console(stderr=True, soft_wrap=True)
 
 # A string, not a Path: the first argument may be an override (`teacher.base_url=http://...`), and a
 # Path would fold its '//' into '/'.
@@ -57,6 +59,14 @@ def print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
     if run.generalization:
         console.print(comparison_table(run.generalization, cfg.eval, title="never-seen problem family"))
     console.print(f"report: {run.report} and {run.report.with_name('report.json')}")
+
+
+def show_progress_lines() -> None:
+    """Training's progress lines (step/total, steps/s, time left; `train.callbacks.ProgressLog`) on
+    stderr: for logs, and for commands that draw no bar."""
+    import logging
+
+    logging.getLogger("srl_rlvr.progress").setLevel(logging.INFO)
 
 
 def quiet_libraries() -> None:

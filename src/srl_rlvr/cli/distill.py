@@ -13,6 +13,7 @@ from srl_rlvr.cli.common import (
     err_console,
     load_cli_config,
     quiet_libraries,
+    show_progress_lines,
 )
 
 NOT_REGISTERED = 4
@@ -39,6 +40,7 @@ def distill_command(
         raise typer.BadParameter(f"'{since}': the only value is 'last'", param_hint="--since")
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
+    show_progress_lines()  # no bar here: a line every few training steps
     from srl_rlvr.distill.run import cascade as run_cascade
     from srl_rlvr.distill.run import distill_once
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,6 +64,11 @@ def eval_command(
     run_dir = run_dir_of(model[-1]) if config is None else None
     if run_dir is not None:  # the run's own task options and test set, not the defaults
         config = run_dir / "config.yaml"
+    elif config is None and model[-1].startswith("registry:"):  # the config of the run that trained it
+        from srl_rlvr.tracking.registry import run_config_of
+
+        config = run_config_of(model[-1], tempfile.mkdtemp(prefix="srl-rlvr-eval-"))
+        run_dir = config.parent if config is not None else None
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
     from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from srl_rlvr.cli.common import (
     ConfigArg,
@@ -19,6 +20,7 @@ from srl_rlvr.cli.common import (
     err_console,
     load_cli_config,
     quiet_libraries,
+    show_progress_lines,
 )
 
 DUE = 3
@@ -80,6 +82,7 @@ def retrain_command(config: ConfigArg = None, overrides: OverridesArg = None) ->
     """Learn from production's failures and corrections, validate against production, roll out; exit 4 if not promoted."""
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
+    show_progress_lines()  # no bar here: a line every few training steps
     from srl_rlvr.feedback.retrain import retrain
 
     result = retrain(cfg, on_step=lambda message: err_console.print(message, highlight=False))
@@ -132,7 +135,7 @@ def import_command(
     roles = {r.model for r in store.records(model=cfg.feedback.role)}
     result = import_reviews(store, reviewed, {role: task for role in roles})
     for line in result.refused:
-        err_console.print(line, highlight=False)
+        err_console.print(escape(line), highlight=False)
     console.print(
         f"{result.stored} corrections stored, {len(result.refused)} refused, {result.skipped} rows without one",
         highlight=False,

@@ -30,7 +30,6 @@ from srl_rlvr.cli.common import (
     print_evaluation,
     quiet_libraries,
 )
-from srl_rlvr.distributed import is_main
 
 if TYPE_CHECKING:
     from srl_rlvr.stages import StageEvent
@@ -75,13 +74,16 @@ def run_command(
     launch_on_gpus(gpus, strategy)
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
+    from srl_rlvr.distributed import is_main
     from srl_rlvr.pipeline import run_pipeline
+    from srl_rlvr.train.callbacks import step_rate_column
     from srl_rlvr.train.loop import TrainingInterrupted
 
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        step_rate_column(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[note]}"),

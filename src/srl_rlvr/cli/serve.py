@@ -12,6 +12,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -60,11 +61,36 @@ def start_command(
         from srl_rlvr.serve.auth import load_keys
 
         load_keys(settings.auth)  # no keys: say so now, not after announcing the address
+    for name, served in settings.models.items():
+        _check_model(f"serve.models.{name}.path", served.path)
     console.print(
         f"serving {', '.join([*settings.roles, *settings.models])} on http://{settings.host}:{settings.port}/v1",
         highlight=False,
     )
     run_server(settings)
+
+
+def _check_model(field: str, path: str) -> None:
+    """A model that is not there stops the server before it announces an address it cannot serve."""
+    from srl_rlvr.errors import ModelLoadError
+    from srl_rlvr.modeling import check_source
+    from srl_rlvr.tracking.registry import PREFIX, resolve
+    from srl_rlvr.tracking.runs import tracking_uri
+
+    try:
+        if path.startswith(PREFIX):
+            uri = tracking_uri()
+            store = Path(uri.removeprefix("sqlite:///"))
+            if uri.startswith("sqlite:///") and not store.is_file():  # reading would create it empty
+                raise ModelLoadError(
+                    f"'{path}': no registry at {store.absolute()}; run where you trained, or set "
+                    "MLFLOW_TRACKING_URI"
+                )
+            resolve(path)
+        else:
+            check_source(path)
+    except UserError as e:
+        raise UserError(f"{field}: {e}") from None
 
 
 def _call(url: str, key_env: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

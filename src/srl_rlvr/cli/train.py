@@ -19,7 +19,6 @@ from srl_rlvr.cli.common import (
     load_cli_config,
     quiet_libraries,
 )
-from srl_rlvr.distributed import is_main
 
 if TYPE_CHECKING:
     from srl_rlvr.config import Config
@@ -78,6 +77,7 @@ def _train(
     out = out or default_train_out(cfg, stage)
     trajectories, manifest = load_dataset(data)
     quiet_libraries()
+    from srl_rlvr.distributed import is_main
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted
 
@@ -166,6 +166,7 @@ def train_rlvr_command(
     problems = task.sample(cfg.data.train_size, cfg.data.seed, "train")
     out = out or default_train_out(cfg, "rlvr")
     quiet_libraries()
+    from srl_rlvr.distributed import is_main
     from srl_rlvr.train.callbacks import RichProgress
     from srl_rlvr.train.loop import TrainingInterrupted
     from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr

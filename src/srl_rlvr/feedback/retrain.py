@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srl_rlvr.config import Config
 from srl_rlvr.errors import ConfigError, UserError
@@ -44,6 +44,9 @@ from srl_rlvr.feedback.monitor import production_version
 from srl_rlvr.feedback.outcome import problem_from_text
 from srl_rlvr.feedback.store import open_existing
 from srl_rlvr.tasks import Problem, Task, load_task
+
+if TYPE_CHECKING:
+    from srl_rlvr.tracking.registry import Version
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +177,14 @@ def _replay(config: Config, task: Task, folders: list[str], cases: list[Problem]
     return scores
 
 
-def retrain(config: Config, on_step: Callable[[str], None] = lambda message: None) -> RetrainResult:
-    """Run the whole loop once; the result says what was learned and whether it went out."""
-    from srl_rlvr.collaborate.orchestrator import generate_dataset
-    from srl_rlvr.pipeline import run_pipeline
-    from srl_rlvr.tracking.registry import local_path
+def check_prerequisites(config: Config) -> Version:
+    """Everything retrain needs from outside, checked before any data or training is spent: the
+    stages, a production version to start from, and with a server its key, the server and the role
+    on it. Returns the production version."""
     from srl_rlvr.tracking.runs import tracking_uri
 
     fb = config.feedback
-    stages = config.pipeline.stages
-    if stages[-2:] != ["evaluate", "register"]:
+    if config.pipeline.stages[-2:] != ["evaluate", "register"]:
         raise ConfigError(
             "retrain validates and registers the candidate: pipeline.stages must end with evaluate, register"
         )
@@ -193,8 +194,27 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
     if production is None:
         name = config.registry.model_name or "the task's model"
         raise UserError(
-            f"no production version of {name} in the registry ({tracking_uri(config)}): promote one first"
+            f"no production version of {name} in the registry ({tracking_uri(config)}): promote one "
+            f"first (srl-rlvr registry promote {name} VERSION --to production)"
         )
+    if fb.server is not None:
+        roles = _admin(config, "/admin/roles")  # the key is set and accepted, the server is up
+        if fb.role not in roles:
+            raise ConfigError(
+                f"feedback.role: the server {fb.server} has no role '{fb.role}' (it has: {', '.join(roles)})"
+            )
+    return production
+
+
+def retrain(config: Config, on_step: Callable[[str], None] = lambda message: None) -> RetrainResult:
+    """Run the whole loop once; the result says what was learned and whether it went out."""
+    from srl_rlvr.collaborate.orchestrator import generate_dataset
+    from srl_rlvr.pipeline import run_pipeline
+    from srl_rlvr.tracking.registry import local_path
+    from srl_rlvr.tracking.runs import tracking_uri
+
+    fb = config.feedback
+    production = check_prerequisites(config)
     task = load_task(config.task.name, config.task.options)
     run_dir = Path(config.output_dir) / "retrain" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     result = RetrainResult(run_dir, production.reference)
@@ -227,6 +247,8 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
             "output_dir": str(run_dir / "run"),
             "model": config.model.model_copy(update={"name_or_path": production.reference}),
             "data": config.data.model_copy(update={"trajectories": str(data_dir)}),
+            # the candidate gets an alias only once it has passed validation, below
+            "registry": config.registry.model_copy(update={"alias_on_register": None}),
         }
     )
     run = run_pipeline(pipeline_config)
@@ -251,18 +273,24 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
     if not result.passed:
         result.deployed = "rejected"
     elif fb.server is not None:
-        on_step(f"canary: {fb.canary_percent:g}% of role {fb.role} on {fb.server}")
+        _promote(config, result.candidate, "staging")  # validated, on its way out
+        on_step(
+            f"canary: {fb.canary_percent:g}% of role {fb.role} on {fb.server} until {fb.canary_requests} "
+            f"answers (gives up after {fb.canary_idle_s:g}s without traffic, {fb.canary_timeout_s:g}s in all)"
+        )
         result.deployed = _canary(config, result.candidate)
+        if result.deployed != "promoted":
+            _drop_alias(config, result.candidate, "staging")
     else:
         result.deployed = "promoted"
     if result.deployed == "promoted":
-        _promote(config, result.candidate)
+        _promote(config, result.candidate, "production")
     result.seconds["rollout"] = time.perf_counter() - clock
     _write_report(result)
     return result
 
 
-def _promote(config: Config, reference: str) -> None:
+def _promote(config: Config, reference: str, alias: str) -> None:
     from srl_rlvr.tracking.registry import parse_reference, promote
     from srl_rlvr.tracking.runs import tracking_uri
 
@@ -270,14 +298,29 @@ def _promote(config: Config, reference: str) -> None:
     assert version is not None
     # forced: the registry's own gate compares metrics stored from different evaluations, while
     # retrain's gate has just compared both versions on the same problems
-    promote(name, version, "production", force=True, uri=tracking_uri(config))
+    promote(name, version, alias, force=True, uri=tracking_uri(config))
+
+
+def _drop_alias(config: Config, reference: str, alias: str) -> None:
+    """A candidate the canary turned away is no candidate for production any more."""
+    from srl_rlvr.tracking.registry import parse_reference
+    from srl_rlvr.tracking.runs import mlflow_client, tracking_uri
+
+    name, _, version = parse_reference(reference)
+    client = mlflow_client(tracking_uri(config))
+    if client.get_registered_model(name).aliases.get(alias) == str(version):
+        client.delete_registered_model_alias(name, alias)
 
 
 def _admin(config: Config, path: str, body: dict[str, Any] | None = None) -> Any:
     fb = config.feedback
-    key = os.environ.get(fb.server_key_env)
+    # the variable the server reads its keys from works as it is: its first key is used
+    key = next((k.strip() for k in os.environ.get(fb.server_key_env, "").split(",") if k.strip()), None)
     if not key:
-        raise ConfigError(f"set {fb.server_key_env} to an admin key of {fb.server} (feedback.server_key_env)")
+        raise ConfigError(
+            f"set ${fb.server_key_env} to an admin key of {fb.server} (or name another variable in "
+            "feedback.server_key_env)"
+        )
     request = urllib.request.Request(
         f"{fb.server.rstrip('/')}{path}",  # type: ignore[union-attr]
         data=None if body is None else json.dumps(body).encode(),
@@ -300,8 +343,12 @@ def _canary(config: Config, candidate: str) -> str:
     assert role is not None
     _admin(config, "/admin/shift", {"role": role, "to": candidate, "percent": fb.canary_percent})
     deadline = time.monotonic() + fb.canary_timeout_s
+    traffic, moved = -1, time.monotonic()
     while True:
         state = _admin(config, "/admin/roles")[role]
+        served = sum(state["served"].values())
+        if served != traffic:
+            traffic, moved = served, time.monotonic()
         canary = state["canary"]
         if canary is None or canary["model"] != candidate:
             rollback = state.get("last_rollback") or {}
@@ -311,6 +358,12 @@ def _canary(config: Config, candidate: str) -> str:
         if state["served"].get(candidate, 0) >= fb.canary_requests:
             _admin(config, "/admin/shift", {"role": role, "to": candidate, "percent": 100})
             return "promoted"
+        if time.monotonic() - moved > fb.canary_idle_s:
+            _admin(config, "/admin/shift", {"role": role, "to": candidate, "percent": 0})
+            return (
+                f"withdrawn: no traffic to role {role} on {fb.server} for {fb.canary_idle_s:g}s; a canary "
+                f"needs {fb.canary_requests} answers (feedback.canary_requests) to be judged"
+            )
         if time.monotonic() > deadline:
             _admin(config, "/admin/shift", {"role": role, "to": candidate, "percent": 0})
             return f"withdrawn: fewer than {fb.canary_requests} answers in {fb.canary_timeout_s:g}s"

@@ -1,7 +1,8 @@
 """The model registry on MLflow: versions with lineage, aliases, and a promotion gate.
 
 A version is a copy of the model folder in the store's artifacts (so deleting a run folder loses
-nothing), with tags that say where it came from: the training stage, its parent (a hub id, a path,
+nothing), saved as an MLflow transformers model where it is a whole causal LM (`mlflow_model.py`:
+MLflow's own loaders and `mlflow models serve` read it), with tags that say where it came from: the training stage, its parent (a hub id, a path,
 or another registry version: the lineage), the dataset hash, and the evaluation metrics. Aliases
 are MLflow's own: `staging`, `production`, `backup`. Promoting to production moves the previous
 production version to backup; rollback swaps them. The gate refuses a version that evaluates worse
@@ -14,6 +15,7 @@ path is (`modeling.model_source` resolves it).
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from srl_rlvr.errors import ModelLoadError, UserError
+from srl_rlvr.tracking.mlflow_model import huggingface_folder, save_transformers_flavour
 from srl_rlvr.tracking.runs import mlflow_client, tracking_uri
 
 if TYPE_CHECKING:
@@ -133,10 +136,34 @@ def local_path(reference: str, uri: str | None = None) -> str:
         raise ModelLoadError(str(e)) from None
     parsed = urlparse(v.source)
     if parsed.scheme == "file" and Path(unquote(parsed.path)).is_dir():
-        return unquote(parsed.path)
+        return huggingface_folder(unquote(parsed.path))
     import mlflow.artifacts
 
-    return mlflow.artifacts.download_artifacts(artifact_uri=v.source, tracking_uri=uri or tracking_uri())
+    return huggingface_folder(
+        mlflow.artifacts.download_artifacts(artifact_uri=v.source, tracking_uri=uri or tracking_uri())
+    )
+
+
+def run_config_of(reference: str, scratch: str | Path, uri: str | None = None) -> Path | None:
+    """The config.yaml of the run that trained a registered version, downloaded into `scratch`, so the
+    version is evaluated on its own task options and test set; None for a version registered without
+    a run's config (`registry register`)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    version = resolve(reference, uri)
+    if version.run_id is None:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id,
+            artifact_path="config.yaml",
+            dst_path=str(scratch),
+            tracking_uri=uri or tracking_uri(),
+        )
+    except (MlflowException, OSError):
+        return None
+    return Path(path)
 
 
 def resolve_source(name: str, uri: str | None = None) -> str:
@@ -189,7 +216,13 @@ def register(
         ).info.run_id
         client.set_terminated(run_id)
     artifact_path = f"model-{stage}" if stage else "model"
-    client.log_artifacts(run_id, str(model_dir), artifact_path)
+    with tempfile.TemporaryDirectory() as scratch:
+        flavoured = Path(scratch) / artifact_path
+        client.log_artifacts(
+            run_id,
+            str(flavoured if save_transformers_flavour(model_dir, flavoured) else model_dir),
+            artifact_path,
+        )
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
     if parent.startswith(PREFIX):
         parent = resolve(parent, uri).reference  # an alias moves; lineage must name the exact version

@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,80 @@ class TimedCheckpoint(TrainerCallback):
         self.last = self.clock()
 
 
+PROGRESS_LOG = "srl_rlvr.progress"
+
+
+class ProgressLog(TrainerCallback):
+    """A log line every `every` steps (default: each twentieth of the stage) and at the end: step/total,
+    steps/s and time left, for logs and cron mail where no bar can draw. The libraries' own bars are
+    off (`run_settings`), so without this a long stage in a log file is silent."""
+
+    def __init__(
+        self, stage: str, every: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stage, self.every, self.clock = stage, every, clock
+        self.start, self.first, self.loss = 0.0, 0, None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.start, self.first = self.clock(), state.global_step  # a resumed run's rate counts its own steps
+        if self.every is None:
+            self.every = max(1, round(state.max_steps / 20))
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.loss = (logs or {}).get("loss", self.loss)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        step, total = state.global_step, state.max_steps
+        if not state.is_world_process_zero or (step % (self.every or 1) and step != total):
+            return
+        done = step - self.first
+        rate = done / max(self.clock() - self.start, 1e-9)
+        left = (total - step) / rate if rate > 0 else float("inf")
+        loss = f", loss {self.loss:.4g}" if self.loss is not None else ""
+        logging.getLogger(PROGRESS_LOG).info(
+            "%s: step %d/%d (%.0f%%), %.3g steps/s, %s left%s",
+            self.stage,
+            step,
+            total,
+            100 * step / max(total, 1),
+            rate,
+            _duration(left),
+            loss,
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def step_rate_column() -> Any:
+    """A progress-bar column with the steps per second (rich's own speed column counts bytes)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class StepRate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.3g} steps/s" if speed else "- steps/s", style="progress.data.speed")
+
+    return StepRate()
+
+
 class RichProgress(TrainerCallback):
     """A one-line progress bar with the metrics a user watches (reward, KL, loss); the CLI adds it."""
 
@@ -190,6 +265,7 @@ class RichProgress(TrainerCallback):
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            step_rate_column(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}"),
         )

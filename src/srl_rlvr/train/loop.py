@@ -21,7 +21,13 @@ from srl_rlvr.config import Config, ModelConfig
 from srl_rlvr.distributed import barrier, is_main, world_size
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.modeling import autocast_bf16, load_model, materialize
-from srl_rlvr.train.callbacks import MetricsLogger, SigtermCheckpoint, TimedCheckpoint, last_checkpoint
+from srl_rlvr.train.callbacks import (
+    MetricsLogger,
+    ProgressLog,
+    SigtermCheckpoint,
+    TimedCheckpoint,
+    last_checkpoint,
+)
 from srl_rlvr.train.validation import ValidationCallback
 
 log = logging.getLogger(__name__)
@@ -146,6 +152,7 @@ def run_trainer(
         *callbacks,
         TimedCheckpoint(save_minutes),
         MetricsLogger(out_dir / "metrics.jsonl"),
+        ProgressLog(out_dir.name),
         stop,
     ):
         trainer.add_callback(callback)
