@@ -13,7 +13,7 @@ import random
 import re
 
 from srl_rlvr.data.trajectory import Step, Trajectory
-from srl_rlvr.tasks.base import Problem, Split, split_of
+from srl_rlvr.tasks.base import Problem, Split, sample_synthetic
 
 _OPS = {
     "add": ("Add {x}.", "+", lambda a, x: a + x),
@@ -85,18 +85,7 @@ class ArithmeticTask:
         return _problem(int(start[1]), chain)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
-        rng = random.Random(f"arithmetic-{seed}-{split}")
-        seen: set[str] = set()
-        problems: list[Problem] = []
-        for _ in range(n * 200):
-            if len(problems) == n:
-                break
-            problem = self._random_problem(rng)
-            if problem.id in seen or split_of(problem.id) != split:
-                continue
-            seen.add(problem.id)
-            problems.append(problem)
-        return problems
+        return sample_synthetic("arithmetic", self._random_problem, n, seed, split)
 
     def prompt(self, problem: Problem) -> str:
         return f"{self.instruction}{problem.text}\n"

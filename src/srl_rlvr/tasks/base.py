@@ -8,6 +8,8 @@ verifiable and deterministic: RLVR optimises it and evaluation reports it.
 from __future__ import annotations
 
 import hashlib
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -66,6 +68,26 @@ def split_of(problem_id: str, val_fraction: float = 0.15, test_fraction: float =
     if bucket < test_fraction + val_fraction:
         return "val"
     return "train"
+
+
+def sample_synthetic(
+    task_name: str, make: Callable[[random.Random], Problem], n: int, seed: int, split: Split
+) -> list[Problem]:
+    """Up to `n` distinct problems of `split` from a generator of random problems: how every
+    synthetic task samples. The same (n, seed, split) always gives the same problems, and a problem's
+    split comes from its id (`split_of`), so train and test never share one."""
+    rng = random.Random(f"{task_name}-{seed}-{split}")
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    for _ in range(n * 200):
+        if len(problems) == n:
+            break
+        problem = make(rng)
+        if problem.id in seen or split_of(problem.id) != split:
+            continue
+        seen.add(problem.id)
+        problems.append(problem)
+    return problems
 
 
 def problem_of(trajectory: Trajectory) -> Problem:

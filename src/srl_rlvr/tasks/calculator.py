@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 from srl_rlvr.data.trajectory import Step, Trajectory
-from srl_rlvr.tasks.base import Problem, Split, split_of
+from srl_rlvr.tasks.base import Problem, Split, sample_synthetic
 from srl_rlvr.tasks.tool_calls import call_block, find_tool_calls
 
 TOOL = {
@@ -85,18 +85,7 @@ class CalculatorTask:
         return Problem(id=text, text=text, answer=_VALUE[operation](a, b), metadata=metadata)
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
-        rng = random.Random(f"calculator-{seed}-{split}")
-        seen: set[str] = set()
-        problems: list[Problem] = []
-        for _ in range(n * 200):
-            if len(problems) == n:
-                break
-            problem = self._random_problem(rng)
-            if problem.id in seen or split_of(problem.id) != split:
-                continue
-            seen.add(problem.id)
-            problems.append(problem)
-        return problems
+        return sample_synthetic("calculator", self._random_problem, n, seed, split)
 
     def prompt(self, problem: Problem) -> str:
         return self.instruction.format(tool=json.dumps(TOOL)) + f"Question: {problem.text}\n"
