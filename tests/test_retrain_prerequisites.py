@@ -14,6 +14,7 @@ from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.feedback.retrain import _canary, check_prerequisites, retrain
 from srl_rlvr.feedback.store import Record, RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR
+from srl_rlvr.serve.auth import env_key_id
 from srl_rlvr.serve.config import build_serve_config
 from srl_rlvr.serve.run import serve_in_thread
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
@@ -75,6 +76,7 @@ def test_a_role_the_server_lacks_is_refused_and_a_canary_without_traffic_is_with
             "roles": {"arithmetic": {"primary": "prod", "task": "arithmetic"}},
             "audit_log": str(tmp_path / "audit.jsonl"),
             "records": {"url": f"sqlite:///{tmp_path / 'records.db'}"},
+            "auth": {"admin_keys": [env_key_id(KEY)]},  # retrain reads roles and shifts traffic: admin
         }
     )
     with pytest.MonkeyPatch.context() as env:

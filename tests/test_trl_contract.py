@@ -27,6 +27,9 @@ EXPECTED = {
     "_prepare_inputs": ["generation_batch"],
     "_save": ["output_dir", "state_dict"],
     "_load_from_checkpoint": ["resume_from_checkpoint", "model"],
+    # dynamic sampling's prompt order rides with the trainer's RNG states in each checkpoint
+    "_save_rng_state": ["output_dir"],
+    "_load_rng_state": ["checkpoint"],
     # called by the stability guard
     "_save_checkpoint": ["model", "trial"],
     "_load_optimizer_and_scheduler": ["checkpoint"],

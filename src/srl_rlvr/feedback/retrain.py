@@ -249,6 +249,9 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
             "data": config.data.model_copy(update={"trajectories": str(data_dir)}),
             # the candidate gets an alias only once it has passed validation, below
             "registry": config.registry.model_copy(update={"alias_on_register": None}),
+            # the stage gate's validation split is the task's, not production's: the replay of held-out
+            # production cases below is this job's gate, and it judges the candidate against production
+            "pipeline": config.pipeline.model_copy(update={"gate": False}),
         }
     )
     run = run_pipeline(pipeline_config)
