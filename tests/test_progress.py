@@ -75,3 +75,21 @@ def test_eval_logs_progress_per_model_with_the_problem_total(
         pattern = LINE.format(what=f"evaluate {label}", total=4, unit="problems")
         done = [int(m.group(1)) for line in shown if (m := re.fullmatch(pattern, line))]
         assert done == [2, 4], shown
+
+
+def test_a_local_distillation_teacher_logs_its_answers(caplog: pytest.LogCaptureFixture) -> None:
+    from srl_rlvr.config import build_config
+    from srl_rlvr.distill.traces import local_answers
+    from srl_rlvr.modeling import EMBEDDED_DIR
+    from srl_rlvr.tasks import load_task
+
+    task = load_task("arithmetic")
+    config = build_config(overrides=["eval.batch_size=3", "distill.teacher_max_tokens=2"])
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOG):
+        answers = local_answers(str(EMBEDDED_DIR), task, task.sample(6, 0, "train"), config)
+    assert len(answers) == 6
+    pattern = LINE.format(what="distill: teacher", total=6, unit="answers")
+    assert [int(m.group(1)) for line in progress_lines(caplog) if (m := re.fullmatch(pattern, line))] == [
+        3,
+        6,
+    ]
