@@ -62,11 +62,13 @@ def print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
 
 
 def show_progress_lines() -> None:
-    """Training's progress lines (step/total, steps/s, time left; `train.callbacks.ProgressLog`) on
-    stderr: for logs, and for commands that draw no bar."""
+    """The progress lines (done/total, rate, time left; `progress.ProgressLines`) of training, `generate`
+    and evaluation on stderr: for logs, and for commands that draw no bar."""
     import logging
 
-    logging.getLogger("srl_rlvr.progress").setLevel(logging.INFO)
+    from srl_rlvr.progress import PROGRESS_LOG
+
+    logging.getLogger(PROGRESS_LOG).setLevel(logging.INFO)
 
 
 def quiet_libraries() -> None:

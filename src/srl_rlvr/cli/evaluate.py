@@ -7,14 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from srl_rlvr.cli.common import (
     OverridesArg,
@@ -23,9 +15,10 @@ from srl_rlvr.cli.common import (
     print_evaluation,
     quiet_libraries,
 )
+from srl_rlvr.progress import progress_bar
 
 if TYPE_CHECKING:
-    pass
+    from rich.progress import TaskID
 
 
 def eval_command(
@@ -80,18 +73,12 @@ def eval_command(
         + f"; task {task or cfg.task.name}, {split} split, n={n or cfg.data.test_size}; report -> {out}",
         highlight=False,
     )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
+    progress = progress_bar(err_console)
     bars: dict[str, TaskID] = {}
 
     def on_batch(what: str, done: int, total: int) -> None:
         if what not in bars:
-            bars[what] = progress.add_task(f"evaluating {what}", total=total)
+            bars[what] = progress.add_task(f"evaluate {what}", total=total, unit="problems", note="")
         progress.update(bars[what], completed=done)
 
     with (

@@ -8,15 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from srl_rlvr.cli.common import (
     ConfigArg,
@@ -32,7 +23,12 @@ from srl_rlvr.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from srl_rlvr.stages import StageEvent
+
+# What a stage's bar counts; training stages count steps.
+UNITS = {"generate": "trajectories", "evaluate": "problems"}
 
 
 def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
@@ -44,7 +40,9 @@ def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
             progress.console.print(f"[dim]skip {event.stage}: {escape(event.message)}[/dim]")
         elif event.kind == "start":
             progress.console.print(f"[bold]{event.stage}[/bold]: {event.message}")
-            bars[event.stage] = progress.add_task(event.stage, total=None, note="")
+            bars[event.stage] = progress.add_task(
+                event.stage, total=None, note="", unit=UNITS.get(event.stage, "steps")
+            )
         elif event.kind == "step":
             progress.update(bars[event.stage], completed=event.step, total=event.total, note=event.message)
         else:
@@ -76,19 +74,10 @@ def run_command(
     quiet_libraries()
     from srl_rlvr.distributed import is_main
     from srl_rlvr.pipeline import run_pipeline
-    from srl_rlvr.train.callbacks import step_rate_column
+    from srl_rlvr.progress import progress_bar
     from srl_rlvr.train.loop import TrainingInterrupted
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        step_rate_column(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=err_console,
-    )
+    progress = progress_bar(err_console)
     try:
         with progress if is_main() else nullcontext():
             result = run_pipeline(cfg, from_stage, only, on_event=_show_stages(progress))

@@ -41,6 +41,7 @@ from srl_rlvr.data.pii import redact_value
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.data.versioning import MANIFEST_FILE, ROWS_FILE, save_dataset
 from srl_rlvr.errors import ConfigError, EndpointError
+from srl_rlvr.progress import ProgressLines
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.tasks.base import Split
 
@@ -305,11 +306,17 @@ async def _generate(
                 rejected_file.flush()
                 run.progress.rejected += 1
                 run.progress.attempts += int(letter["attempts"])
-            if on_progress is not None:
-                on_progress(run.progress)
+            report()
 
-    if on_progress is not None:
-        on_progress(run.progress)
+    lines = ProgressLines("generate", n, "trajectories", done=run.progress.accepted)
+
+    def report() -> None:
+        p = run.progress
+        lines.update(p.accepted, f"{p.rejected} rejected, {p.attempts} attempts")
+        if on_progress is not None:
+            on_progress(p)
+
+    report()
     usage_path = out_dir / USAGE_FILE
     try:
         with rows_path.open("a", encoding="utf-8") as rf, rejected_path.open("a", encoding="utf-8") as xf:

@@ -18,6 +18,7 @@ from srl_rlvr.config import Config
 from srl_rlvr.evaluate.evaluation import EvalResult, evaluate_model
 from srl_rlvr.evaluate.report import write_report
 from srl_rlvr.modeling import load_model
+from srl_rlvr.progress import ProgressLines
 from srl_rlvr.tasks import load_task
 from srl_rlvr.tasks.base import Split
 from srl_rlvr.tracking.runs import tracking_uri
@@ -122,11 +123,26 @@ def run_evaluation(
         model_config = config.model.model_copy(update={"name_or_path": path, "lora": None})
         model, tokenizer = load_model(model_config, seed=config.seed)
 
-        def progress(what: str) -> Callable[[int, int], None] | None:
-            return None if on_batch is None else lambda done, total: on_batch(what, done, total)
+        def progress(what: str, count: int) -> Callable[[int, int], None]:
+            """A progress line every twentieth of the problems (for logs), and `on_batch`."""
+            lines = ProgressLines(f"evaluate {what}", count, "problems")
+
+            def batch_done(done: int, total: int) -> None:
+                lines.update(done)
+                if on_batch is not None:
+                    on_batch(what, done, total)
+
+            return batch_done
 
         results[label] = evaluate_model(
-            model, tokenizer, task, problems, config.eval, label, source=path, on_batch=progress(label)
+            model,
+            tokenizer,
+            task,
+            problems,
+            config.eval,
+            label,
+            source=path,
+            on_batch=progress(label, len(problems)),
         )
         if unseen_task is not None:
             generalization[label] = evaluate_model(
@@ -137,7 +153,7 @@ def run_evaluation(
                 config.eval,
                 label,
                 source=path,
-                on_batch=progress(f"{label}, unseen family"),
+                on_batch=progress(f"{label}, unseen family", len(unseen)),
             )
         if stage is not None:
             stage_dirs[label] = stage
