@@ -915,9 +915,37 @@ class PipelineConfig(Section):
         "and a tie keeps the earlier model.",
     )
 
+    pilot: bool = Field(
+        False,
+        description="Before the full run trains, try each of pipeline.pilot_recipes for a fraction of its "
+        "steps, gated, and train the one whose best model scores highest on the validation split "
+        "(pilot.py; the choice and every candidate's score go to pilot.json). Costs about "
+        "pilot_fraction x the recipes' summed training time, plus a validation pass per stage.",
+    )
+    pilot_recipes: list[list[StageName]] = Field(
+        default_factory=lambda: [["sft", "srl", "rlvr"], ["sft", "rlvr"], ["srl", "rlvr"], ["sft"], ["rlvr"]],
+        description="The training-stage orders the pilot tries, best guess first (a tie goes to the "
+        "earlier); those using a stage not in pipeline.stages are left out.",
+    )
+    pilot_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Each pilot stage trains this share of its max_steps (or of its epochs, at least one).",
+    )
+
     @model_validator(mode="after")
     def _runnable(self) -> PipelineConfig:
         order = list(get_args(StageName))
+        for recipe in self.pilot_recipes:
+            if (
+                not recipe
+                or not set(recipe) <= {"sft", "srl", "rlvr"}
+                or recipe != sorted(recipe, key=order.index)
+            ):
+                raise ValueError(
+                    f"pilot_recipes: {recipe} must list training stages (sft, srl, rlvr) in order"
+                )
         if len(set(self.stages)) != len(self.stages):
             raise ValueError("a stage is listed twice")
         if self.stages != sorted(self.stages, key=order.index):
