@@ -8,6 +8,7 @@ import warnings
 os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
+import torch
 
 from srl_rlvr.config import Config, build_config
 from srl_rlvr.data.trajectory import Trajectory
@@ -17,6 +18,10 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # Every run a test makes is tracked in one throwaway MLflow store, never in the working directory's.
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='srl-rlvr-mlflow-')}/mlflow.db"
 logging.getLogger("transformers").setLevel(logging.ERROR)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread a worker (and in the processes a test starts): two workers share two cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
