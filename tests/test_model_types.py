@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
 import numpy as np
 import openai
 import pytest
+import torch
 
 from srl_rlvr.config import build_config
 from srl_rlvr.encoder_pipeline import run_encoder_pipeline
@@ -48,12 +49,21 @@ def _train(kind: str, folder, **encoder) -> object:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    # One thread: a tiny model's matrices are too small to split, and on a busy 2-core box OpenMP
+    # threads waiting for each other made every step four times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("types")
-    return {
-        "embedding": _train("embedding", folder, steps=12),
-        "reranker": _train("reranker", folder, steps=8),
-        "classifier": _train("classifier", folder, steps=30, learning_rate=5e-3, per_role=24, roles=ROLES),
-    }
+    try:
+        yield {
+            "embedding": _train("embedding", folder, steps=12),
+            "reranker": _train("reranker", folder, steps=8),
+            "classifier": _train(
+                "classifier", folder, steps=30, learning_rate=5e-3, per_role=24, roles=ROLES
+            ),
+        }
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_config_check_refuses_a_stage_the_model_type_cannot_run():
@@ -63,7 +73,7 @@ def test_config_check_refuses_a_stage_the_model_type_cannot_run():
         "evaluate",
         "register",
     ]
-    with pytest.raises(ConfigError, match="model.type reranker cannot run srl"):
+    with pytest.raises(ConfigError, match=r"model\.type reranker cannot run srl"):
         build_config({"model": {"type": "reranker"}, "pipeline": {"stages": ["generate", "srl", "evaluate"]}})
     with pytest.raises(ConfigError, match="causal_lm cannot run train"):
         build_config({"pipeline": {"stages": ["generate", "train"]}})
@@ -105,8 +115,12 @@ def test_router_below_its_confidence_floor_falls_back_to_the_default_role(traine
     encoders = EncoderSet("cpu")
     encoders.load("router", trained["classifier"].registered, "classifier")
     message = [{"role": "user", "content": "This blender is fantastic, I love it!"}]
-    sure = asyncio.run(route(encoders, RouterConfig(model="router", default_role="codegen", confidence_floor=0.0), message))
-    unsure = asyncio.run(route(encoders, RouterConfig(model="router", default_role="codegen", confidence_floor=1.0), message))
+    sure = asyncio.run(
+        route(encoders, RouterConfig(model="router", default_role="codegen", confidence_floor=0.0), message)
+    )
+    unsure = asyncio.run(
+        route(encoders, RouterConfig(model="router", default_role="codegen", confidence_floor=1.0), message)
+    )
     assert not sure.fell_back and sure.role in ROLES
     assert unsure.fell_back and unsure.role == "codegen" and unsure.confidence == sure.confidence
 
@@ -123,7 +137,11 @@ def server(trained, tmp_path_factory):
             "models": models,
             "roles": {role: {"primary": f"{role}-lm"} for role in ROLES},
             "router": {"model": "classifier", "default_role": "arithmetic", "confidence_floor": 0.0},
-            "auth": {"api_keys_env": None, "keys_file": str(folder / "keys.txt"), "key_access": {"narrow": ["sentiment"]}},
+            "auth": {
+                "api_keys_env": None,
+                "keys_file": str(folder / "keys.txt"),
+                "key_access": {"narrow": ["sentiment"]},
+            },
             "limits": {"max_inputs": 64},
             "audit_log": str(folder / "audit.jsonl"),
             "records": None,
@@ -162,18 +180,32 @@ def test_embeddings_through_the_openai_client(server):
     vectors = np.array([d.embedding for d in reply.data])
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert reply.usage.prompt_tokens > 0
-    floats = _post(server, "/v1/embeddings", {"model": "embedding", "input": texts[0], "encoding_format": "float"})
+    floats = _post(
+        server, "/v1/embeddings", {"model": "embedding", "input": texts[0], "encoding_format": "float"}
+    )
     assert np.allclose(floats.json()["data"][0]["embedding"], vectors[0], atol=1e-6)
-    short = client.embeddings.create(model="embedding", input=texts[0], dimensions=8, encoding_format="base64")
-    decoded = np.frombuffer(base64.b64decode(short.data[0].embedding), dtype="<f4") if isinstance(
-        short.data[0].embedding, str
-    ) else np.array(short.data[0].embedding)
+    short = client.embeddings.create(
+        model="embedding", input=texts[0], dimensions=8, encoding_format="base64"
+    )
+    decoded = (
+        np.frombuffer(base64.b64decode(short.data[0].embedding), dtype="<f4")
+        if isinstance(short.data[0].embedding, str)
+        else np.array(short.data[0].embedding)
+    )
     assert decoded.shape == (8,)
 
 
 def test_rerank_orders_documents_and_keeps_top_n(server):
-    documents = ["Tomatoes need six hours of sun.", "Refunds arrive within five business days.", "Git branches."]
-    reply = _post(server, "/v1/rerank", {"model": "reranker", "query": "when will my refund arrive", "documents": documents, "top_n": 2})
+    documents = [
+        "Tomatoes need six hours of sun.",
+        "Refunds arrive within five business days.",
+        "Git branches.",
+    ]
+    reply = _post(
+        server,
+        "/v1/rerank",
+        {"model": "reranker", "query": "when will my refund arrive", "documents": documents, "top_n": 2},
+    )
     assert reply.status_code == 200, reply.text
     results = reply.json()["results"]
     assert len(results) == 2
@@ -199,12 +231,28 @@ def test_classify_and_auto_routing_send_a_sentiment_prompt_to_the_sentiment_role
     [
         ("/v1/embeddings", {"model": "embedding", "input": ""}, "input[0]: must not be empty"),
         ("/v1/embeddings", {"model": "embedding", "input": []}, "input: must not be empty"),
-        ("/v1/embeddings", {"model": "embedding", "input": ["x"] * 10_000}, "10000 texts is over this server's limit of 64"),
-        ("/v1/embeddings", {"model": "embedding", "input": "x", "dimensions": 4096}, "dimensions 4096 is over"),
+        (
+            "/v1/embeddings",
+            {"model": "embedding", "input": ["x"] * 10_000},
+            "10000 texts is over this server's limit of 64",
+        ),
+        (
+            "/v1/embeddings",
+            {"model": "embedding", "input": "x", "dimensions": 4096},
+            "dimensions 4096 is over",
+        ),
         ("/v1/rerank", {"model": "reranker", "query": "q", "documents": []}, "documents: must not be empty"),
-        ("/v1/classify", {"model": "classifier", "input": "hi", "roles": ["weather"]}, "roles: 'weather' is not a label"),
+        (
+            "/v1/classify",
+            {"model": "classifier", "input": "hi", "roles": ["weather"]},
+            "roles: 'weather' is not a label",
+        ),
         ("/v1/classify", {"model": "embedding", "input": "hi"}, "no classifier model 'embedding'"),
-        ("/v1/chat/completions", {"model": "embedding", "messages": [{"role": "user", "content": "hi"}]}, "POST /v1/embeddings"),
+        (
+            "/v1/chat/completions",
+            {"model": "embedding", "messages": [{"role": "user", "content": "hi"}]},
+            "POST /v1/embeddings",
+        ),
     ],
 )
 def test_bad_encoder_input_is_a_400_with_one_clear_line(server, path, body, says):

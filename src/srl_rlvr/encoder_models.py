@@ -30,7 +30,9 @@ TINY_ENCODER_SIZE = {
 }
 
 
-def tiny_encoder_folder(folder: str | Path, texts: Iterable[str], seed: int = 0, vocab_size: int = 4000) -> str:
+def tiny_encoder_folder(
+    folder: str | Path, texts: Iterable[str], seed: int = 0, vocab_size: int = 4000
+) -> str:
     """A random-init BERT and a word-level tokenizer over the `vocab_size` commonest words of `texts`,
     saved in `folder` (reused when it is already there)."""
     import torch
@@ -128,7 +130,9 @@ def load_cross_encoder(source: str, device: str | None = None, max_length: int =
     return model
 
 
-def load_classifier(source: str, labels: list[str] | None = None, device: str | None = None) -> tuple[Any, Any]:
+def load_classifier(
+    source: str, labels: list[str] | None = None, device: str | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) of a sequence classifier. With `labels`, a head of that many outputs (a new
     head unless the saved one already has exactly those labels); without, the saved labels."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

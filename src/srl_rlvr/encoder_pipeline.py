@@ -38,7 +38,9 @@ class EncoderRun:
 
 def build_data(config: Config) -> EncoderData:
     if config.model.type == "classifier":
-        return router_data(config.encoder, config.data.seed, max(1, config.data.test_size // len(config.encoder.roles)))
+        return router_data(
+            config.encoder, config.data.seed, max(1, config.data.test_size // len(config.encoder.roles))
+        )
     from srl_rlvr.tasks import load_task
 
     return retrieval_data(load_task(config.task.name, config.task.options), config.encoder)
@@ -51,7 +53,9 @@ def base_folder(config: Config, data: EncoderData, out: Path) -> str:
         texts = [*data.passages.values(), *(r.get("query") or r.get("text", "") for r in data.train)]
         return tiny_encoder_folder(out / "tiny-base", texts, seed=config.seed)
     if name == "embedded":
-        raise ConfigError(f"model.name_or_path: 'embedded' is a causal LM; a {config.model.type} needs an encoder")
+        raise ConfigError(
+            f"model.name_or_path: 'embedded' is a causal LM; a {config.model.type} needs an encoder"
+        )
     from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
@@ -128,7 +132,13 @@ def run_encoder_pipeline(config: Config) -> EncoderRun:
         log.info("trained %s -> %s", config.model.type, run.model_dir)
     if "evaluate" in stages:
         run.report = evaluate_encoder(
-            config.model.type, run.base_dir, run.model_dir or run.base_dir, data, config.encoder, config.eval, device
+            config.model.type,
+            run.base_dir,
+            run.model_dir or run.base_dir,
+            data,
+            config.encoder,
+            config.eval,
+            device,
         )
         run.report["data_version"] = run.data_version
         (out / "eval_report.json").write_text(json.dumps(run.report, indent=1))

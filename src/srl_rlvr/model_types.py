@@ -43,8 +43,10 @@ class EncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     steps: int = Field(
-        200, gt=0, description="Optimiser steps; a few hundred move a pretrained encoder on a few "
-        "thousand pairs without forgetting what it knew (sentence-transformers' own examples)."
+        200,
+        gt=0,
+        description="Optimiser steps; a few hundred move a pretrained encoder on a few "
+        "thousand pairs without forgetting what it knew (sentence-transformers' own examples).",
     )
     batch_size: int = Field(
         32,
@@ -56,12 +58,16 @@ class EncoderConfig(BaseModel):
         2e-5, gt=0, description="sentence-transformers' default for fine-tuning a pretrained encoder."
     )
     warmup_ratio: float = Field(
-        0.1, ge=0, lt=1, description="Share of steps with a rising learning rate: a fresh head's first "
-        "gradients are large."
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of steps with a rising learning rate: a fresh head's first gradients are large.",
     )
     max_length: int = Field(
-        256, gt=0, description="Tokens per text (a pair for the reranker); the packaged corpus's "
-        "passages are under 120 words."
+        256,
+        gt=0,
+        description="Tokens per text (a pair for the reranker); the packaged corpus's "
+        "passages are under 120 words.",
     )
     hard_negatives: int = Field(
         1,
@@ -82,15 +88,19 @@ class EncoderConfig(BaseModel):
         "lasttoken for a decoder (SmolLM2, Qwen), whose last token is the only one that saw the whole text.",
     )
     scale: float = Field(
-        20.0, gt=0, description="Inverse temperature of the contrastive softmax (MultipleNegativesRankingLoss's default)."
+        20.0,
+        gt=0,
+        description="Inverse temperature of the contrastive softmax (MultipleNegativesRankingLoss's default).",
     )
     top_k: list[int] = Field(
         default_factory=lambda: [1, 5, 10],
         description="k of the recall@k the evaluation reports (nDCG@10 and MRR are always reported).",
     )
     rerank_candidates: int = Field(
-        20, gt=1, description="Candidates BM25 proposes per query for the reranker to order, in training "
-        "(its negatives) and evaluation (nDCG@10 over the list)."
+        20,
+        gt=1,
+        description="Candidates BM25 proposes per query for the reranker to order, in training "
+        "(its negatives) and evaluation (nDCG@10 over the list).",
     )
     roles: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_ROUTER_ROLES),

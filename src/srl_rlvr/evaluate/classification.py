@@ -15,12 +15,14 @@ import numpy as np
 from srl_rlvr.evaluate.stats import paired_delta_ci, paired_metric_delta_ci
 
 
-def per_role(truth: Sequence[str], predicted: Sequence[str], roles: Sequence[str]) -> dict[str, dict[str, float]]:
+def per_role(
+    truth: Sequence[str], predicted: Sequence[str], roles: Sequence[str]
+) -> dict[str, dict[str, float]]:
     out = {}
     for role in roles:
-        tp = sum(t == role and p == role for t, p in zip(truth, predicted))
-        fp = sum(t != role and p == role for t, p in zip(truth, predicted))
-        fn = sum(t == role and p != role for t, p in zip(truth, predicted))
+        tp = sum(t == role and p == role for t, p in zip(truth, predicted, strict=True))
+        fp = sum(t != role and p == role for t, p in zip(truth, predicted, strict=True))
+        fn = sum(t == role and p != role for t, p in zip(truth, predicted, strict=True))
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -39,14 +41,14 @@ def confusion(truth: Sequence[str], predicted: Sequence[str], roles: Sequence[st
     """rows: true role, columns: predicted role, in `roles` order."""
     index = {r: i for i, r in enumerate(roles)}
     table = [[0] * len(roles) for _ in roles]
-    for t, p in zip(truth, predicted):
+    for t, p in zip(truth, predicted, strict=True):
         if t in index and p in index:
             table[index[t]][index[p]] += 1
     return table
 
 
 def classification_report(truth: Sequence[str], predicted: Sequence[str], roles: Sequence[str]) -> dict:
-    correct = [float(t == p) for t, p in zip(truth, predicted)]
+    correct = [float(t == p) for t, p in zip(truth, predicted, strict=True)]
     return {
         "accuracy": float(np.mean(correct)) if correct else float("nan"),
         "macro_f1": macro_f1(truth, predicted, roles),

@@ -22,7 +22,9 @@ def _queries(data: EncoderData) -> list[tuple[str, str]]:
     return [(row["query"], row["passage_id"]) for row in data.test]
 
 
-def embedding_scores(model_dir: str, data: EncoderData, config: EncoderConfig, device: str) -> dict[str, list[float]]:
+def embedding_scores(
+    model_dir: str, data: EncoderData, config: EncoderConfig, device: str
+) -> dict[str, list[float]]:
     model = load_embedding_model(model_dir, config.pooling, device, config.max_length)
     judged = embedding_rankings(
         lambda texts: model.encode(texts, convert_to_numpy=True),
@@ -37,7 +39,9 @@ def first_stage(data: EncoderData) -> list[Judged]:
     return [Judged(row["query"], row["passage_id"], list(row["candidates"])) for row in data.test]
 
 
-def reranker_scores(model_dir: str, data: EncoderData, config: EncoderConfig, device: str) -> dict[str, list[float]]:
+def reranker_scores(
+    model_dir: str, data: EncoderData, config: EncoderConfig, device: str
+) -> dict[str, list[float]]:
     model = load_cross_encoder(model_dir, device, config.max_length)
     judged = reranked(
         lambda pairs: model.predict(pairs, convert_to_numpy=True), first_stage(data), data.passages
@@ -45,7 +49,9 @@ def reranker_scores(model_dir: str, data: EncoderData, config: EncoderConfig, de
     return per_query_scores(judged, config.top_k)
 
 
-def classifier_predictions(model_dir: str, data: EncoderData, device: str, labels: list[str] | None) -> list[str]:
+def classifier_predictions(
+    model_dir: str, data: EncoderData, device: str, labels: list[str] | None
+) -> list[str]:
     import torch
 
     torch.manual_seed(0)  # a base model's fresh head: the same "before" every time

@@ -58,7 +58,10 @@ def embedding_rankings(
     p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-12
     order = np.argsort(-(q @ p.T), axis=1, kind="stable")
     ids = [pid for pid, _ in passages]
-    return [Judged(text, relevant, [ids[i] for i in row]) for (text, relevant), row in zip(queries, order)]
+    return [
+        Judged(text, relevant, [ids[i] for i in row])
+        for (text, relevant), row in zip(queries, order, strict=True)
+    ]
 
 
 def reranked(

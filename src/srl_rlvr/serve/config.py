@@ -367,7 +367,9 @@ class ServeConfig(Section):
         if self.router is not None:
             router = self.models.get(self.router.model)
             if router is None or router.type != "classifier":
-                raise ValueError(f"router.model: '{self.router.model}' is not a classifier model defined here")
+                raise ValueError(
+                    f"router.model: '{self.router.model}' is not a classifier model defined here"
+                )
             if self.router.default_role not in self.roles:
                 raise ValueError(f"router.default_role: no role '{self.router.default_role}'")
         for name, role in self.roles.items():
@@ -379,7 +381,9 @@ class ServeConfig(Section):
                         f"roles.{name}: unknown model '{used}'; models: {', '.join(self.models)}"
                     )
                 if self.models[used].type != "causal_lm":
-                    raise ValueError(f"roles.{name}: '{used}' is a {self.models[used].type}, not a chat model")
+                    raise ValueError(
+                        f"roles.{name}: '{used}' is a {self.models[used].type}, not a chat model"
+                    )
         return self
 
 

@@ -71,7 +71,9 @@ def texts_of(value: Texts, field: str, limit: int) -> list[str]:
 def _document_text(document: str | dict[str, Any], index: int) -> str:
     text = document if isinstance(document, str) else document.get("text")
     if not isinstance(text, str):
-        raise ApiError(400, f"documents[{index}]: a string or an object with a `text` string", param="documents")
+        raise ApiError(
+            400, f"documents[{index}]: a string or an object with a `text` string", param="documents"
+        )
     return text
 
 
@@ -129,7 +131,9 @@ def add_encoder_routes(
             allowed(key_id, body.model)
             if not body.query.strip():
                 raise ApiError(400, "query: must not be empty", param="query")
-            documents = texts_of([_document_text(d, i) for i, d in enumerate(body.documents)], "documents", limit)
+            documents = texts_of(
+                [_document_text(d, i) for i, d in enumerate(body.documents)], "documents", limit
+            )
             try:
                 scores, tokens = await server.encoders.rerank(body.model, body.query, documents)
             except LookupError as e:
@@ -144,7 +148,12 @@ def add_encoder_routes(
                 for i in order
             ]
             return JSONResponse(
-                {"id": new_id("rerank"), "model": body.model, "usage": {"total_tokens": tokens}, "results": results}
+                {
+                    "id": new_id("rerank"),
+                    "model": body.model,
+                    "usage": {"total_tokens": tokens},
+                    "results": results,
+                }
             )
 
         return await observed("rerank", body.model, run)
@@ -175,7 +184,9 @@ def add_encoder_routes(
                 total = sum(probs[r] for r in keep) or 1.0
                 kept = [probs[r] / total for r in keep]
                 best = max(range(len(keep)), key=lambda j: kept[j])
-                data.append({"index": i, "label": keep[best], "probs": kept, "labels": keep, "num_classes": len(keep)})
+                data.append(
+                    {"index": i, "label": keep[best], "probs": kept, "labels": keep, "num_classes": len(keep)}
+                )
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
             return JSONResponse(
                 {

@@ -92,7 +92,10 @@ class EncoderSet:
             pairs = [(query, d) for d in documents]
             with encoder.lock:
                 scores = encoder.model.predict(pairs, convert_to_numpy=True)
-                tokens = sum(len(ids) for ids in encoder.model.tokenizer([query] * len(documents), documents)["input_ids"])
+                tokens = sum(
+                    len(ids)
+                    for ids in encoder.model.tokenizer([query] * len(documents), documents)["input_ids"]
+                )
             return [float(s) for s in np.atleast_1d(scores)], tokens
 
         return await asyncio.to_thread(run)
@@ -109,6 +112,6 @@ class EncoderSet:
                 batch = encoder.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
                 tokens = int(batch["attention_mask"].sum())
                 probs = encoder.model(**batch.to(encoder.model.device)).logits.float().softmax(-1).cpu()
-            return [dict(zip(labels, row.tolist())) for row in probs], tokens
+            return [dict(zip(labels, row.tolist(), strict=True)) for row in probs], tokens
 
         return await asyncio.to_thread(run)

@@ -138,7 +138,9 @@ class Server:
 
             unknown = unknown_labels(self.encoders, self.config.router, self.config.roles)
             if unknown:
-                raise UserError(f"router.model '{self.config.router.model}' predicts roles this server lacks: {', '.join(unknown)}")
+                raise UserError(
+                    f"router.model '{self.config.router.model}' predicts roles this server lacks: {', '.join(unknown)}"
+                )
         for name, model in self.config.models.items():
             if model.base is not None:
                 self.models.attach(name, model.path, model.base)
@@ -181,7 +183,12 @@ class Server:
             from srl_rlvr.serve.intent_router import route
 
             routed = await route(self.encoders, self.config.router, ask.messages)
-            log.debug("auto -> %s (%.2f%s)", routed.role, routed.confidence, ", fallback" if routed.fell_back else "")
+            log.debug(
+                "auto -> %s (%.2f%s)",
+                routed.role,
+                routed.confidence,
+                ", fallback" if routed.fell_back else "",
+            )
             ask = replace(ask, name=routed.role)
         if ask.name in self.encoders.models:
             kind = self.encoders.models[ask.name].type

@@ -97,7 +97,7 @@ class RetrievalTask:
         return float(query is not None and self.found(query, str(problem.answer)))
 
     def metrics(self, completions: list[str], problems: list[Problem]) -> dict[str, float]:
-        rewards = [self.reward(c, p) for c, p in zip(completions, problems)]
+        rewards = [self.reward(c, p) for c, p in zip(completions, problems, strict=True)]
         return {"found_rate": sum(rewards) / len(rewards) if rewards else 0.0}
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:

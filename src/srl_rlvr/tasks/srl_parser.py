@@ -81,10 +81,10 @@ class SrlParserTask:
         return boundary_f1(steps, list(problem.answer))
 
     def metrics(self, completions: list[str], problems: list[Problem]) -> dict[str, float]:
-        rewards = [self.reward(c, p) for c, p in zip(completions, problems)]
+        rewards = [self.reward(c, p) for c, p in zip(completions, problems, strict=True)]
         reassembled = [
             (steps := self.parse(c)) is not None and _words(" ".join(steps)) == _words(p.text)
-            for c, p in zip(completions, problems)
+            for c, p in zip(completions, problems, strict=True)
         ]
         n = max(len(problems), 1)
         return {
@@ -100,7 +100,9 @@ class SrlParserTask:
         for source in self.source.sample(n, seed, split):
             steps = [f"{s.reasoning} {s.action}." for s in self.source.solve(source).steps]
             text = " ".join(steps)
-            problems.append(Problem(id=f"parse-{source.id}", text=text, answer=steps, metadata=source.metadata))
+            problems.append(
+                Problem(id=f"parse-{source.id}", text=text, answer=steps, metadata=source.metadata)
+            )
         return problems
 
     def _file_problems(self) -> list[Problem]:

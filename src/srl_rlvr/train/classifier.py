@@ -40,7 +40,9 @@ def train_classifier(
         raise DataError("classifier training needs examples of at least two labels")
     model, tokenizer = load_classifier(base, list(labels), device)
     index = {label: i for i, label in enumerate(labels)}
-    dataset = Dataset.from_dict({"text": [t for t, _ in examples], "label": [index[lb] for _, lb in examples]})
+    dataset = Dataset.from_dict(
+        {"text": [t for t, _ in examples], "label": [index[lb] for _, lb in examples]}
+    )
     dataset = dataset.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=config.max_length),
         batched=True,

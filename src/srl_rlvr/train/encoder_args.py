@@ -13,7 +13,9 @@ from typing import Any
 from srl_rlvr.model_types import EncoderConfig
 
 
-def trainer_arguments(config: EncoderConfig, scratch: str | Path, seed: int, device: str, rows: int) -> dict[str, Any]:
+def trainer_arguments(
+    config: EncoderConfig, scratch: str | Path, seed: int, device: str, rows: int
+) -> dict[str, Any]:
     """Keyword arguments of a TrainingArguments; the batch never exceeds the rows there are."""
     return {
         "output_dir": str(scratch),
