@@ -78,7 +78,8 @@ def router_data(config: EncoderConfig, seed: int, test_per_role: int) -> Encoder
 
 
 def labelled_records(url: str, roles: Sequence[str]) -> list[dict[str, Any]]:
-    """Recorded requests that named one of `roles` and were not rated down (rating below 0)."""
+    """Recorded requests that named one of `roles` themselves (not routed there by `model: "auto"`)
+    and were not rated down (rating below 0)."""
     from srl_rlvr.feedback.store import open_existing
 
     store = open_existing(url)
@@ -86,7 +87,11 @@ def labelled_records(url: str, roles: Sequence[str]) -> list[dict[str, Any]]:
     return [
         {"text": r.prompt, "label": r.model}
         for r in store.records()
-        if r.model in roles and r.status == "ok" and r.request_id not in rated_down and r.prompt.strip()
+        if r.model in roles
+        and r.status == "ok"
+        and "routed_from" not in r.features
+        and r.request_id not in rated_down
+        and r.prompt.strip()
     ]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srl_rlvr.config import Config
+from srl_rlvr.config import Config, dump_config
 from srl_rlvr.encoder_data import EncoderData, negatives, retrieval_data, router_data
 from srl_rlvr.encoder_models import tiny_encoder_folder
 from srl_rlvr.errors import ConfigError
@@ -121,6 +121,8 @@ def run_encoder_pipeline(config: Config) -> EncoderRun:
     if config.model.type == "causal_lm":
         raise ConfigError("run_encoder_pipeline runs the encoder types; model.type is causal_lm")
     out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
     device = str(resolve_device(config.model.device))
     stages = config.pipeline.stages
     data = build_data(config)  # deterministic and cheap: built whether or not `generate` is listed

@@ -32,6 +32,7 @@ from srl_rlvr.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from srl_rlvr.config import Config
     from srl_rlvr.stages import StageEvent
 
 
@@ -74,6 +75,9 @@ def run_command(
     launch_on_gpus(gpus, strategy)
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
+    if cfg.model.type != "causal_lm":
+        _run_encoder(cfg)
+        return
     from srl_rlvr.distributed import is_main
     from srl_rlvr.pipeline import run_pipeline
     from srl_rlvr.train.callbacks import step_rate_column
@@ -115,6 +119,28 @@ def run_command(
         alias = f" ({cfg.registry.alias_on_register})" if cfg.registry.alias_on_register else ""
         shown = ", ".join(f"{v['reference']} ({v['stage']})" for v in versions)
         console.print(f"registered {shown}{alias} in {tracking_uri(cfg)}; browse runs with `srl-rlvr ui`")
+
+
+def _run_encoder(cfg: Config) -> None:
+    """An embedding model, reranker or intent router: generate -> train -> evaluate -> register."""
+    from srl_rlvr.encoder_pipeline import run_encoder_pipeline
+
+    run = run_encoder_pipeline(cfg)
+    for name, row in run.report.get("metrics_vs_base", {}).items():
+        console.print(
+            f"{name:>10}  base {row['base']:.3f}  trained {row['tuned']:.3f}  "
+            f"delta {row['delta']:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]"
+        )
+    if "tuned" in run.report:
+        for name in ("accuracy", "macro_f1"):
+            delta = run.report["deltas"][name]
+            console.print(
+                f"{name:>10}  base {run.report['base'][name]:.3f}  trained {run.report['tuned'][name]:.3f}  "
+                f"delta {delta['delta']:+.3f} [{delta['delta_low']:+.3f}, {delta['delta_high']:+.3f}]"
+            )
+    console.print(f"run directory: {cfg.output_dir}")
+    if run.registered:
+        console.print(f"registered {run.registered}")
 
 
 def add_commands(app: typer.Typer) -> None:

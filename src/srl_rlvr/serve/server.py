@@ -80,6 +80,7 @@ class Ask:
     metadata: dict[str, str] | None = None
     tools: ToolPlan | None = None  # the tools the model may call, rendered into its prompt
     tool_choice: Any = None  # as the client sent it: also applies to a role's MCP tools
+    routed: bool = False  # `model: "auto"`: the intent router chose the role in `name`
 
     def row(self, temperature: float | None = None) -> RowSampling:
         """The sampling of one row, at `temperature` instead of the request's when given (a retry)."""
@@ -189,7 +190,7 @@ class Server:
                 routed.confidence,
                 ", fallback" if routed.fell_back else "",
             )
-            ask = replace(ask, name=routed.role)
+            ask = replace(ask, name=routed.role, routed=True)
         if ask.name in self.encoders.models:
             kind = self.encoders.models[ask.name].type
             route_of = {"embedding": "embeddings", "reranker": "rerank", "classifier": "classify"}[kind]
@@ -344,6 +345,8 @@ class Server:
         status = "error" if answer is None else "refused" if answer.refusal else "ok"
         asked = {"user": ask.user} if ask.user else {}
         asked.update({f"metadata.{k}": v for k, v in (ask.metadata or {}).items()})
+        if ask.routed:  # the router's own choice: no label to train the next router on
+            asked["routed_from"] = "auto"
         self.records.add(
             Record(
                 request_id=ask.request_id,
