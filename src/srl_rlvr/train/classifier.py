@@ -16,7 +16,7 @@ from srl_rlvr.encoder_models import load_classifier
 from srl_rlvr.errors import DataError
 from srl_rlvr.model_types import EncoderConfig
 from srl_rlvr.train.callbacks import MetricsLogger
-from srl_rlvr.train.encoder_args import trainer_arguments
+from srl_rlvr.train.encoder_args import trainer_arguments, without_printing
 
 
 def train_classifier(
@@ -57,7 +57,7 @@ def train_classifier(
             data_collator=DataCollatorWithPadding(tokenizer),
             callbacks=[MetricsLogger(out_dir.parent / "metrics.jsonl")],
         )
-        trainer.train()
+        without_printing(trainer).train()
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return str(out_dir)

@@ -18,7 +18,7 @@ from srl_rlvr.encoder_models import load_embedding_model
 from srl_rlvr.errors import DataError
 from srl_rlvr.model_types import EncoderConfig
 from srl_rlvr.train.callbacks import MetricsLogger
-from srl_rlvr.train.encoder_args import trainer_arguments
+from srl_rlvr.train.encoder_args import trainer_arguments, without_printing
 
 
 def train_embedding(
@@ -67,6 +67,6 @@ def train_embedding(
             loss=MultipleNegativesRankingLoss(model, scale=config.scale),
             callbacks=[MetricsLogger(out_dir.parent / "metrics.jsonl")],
         )
-        trainer.train()
+        without_printing(trainer).train()
     model.save(str(out_dir))
     return str(out_dir)

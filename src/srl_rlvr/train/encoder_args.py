@@ -32,3 +32,12 @@ def trainer_arguments(
         "use_cpu": device == "cpu",
         "dataloader_num_workers": 0,
     }
+
+
+def without_printing(trainer: Any) -> Any:
+    """Library code never prints: with tqdm off, transformers' Trainer prints every log record instead
+    (metrics.jsonl and the tracking callbacks keep them)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer

@@ -18,7 +18,7 @@ from srl_rlvr.encoder_models import load_cross_encoder
 from srl_rlvr.errors import DataError
 from srl_rlvr.model_types import EncoderConfig
 from srl_rlvr.train.callbacks import MetricsLogger
-from srl_rlvr.train.encoder_args import trainer_arguments
+from srl_rlvr.train.encoder_args import trainer_arguments, without_printing
 
 
 def train_reranker(
@@ -56,6 +56,6 @@ def train_reranker(
             loss=BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(negatives_per_positive)),
             callbacks=[MetricsLogger(out_dir.parent / "metrics.jsonl")],
         )
-        trainer.train()
+        without_printing(trainer).train()
     model.save_pretrained(str(out_dir))
     return str(out_dir)
