@@ -27,8 +27,8 @@ def embedding_scores(
 ) -> dict[str, list[float]]:
     model = load_embedding_model(model_dir, config.pooling, device, config.max_length)
     judged = embedding_rankings(
-        lambda texts: model.encode(texts, convert_to_numpy=True),
-        lambda texts: model.encode(texts, convert_to_numpy=True),
+        lambda texts: model.encode(texts, convert_to_numpy=True, show_progress_bar=False),
+        lambda texts: model.encode(texts, convert_to_numpy=True, show_progress_bar=False),
         _queries(data),
         list(data.passages.items()),
     )
@@ -44,7 +44,9 @@ def reranker_scores(
 ) -> dict[str, list[float]]:
     model = load_cross_encoder(model_dir, device, config.max_length)
     judged = reranked(
-        lambda pairs: model.predict(pairs, convert_to_numpy=True), first_stage(data), data.passages
+        lambda pairs: model.predict(pairs, convert_to_numpy=True, show_progress_bar=False),
+        first_stage(data),
+        data.passages,
     )
     return per_query_scores(judged, config.top_k)
 

@@ -77,7 +77,9 @@ class EncoderSet:
 
         def run() -> tuple[np.ndarray, int]:
             with encoder.lock:
-                vectors = encoder.model.encode(texts, convert_to_numpy=True, truncate_dim=dimensions)
+                vectors = encoder.model.encode(
+                    texts, convert_to_numpy=True, truncate_dim=dimensions, show_progress_bar=False
+                )
                 tokens = sum(len(ids) for ids in encoder.model.tokenizer(texts)["input_ids"])
             vectors = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
             return vectors.astype(np.float32), tokens
@@ -91,7 +93,7 @@ class EncoderSet:
         def run() -> tuple[list[float], int]:
             pairs = [(query, d) for d in documents]
             with encoder.lock:
-                scores = encoder.model.predict(pairs, convert_to_numpy=True)
+                scores = encoder.model.predict(pairs, convert_to_numpy=True, show_progress_bar=False)
                 tokens = sum(
                     len(ids)
                     for ids in encoder.model.tokenizer([query] * len(documents), documents)["input_ids"]
