@@ -18,7 +18,9 @@ import openai
 import pytest
 import torch
 
+from srl_rlvr.collaborate.retriever import KnowledgeIndex
 from srl_rlvr.config import build_config
+from srl_rlvr.encoder_models import load_cross_encoder
 from srl_rlvr.encoder_pipeline import run_encoder_pipeline
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.serve.config import RouterConfig, build_serve_config
@@ -123,6 +125,22 @@ def test_router_below_its_confidence_floor_falls_back_to_the_default_role(traine
     )
     assert not sure.fell_back and sure.role in ROLES
     assert unsure.fell_back and unsure.role == "codegen" and unsure.confidence == sure.confidence
+
+
+def test_a_trained_reranker_orders_the_context_retrievers_candidates(trained, tmp_path):
+    (tmp_path / "notes.md").write_text(
+        "Refunds arrive within five business days.\n\nRefund requests need the order number.\n\n"
+        "Tomatoes need six hours of sun."
+    )
+    bm25 = KnowledgeIndex.build(tmp_path)
+    index = KnowledgeIndex.build(tmp_path, rerank_model=trained["reranker"].registered, rerank_candidates=5)
+    query = "refund"
+    first = [p.text for p in bm25.search(query, 5)]
+    scorer = load_cross_encoder(registry.local_path(trained["reranker"].registered))
+    scores = scorer.predict([(query, text) for text in first], show_progress_bar=False)
+    expected = [first[i] for i in sorted(range(len(first)), key=lambda i: (-scores[i], i))]
+    assert len(first) >= 2  # the two refund notes: an order to decide
+    assert [p.text for p in index.search(query, 5)] == expected
 
 
 @pytest.fixture(scope="module")

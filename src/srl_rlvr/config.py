@@ -148,6 +148,14 @@ class RetrievalConfig(Section):
         "bm25", description="bm25 (offline, bm25s); dense needs sentence-transformers and a model download."
     )
     dense_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    rerank_model: str | None = Field(
+        None,
+        description="A trained reranker (model.type: reranker; a folder or registry:NAME@ALIAS) that "
+        "reorders the first stage's candidates; None: the first stage's order.",
+    )
+    rerank_candidates: int = Field(
+        20, gt=0, description="First-stage passages the reranker reads per problem (one forward pass each)."
+    )
 
 
 class RequestConfig(Section):
