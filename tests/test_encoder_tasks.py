@@ -3,7 +3,9 @@ reassembly check, and the router's labelled production records."""
 
 from __future__ import annotations
 
-from srl_rlvr.encoder_data import labelled_records
+from srl_rlvr.data.jsonl import write_jsonl
+from srl_rlvr.data.trajectory import Step
+from srl_rlvr.encoder_data import labelled_records, trajectory_pairs
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore
 from srl_rlvr.tasks import load_task
 
@@ -47,3 +49,19 @@ def test_router_learns_from_requests_that_named_a_role_not_from_its_own_choices(
     store.flush()
     store.add_feedback(Feedback("b", -1))
     assert labelled_records(url, ["sentiment", "arithmetic"]) == [{"text": "love it", "label": "sentiment"}]
+
+
+def test_generated_retrieval_trajectories_become_pairs_only_where_the_retriever_agrees(tmp_path):
+    task = load_task("retrieval")
+    solved = [task.solve(p) for p in task.sample(3, seed=0, split="train")]
+    wrong = solved[0].model_copy(update={"steps": [*solved[0].steps[:-1], Step(action="tomato staking")]})
+    path = tmp_path / "trajectories.jsonl"
+    write_jsonl(path, [*solved, wrong])
+    pairs = trajectory_pairs(str(path), task)
+    assert ("tomato staking", solved[0].expected_outcome) not in pairs
+    assert pairs == [
+        (t.steps[-1].action, t.expected_outcome)
+        for t in solved
+        if task.found(t.steps[-1].action, t.expected_outcome)
+    ]
+    assert pairs

@@ -41,8 +41,19 @@ class EncoderData:
         return path
 
 
-def retrieval_data(task: Task, config: EncoderConfig) -> EncoderData:
-    """Verified (query, passage id) pairs of the train and test splits, with BM25's candidates."""
+def trajectory_pairs(path: str, task: Task) -> list[tuple[str, str]]:
+    """(query, passage id) of a generated trajectory file of the retrieval task (a teacher wrote each
+    query as its last step, for the passage its expected outcome names), kept only where the
+    retriever finds the passage: the generate stage's output as embedding training data."""
+    from srl_rlvr.data.jsonl import read_trajectories
+
+    pairs = [(t.steps[-1].action, t.expected_outcome) for t in read_trajectories(path)]
+    return [(q, pid) for q, pid in pairs if pid in task.by_id and task.found(q, pid)]
+
+
+def retrieval_data(task: Task, config: EncoderConfig, trajectories: str | None = None) -> EncoderData:
+    """Verified (query, passage id) pairs of the train and test splits, with BM25's candidates. With
+    `trajectories` (a generate stage's output), its verified queries are the training pairs."""
     if not hasattr(task, "verified_pairs") or not hasattr(task, "index"):
         raise TaskError(
             f"task '{task.name}' has no corpus: embedding and reranker models train on the retrieval "
@@ -57,7 +68,17 @@ def retrieval_data(task: Task, config: EncoderConfig) -> EncoderData:
             out.append({"query": pair.query, "passage_id": pair.passage_id, "candidates": candidates})
         return out
 
-    return EncoderData(rows("train"), rows("test"), passages, [])
+    train = rows("train")
+    if trajectories is not None:
+        train = [
+            {
+                "query": query,
+                "passage_id": pid,
+                "candidates": [p.id for p in task.index.search(query, config.rerank_candidates)],
+            }
+            for query, pid in trajectory_pairs(trajectories, task)
+        ]
+    return EncoderData(train, rows("test"), passages, [])
 
 
 def router_data(config: EncoderConfig, seed: int, test_per_role: int) -> EncoderData:

@@ -43,7 +43,8 @@ def build_data(config: Config) -> EncoderData:
         )
     from srl_rlvr.tasks import load_task
 
-    return retrieval_data(load_task(config.task.name, config.task.options), config.encoder)
+    task = load_task(config.task.name, config.task.options)
+    return retrieval_data(task, config.encoder, config.data.trajectories)
 
 
 def base_folder(config: Config, data: EncoderData, out: Path) -> str:
