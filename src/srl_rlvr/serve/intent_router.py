@@ -3,17 +3,21 @@
 The router is a served classifier whose labels are the server's roles (train it with
 `model.type: classifier`). It reads the last user message, the request itself rather than the
 conversation's history. Below `router.confidence_floor` the request goes to `router.default_role`:
-an unsure guess sends a request to a specialist that answers it worse than the generalist would.
+an unsure guess sends a request to a specialist that answers it worse than the generalist would. So
+does a request when the router itself fails: routing is an optimisation, not a reason to refuse.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from srl_rlvr.serve.config import RouterConfig
 from srl_rlvr.serve.encoders import EncoderSet
 from srl_rlvr.serve.guardrails import Message
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,11 @@ async def route(encoders: EncoderSet, router: RouterConfig, messages: list[Messa
     text = request_text(messages)
     if not text.strip():
         return Routed(router.default_role, 0.0, True)
-    [probs], _ = await encoders.classify(router.model, [text])
+    try:
+        [probs], _ = await encoders.classify(router.model, [text])
+    except Exception:  # a broken router must not fail the request: the default role can answer it
+        log.exception("intent router '%s' failed; routing to %s", router.model, router.default_role)
+        return Routed(router.default_role, 0.0, True)
     role, confidence = max(probs.items(), key=lambda item: item[1])
     if confidence < router.confidence_floor:
         return Routed(router.default_role, confidence, True)
