@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +131,3 @@ class RetrievalTask:
             metadata={"id": problem.id},
             provenance={"teacher": "solver:retrieval"},
         )
-
-
-def passages_text(passages: Sequence[Passage]) -> list[str]:
-    return [p.text for p in passages]
