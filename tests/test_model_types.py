@@ -42,7 +42,7 @@ def _train(kind: str, folder, **encoder) -> object:
             "output_dir": str(folder / kind),
             "data": {"test_size": 30},
             "eval": {"bootstrap_samples": 200},
-            "encoder": {"batch_size": 16, "learning_rate": 1e-3, **encoder},
+            "encoder": {"batch_size": 16, "learning_rate": 1e-3, "max_length": 64, **encoder},
             "registry": {"model_name": f"types-{kind}"},
         }
     )
@@ -58,10 +58,10 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("types")
     try:
         yield {
-            "embedding": _train("embedding", folder, steps=12),
+            "embedding": _train("embedding", folder, steps=8),
             "reranker": _train("reranker", folder, steps=8),
             "classifier": _train(
-                "classifier", folder, steps=30, learning_rate=5e-3, per_role=24, roles=ROLES
+                "classifier", folder, steps=20, learning_rate=5e-3, per_role=24, roles=ROLES
             ),
         }
     finally:
@@ -128,10 +128,13 @@ def test_router_below_its_confidence_floor_falls_back_to_the_default_role(traine
 
 
 def test_a_trained_reranker_orders_the_context_retrievers_candidates(trained, tmp_path):
-    (tmp_path / "notes.md").write_text(
-        "Refunds arrive within five business days.\n\nRefund requests need the order number.\n\n"
-        "Tomatoes need six hours of sun."
-    )
+    notes = [
+        "Refunds arrive within five business days.",
+        "Refund requests need the order number.",
+        "Tomatoes.",
+    ]
+    for i, note in enumerate(notes):
+        (tmp_path / f"note{i}.md").write_text(note)  # a file is one passage
     bm25 = KnowledgeIndex.build(tmp_path)
     index = KnowledgeIndex.build(tmp_path, rerank_model=trained["reranker"].registered, rerank_candidates=5)
     query = "refund"
