@@ -68,7 +68,9 @@ def quality(run: EncoderRun, kind: str) -> dict[str, Any]:
     return rows
 
 
-def load_test(url: str, path: str, body: dict[str, Any], seconds: float, concurrency: int = 32) -> dict[str, float]:
+def load_test(
+    url: str, path: str, body: dict[str, Any], seconds: float, concurrency: int = 32
+) -> dict[str, float]:
     data = json.dumps(body).encode()
     latencies: list[float] = []
     errors = 0
@@ -79,7 +81,9 @@ def load_test(url: str, path: str, body: dict[str, Any], seconds: float, concurr
         nonlocal errors
         while time.perf_counter() < stop:
             request = urllib.request.Request(
-                url + path, data=data, headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+                url + path,
+                data=data,
+                headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
             )
             began = time.perf_counter()
             try:
@@ -112,14 +116,24 @@ def endpoint_costs(runs: dict[str, EncoderRun], seconds: float, out: Path) -> di
         {
             "port": 0,
             "models": {kind: {"path": run.model_dir, "type": kind} for kind, run in runs.items()},
-            "auth": {"api_keys_env": None, "keys_file": str(keys), "requests_per_second": 1e6, "burst": 1_000_000},
+            "auth": {
+                "api_keys_env": None,
+                "keys_file": str(keys),
+                "requests_per_second": 1e6,
+                "burst": 1_000_000,
+            },
             "audit_log": str(out / "audit.jsonl"),
             "records": None,
         }
     )
-    documents = [f"Passage {i}: refunds arrive within {i} business days of the parcel's return." for i in range(20)]
+    documents = [
+        f"Passage {i}: refunds arrive within {i} business days of the parcel's return." for i in range(20)
+    ]
     calls = {
-        "embeddings (1 text)": ("/v1/embeddings", {"model": "embedding", "input": "when will my refund arrive"}),
+        "embeddings (1 text)": (
+            "/v1/embeddings",
+            {"model": "embedding", "input": "when will my refund arrive"},
+        ),
         "rerank (20 documents)": (
             "/v1/rerank",
             {"model": "reranker", "query": "when will my refund arrive", "documents": documents, "top_n": 5},
@@ -131,7 +145,9 @@ def endpoint_costs(runs: dict[str, EncoderRun], seconds: float, out: Path) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="SmolLM2-135M folder (or any HF model id or folder)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
