@@ -70,7 +70,8 @@ def run_command(
     """The whole job in one run directory: trajectories -> SRL -> RLVR -> evaluation against the base model.
 
     Stages whose inputs did not change are skipped; an interrupted stage resumes from its checkpoint
-    when you rerun the same command.
+    when you rerun the same command. An encoder (model.type embedding, reranker or classifier) runs
+    generate -> train -> evaluate -> register instead, every stage each time (docs/model-types.md).
     """
     launch_on_gpus(gpus, strategy)
     cfg = load_cli_config(config, overrides)
