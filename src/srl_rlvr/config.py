@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.model_types import EncoderConfig, ModelType, stages_for
 from srl_rlvr.schema import key_paths, schema_errors
 from srl_rlvr.trl_names import trl_hints
 
@@ -47,6 +48,13 @@ class LoraConfig(Section):
 
 
 class ModelConfig(Section):
+    type: ModelType = Field(
+        "causal_lm",
+        description="What the model is: causal_lm (generates text: task LLMs, extractors, the SRL "
+        "parser), embedding (retrieval vectors), reranker (scores query-passage pairs) or classifier "
+        "(the intent router). Each type has its own trainer and stages (model_types.py); 'tiny' builds "
+        "a small random model of the type.",
+    )
     name_or_path: str = Field(
         "tiny",
         description="HF hub id, local folder, a .gguf file (llama.cpp/Ollama weights, dequantized on "
@@ -140,6 +148,14 @@ class RetrievalConfig(Section):
         "bm25", description="bm25 (offline, bm25s); dense needs sentence-transformers and a model download."
     )
     dense_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    rerank_model: str | None = Field(
+        None,
+        description="A trained reranker (model.type: reranker; a folder or registry:NAME@ALIAS) that "
+        "reorders the first stage's candidates; None: the first stage's order.",
+    )
+    rerank_candidates: int = Field(
+        20, gt=0, description="First-stage passages the reranker reads per problem (one forward pass each)."
+    )
 
 
 class RequestConfig(Section):
@@ -882,11 +898,12 @@ class DistillConfig(Section):
     on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
 
 
-StageName = Literal["generate", "sft", "srl", "rlvr", "evaluate", "register"]
+StageName = Literal["generate", "sft", "srl", "rlvr", "train", "evaluate", "register"]
 
 
 class PipelineConfig(Section):
-    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate -> register."""
+    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate -> register
+    (a causal LM), or generate -> train -> evaluate -> register (the encoder types)."""
 
     stages: list[StageName] = Field(
         default_factory=lambda: ["generate", "sft", "srl", "rlvr", "evaluate", "register"],
@@ -894,7 +911,8 @@ class PipelineConfig(Section):
         "trajectories; sft is optional and, when listed, SRL starts from its model (a warm start); "
         "rlvr starts from the last training stage before it; register puts every trained model in the "
         "MLflow registry with its evaluation and lineage; evaluate compares the base model with "
-        "every training stage and writes the report.",
+        "every training stage and writes the report. Unset for an encoder type (model.type): "
+        "generate, train, evaluate, register.",
     )
 
     gate: bool = Field(
@@ -1085,6 +1103,22 @@ class Config(Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     aws: AwsConfig = Field(default_factory=AwsConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+
+    @model_validator(mode="after")
+    def _stages_fit_model_type(self) -> Config:
+        """An encoder type's default stages are its own; a stage its type cannot run is an error, not
+        a stage silently skipped."""
+        runnable = stages_for(self.model.type)
+        if self.model.type != "causal_lm" and "stages" not in self.pipeline.model_fields_set:
+            self.pipeline.stages = list(runnable)
+        refused = [stage for stage in self.pipeline.stages if stage not in runnable]
+        if refused:  # ConfigError passes through pydantic: one line, not the whole config echoed
+            raise ConfigError(
+                f"pipeline.stages: model.type {self.model.type} cannot run {', '.join(refused)}; "
+                f"its stages: {', '.join(runnable)}"
+            )
+        return self
 
 
 class _Yaml12Loader(yaml.SafeLoader):

@@ -235,6 +235,10 @@ def run_pipeline(
     inputs. A SIGTERM during training raises `TrainingInterrupted` once the checkpoint is saved:
     calling again with the same arguments resumes. `extra_callbacks` go to every training stage.
     """
+    if config.model.type != "causal_lm":
+        raise ConfigError(
+            f"model.type {config.model.type} runs the encoder pipeline (encoder_pipeline.py), not this one"
+        )
     stages = list(config.pipeline.stages)
     if from_stage is not None and only is not None:
         raise ConfigError("give --from or --only, not both")

@@ -115,7 +115,11 @@ def build_team(config: Config, out_dir: Path, n: int, split: Split, problems_fil
     index = None
     if knowledge is not None and collab.retrieval.top_k > 0:
         index = KnowledgeIndex.build(
-            knowledge, method=collab.retrieval.method, dense_model=collab.retrieval.dense_model
+            knowledge,
+            method=collab.retrieval.method,
+            dense_model=collab.retrieval.dense_model,
+            rerank_model=collab.retrieval.rerank_model,
+            rerank_candidates=collab.retrieval.rerank_candidates,
         )
     team = Team(task, teacher, Verifier(task, rules, collab.min_steps, collab.max_steps, judge), rules, index)
     team.clients = clients

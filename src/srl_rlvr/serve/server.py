@@ -24,11 +24,13 @@ from typing import Any
 
 from srl_rlvr.data.pii import redact_text
 from srl_rlvr.data.secrets import redact_secrets
+from srl_rlvr.errors import UserError
 from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
+from srl_rlvr.serve.encoders import EncoderSet
 from srl_rlvr.serve.generation import Completion, cut_at_stops, render_chat
 from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
@@ -78,6 +80,7 @@ class Ask:
     metadata: dict[str, str] | None = None
     tools: ToolPlan | None = None  # the tools the model may call, rendered into its prompt
     tool_choice: Any = None  # as the client sent it: also applies to a role's MCP tools
+    routed: bool = False  # `model: "auto"`: the intent router chose the role in `name`
 
     def row(self, temperature: float | None = None) -> RowSampling:
         """The sampling of one row, at `temperature` instead of the request's when given (a retry)."""
@@ -95,6 +98,7 @@ class Server:
         self.keys = load_keys(config.auth)
         self.limiter = RateLimiter(config.auth.requests_per_second, config.auth.burst)
         self.models = ModelSet(config.device, config.limits.max_batch)
+        self.encoders = EncoderSet(config.device)  # embedding, reranker and classifier models
         self.health = HealthMonitor(config.health)
         self.roles = Roles(config.roles, config.canary)
         self.formats = {name: format_check(role) for name, role in config.roles.items()}
@@ -126,8 +130,18 @@ class Server:
 
             torch.set_num_threads(self.config.cpu_threads)
         for name, model in self.config.models.items():
-            if model.base is None:
+            if model.type != "causal_lm":
+                self.encoders.load(name, model.path, model.type)
+            elif model.base is None:
                 self.models.load_base(name, model.path)
+        if self.config.router is not None:
+            from srl_rlvr.serve.intent_router import unknown_labels
+
+            unknown = unknown_labels(self.encoders, self.config.router, self.config.roles)
+            if unknown:
+                raise UserError(
+                    f"router.model '{self.config.router.model}' predicts roles this server lacks: {', '.join(unknown)}"
+                )
         for name, model in self.config.models.items():
             if model.base is not None:
                 self.models.attach(name, model.path, model.base)
@@ -163,9 +177,24 @@ class Server:
         await self.models.generate(model, "ping", 1, RowSampling(0.0), [], self.config.health.probe_timeout_s)
 
     def served_names(self) -> list[str]:
-        return [*self.config.roles, *self.models.where]
+        return [*self.config.roles, *self.models.where, *self.encoders.models]
 
     async def answer(self, ask: Ask) -> Answer:
+        if ask.name == "auto" and self.config.router is not None:
+            from srl_rlvr.serve.intent_router import route
+
+            routed = await route(self.encoders, self.config.router, ask.messages)
+            log.debug(
+                "auto -> %s (%.2f%s)",
+                routed.role,
+                routed.confidence,
+                ", fallback" if routed.fell_back else "",
+            )
+            ask = replace(ask, name=routed.role, routed=True)
+        if ask.name in self.encoders.models:
+            kind = self.encoders.models[ask.name].type
+            route_of = {"embedding": "embeddings", "reranker": "rerank", "classifier": "classify"}[kind]
+            raise ApiError(400, f"'{ask.name}' is a {kind} model: call POST /v1/{route_of}", param="model")
         role = self.config.roles.get(ask.name)
         if role is None and ask.name not in self.models.where:
             raise ApiError(
@@ -316,6 +345,8 @@ class Server:
         status = "error" if answer is None else "refused" if answer.refusal else "ok"
         asked = {"user": ask.user} if ask.user else {}
         asked.update({f"metadata.{k}": v for k, v in (ask.metadata or {}).items()})
+        if ask.routed:  # the router's own choice: no label to train the next router on
+            asked["routed_from"] = "auto"
         self.records.add(
             Record(
                 request_id=ask.request_id,
