@@ -42,7 +42,9 @@ def test_alert_rules_parse_and_use_only_exported_metrics() -> None:
             assert used <= exported(), f"{rule['alert']}: {sorted(used - exported())} not exported"
             seen.append(rule["alert"])
     # the events the management layer promises to alert on, each with a rule
-    assert {"ManageJobFailed", "ManageRetrainRolledBack", "ManageDriftFound", "ManageBudgetExceeded"} <= set(seen)
+    assert {"ManageJobFailed", "ManageRetrainRolledBack", "ManageDriftFound", "ManageBudgetExceeded"} <= set(
+        seen
+    )
 
 
 def test_the_dashboard_shows_traffic_latency_outcome_drift_retrains_and_spend_from_exported_metrics() -> None:

@@ -1076,6 +1076,11 @@ class ManageConfig(Section):
         description="Per registered model: overrides, budget, distillation tiers. Every model with a "
         "production alias is monitored, named here or not; a name here that the registry lacks is an error.",
     )
+    only_listed: bool = Field(
+        False,
+        description="Watch only the models named in manage.models: for a registry several teams share, "
+        "each with its own management layer. False: every model with a production alias.",
+    )
     monitor_cron: str = Field(
         "*/15 * * * *",
         description="When every production model is monitored (crontab, UTC): a window of hours moves "

@@ -1,7 +1,8 @@
 """Which models the management layer looks after, and each one's own config.
 
-Every registered model with a `production` alias is watched: a model promoted tomorrow is watched
-from its next pass, with no config change. `manage.models` adds what differs per model (its role on
+Every registered model with a `production` alias is watched (or, with `manage.only_listed`, those of
+them named in `manage.models`): a model promoted tomorrow is watched from its next pass, with no
+config change. `manage.models` adds what differs per model (its role on
 the server, task, window, budget, distillation tiers) as dotted overrides of the one config file, so
 a model's monitor and retrain read exactly what `srl-rlvr monitor` and `retrain` would read.
 """
@@ -41,7 +42,7 @@ def production_models(config: Config) -> dict[str, Version]:
     return {
         name: resolve(f"registry:{name}@production", uri)
         for name, aliases in sorted(models.items())
-        if "production" in aliases
+        if "production" in aliases and (name in config.manage.models or not config.manage.only_listed)
     }
 
 
