@@ -1,14 +1,16 @@
 """The management layer end to end on CPU, driven by `manage tick` with a clock passed in (no sleeping,
 no wall clock deciding anything). Two production models are served; one gets drifted traffic it
-fails (one-step problems with operands up to 99, where the embedded model stops early on big
-numbers) and is retrained, canaried on the running server and promoted; the other is left alone,
+fails (multiplying by 0, which the embedded model never saw: it answers 13*0=55) and is retrained,
+canaried on the running server and promoted; the other is left alone,
 and its deliberately broken distillation job fails, alerts a webhook on 127.0.0.1 and leaves its
 production as it was. A process killed holding a job and a restart between passes lose no queued
 job and run none twice."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -35,8 +37,10 @@ from srl_rlvr.tracking.runs import mlflow_client, tracking_uri
 
 KEY = "sk-test-manage"
 A, B = "manage-loop-a", "manage-loop-b"  # names of this file's own in the session's MLflow store
-BIG = {"min_steps": 1, "max_steps": 1, "max_operand": 99}  # the drift: A stops early on big numbers
-SMALL = {"min_steps": 1, "max_steps": 1, "max_operand": 20}  # what B is asked, and gets right
+ONE_STEP = {"min_steps": 1, "max_steps": 1}  # what both models are asked, and answer right
+# the drift: A's users start multiplying by 0; a rule a few optimiser steps learn, so the replay of
+# untrained cases can show the fix
+TIMES_ZERO = [f"Start with {n}. Multiply by 0." for n in random.Random(3).sample(range(1, 100), 99)]
 LEASE_S = 600
 
 
@@ -72,11 +76,11 @@ def manage_config(tmp: Path, server: str, hook: str, jobs_per_tick: int) -> Conf
     return build_config(
         {
             "output_dir": str(tmp / "runs"),
-            "task": {"name": "arithmetic", "options": SMALL},
+            "task": {"name": "arithmetic", "options": ONE_STEP},
             "data": {"test_size": 8},
             "pipeline": {"stages": ["generate", "sft", "evaluate", "register"]},
-            "sft": {"learning_rate": 1e-2, "batch_size": 8, "epochs": 3, "max_length": 128},
-            "eval": {"max_new_tokens": 48, "batch_size": 64},
+            "sft": {"learning_rate": 5e-3, "batch_size": 8, "epochs": 3, "max_length": 96},
+            "eval": {"max_new_tokens": 32, "batch_size": 64},
             "feedback": {
                 "store": f"sqlite:///{tmp / 'records.db'}",
                 "server": server,
@@ -92,7 +96,7 @@ def manage_config(tmp: Path, server: str, hook: str, jobs_per_tick: int) -> Conf
             "manage": {
                 "only_listed": True,
                 "models": {
-                    A: {"overrides": ["feedback.role=a", f"task.options={json.dumps(BIG)}"]},
+                    A: {"overrides": ["feedback.role=a"]},
                     B: {
                         "overrides": [
                             "feedback.role=b",
@@ -116,6 +120,7 @@ def test_manage_retrains_the_failing_model_leaves_the_other_and_survives_a_resta
 ) -> None:
     hook, received = webhook
     monkeypatch.setenv("MANAGE_KEY", KEY)
+    monkeypatch.setenv("SRL_RLVR_API_KEYS", KEY)
     uri = tracking_uri()
     versions = {}
     for name, reward in ((A, 0.9), (B, 1.0)):
@@ -138,7 +143,7 @@ def test_manage_retrains_the_failing_model_leaves_the_other_and_survives_a_resta
             "auth": {"requests_per_second": 1000, "burst": 1000, "admin_keys": [env_key_id(KEY)]},
             # judged on errors and scores only: latency on a loaded CI machine says nothing
             "canary": {"min_requests": 4, "latency_margin": 1000},
-            "limits": {"default_max_tokens": 48, "max_tokens": 48},
+            "limits": {"default_max_tokens": 32, "max_tokens": 32},
             "audit_log": str(tmp_path / "audit.jsonl"),
             "records": {"url": f"sqlite:///{tmp_path / 'records.db'}"},
         }
@@ -149,8 +154,8 @@ def test_manage_retrains_the_failing_model_leaves_the_other_and_survives_a_resta
         def ask(role: str, text: str) -> None:
             client.chat.completions.create(model=role, messages=[{"role": "user", "content": text}])
 
-        traffic = [("a", p.text) for p in ArithmeticTask(**BIG).sample(48, seed=3, split="train")]
-        traffic += [("b", p.text) for p in ArithmeticTask(**SMALL).sample(16, seed=3, split="train")]
+        traffic = [("a", text) for text in TIMES_ZERO[:40]]
+        traffic += [("b", p.text) for p in ArithmeticTask(**ONE_STEP).sample(16, seed=3, split="train")]
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda rt: ask(*rt), traffic))
 
@@ -177,11 +182,11 @@ def test_manage_retrains_the_failing_model_leaves_the_other_and_survives_a_resta
         # pass 3, after the lease ran out: the retrain runs again (its second start) through its
         # canary on the server while A's traffic flows, then B's distillation fails
         done = threading.Event()
-        more = iter(ArithmeticTask(**BIG).sample(400, seed=4, split="train"))
+        more = itertools.cycle(TIMES_ZERO[40:])
 
         def flow() -> None:
             while not done.is_set():
-                ask("a", next(more).text)
+                ask("a", next(more))
 
         sender = threading.Thread(target=flow)
         sender.start()
@@ -193,7 +198,7 @@ def test_manage_retrains_the_failing_model_leaves_the_other_and_survives_a_resta
             done.set()
             sender.join()
         assert [r.split(":")[0] for r in third.ran] == ["retrain", "distill"], third.ran
-        assert third.ran[0].endswith(": promoted"), third.ran
+        assert third.ran[0].endswith(": promoted"), queue.jobs(engine)[0].result
 
         # pass 4: nothing left to do, nothing done again
         fourth = tick(
