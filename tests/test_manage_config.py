@@ -4,6 +4,7 @@ still count, once per threshold per month."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_a_model_the_registry_lacks_is_one_line_and_exit_2(
 
 
 def test_an_unreachable_webhook_is_one_logged_line_and_the_pass_goes_on(
-    registry: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    registry: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = manage_config(
         tmp_path,
@@ -100,3 +101,13 @@ def test_an_unreachable_webhook_is_one_logged_line_and_the_pass_goes_on(
     assert [a.split(":")[0] for a in tick(config, T0 + timedelta(minutes=3)).alerts] == ["budget"]
     assert tick(config, T0 + timedelta(days=30)).alerts == []  # January: nothing spent yet
     assert [a["key"] for a in sent(engine)] == [f"budget:{NAME}:2026-12:0.5", f"budget:{NAME}:2026-12:1"]
+
+    # `manage status` shows the month's spend from the same state
+    file = tmp_path / "manage.yaml"
+    file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with pytest.raises(SystemExit) as code:
+        main(["manage", "status", str(file), "--json", "--now", "2026-12-31T23:00:00"])
+    assert code.value.code == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["models"][NAME]["spend_usd_this_month"] == pytest.approx(1.1)
+    assert shown["schedules"]["monitor"]["next_run"] is not None

@@ -79,7 +79,7 @@ def manage_config(tmp: Path, server: str, hook: str, jobs_per_tick: int) -> Conf
             "task": {"name": "arithmetic", "options": ONE_STEP},
             "data": {"test_size": 8},
             "pipeline": {"stages": ["generate", "sft", "evaluate", "register"]},
-            "sft": {"learning_rate": 5e-3, "batch_size": 8, "epochs": 3, "max_length": 96},
+            "sft": {"learning_rate": 3e-4, "batch_size": 8, "epochs": 4, "max_length": 96},
             "eval": {"max_new_tokens": 32, "batch_size": 64},
             "feedback": {
                 "store": f"sqlite:///{tmp / 'records.db'}",
@@ -87,8 +87,8 @@ def manage_config(tmp: Path, server: str, hook: str, jobs_per_tick: int) -> Conf
                 "server_key_env": "MANAGE_KEY",
                 "window_hours": 48,
                 "min_requests": 10,
-                "fresh_examples": 0,
-                "max_regression": 1.0,  # judged on the replay of untrained failures alone
+                "fresh_examples": 64,  # the old skill too, so the fix costs it little
+                "max_regression": 0.25,
                 "criteria": {"min_new_examples": 10},
                 "canary_percent": 50,
                 "canary_requests": 3,

@@ -75,7 +75,10 @@ def serve_command(config: ConfigArg = None, overrides: OverridesArg = None) -> N
 def status_command(
     config: ConfigArg = None,
     overrides: OverridesArg = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON /admin/manage returns.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print it as JSON, for scripts and dashboards.")
+    ] = False,
+    now: NowOption = None,
 ) -> None:
     """Per model: last monitor verdict, queued and running jobs, last retrain; the schedules' next runs."""
     cfg = load_cli_config(config, overrides)
@@ -83,9 +86,9 @@ def status_command(
     from srl_rlvr.manage.status import status
     from srl_rlvr.manage.tick import state_url
 
-    found = status(open_state(state_url(cfg)), datetime.now(timezone.utc))
+    found = status(open_state(state_url(cfg)), _now(now))
     if as_json:
-        console.print_json(json.dumps(found))
+        print(json.dumps(found, indent=2))  # plain: a pipe gets JSON, not a styled rendering
         return
     table = Table("model", "monitor", "queued", "running", "last retrain", "spend this month")
     for name, m in found["models"].items():
