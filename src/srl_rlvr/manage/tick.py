@@ -21,6 +21,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -39,6 +40,7 @@ from srl_rlvr.manage.state import last_run, open_state, save_verdict, set_last_r
 log = logging.getLogger(__name__)
 
 MONITOR, DISTILL = "monitor", "distill"
+AlertFn = Callable[[str, str, str, str], None]  # (key, kind, model, text)
 
 
 @dataclass
@@ -126,7 +128,13 @@ def _enqueue(
 
 
 def _monitor_one(
-    config: Config, engine: Engine, name: str, production: str, now: datetime, result: TickResult, alert: Any
+    config: Config,
+    engine: Engine,
+    name: str,
+    production: str,
+    now: datetime,
+    result: TickResult,
+    alert: AlertFn,
 ) -> None:
     from srl_rlvr.feedback.monitor import monitor
 
@@ -160,7 +168,7 @@ def _monitor_one(
         _enqueue(engine, config, "retrain", name, f"retrain:{name}:{production}:{now:%Y-%m-%d}", now, result)
 
 
-def _run_job(config: Config, engine: Engine, job: queue.Job, now: datetime, alert: Any) -> str:
+def _run_job(config: Config, engine: Engine, job: queue.Job, now: datetime, alert: AlertFn) -> str:
     """Run a leased job to its end; its outcome in words. Never raises: a job's error is its outcome."""
     clock = time.perf_counter()
     succeeded, details, outcome = False, None, ""
@@ -199,7 +207,7 @@ def _run_job(config: Config, engine: Engine, job: queue.Job, now: datetime, aler
     return outcome
 
 
-def _retrain(cfg: Config, job: queue.Job, alert: Any) -> tuple[bool, str, dict[str, Any]]:
+def _retrain(cfg: Config, job: queue.Job, alert: AlertFn) -> tuple[bool, str, dict[str, Any]]:
     from srl_rlvr.feedback.retrain import retrain
 
     result = retrain(cfg)
