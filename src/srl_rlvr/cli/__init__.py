@@ -23,6 +23,7 @@ from srl_rlvr.cli import (
     evaluate,
     feedback,
     generate,
+    manage,
     mcp,
     registry,
     run,
@@ -77,6 +78,7 @@ for group in (
     serve,
     mcp,
     feedback,
+    manage,
     aws,
 ):
     group.add_commands(app)
