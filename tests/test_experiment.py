@@ -11,7 +11,7 @@ from srl_rlvr.experiment.decision import ArmComparison, MetricDelta, decide
 from srl_rlvr.experiment.runner import run_experiment
 from srl_rlvr.tracking.runs import mlflow_client, recorded_run_id, tracking_uri
 
-# The smallest pipeline that trains: two RLVR steps of the random tiny model, scored on 6 problems.
+# The smallest pipeline that trains: one RLVR step of the random tiny model, scored on 6 problems.
 TINY = [
     "model.name_or_path=tiny",
     "data.train_size=4",
@@ -22,7 +22,7 @@ TINY = [
     "rlvr.max_completion_length=4",
     "rlvr.eval_steps=0",
     "eval.max_new_tokens=4",
-    "eval.bootstrap_samples=200",
+    "eval.bootstrap_samples=100",
     "pipeline.stages=[rlvr]",
     "pipeline.gate=false",
 ]
@@ -31,7 +31,8 @@ TINY = [
 def test_two_arms_three_seeds_give_a_report_with_an_interval_and_a_decision_and_a_rerun_does_nothing(
     tmp_path: Path,
 ) -> None:
-    arms = [parse_arm("base"), parse_arm("hot rlvr.learning_rate=1e-3 rlvr.max_steps=2")]
+    # the baseline trains nothing (the base model itself); the other arm is one step of RLVR
+    arms = [parse_arm("base pipeline.stages=[]"), parse_arm("rlvr rlvr.learning_rate=1e-3")]
     seen: list[tuple[str, str]] = []
 
     def on_job(kind: str, name: str) -> None:
@@ -39,7 +40,7 @@ def test_two_arms_three_seeds_give_a_report_with_an_interval_and_a_decision_and_
 
     result = run_experiment(None, TINY, arms, [0, 1, 2], tmp_path, on_job=on_job)
 
-    jobs = {f"{a}-seed{s}" for a in ("base", "hot") for s in (0, 1, 2)}
+    jobs = {f"{a}-seed{s}" for a in ("base", "rlvr") for s in (0, 1, 2)}
     assert set(result.ran) == jobs and result.skipped == []
     assert {name for kind, name in seen if kind == "done"} == jobs
     (comparison,) = result.comparisons
@@ -51,7 +52,7 @@ def test_two_arms_three_seeds_give_a_report_with_an_interval_and_a_decision_and_
     problems = {tuple(r["problems"]) for rows in result.results.values() for r in rows}
     assert len(problems) == 1 and len(next(iter(problems))) == 6
     report = (tmp_path / "experiment.md").read_text()
-    assert f"hot vs base: **{comparison.decision}**" in report and "95% CI" in report
+    assert f"rlvr vs base: **{comparison.decision}**" in report and "95% CI" in report
     assert (tmp_path / "experiment.png").stat().st_size > 0
     numbers = json.loads((tmp_path / "experiment.json").read_text())
     assert numbers["comparisons"][0]["decision"] == comparison.decision
@@ -60,7 +61,7 @@ def test_two_arms_three_seeds_give_a_report_with_an_interval_and_a_decision_and_
     parent = recorded_run_id(tmp_path)
     children = [recorded_run_id(tmp_path / "jobs" / job) for job in sorted(jobs)]
     assert {client.get_run(c).data.tags["mlflow.parentRunId"] for c in children} == {parent}
-    assert client.get_run(parent).data.tags["srl_rlvr.decision.hot"] == comparison.decision
+    assert client.get_run(parent).data.tags["srl_rlvr.decision.rlvr"] == comparison.decision
 
     before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("jobs/*/result.json")}
     rerun = run_experiment(None, TINY, arms, [0, 1, 2], tmp_path)
