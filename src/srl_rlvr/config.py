@@ -93,6 +93,17 @@ class DataConfig(Section):
     val_size: int = Field(100, ge=0)
     test_size: int = Field(200, ge=0)
     seed: int = 0
+    testsets: str = Field(
+        "testsets",
+        description="Where `srl-rlvr testdata build` keeps test sets and `eval --testset` finds them.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="A test problem this similar to a training one (MinHash Jaccard of character 5-grams) "
+        "is a leak and is removed; 0.7 catches a paraphrase of a few words in a two-line problem.",
+    )
 
 
 class EndpointConfig(Section):

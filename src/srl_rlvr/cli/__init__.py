@@ -30,6 +30,7 @@ from srl_rlvr.cli import (
     selection,
     serve,
     tasks,
+    testdata,
     train,
 )
 from srl_rlvr.cli.common import err_console, quiet_libraries, show_progress_lines
@@ -68,6 +69,7 @@ for group in (
     configs,
     tasks,
     data,
+    testdata,
     generate,
     train,
     evaluate,
