@@ -36,13 +36,13 @@ def discover_command(
 
     found = run_discovery(cfg, out, offline)
     settings = cfg.model_selection.discovery
-    table = Table("model", "params", "criteria", "verdict", "why", title=f"candidates from {found.source}")
+    table = Table("model", "params", "criteria", "verdict", "criteria not met", title=f"candidates from {found.source}")
     for f in sorted(found.findings, key=lambda f: (not f.passed, -f.met)):
         size = f"{f.model.parameters_b:.1f}B" if f.model.parameters_b else "?"
         verdict = (
             ("in catalog" if f.in_catalog else "[green]new[/green]") if f.passed else "[dim]filtered[/dim]"
         )
-        why = "; ".join(c.reason for c in f.criteria if c.met != f.passed) or "meets all five"
+        why = "; ".join(c.reason for c in f.criteria if not c.met) or "meets all five"
         table.add_row(escape(f.model.id), size, f"{f.met}/5", verdict, escape(why))
     console.print(table)
     console.print(
