@@ -36,7 +36,9 @@ def discover_command(
 
     found = run_discovery(cfg, out, offline)
     settings = cfg.model_selection.discovery
-    table = Table("model", "params", "criteria", "verdict", "criteria not met", title=f"candidates from {found.source}")
+    table = Table(
+        "model", "params", "criteria", "verdict", "criteria not met", title=f"candidates from {found.source}"
+    )
     for f in sorted(found.findings, key=lambda f: (not f.passed, -f.met)):
         size = f"{f.model.parameters_b:.1f}B" if f.model.parameters_b else "?"
         verdict = (
