@@ -27,7 +27,7 @@ def experiment_command(
         typer.Option(
             "--arm",
             help="An arm: its name, then key=value overrides of the config, quoted as one argument, e.g. "
-            "--arm 'sft_rlvr pipeline.stages=[generate,sft,rlvr]'. Repeat; the first is the baseline.",
+            "--arm 'sft_rlvr pipeline.stages=\\[generate,sft,rlvr]'. Repeat; the first is the baseline.",
         ),
     ] = [],  # noqa: B006 - typer needs a literal default for a repeated option
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1 of every arm.")] = 3,
