@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from srl_rlvr.cli import app, main
 from srl_rlvr.data.testsets import HeldOutProblem, find_leaks, load_testset
+from srl_rlvr.feedback.store import Record, RecordStore
+from srl_rlvr.tasks import load_task
 
 FARMER = (
     "A farmer has 12 cows and buys 7 more at the market on Monday. How many cows does the farmer have now?"
@@ -41,11 +43,21 @@ def test_a_planted_exact_and_paraphrased_duplicate_of_training_data_is_removed_a
             {"id": "fresh", "text": UNRELATED, "answer": 5, "metadata": {"kind": "travel"}},
         ],
     )
+    # production got one problem wrong: its request is in the server's record store
+    failed = load_task("arithmetic").sample(1, seed=5, split="val")[0]
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    store.add(Record("r1", "key", "arithmetic", "v1", failed.text, "<answer>0</answer>", 5.0, 0.0, "answer"))
+    store.flush()
     root = tmp_path / "testsets"
-    settings = [*TINY, f"data.trajectories={training}", f"data.testsets={root}"]
+    settings = [
+        *TINY,
+        f"data.trajectories={training}",
+        f"data.testsets={root}",
+        f"feedback.store={store.url}",
+    ]
 
     built = CliRunner().invoke(
-        app, ["testdata", "build", *settings, "--name", "word", "--file", str(candidates)]
+        app, ["testdata", "build", *settings, "--name", "word", "--file", str(candidates), "--production"]
     )
 
     assert built.exit_code == 0, built.output
@@ -56,7 +68,9 @@ def test_a_planted_exact_and_paraphrased_duplicate_of_training_data_is_removed_a
     rows, manifest = load_testset(root, "word")
     ids = [r.id for r in rows]
     assert "exact" not in ids and "paraphrase" not in ids and "fresh" in ids
-    assert manifest["sources"] == {"task": 5, str(candidates): 1} and len(manifest["removed"]) == 2
+    assert manifest["sources"] == {"task": 5, str(candidates): 1, "production": 1}
+    assert len(manifest["removed"]) == 2
+    assert next(r for r in rows if r.metadata["source"] == "production").text == failed.text
     fresh = next(r for r in rows if r.id == "fresh")
     assert (
         fresh.metadata["difficulty"] in ("easy", "medium", "hard")
@@ -65,7 +79,7 @@ def test_a_planted_exact_and_paraphrased_duplicate_of_training_data_is_removed_a
     version = manifest["version"]
     # the same rows are the same version; `eval --testset NAME@VERSION` scores exactly those rows
     again = CliRunner().invoke(
-        app, ["testdata", "build", *settings, "--name", "word", "--file", str(candidates)]
+        app, ["testdata", "build", *settings, "--name", "word", "--file", str(candidates), "--production"]
     )
     assert f"word@{version}" in again.output
     out = tmp_path / "eval"
@@ -74,7 +88,7 @@ def test_a_planted_exact_and_paraphrased_duplicate_of_training_data_is_removed_a
     )
     assert scored.exit_code == 0, scored.output
     report = json.loads((out / "report.json").read_text())
-    assert report["results"]["tiny"]["n"] == 6
+    assert report["results"]["tiny"]["n"] == 7
     with pytest.raises(SystemExit) as exited:
         main(["eval", "--model", "tiny", *settings, "--testset", "word@000000000000"])
     assert exited.value.code == 2
