@@ -39,7 +39,6 @@ class Job:
     overrides: tuple[str, ...]
     folder: str
     fingerprint: str
-    parent_run_id: str | None = None
     device: int | None = None
 
     @property

@@ -34,7 +34,6 @@ PRELOAD = [
     "srl_rlvr.train.rlvr",
     "srl_rlvr.train.srl",
     "srl_rlvr.train.sft",
-    "mlflow",
 ]
 
 
@@ -106,6 +105,16 @@ def _run_jobs(
     return failed
 
 
+def _log_job(job: Job, scores: dict[str, Any], parent_run_id: str) -> None:
+    """The job's MLflow run, a child of the experiment's, logged here rather than in the job's
+    process: one writer to the store, however many jobs run at once."""
+    config = load_config(job.config_path, list(job.overrides))
+    tags = {"srl_rlvr.arm": job.arm, "srl_rlvr.seed": job.seed, "srl_rlvr.model": scores["model"]}
+    with tracked_run(config, job.name, job.folder, tags, parent_run_id=parent_run_id) as run:
+        if run:
+            run.log_metrics({**scores["metrics"], "device_seconds": scores["device_seconds"]})
+
+
 def run_experiment(
     config_path: str | None,
     base_overrides: list[str],
@@ -136,8 +145,6 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     with tracked_run(base, "experiment", out, {"srl_rlvr.arms": ", ".join(names)}) as parent:
         if todo:
-            parent_id = parent.run_id if parent else None
-            todo = [Job(**{**j.__dict__, "parent_run_id": parent_id}) for j in todo]
             gpus = gpu_count()
             count = workers or max(gpus, 1)
             failed = _run_jobs(todo, problems, count, min(gpus, count), on_job)
@@ -151,6 +158,8 @@ def run_experiment(
             result.results.setdefault(job.arm, []).append(
                 json.loads((Path(job.folder) / RESULT_FILE).read_text())
             )
+            if parent and job.name in result.ran:
+                _log_job(job, result.results[job.arm][-1], parent.run_id)
         task = load_task(base.task.name, base.task.options)
         metrics = list(result.results[baseline][0]["metrics"])
         result.primary = primary_metric(base, metrics, metric)

@@ -22,7 +22,6 @@ from srl_rlvr.pipeline import output_path, read_state, run_pipeline
 from srl_rlvr.stage_gate import best_model
 from srl_rlvr.stages import TRAINING
 from srl_rlvr.tasks import Problem, load_task
-from srl_rlvr.tracking.runs import tracked_run
 
 
 def final_model(config: Config) -> str:
@@ -42,35 +41,35 @@ def run_job(job: Job, problems: list[Problem]) -> dict[str, Any]:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job.device)  # before anything touches CUDA
     config = load_config(job.config_path, list(job.overrides))
     folder = Path(job.folder)
-    tags = {"srl_rlvr.arm": job.arm, "srl_rlvr.seed": job.seed}
-    with tracked_run(config, job.name, folder, tags, parent_run_id=job.parent_run_id) as tracking:
-        started = time.monotonic()
-        run_pipeline(config)
-        train_seconds = time.monotonic() - started
-        model_path = final_model(config)
-        task = load_task(config.task.name, config.task.options)
-        model, tokenizer = load_model(
-            config.model.model_copy(update={"name_or_path": model_path, "lora": None}), seed=config.seed
-        )
-        started = time.monotonic()
-        scored = evaluate_model(model, tokenizer, task, problems, config.eval, job.arm, source=model_path)
-        eval_seconds = time.monotonic() - started
-        result = {
-            "arm": job.arm,
-            "seed": job.seed,
-            "fingerprint": job.fingerprint,
-            "model": model_path,
-            "metrics": scored.metrics,
-            # a job holds one device (its GPU, or the CPU), so its device-seconds are its seconds
-            "device_seconds": train_seconds + eval_seconds,
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds,
-            "problems": [r.id for r in scored.records],
-            "completions": [r.completion for r in scored.records],
-            "rewards": [r.reward for r in scored.records],
-        }
-        if tracking:
-            tracking.log_metrics({**scored.metrics, "device_seconds": result["device_seconds"]})
+    started = time.monotonic()
+    # The runner logs the job's MLflow run from its result; the pipeline's own runs (one a stage)
+    # would flood the experiment's view, arms x seeds x stages of them. Its training curves stay in
+    # the job's folder (`run/<stage>/metrics.jsonl`).
+    untracked = config.registry.model_copy(update={"tracking": False})
+    run_pipeline(config.model_copy(update={"registry": untracked}))
+    train_seconds = time.monotonic() - started
+    model_path = final_model(config)
+    task = load_task(config.task.name, config.task.options)
+    model, tokenizer = load_model(
+        config.model.model_copy(update={"name_or_path": model_path, "lora": None}), seed=config.seed
+    )
+    started = time.monotonic()
+    scored = evaluate_model(model, tokenizer, task, problems, config.eval, job.arm, source=model_path)
+    eval_seconds = time.monotonic() - started
+    result = {
+        "arm": job.arm,
+        "seed": job.seed,
+        "fingerprint": job.fingerprint,
+        "model": model_path,
+        "metrics": scored.metrics,
+        # a job holds one device (its GPU, or the CPU), so its device-seconds are its seconds
+        "device_seconds": train_seconds + eval_seconds,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "problems": [r.id for r in scored.records],
+        "completions": [r.completion for r in scored.records],
+        "rewards": [r.reward for r in scored.records],
+    }
     tmp = folder / f"{RESULT_FILE}.tmp"
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(folder / RESULT_FILE)
