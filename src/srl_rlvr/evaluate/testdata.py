@@ -53,13 +53,17 @@ def _row(problem: Problem, source: str) -> HeldOutProblem:
 
 def production_failures(config: Config, task: Task) -> list[Problem]:
     """Problems production answered wrong, as the task's own check says, newest first."""
-    from srl_rlvr.feedback.outcome import problem_from_text
     from srl_rlvr.feedback.store import open_existing
 
+    # a task that works a request's problem (and its answer) out of the text; others have no failures
+    # with a reference answer to test against
+    recognise = getattr(task, "problem_from_text", None)
+    if recognise is None:
+        return []
     failures: dict[str, Problem] = {}
     for record in reversed(open_existing(config.feedback.store).records(model=config.feedback.role)):
         if record.checked == "answer" and record.status != "error" and (record.outcome or 0.0) < 1.0:
-            problem = problem_from_text(task, record.prompt)
+            problem = recognise(record.prompt)
             if problem is not None:
                 failures.setdefault(normalise(problem.text), problem)
     return list(failures.values())
