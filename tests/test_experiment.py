@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from srl_rlvr.cli import main
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.experiment.arms import parse_arm
 from srl_rlvr.experiment.decision import ArmComparison, MetricDelta, decide
@@ -96,6 +97,13 @@ def test_an_arm_is_adopted_only_when_its_interval_excludes_zero_upwards_and_its_
     delta: float, low: float, high: float, cost: float, decision: str
 ) -> None:
     assert decide(comparison(delta, low, high, cost), "accuracy", cost_margin=0.2)[0] == decision
+
+
+def test_one_arm_is_no_experiment_and_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["experiment", "model.name_or_path=tiny", "--arm", "only"])
+    assert exited.value.code == 2
+    assert "an experiment needs at least two arms" in capsys.readouterr().err
 
 
 def test_an_arm_is_a_name_then_overrides() -> None:
