@@ -19,7 +19,7 @@ from srl_rlvr.evaluate.evaluation import EvalResult, evaluate_model
 from srl_rlvr.evaluate.report import write_report
 from srl_rlvr.modeling import load_model
 from srl_rlvr.progress import ProgressLines
-from srl_rlvr.tasks import load_task
+from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.tasks.base import Split
 from srl_rlvr.tracking.runs import tracking_uri
 
@@ -96,18 +96,20 @@ def run_evaluation(
     on_model: Callable[[str, str], None] | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
     gates: Sequence[Mapping[str, Any]] = (),
+    problems: Sequence[Problem] | None = None,
 ) -> EvalRun:
     """Evaluate `baseline` (first, when given) then `models` in order on the same `n` problems.
 
     Task options come from the config when `task_name` is the config's task (or unset).
     `on_model(label, path)` is called before each model loads and `on_batch(what, done, total)` after
-    each batch of problems, for progress output.
+    each batch of problems, for progress output. `problems` (a versioned test set) replaces the
+    task's own `n` problems of `split`.
     """
     task_name = task_name or config.task.name
     options = config.task.options if task_name == config.task.name else {}
     task = load_task(task_name, options)
     n = n or config.data.test_size
-    problems = task.sample(n, config.data.seed, split)
+    problems = list(problems) if problems is not None else task.sample(n, config.data.seed, split)
     family = config.eval.generalization_options
     unseen_task = load_task(task_name, {**options, **family}) if family else None
     unseen = unseen_task.sample(n, config.data.seed, split) if unseen_task else []
