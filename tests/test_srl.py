@@ -241,6 +241,7 @@ def test_srl_killed_after_a_checkpoint_resumes_to_the_uninterrupted_runs_exact_w
     # (the quickstart's SRL reward 0.823 against 0.734 at step 3).
     config = tiny_srl_config.model_copy(deep=True)
     config.srl.save_steps, config.srl.eval_steps = 1, 0
+    config.srl.batch_size, config.srl.num_generations, config.srl.max_completion_length = 4, 2, 6
     whole = train_srl(config, arithmetic_trajectories, tmp_path / "whole")
     out, log = tmp_path / "killed", tmp_path / "child.log"
     with log.open("w") as stderr:
