@@ -2,6 +2,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 
 # Triton kernels run on CPU tensors through Triton's interpreter (test_decode_attention.py); the
 # setting must come before the first `import triton`, which imports its kernel library.
@@ -22,6 +23,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread a worker (and in the processes a test starts): two workers share two cores
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server (AWS emulated over real HTTP) for the session; `aws_server.use_moto` points
+    the clients at it and clears its state for each test."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    from aws_server import start_moto
+
+    yield from start_moto()
 
 
 @pytest.fixture

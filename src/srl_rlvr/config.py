@@ -798,6 +798,23 @@ class RetrainCriteria(Section):
     )
 
 
+TierName = Literal["gold", "silver", "bronze"]
+METRIC_NAMESPACE = "srl-rlvr"  # CloudWatch: the alarms and dashboards watch this namespace by default
+
+
+class EmfOutput(Section):
+    """Where CloudWatch embedded-metric-format (EMF) lines go: one JSON object a line, which the
+    CloudWatch agent, Lambda and ECS (awslogs) turn into metrics without any API call."""
+
+    to: str = Field(
+        "stdout",
+        description="'stdout' (what the CloudWatch agent, Lambda and ECS pick up) or a file to append to.",
+    )
+    tier: TierName = Field(
+        description="The tier whose alarms watch these metrics: the `tier` dimension (aws.tiers)."
+    )
+
+
 class FeedbackConfig(Section):
     """The self-learning loop: `srl-rlvr monitor` watches the server's records, `srl-rlvr retrain`
     learns from them (feedback/)."""
@@ -851,6 +868,11 @@ class FeedbackConfig(Section):
         "SRL_RLVR_API_KEYS",
         description="Environment variable with an admin key of that server: the one the server reads "
         "its keys from (its first key is used).",
+    )
+    cloudwatch: EmfOutput | None = Field(
+        None,
+        description="monitor also writes the latest window's accuracy (verified-outcome rate) and drift "
+        "(PSI) as an EMF line in aws.namespace, the metrics the tier's alarms watch; None: off.",
     )
     canary_percent: float = Field(
         20.0, gt=0, lt=100, description="Share of the role's traffic the canary gets."
@@ -1017,9 +1039,6 @@ class PipelineConfig(Section):
         return self
 
 
-TierName = Literal["gold", "silver", "bronze"]
-
-
 class AwsTierConfig(Section):
     """One SageMaker training tier (`srl-rlvr aws train --tier`). Prices are approximate us-east-1
     SageMaker on-demand list prices at the time of writing: set your region's (the recorded training
@@ -1117,7 +1136,7 @@ class AwsConfig(Section):
         description="Nightly distillation order: each tier's student teaches the next.",
     )
     notification_topic_arn: str | None = Field(None, description="SNS topic told of failures and alarms.")
-    namespace: str = Field("srl-rlvr", description="CloudWatch metric namespace.")
+    namespace: str = Field(METRIC_NAMESPACE, description="CloudWatch metric namespace.")
     monthly_budget_usd: float = Field(5000.0, gt=0, description="AWS Budgets monthly cost limit.")
     budget_alert_percent: float = Field(80.0, gt=0, description="Budget alert at this share of the limit.")
     budget_email: str | None = Field(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from srl_rlvr.config import apply_override, parse_yaml
+from srl_rlvr.config import METRIC_NAMESPACE, EmfOutput, apply_override, parse_yaml
 from srl_rlvr.data.pii import PII_KINDS
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.model_types import ModelType
@@ -307,6 +307,20 @@ class RecordsConfig(Section):
     )
 
 
+class ServeEmf(EmfOutput):
+    """One CloudWatch EMF line per answered request: its latency, what the tier's latency alarm watches."""
+
+    @model_validator(mode="after")
+    def _folder_exists(self) -> ServeEmf:
+        if self.to != "stdout" and not Path(self.to).parent.is_dir():
+            raise ValueError(f"to: the folder of {self.to} does not exist")
+        return self
+
+    namespace: str = Field(
+        METRIC_NAMESPACE, description="CloudWatch namespace: the run config's aws.namespace."
+    )
+
+
 class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="0.0.0.0 to accept connections from other machines.")
     port: int = Field(8000, ge=0, le=65535, description="0: any free port (tests).")
@@ -338,6 +352,11 @@ class ServeConfig(Section):
         default_factory=RecordsConfig,
         description="Record every answered request (text after the guardrails' redaction, the key's id, "
         "the model that answered, latency, the task's check) and accept POST /v1/feedback; null: off.",
+    )
+    cloudwatch: ServeEmf | None = Field(
+        None,
+        description="Write each answered request's latency_ms as a CloudWatch embedded-metric-format line "
+        "(dimensions tier, and tier with role), to stdout or a file; null: off.",
     )
     audit_log: str = Field("serve-audit.jsonl", description="Append-only JSONL of guardrail violations.")
     chaos: bool = Field(

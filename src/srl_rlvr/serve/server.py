@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from srl_rlvr.cloud.cloudwatch import serving_emf_line, write_emf
 from srl_rlvr.data.pii import redact_text
 from srl_rlvr.data.secrets import redact_secrets
-from srl_rlvr.errors import UserError
+from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
 from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
@@ -251,9 +252,30 @@ class Server:
         except ApiError as e:
             if e.status >= 500:  # no model could answer: production's error rate counts it
                 self._record(ask, None, began)
+                self._emit_latency(ask, None, began)
             raise
         self._record(ask, answer, began)
+        self._emit_latency(ask, answer, began)
         return answer
+
+    def _emit_latency(self, ask: Ask, answer: Answer | None, began: float) -> None:
+        """The request's latency as a CloudWatch EMF line (serve.cloudwatch), for the tier's alarm."""
+        emf = self.config.cloudwatch
+        if emf is None:
+            return
+        status = "error" if answer is None else "refused" if answer.refusal else "ok"
+        line = serving_emf_line(
+            emf.namespace,
+            emf.tier,
+            ask.name,
+            1000 * (time.perf_counter() - began),
+            "-" if answer is None else answer.served_by,
+            status,
+        )
+        try:
+            write_emf(emf, line)
+        except (ConfigError, OSError) as e:  # a full disk or a closed pipe must not fail the request
+            log.warning("serve.%s", e)
 
     async def _answer(self, ask: Ask, role: RoleConfig | None) -> Answer:
         if role is None:
