@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from srl_rlvr.rollout.sampling import _race, sample, sample_sorted
-from srl_rlvr.rollout.top_threshold import kept_mask, order_keys, radix_cut
+from srl_rlvr.rollout.top_threshold import SEGMENT, kept_mask, order_keys, radix_cut
 
 
 def defined_kept(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -104,3 +104,15 @@ def test_draws_follow_the_sort_based_sampler_and_an_off_by_one_cut_is_caught(
             assert torch.allclose(logps, full[tokens], atol=1e-5)
     assert variation["radix"] < BOUND and variation["sorted"] < BOUND, variation
     assert variation["wrong"] > BOUND, variation
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 0.9), (3000, 1.0), (5000, 0.5)])
+def test_a_vocabulary_wider_than_one_bin_segment_keeps_the_sorted_prefix(top_k: int, top_p: float) -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(6, 3 * SEGMENT + 123) * torch.tensor([[0.5], [1.0], [2.0], [3.0], [5.0], [8.0]])
+    probs = logits.softmax(-1)
+    ordered, index = logits.sort(-1, descending=True)
+    survivors = ordered.softmax(-1) if not top_k else ordered[:, :top_k].softmax(-1)
+    prefix = (survivors.cumsum(-1) - survivors < top_p) | (top_p == 1.0)  # 1.0: no top-p at all
+    expected = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index[:, : prefix.size(1)], prefix)
+    assert torch.equal(kept_mask(logits, probs, top_k, top_p < 1, torch.tensor([top_p])), expected)

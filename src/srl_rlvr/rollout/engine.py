@@ -93,6 +93,7 @@ class FastEngine:
         self.window, self.check_every, self.prefill_tokens = window, check_every, prefill_tokens
         self.max_batch, self.refill, self.refill_share = max_batch, refill, refill_share
         self.refills = 0  # prompts that started in a finished row's slot in the last call
+        self.steps = 0  # decode steps the last call ran
         self.cache: KVCache | None = None
         self._graphs: dict[tuple[int, int, SamplerKey], torch.cuda.CUDAGraph] = {}
         self._pool = None
@@ -331,7 +332,7 @@ class FastEngine:
         model's; such a call runs every prompt at once (the processor holds per-row state)."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        self.warmup_s, self.refills = 0.0, 0
+        self.warmup_s, self.refills, self.steps = 0.0, 0, 0
         most = len(prompts) if processor is not None or self.max_batch is None else self.max_batch
         if len(prompts) > most and not self.refill:
             parts = [
@@ -393,6 +394,7 @@ class FastEngine:
                     self._processed_step(rows, width, batch, processor)
                 step += 1
             self._flush(rows, final)
+        self.steps += step - 1
         return self._result(final[0][:batch], final[1][:batch])
 
     def _result(self, ids: torch.Tensor, logps: torch.Tensor) -> Rollout:

@@ -25,6 +25,11 @@ from __future__ import annotations
 import torch
 
 RADIX = 8  # bits a pass: 256 bins a row
+# Each run of SEGMENT vocabulary entries has bins of its own, summed after the scatter: a row's keys
+# crowd into a few bins (logits of one magnitude share their top byte), and atomic adds to one
+# address serialise (on an H100, 256 x 152k bf16 scores through one set of bins a row took 8.2 ms
+# for the search and draw, against 5.0 ms for the sort).
+SEGMENT = 4096
 
 
 def order_keys(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -48,15 +53,17 @@ def radix_cut(keys: torch.Tensor, weights: torch.Tensor, target: torch.Tensor, b
 
     Each pass bins the keys by their next byte under the prefix chosen so far, into 258 bins: bin 0
     the keys below the prefix, 1-256 the prefix's bytes, 257 the keys above it."""
-    rows, bins = keys.size(0), 1 << RADIX
+    (rows, vocab), bins = keys.shape, 1 << RADIX
     digits = torch.arange(1, bins + 1, device=keys.device)
+    segments = -(-vocab // SEGMENT)
+    segment = torch.arange(vocab, device=keys.device) // SEGMENT * (bins + 2)
     prefix = torch.zeros(rows, 1, dtype=keys.dtype, device=keys.device)  # bytes chosen so far
     for shift in range(bits - RADIX, -1, -RADIX):
         # ((key - start) >> shift) + 1, clamped: the prefix's keys land in 1..256.
         start = (prefix << (shift + RADIX)) - (1 << shift)
-        index = ((keys - start) >> shift).clamp_(0, bins + 1).long()
-        histogram = torch.zeros(rows, bins + 2, dtype=weights.dtype, device=keys.device)
-        histogram.scatter_add_(1, index, weights)
+        index = ((keys - start) >> shift).clamp_(0, bins + 1) + segment
+        histogram = torch.zeros(rows, segments * (bins + 2), dtype=weights.dtype, device=keys.device)
+        histogram = histogram.scatter_add_(1, index.long(), weights).view(rows, segments, -1).sum(1)
         higher = (histogram.flip(-1).cumsum(-1).flip(-1) - histogram)[:, 1:-1]  # weight above each bin
         # The lowest bin whose higher weight is below target; bin 256 always qualifies (its higher
         # weight is the keys above the prefix, below target by the previous pass). An empty bin is
