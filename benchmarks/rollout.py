@@ -401,9 +401,10 @@ def sampler_check(draws: int = 400, batch: int = 256) -> dict:
 
 def sampler_speed(batch: int = 256, replays: int = 50) -> dict:
     """ms a call of each sampler, replayed as a CUDA graph, on one batch of bf16 logits (Qwen's
-    vocabulary, scores ~ N(0, 3^2)): plain sampling against top-p 0.9 / top-k 50 by the radix cut
-    (the default) and by sorting (`sample_sorted`)."""
-    from srl_rlvr.rollout.sampling import sample, sample_sorted
+    vocabulary, scores ~ N(0, 3^2)): plain sampling against top-p 0.9 by the radix cut (the
+    default) and by a full sort (`sample_sorted`), and top-k 50 by torch.topk (the default) and by
+    the radix cut (`sample_cut`)."""
+    from srl_rlvr.rollout.sampling import sample, sample_cut, sample_sorted
 
     torch.manual_seed(0)
     logits = (torch.randn(batch, 151_936, device="cuda") * 3).bfloat16()
@@ -412,8 +413,9 @@ def sampler_speed(batch: int = 256, replays: int = 50) -> dict:
         "plain": (sample, 0, False),
         "top_p0.9_radix": (sample, 0, True),
         "top_p0.9_sorted": (sample_sorted, 0, True),
-        "top_k50_radix": (sample, 50, False),
-        "top_k50_sorted": (sample_sorted, 50, False),
+        "top_k50_topk": (sample, 50, False),
+        "top_k50_radix": (sample_cut, 50, False),
+        "top_k50_top_p0.9_topk": (sample, 50, True),
     }
     out: dict[str, Any] = {"batch": batch}
     for name, (sampler, top_k, use_top_p) in cases.items():
