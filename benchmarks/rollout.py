@@ -272,6 +272,11 @@ def engine_variant(
             row["mean_completion_tokens"] = round(tokens / len(prompts), 1)
         if queue > 1:
             row.update(prompts=len(prompts), decode_steps=steps, refilled=refills)
+            print(
+                json.dumps(
+                    {"variant": name, "prompts": len(prompts), "decode_steps": steps, "refilled": refills}
+                )
+            )
         rows.append(row)
         engine.release()
     return rows
