@@ -11,9 +11,16 @@ tokens (forced: no stop token), batch 64 and 256, all variants in one run on one
   attention and separate cache writes instead (the same run's baseline for the kernel).
 - fast_graphs_fp32_weights: float32 weights (our training default keeps float32 master weights);
   its "% of ceiling" still uses the bf16 compute bound.
-- fast_graphs_top_p0.9: top-p sampling (a full sort of the vocabulary each step).
+- fast_graphs_top_p0.9: top-p sampling, each row's cut found by a radix select (no sort, the
+  default); *_sorted: the same with the former full sort of the vocabulary each step (the same
+  run's baseline); fast_graphs_fused_packed_top_p0.9: top-p on the fused engine. Compare with
+  fast_graphs / fast_graphs_fused_packed (plain sampling).
 - fast_graphs_early_exit: ~1,200 stop tokens, so rows end after ~128 tokens on average at random
   points: finished rows leave the batch (tokens/s counts generated tokens only).
+- fast_graphs_early_exit_refill: the same workload with 4x the prompts queued and `max_batch` =
+  batch: a finished row takes the next waiting prompt, so the batch stays full. "batch" is the
+  rows in flight; ms/step and % of ceiling use the decode steps the call ran. Compare its tok/s
+  with fast_graphs (no stops) at the same batch.
 - training step: TRL's default GRPOTrainer against our GroupTrainer with `rollout.engine: fast`
   (plain and fused ops), 64 completions a step (8 prompts x 8), beta 0, same model and data.
 - parity: greedy tokens of the engine against HF generate (bf16, random and pretrained model), with
@@ -75,7 +82,10 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "fast_graphs_fused_packed_sdpa": {"fused": True, "pack": True, "fresh": True, "kernel_attention": False},
     "fast_graphs_fp32_weights": {"fp32": True},
     "fast_graphs_top_p0.9": {"top_p": 0.9},
+    "fast_graphs_top_p0.9_sorted": {"top_p": 0.9, "sorted_top_p": True},
+    "fast_graphs_fused_packed_top_p0.9": {"fused": True, "pack": True, "fresh": True, "top_p": 0.9},
     "fast_graphs_early_exit": {"stops": EARLY_EXIT_STOPS},
+    "fast_graphs_early_exit_refill": {"stops": EARLY_EXIT_STOPS, "queue": 4},
 }
 # Each GPU's own ceiling: HBM bandwidth (bytes/s) and dense bf16 tensor-core FLOP/s, from the vendors'
 # data sheets (SXM parts where there are two). The name torch reports is matched by substring, longest
@@ -211,16 +221,24 @@ def engine_variant(
     stops: int = 0,
     pack: bool = False,
     kernel_attention: bool | None = None,
+    sorted_top_p: bool = False,
+    queue: int = 1,
 ) -> list[dict]:
+    """`queue` > 1: that many prompts per row in flight, refilled into finished rows."""
+    from srl_rlvr.rollout.sampling import sample_sorted
+
     rows = []
     engine = FastEngine(model, cuda_graphs=cuda_graphs, fused=fused, pack=pack)
     if kernel_attention is not None:
         engine.decoder.kernel_attention = kernel_attention
+    if sorted_top_p:
+        engine.sample = sample_sorted
     stop_ids = tuple(range(1000, 1000 + stops))
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=top_p, stop_token_ids=stop_ids)
     repeats = ENGINE_REPEATS if cuda_graphs else 1
     for batch in BATCHES:
-        prompts = random_prompts(batch, PROMPT_TOKENS, batch, model.config.vocab_size)
+        engine.max_batch = batch if queue > 1 else None
+        prompts = random_prompts(batch * queue, PROMPT_TOKENS, batch, model.config.vocab_size)
         torch.cuda.reset_peak_memory_stats()
         first, _ = timed(lambda prompts=prompts: engine.generate(prompts, params))
         capture = engine.warmup_s
@@ -230,13 +248,35 @@ def engine_variant(
             times.append(seconds)
             generated.append(sum(len(c) for c in rollout.completion_ids))
         assert stops or all(len(c) == new_tokens for c in rollout.completion_ids)
-        prefill, _ = timed(lambda prompts=prompts: engine.generate(prompts, SamplingParams(max_new_tokens=1)))
+        steps, refills = engine.steps, engine.refills
+        prefill = None
+        if queue == 1:
+            prefill, _ = timed(
+                lambda prompts=prompts: engine.generate(prompts, SamplingParams(max_new_tokens=1))
+            )
         seconds = sum(times) / len(times)
         tokens = sum(generated) / len(generated)
-        row = _row(name, model, batch, new_tokens, seconds, prefill, first - seconds, tokens)
+        row = _row(
+            name,
+            model,
+            batch,
+            new_tokens,
+            seconds,
+            prefill,
+            first - seconds,
+            tokens,
+            steps if queue > 1 else None,
+        )
         row["graph_capture_s"] = round(capture, 3)
         if stops:
-            row["mean_completion_tokens"] = round(tokens / batch, 1)
+            row["mean_completion_tokens"] = round(tokens / len(prompts), 1)
+        if queue > 1:
+            row.update(prompts=len(prompts), decode_steps=steps, refilled=refills)
+            print(
+                json.dumps(
+                    {"variant": name, "prompts": len(prompts), "decode_steps": steps, "refilled": refills}
+                )
+            )
         rows.append(row)
         engine.release()
     return rows
@@ -251,10 +291,12 @@ def _row(
     prefill: float | None,
     warmup: float,
     tokens: float | None = None,
+    steps: int | None = None,
 ) -> dict:
+    """`steps`: the decode steps the call ran, where not `new` (refilled rows)."""
     tokens = tokens or batch * new
     decode = seconds - (prefill or 0.0)
-    step_ms = 1e3 * decode / (new - 1 if prefill is not None else new)
+    step_ms = 1e3 * decode / (steps or (new - 1 if prefill is not None else new))
     bound = ceiling_ms(model, batch, PROMPT_TOKENS + new / 2)
     row = {
         "variant": name,
@@ -358,6 +400,41 @@ def sampler_check(draws: int = 400, batch: int = 256) -> dict:
                 "top20_mass_softmax": round(probs[top].sum().item(), 4),
                 "max_logp_error": worst,
             }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def sampler_speed(batch: int = 256, replays: int = 50) -> dict:
+    """ms a call of each sampler, replayed as a CUDA graph, on one batch of bf16 logits (Qwen's
+    vocabulary, scores ~ N(0, 3^2)): plain sampling against top-p 0.9 by the radix cut (the
+    default) and by a full sort (`sample_sorted`), and top-k 50 by torch.topk (the default) and by
+    the radix cut (`sample_cut`)."""
+    from srl_rlvr.rollout.sampling import sample, sample_cut, sample_sorted
+
+    torch.manual_seed(0)
+    logits = (torch.randn(batch, 151_936, device="cuda") * 3).bfloat16()
+    one, top_p = torch.ones(1, device="cuda"), torch.tensor([0.9], device="cuda")
+    cases = {
+        "plain": (sample, 0, False),
+        "top_p0.9_radix": (sample, 0, True),
+        "top_p0.9_sorted": (sample_sorted, 0, True),
+        "top_k50_topk": (sample, 50, False),
+        "top_k50_radix": (sample_cut, 50, False),
+        "top_k50_top_p0.9_topk": (sample, 50, True),
+    }
+    out: dict[str, Any] = {"batch": batch}
+    for name, (sampler, top_k, use_top_p) in cases.items():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            sampler(logits, False, top_k, use_top_p, one, top_p)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            sampler(logits, False, top_k, use_top_p, one, top_p)
+        graph.replay()
+        seconds, _ = timed(lambda graph=graph: [graph.replay() for _ in range(replays)])
+        out[f"{name}_ms"] = round(1e3 * seconds / replays, 3)
     print(json.dumps(out), flush=True)
     return out
 
@@ -722,6 +799,7 @@ def main() -> None:
         run_part(results, "parity", lambda: parity(model))
     if "sampler" not in args.skip:
         run_part(results, "sampler_check", sampler_check)
+        run_part(results, "sampler_speed", sampler_speed)
     if "attention" not in args.skip:
         run_part(results, "attention_parity", lambda: attention_parity(qwen_05b()))
     if "lora" not in args.skip:

@@ -285,7 +285,9 @@ def test_auto_picks_hf_on_cpu_and_for_models_the_fast_engine_cannot_run(model: t
 
 
 def test_group_trainer_rolls_out_with_the_fast_engine_and_keeps_trl_semantics(tmp_path: Path) -> None:
-    config = build_config(overrides=[f"output_dir={tmp_path}", *FAST_RLVR, "rlvr.kl_penalty_weight=0"])
+    # 3 rows at once: each step's 8 completions refill the rows that end
+    overrides = [*FAST_RLVR, "rlvr.kl_penalty_weight=0", "rlvr.rollout.max_batch=3"]
+    config = build_config(overrides=[f"output_dir={tmp_path}", *overrides])
     newline = TOKENIZER.convert_tokens_to_ids("Ċ")
     rolled: list[list[int]] = []
 
@@ -304,6 +306,7 @@ def test_group_trainer_rolls_out_with_the_fast_engine_and_keeps_trl_semantics(tm
     )
     trainer.train()
     assert isinstance(trainer._fast_engine, FastEngine)
+    assert trainer._fast_engine.max_batch == 3 and trainer._fast_engine.refills == 5
     assert len(rolled) == 16 and all(1 <= len(ids) <= 8 for ids in rolled)
     for ids in rolled:  # a stop token ends the completion, as TRL's EOS mask does
         stops = [i for i, t in enumerate(ids) if t in trainer.eos_token_ids]

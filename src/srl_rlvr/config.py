@@ -296,6 +296,14 @@ class RolloutConfig(Section):
         "auto: on for runs of at least 100 optimiser steps on CUDA; false: rollouts start at once and "
         "follow HF's op order exactly.",
     )
+    max_batch: int | None = Field(
+        None,
+        gt=0,
+        description="Rows the fast engine runs at once (None: every completion of a step). Below a "
+        "step's completions, the rest wait and each starts in the row of one that ended (continuous "
+        "batching: the batch stays full while rows stop at different points; same greedy tokens, "
+        "completions in order, groups together); it also caps the engine's KV cache.",
+    )
 
 
 class PolicyRLConfig(Section):

@@ -4,7 +4,10 @@ The sampler never leaves the device and never synchronises with the host, so it 
 captured CUDA graph. It follows Hugging Face's order of logits warpers (temperature, then top-k,
 then top-p over the renormalised survivors) and draws with the Gumbel-max trick (the argmax of the
 softmax probabilities, each divided by an Exp(1) draw, is a sample of the softmax; Gumbel 1954; vLLM
-samples this way): no sort and no cumulative sum when top-k/top-p are off, the GRPO default.
+samples this way): no sort and no cumulative sum when top-k/top-p are off, the GRPO default, and
+no sort of the vocabulary when they are on: top-p's cut comes from a radix select
+(`top_threshold.py`, `sample_cut`), a small top-k from torch.topk; `sample_sorted` keeps the
+sort-based draw as the reference.
 
 The log-probability returned for each token is log_softmax(logits / temperature) of the chosen
 token, before top-k/top-p filtering: the quantity TRL's GRPO computes for the same token in its
@@ -23,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from srl_rlvr.rollout.top_threshold import kept_mask
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ def _race(probs: torch.Tensor) -> torch.Tensor:
     return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
 
 
+TOP_K_SELECT = 1024  # top-k up to this: torch.topk (a radix select of k, then a sort of k only)
+
+
 def sample(
     logits: torch.Tensor,
     greedy: bool,
@@ -79,8 +87,25 @@ def sample(
     `greedy`, `top_k` and `use_top_p` change the kernels and so are Python values (part of a graph's
     key); `temperature` and `top_p` are one-element float32 device tensors, so a captured graph
     serves any value without recapture. Every pass over (rows, vocab) costs ~0.05 ms at 256 x 152k
-    in float32, so the plain path makes six: scale, softmax, noise, divide, argmax.
+    in float32, so the plain path makes six: scale, softmax, noise, divide, argmax. No path sorts
+    the vocabulary: a small top-k goes through torch.topk (top-p then over its k survivors), any
+    other top-k/top-p through the radix cut (`sample_cut`).
     """
+    if not greedy and top_k and top_k <= TOP_K_SELECT and top_k < logits.size(-1):
+        return sample_sorted(logits, greedy, top_k, use_top_p, temperature, top_p)
+    return sample_cut(logits, greedy, top_k, use_top_p, temperature, top_p)
+
+
+def sample_cut(
+    logits: torch.Tensor,
+    greedy: bool,
+    top_k: int,
+    use_top_p: bool,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample` with top-k/top-p always by each row's cut from a radix select (`top_threshold.py`),
+    then a race over the survivors."""
     if greedy:
         token = logits.argmax(dim=-1)
         probs = logits.softmax(dim=-1, dtype=torch.float32)
@@ -88,17 +113,38 @@ def sample(
         scores = logits / temperature  # a float32 tensor divisor promotes bf16 logits to float32
         probs = scores.softmax(dim=-1)
         if top_k or use_top_p:
-            if top_k and top_k < scores.size(-1):
-                kept, index = scores.topk(top_k, dim=-1)  # sorted, largest first
-            else:
-                kept, index = scores.sort(dim=-1, descending=True)
-            if use_top_p:
-                kept_probs = kept.softmax(dim=-1)
-                mass_before = kept_probs.cumsum(dim=-1) - kept_probs  # the first token always stays
-                kept = kept.masked_fill(mass_before >= top_p, float("-inf"))
-            token = index.gather(-1, _race(kept.softmax(dim=-1))[:, None]).squeeze(-1)
+            kept = kept_mask(logits, probs, top_k, use_top_p, top_p)
+            token = _race(probs.masked_fill(~kept, 0.0))  # the top token is always kept, p > 0
         else:
             token = _race(probs)
+    logp = probs.gather(-1, token[:, None]).squeeze(-1).log()
+    return token, logp
+
+
+def sample_sorted(
+    logits: torch.Tensor,
+    greedy: bool,
+    top_k: int,
+    use_top_p: bool,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample` with top-k/top-p by sorting (torch.topk, or a full sort of the vocabulary for top-p
+    alone), as Hugging Face's warpers do: the reference the radix cut is tested against, its
+    benchmark baseline, and `sample`'s path for a small top-k."""
+    if greedy or not (top_k or use_top_p):
+        return sample_cut(logits, greedy, top_k, use_top_p, temperature, top_p)
+    scores = logits / temperature
+    probs = scores.softmax(dim=-1)
+    if top_k and top_k < scores.size(-1):
+        kept, index = scores.topk(top_k, dim=-1)  # sorted, largest first
+    else:
+        kept, index = scores.sort(dim=-1, descending=True)
+    if use_top_p:
+        kept_probs = kept.softmax(dim=-1)
+        mass_before = kept_probs.cumsum(dim=-1) - kept_probs  # the first token always stays
+        kept = kept.masked_fill(mass_before >= top_p, float("-inf"))
+    token = index.gather(-1, _race(kept.softmax(dim=-1))[:, None]).squeeze(-1)
     logp = probs.gather(-1, token[:, None]).squeeze(-1).log()
     return token, logp
 

@@ -184,7 +184,11 @@ class GroupTrainer(GRPOTrainer):
                 served = rollout_copy.model if rollout_copy else policy
                 fused = self._fused_ops(served)
                 # A rollout copy belongs to the engine alone, so its weights may be packed.
-                engine_options = {"fused": fused, "pack": rollout_copy is not None}
+                engine_options = {
+                    "fused": fused,
+                    "pack": rollout_copy is not None,
+                    "max_batch": settings.max_batch,
+                }
                 self._fast_engine = FastEngine(served, settings.cuda_graphs, **engine_options)
                 if rollout_copy is not None:
                     why += f"; a {str(rollout_copy.dtype).removeprefix('torch.')} rollout copy "
