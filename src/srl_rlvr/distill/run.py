@@ -40,8 +40,8 @@ from srl_rlvr.distill.tiers import TIERS, with_tier
 from srl_rlvr.distill.traces import Teacher, verified_traces
 from srl_rlvr.distill.validate import Validation, validate_student
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.feedback.outcome import problem_from_text
 from srl_rlvr.tasks import Problem, Task, load_task
+from srl_rlvr.tasks.outcome import problem_from_text
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def questions(config: Config, task: Task, last: dict[str, Any] | None) -> tuple[
         problems += task.sample(d.num_prompts, config.data.seed, "train")
     unverifiable = 0
     if d.prompts in ("production", "both"):
-        from srl_rlvr.feedback.store import open_existing
+        from srl_rlvr.data.records import open_existing
 
         since = datetime.fromisoformat(last["time"]) if last and last.get("time") else None
         seen = {p.text for p in problems}

@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srl_rlvr.config import Config
+from srl_rlvr.data.records import open_existing
 from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.feedback.monitor import production_version
-from srl_rlvr.feedback.outcome import problem_from_text
-from srl_rlvr.feedback.store import open_existing
 from srl_rlvr.tasks import Problem, Task, load_task
+from srl_rlvr.tasks.outcome import problem_from_text
 
 if TYPE_CHECKING:
     from srl_rlvr.tracking.registry import Version

@@ -23,9 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from srl_rlvr.data.pii import redact_text
+from srl_rlvr.data.records import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.data.secrets import redact_secrets
-from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
-from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
@@ -40,6 +39,7 @@ from srl_rlvr.serve.routing import request_features, reward
 from srl_rlvr.serve.sampling_params import RowSampling
 from srl_rlvr.serve.structured import role_grammar
 from srl_rlvr.serve.tools import ToolPlan
+from srl_rlvr.tasks.outcome import Outcome, check_answer, correction_error
 
 log = logging.getLogger(__name__)
 
