@@ -32,7 +32,7 @@ from srl_rlvr.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from srl_rlvr.stages import StageEvent
+    from srl_rlvr.pipeline.stages import StageEvent
 
 
 def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:

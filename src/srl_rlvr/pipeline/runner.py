@@ -36,20 +36,18 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, dump_config
 from srl_rlvr.distributed import barrier, is_main
 from srl_rlvr.errors import ConfigError, DataError
-from srl_rlvr.evaluate.run import EvalRun
-from srl_rlvr.stage_gate import gate_line, read_gate
-from srl_rlvr.stages import (
+from srl_rlvr.evaluate.run import EvalRun, load_evaluation
+from srl_rlvr.pipeline.gate import gate_line, read_gate
+from srl_rlvr.pipeline.stages import (
     TRAINING,
     Emit,
     StageEvent,
-    load_evaluation,
     run_stage,
-    run_tracked,
     stage_data,
     stage_dir,
     upstream_stages,
 )
-from srl_rlvr.tracking.runs import close_abandoned_run, tracked_run
+from srl_rlvr.tracking.runs import close_abandoned_run, run_tracked, tracked_run
 from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
