@@ -13,7 +13,7 @@ so the step can be replayed.
 `--replay` recomputes a dumped micro-batch's loss and gradients under variants (attention
 implementation and SDPA backend, autocast, TRL's fused LM head, masked rows dropped) and says which
 give non-finite gradients. Run under training code that predates the fix, this is how the cause
-was found: only PyTorch's cuDNN attention backend did (`train/loop.py: avoid_cudnn_attention`).
+was found: only PyTorch's cuDNN attention backend did (`train/runner.py: avoid_cudnn_attention`).
 """
 
 from __future__ import annotations

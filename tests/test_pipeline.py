@@ -15,7 +15,7 @@ from srl_rlvr.config import Config, build_config
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.pipeline import PipelineResult, read_state, run_pipeline
 from srl_rlvr.pipeline.stages import StageEvent, upstream_stages
-from srl_rlvr.train.loop import TrainingInterrupted
+from srl_rlvr.train.runner import TrainingInterrupted
 
 TINY = [
     "model.name_or_path=tiny",  # the library's default, said aloud: the CLI without a config uses `embedded`

@@ -77,7 +77,7 @@ def run_command(
     from srl_rlvr.distributed import is_main
     from srl_rlvr.pipeline import run_pipeline
     from srl_rlvr.train.callbacks import step_rate_column
-    from srl_rlvr.train.loop import TrainingInterrupted
+    from srl_rlvr.train.runner import TrainingInterrupted
 
     progress = Progress(
         TextColumn("{task.description}"),

@@ -79,7 +79,7 @@ def _train(
     quiet_libraries()
     from srl_rlvr.distributed import is_main
     from srl_rlvr.train.callbacks import RichProgress
-    from srl_rlvr.train.loop import TrainingInterrupted
+    from srl_rlvr.train.runner import TrainingInterrupted
 
     if is_main():
         err_console.print(
@@ -169,8 +169,8 @@ def train_rlvr_command(
     quiet_libraries()
     from srl_rlvr.distributed import is_main
     from srl_rlvr.train.callbacks import RichProgress
-    from srl_rlvr.train.loop import TrainingInterrupted
     from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
+    from srl_rlvr.train.runner import TrainingInterrupted
 
     start = stage_model(resolve_source(model, tracking_uri(cfg))) if model else default_start_model(cfg)
     if is_main():

@@ -206,7 +206,7 @@ def _train(
                 "distill.method on_policy needs a local teacher (a registry version or a folder)"
             )
         from srl_rlvr.tasks import problem_of
-        from srl_rlvr.train.distill import train_on_policy
+        from srl_rlvr.train.on_policy import train_on_policy
 
         start = config.model_copy(
             update={"model": config.model.model_copy(update={"name_or_path": str(folder)})}
