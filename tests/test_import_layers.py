@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("manage",),  # the always-on service that schedules the jobs below
     ("feedback", "distill", "experiment", "selection"),  # jobs that run stages and decide on models
     ("pipeline", "serve"),  # the stage runner; the server
-    ("train", "evaluate", "generate", "collaborate", "cloud"),  # the stages' components; AWS
+    ("train", "evaluate", "generate", "cloud"),  # the stages' components; AWS
     ("rollout",),  # the generation engines
     ("modeling", "tracking", "tasks"),  # models, MLflow runs and registry, tasks and verifiers
     ("data", "config"),  # what is on disk; the run config

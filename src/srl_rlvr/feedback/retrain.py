@@ -208,7 +208,7 @@ def check_prerequisites(config: Config) -> Version:
 
 def retrain(config: Config, on_step: Callable[[str], None] = lambda message: None) -> RetrainResult:
     """Run the whole loop once; the result says what was learned and whether it went out."""
-    from srl_rlvr.collaborate.orchestrator import generate_dataset
+    from srl_rlvr.generate.orchestrator import generate_dataset
     from srl_rlvr.pipeline import run_pipeline
     from srl_rlvr.tracking.registry import local_path
     from srl_rlvr.tracking.runs import tracking_uri

@@ -113,7 +113,7 @@ def _generate(config: Config, emit: Emit) -> StageOutput:
     if config.data.trajectories is not None:
         path = Path(config.data.trajectories)
         return StageOutput(path, load_dataset(path)[1]["hash"])
-    from srl_rlvr.collaborate.orchestrator import Progress, generate_dataset
+    from srl_rlvr.generate.orchestrator import Progress, generate_dataset
 
     def on_progress(p: Progress) -> None:
         emit(StageEvent("step", "generate", p.accepted, p.target, f"{p.rejected} rejected"))
