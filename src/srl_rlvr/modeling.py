@@ -95,9 +95,10 @@ def split_gguf(source: str) -> tuple[str, str | None]:
 
 
 def model_source(name_or_path: str) -> str:
-    """Where to load `name_or_path` from: the packaged folder for `embedded`, the registry's copy for
-    `registry:NAME@ALIAS` or `registry:NAME/VERSION`, the Hub or a package's GGUF for the models in
-    `PACKAGED_GGUF`, else the name itself."""
+    """Where to load `name_or_path` from: the packaged folder for `embedded`, the Hub or a package's
+    GGUF for the models in `PACKAGED_GGUF`, else the name itself. A `registry:` reference is refused:
+    which store it names is the caller's to say, so every caller turns it into a folder first with
+    the one resolver, `tracking.registry.resolve_source(reference, uri)`."""
     if name_or_path in PACKAGED_GGUF and not Path(name_or_path).exists():
         return packaged_gguf(name_or_path)
     if name_or_path.startswith("registry:"):

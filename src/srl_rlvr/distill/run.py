@@ -71,7 +71,7 @@ class DistillResult:
 
 def resolve_teacher(config: Config, reference: str) -> Teacher:
     from srl_rlvr.modeling import model_source
-    from srl_rlvr.tracking.registry import is_reference, local_path, resolve
+    from srl_rlvr.tracking.registry import is_reference, resolve, resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
     if reference == "endpoint":
@@ -80,7 +80,7 @@ def resolve_teacher(config: Config, reference: str) -> Teacher:
         return Teacher(f"endpoint:{model}", None)
     if is_reference(reference):
         uri = tracking_uri(config)
-        return Teacher(resolve(reference, uri).reference, local_path(reference, uri))
+        return Teacher(resolve(reference, uri).reference, resolve_source(reference, uri))
     return Teacher(reference, model_source(reference))
 
 

@@ -210,7 +210,7 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
     """Run the whole loop once; the result says what was learned and whether it went out."""
     from srl_rlvr.generate.orchestrator import generate_dataset
     from srl_rlvr.pipeline import run_pipeline
-    from srl_rlvr.tracking.registry import local_path
+    from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
     fb = config.feedback
@@ -266,7 +266,10 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
     uri = tracking_uri(config)
     on_step(f"replaying {len(replay)} untrained production cases on production and {result.candidate}")
     before, after = _replay(
-        config, task, [local_path(production.reference, uri), local_path(result.candidate, uri)], replay
+        config,
+        task,
+        [resolve_source(production.reference, uri), resolve_source(result.candidate, uri)],
+        replay,
     )
     result.replay = _compare(before, after)
     result.seconds["validation"] = time.perf_counter() - clock

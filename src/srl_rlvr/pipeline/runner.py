@@ -268,10 +268,10 @@ def resolve_registry_model(config: Config) -> Config:
     reference = config.model.name_or_path
     if not reference.startswith("registry:"):
         return config
-    from srl_rlvr.tracking.registry import local_path
+    from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
-    folder = local_path(reference, uri=tracking_uri(config))
+    folder = resolve_source(reference, uri=tracking_uri(config))
     model = config.model.model_copy(update={"name_or_path": folder, "resolved_from": reference})
     return config.model_copy(update={"model": model})
 
