@@ -25,10 +25,11 @@ from typing import Any
 from srl_rlvr.data.pii import redact_text
 from srl_rlvr.data.records import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.data.secrets import redact_secrets
+from srl_rlvr.modeling import render_chat
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
-from srl_rlvr.serve.generation import Completion, cut_at_stops, render_chat
+from srl_rlvr.serve.generation import Completion, cut_at_stops
 from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
 from srl_rlvr.serve.metrics import ServeMetrics
