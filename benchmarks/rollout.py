@@ -1,6 +1,6 @@
 """Rollout speed: the fast engine (`srl_rlvr.rollout`) against HF generate and TRL's GRPOTrainer.
 
-Issue 8's setting: a Qwen2.5-0.5B-architecture model (random init, bf16), 64-token prompts, 256 new
+The setting: a Qwen2.5-0.5B-architecture model (random init, bf16), 64-token prompts, 256 new
 tokens (forced: no stop token), batch 64 and 256, all variants in one run on one GPU:
 
 - hf_generate: `model.generate` as TRL's GRPOTrainer calls it (sampling, dynamic cache).

@@ -1,4 +1,4 @@
-"""Training steps on one GPU and several, under the shipped accelerate configs (issue 24).
+"""Training steps on one GPU and several, under the shipped accelerate configs.
 
 Launched by accelerate, one process a GPU:
 

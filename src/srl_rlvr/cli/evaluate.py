@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -23,9 +23,6 @@ from srl_rlvr.cli.common import (
     print_evaluation,
     quiet_libraries,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def eval_command(
