@@ -16,7 +16,7 @@ from pathlib import Path
 
 import srl_rlvr
 
-# Top floor first. A new room must be placed here before it can be imported by anything.
+# Top floor first. A new room (package or top-level module) must be placed on a floor here, or this fails.
 FLOORS: list[tuple[str, ...]] = [
     ("__main__",),  # `python -m srl_rlvr`
     ("cli",),  # the commands: parse, call one library function, print
