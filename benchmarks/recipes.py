@@ -125,27 +125,25 @@ def pooled_delta(
     a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str, task: Any, samples: int = 1000
 ) -> tuple[float, float, float]:
     """metric(b) - metric(a) over the (problem, seed) pairs of matching seeds, with a paired bootstrap
-    interval: resampling draws pairs, and the metric is recomputed on each draw (F1 is no mean)."""
-    from srl_rlvr.evaluate.stats import paired_metric_delta_ci
+    interval: `srl-rlvr experiment`'s comparison (`srl_rlvr.experiment.decision.compare_arm`)."""
+    from srl_rlvr.experiment.decision import compare_arm
 
-    by_seed = {r["seed"]: r for r in b}
-    pairs = [(x, by_seed[x["seed"]]) for x in a if x["seed"] in by_seed]
-    rows_a, rows_b, problems = [], [], []
-    for x, y in pairs:
-        problems_of = {p.id: p for p in task.sample(*x["test_sample"], "test")}
-        order_b = {pid: i for i, pid in enumerate(y["problems"])}
-        for i, pid in enumerate(x["problems"]):
-            rows_a.append(x["test"]["completions"][i])
-            rows_b.append(y["test"]["completions"][order_b[pid]])
-            problems.append(problems_of[pid])
+    def jobs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "arm": r["arm"],
+                "seed": r["seed"],
+                "problems": r["problems"],
+                "completions": r["test"]["completions"],
+                "device_seconds": r["seconds"],
+            }
+            for r in results
+        ]
 
-    def scorer(rows: list[str]) -> Any:
-        if metric == "reward":
-            values = np.asarray([task.reward(c, p) for c, p in zip(rows, problems, strict=True)])
-            return lambda idx: float(values[idx].mean())
-        return lambda idx: task.metrics([rows[i] for i in idx], [problems[i] for i in idx])[metric]
-
-    return paired_metric_delta_ci(scorer(rows_a), scorer(rows_b), len(problems), samples=samples)
+    problems = {p.id: p for r in a for p in task.sample(*r["test_sample"], "test")}
+    compared = compare_arm(task, list(problems.values()), jobs(b), jobs(a), [metric], metric, 0.0, samples)
+    d = compared.deltas[0]
+    return d.delta, d.low, d.high
 
 
 def merge(

@@ -51,6 +51,17 @@ class SigtermAtStep(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class StopAtStep(TrainerCallback):
+    """Ends training after `step` (its checkpoint saved), as a preempted job does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
+            control.should_save = control.should_training_stop = True
+
+
 class NaNGradientsAtStep(TrainerCallback):
     """Simulates a blown-up update: the optimizer step at `step` applies NaN gradients."""
 

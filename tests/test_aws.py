@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ pytest.importorskip("boto3", reason="the aws extra (boto3) is not installed")
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 import boto3
-from aws_server import ACCOUNT, start_moto, use_moto
+from aws_server import ACCOUNT, use_moto
 
 from srl_rlvr.cli import main
 from srl_rlvr.cloud import storage
@@ -41,11 +40,6 @@ SETTINGS = {
     "srl.learning_rate": "2e-6",
     "output_dir": "runs/nightly",
 }
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    yield from start_moto()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from typing import Any
 
 import pytest
 import torch
-from rl_helpers import recording_trainer
-from transformers import TrainerCallback
+from rl_helpers import StopAtStep, recording_trainer
 
 from srl_rlvr.config import build_config
 from srl_rlvr.errors import ConfigError
@@ -64,17 +63,6 @@ def test_rollouts_of_different_widths_merge_with_prompts_left_padded() -> None:
     assert merged["prompt_ids"].tolist() == [[0, 5, 6], [1, 2, 3]]
     assert merged["completion_ids"].tolist() == [[7, 0], [8, 9]]
     assert merged["advantages"].tolist() == [1.0, -1.0] and "num_items_in_batch" not in merged
-
-
-class StopAtStep(TrainerCallback):
-    """Ends training after `step` (its checkpoint saved), as a preempted job does."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if state.global_step == self.step:
-            control.should_save = control.should_training_stop = True
 
 
 def test_a_resumed_run_refills_with_the_prompts_an_uninterrupted_run_draws(tmp_path: Path) -> None:

@@ -22,14 +22,28 @@ FLOORS: list[tuple[str, ...]] = [
     ("cli",),  # the commands: parse, call one library function, print
     ("manage",),  # the always-on service that schedules the jobs below
     ("feedback", "distill", "experiment", "selection"),  # jobs that run stages and decide on models
-    ("pipeline", "serve"),  # the stage runner; the server
+    ("pipeline", "encoder_pipeline", "serve"),  # the stage runners; the server
     ("train", "evaluate", "generate", "cloud"),  # the stages' components; AWS
-    ("rollout",),  # the generation engines
-    ("modeling", "tracking", "tasks"),  # models, MLflow runs and registry, tasks and verifiers
+    ("rollout", "encoder_data"),  # the generation engines; the encoder types' training data
+    ("modeling", "encoder_models", "tracking", "tasks"),  # models, MLflow, tasks and verifiers
     ("data", "config"),  # what is on disk; the run config
-    ("errors", "schema", "trl_names", "distributed", "__init__"),  # leaves: import nothing of ours
+    (
+        "errors",
+        "schema",
+        "trl_names",
+        "distributed",
+        "model_types",
+        "progress",
+        "__init__",
+    ),  # import nothing of ours
 ]
 FLOOR_OF = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
+
+# Known imports that break the floors, each with what would mend it. Keep this list short.
+EXCEPTIONS = {
+    # The retrieval task scores with the generate stage's BM25 index: the index belongs a floor down.
+    ("srl_rlvr/tasks/retrieval.py", "srl_rlvr.generate.retriever"),
+}
 
 PACKAGE = Path(srl_rlvr.__file__).parent
 
@@ -92,7 +106,7 @@ def upward_imports(package_dir: Path) -> list[str]:
             continue
         for line, target in imported_modules(path, module):
             target_room = room_of(target, root)
-            if target_room is None or target_room == room:
+            if target_room is None or target_room == room or (f"{relative}.py", target) in EXCEPTIONS:
                 continue
             if not (package_dir / target_room).is_dir() and not (package_dir / f"{target_room}.py").is_file():
                 target_room = "__init__"  # `from srl_rlvr import __version__`: a name, not a room

@@ -86,6 +86,11 @@ def test_a_full_run_writes_every_stage_output_and_marks_them_done(finished_run) 
     assert result.evaluation is not None and list(result.evaluation.results) == ["tiny", "srl", "rlvr"]
     srl_steps = [(e.step, e.total) for e in events if e.kind == "step" and e.stage == "srl"]
     assert srl_steps[0] == (0, 2) and srl_steps[-1] == (2, 2)
+    # generate counts trajectories, evaluate the problems of all three models (8 each) in one bar
+    generated = [(e.step, e.total) for e in events if e.kind == "step" and e.stage == "generate"]
+    assert generated[-1] == (8, 8)
+    evaluated = [(e.step, e.total) for e in events if e.kind == "step" and e.stage == "evaluate"]
+    assert evaluated == [(8, 24), (16, 24), (24, 24)]
 
 
 def test_an_unchanged_rerun_skips_every_stage_and_keeps_the_records(finished_run) -> None:

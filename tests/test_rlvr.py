@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from rl_helpers import FirstCharacterTask, NaNGradientsAtStep, SigtermAtStep, recording_trainer
+from rl_helpers import FirstCharacterTask, NaNGradientsAtStep, SigtermAtStep, StopAtStep, recording_trainer
 from safetensors.torch import load_file
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -88,6 +88,30 @@ def test_ppo_saves_a_plain_causal_lm_with_the_value_head_beside_it(tmp_path: Pat
     head = torch.load(final / VALUE_HEAD_FILE, weights_only=True)
     assert set(head) == {"linear.weight", "linear.bias"}
     assert head["linear.weight"].abs().sum() > 0, "the value head did not learn"
+
+
+def test_a_run_resumed_inside_a_rollout_batch_trains_on_the_rollouts_an_uninterrupted_run_buffered(
+    tmp_path: Path,
+) -> None:
+    # Two optimiser steps per rollout batch, stopped after the first: the resumed run once sampled a
+    # new batch from the resumed weights at step 2, and from then on every batch began a step late.
+    settings = ("rlvr.max_steps=3", "rlvr.steps_per_generation=2", "rlvr.save_steps=1")
+    whole = recording_trainer(tmp_path / "whole", *settings)
+    whole.train()
+    stopped = recording_trainer(tmp_path / "resumed", *settings)
+    stopped.add_callback(StopAtStep(1))
+    stopped.train()
+    resumed = recording_trainer(tmp_path / "resumed", *settings)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-1"))
+
+    assert len(whole.batches) == 2 and len(resumed.batches) == 1
+    assert torch.equal(resumed.batches[0]["completion_ids"], whole.batches[1]["completion_ids"]), (
+        "the resumed run sampled its rollout batch at another step"
+    )
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
 
 
 def test_ppo_resumes_after_sigterm_with_its_value_head(tmp_path: Path) -> None:

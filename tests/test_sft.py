@@ -33,8 +33,10 @@ def test_sft_lowers_the_loss_on_its_own_data_and_logs_its_progress(
         train_sft(config, arithmetic_trajectories, tmp_path / "sft")
     # a line every twentieth of the stage (here every step) with the rate and the time left, for logs
     progress = [r.getMessage() for r in caplog.records if r.name == "srl_rlvr.progress"]
-    assert len(progress) == 12 and progress[-1].startswith("sft: step 12/12 (100%), ")
-    assert re.fullmatch(r"sft: step 6/12 \(50%\), [\d.e+]+ steps/s, \d+m\d\ds left, loss [\d.]+", progress[5])
+    assert len(progress) == 12 and progress[-1].startswith("sft: 12/12 steps (100%), ")
+    assert re.fullmatch(
+        r"sft: 6/12 steps \(50%\), [\d.e+]+ steps/s, \d+m\d\ds left, loss [\d.]+", progress[5]
+    )
     losses = [
         json.loads(line)["loss"]
         for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ TERRAFORM = shutil.which("terraform")
 if TERRAFORM is None:
     pytest.skip("terraform is not on PATH: the deploy/terraform tests need it", allow_module_level=True)
 
-from aws_server import start_moto, use_moto  # noqa: E402
+from aws_server import use_moto  # noqa: E402
 
 from srl_rlvr.cli import main  # noqa: E402
 
@@ -98,12 +97,6 @@ def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     terraform(workdir, "init", "-backend=false", f"-plugin-dir={mirror}")
     return workdir
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    yield from start_moto()
 
 
 def test_the_terraform_modules_validate(initialised: Path) -> None:

@@ -35,7 +35,15 @@ EXPECTED = {
     "_load_optimizer_and_scheduler": ["checkpoint"],
 }  # fmt: skip
 # Attributes of GRPOTrainer our trainers and the guard read or reset.
-ATTRIBUTES = ("_buffered_inputs", "_step", "_metrics", "reward_func_names", "reward_weights", "eos_token_ids")
+ATTRIBUTES = (
+    "_buffered_inputs",
+    "_step",
+    "num_iterations",
+    "_metrics",
+    "reward_func_names",
+    "reward_weights",
+    "eos_token_ids",
+)
 
 
 def parameters(method: object) -> list[str]:

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.model_types import EncoderConfig, ModelType, stages_for
 from srl_rlvr.schema import key_paths, schema_errors
 from srl_rlvr.trl_names import trl_hints
 
@@ -47,6 +48,13 @@ class LoraConfig(Section):
 
 
 class ModelConfig(Section):
+    type: ModelType = Field(
+        "causal_lm",
+        description="What the model is: causal_lm (generates text: task LLMs, extractors, the SRL "
+        "parser), embedding (retrieval vectors), reranker (scores query-passage pairs) or classifier "
+        "(the intent router). Each type has its own trainer and stages (model_types.py); 'tiny' builds "
+        "a small random model of the type.",
+    )
     name_or_path: str = Field(
         "tiny",
         description="HF hub id, local folder, a .gguf file (llama.cpp/Ollama weights, dequantized on "
@@ -93,6 +101,17 @@ class DataConfig(Section):
     val_size: int = Field(100, ge=0)
     test_size: int = Field(200, ge=0)
     seed: int = 0
+    testsets: str = Field(
+        "testsets",
+        description="Where `srl-rlvr testdata build` keeps test sets and `eval --testset` finds them.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="A test problem this similar to a training one (MinHash Jaccard of character 5-grams) "
+        "is a leak and is removed; 0.7 catches a paraphrase of a few words in a two-line problem.",
+    )
 
 
 class EndpointConfig(Section):
@@ -140,6 +159,14 @@ class RetrievalConfig(Section):
         "bm25", description="bm25 (offline, bm25s); dense needs sentence-transformers and a model download."
     )
     dense_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    rerank_model: str | None = Field(
+        None,
+        description="A trained reranker (model.type: reranker; a folder or registry:NAME@ALIAS) that "
+        "reorders the first stage's candidates; None: the first stage's order.",
+    )
+    rerank_candidates: int = Field(
+        20, gt=0, description="First-stage passages the reranker reads per problem (one forward pass each)."
+    )
 
 
 class RequestConfig(Section):
@@ -668,10 +695,41 @@ class RegistryConfig(Section):
     )
 
 
+class DiscoveryConfig(Section):
+    """`srl-rlvr discover`: which Hub models to look at and the spec's preliminary filter (a candidate
+    passes when it meets `min_criteria` of five: benchmarks, code, size, recency, documentation)."""
+
+    pipeline_tag: str = Field("text-generation", description="The Hub task the candidates must serve.")
+    search: str | None = Field(None, description="A Hub name filter (e.g. 'Qwen'); unset: any name.")
+    limit: int = Field(50, gt=0, description="Candidates to fetch, most downloaded first.")
+    min_parameters_b: float = Field(1.0, gt=0, description="The spec's 'size reasonable' range starts here.")
+    max_parameters_b: float = Field(1000.0, gt=0, description="... and ends here (billions of parameters).")
+    recent_days: int = Field(
+        90, gt=0, description="'Recent': created at most this many days ago (the spec's 90)."
+    )
+    min_criteria: int = Field(
+        3, ge=1, le=5, description="Criteria of five a candidate must meet (the spec's 3)."
+    )
+    catalog: str | None = Field(
+        None, description="The selection catalog to diff against; candidates already in it are not new."
+    )
+    role: str | None = Field(None, description="Role profile YAML the proposed costbenefit runs use.")
+
+
 class ModelSelectionConfig(Section):
-    cost_weight: float = Field(0.3, ge=0, le=1)
-    performance_weight: float = Field(0.7, ge=0, le=1)
-    update_frequency_days: int = Field(7, gt=0)
+    cost_weight: float = Field(
+        0.3, ge=0, le=1, description="`select`'s weight of cost for a role profile that names no weights."
+    )
+    performance_weight: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="`select`'s weight of performance for a role profile that names no weights.",
+    )
+    update_frequency_days: int = Field(
+        7, gt=0, description="How often the management service runs `discover` (`discovery_due`)."
+    )
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
 
 
 class RetrainCriteria(Section):
@@ -740,6 +798,23 @@ class RetrainCriteria(Section):
     )
 
 
+TierName = Literal["gold", "silver", "bronze"]
+METRIC_NAMESPACE = "srl-rlvr"  # CloudWatch: the alarms and dashboards watch this namespace by default
+
+
+class EmfOutput(Section):
+    """Where CloudWatch embedded-metric-format (EMF) lines go: one JSON object a line, which the
+    CloudWatch agent, Lambda and ECS (awslogs) turn into metrics without any API call."""
+
+    to: str = Field(
+        "stdout",
+        description="'stdout' (what the CloudWatch agent, Lambda and ECS pick up) or a file to append to.",
+    )
+    tier: TierName = Field(
+        description="The tier whose alarms watch these metrics: the `tier` dimension (aws.tiers)."
+    )
+
+
 class FeedbackConfig(Section):
     """The self-learning loop: `srl-rlvr monitor` watches the server's records, `srl-rlvr retrain`
     learns from them (feedback/)."""
@@ -793,6 +868,11 @@ class FeedbackConfig(Section):
         "SRL_RLVR_API_KEYS",
         description="Environment variable with an admin key of that server: the one the server reads "
         "its keys from (its first key is used).",
+    )
+    cloudwatch: EmfOutput | None = Field(
+        None,
+        description="monitor also writes the latest window's accuracy (verified-outcome rate) and drift "
+        "(PSI) as an EMF line in aws.namespace, the metrics the tier's alarms watch; None: off.",
     )
     canary_percent: float = Field(
         20.0, gt=0, lt=100, description="Share of the role's traffic the canary gets."
@@ -882,11 +962,12 @@ class DistillConfig(Section):
     on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
 
 
-StageName = Literal["generate", "sft", "srl", "rlvr", "evaluate", "register"]
+StageName = Literal["generate", "sft", "srl", "rlvr", "train", "evaluate", "register"]
 
 
 class PipelineConfig(Section):
-    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate -> register."""
+    """What `srl-rlvr run` does, in the fixed order generate -> sft -> srl -> rlvr -> evaluate -> register
+    (a causal LM), or generate -> train -> evaluate -> register (the encoder types)."""
 
     stages: list[StageName] = Field(
         default_factory=lambda: ["generate", "sft", "srl", "rlvr", "evaluate", "register"],
@@ -894,7 +975,8 @@ class PipelineConfig(Section):
         "trajectories; sft is optional and, when listed, SRL starts from its model (a warm start); "
         "rlvr starts from the last training stage before it; register puts every trained model in the "
         "MLflow registry with its evaluation and lineage; evaluate compares the base model with "
-        "every training stage and writes the report.",
+        "every training stage and writes the report. Unset for an encoder type (model.type): "
+        "generate, train, evaluate, register.",
     )
 
     gate: bool = Field(
@@ -915,9 +997,37 @@ class PipelineConfig(Section):
         "and a tie keeps the earlier model.",
     )
 
+    pilot: bool = Field(
+        False,
+        description="Before the full run trains, try each of pipeline.pilot_recipes for a fraction of its "
+        "steps, gated, and train the one whose best model scores highest on the validation split "
+        "(pilot.py; the choice and every candidate's score go to pilot.json). Costs about "
+        "pilot_fraction x the recipes' summed training time, plus a validation pass per stage.",
+    )
+    pilot_recipes: list[list[StageName]] = Field(
+        default_factory=lambda: [["sft", "srl", "rlvr"], ["sft", "rlvr"], ["srl", "rlvr"], ["sft"], ["rlvr"]],
+        description="The training-stage orders the pilot tries, best guess first (a tie goes to the "
+        "earlier); those using a stage not in pipeline.stages are left out.",
+    )
+    pilot_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Each pilot stage trains this share of its max_steps (or of its epochs, at least one).",
+    )
+
     @model_validator(mode="after")
     def _runnable(self) -> PipelineConfig:
         order = list(get_args(StageName))
+        for recipe in self.pilot_recipes:
+            if (
+                not recipe
+                or not set(recipe) <= {"sft", "srl", "rlvr"}
+                or recipe != sorted(recipe, key=order.index)
+            ):
+                raise ValueError(
+                    f"pilot_recipes: {recipe} must list training stages (sft, srl, rlvr) in order"
+                )
         if len(set(self.stages)) != len(self.stages):
             raise ValueError("a stage is listed twice")
         if self.stages != sorted(self.stages, key=order.index):
@@ -927,9 +1037,6 @@ class PipelineConfig(Section):
         if "register" in self.stages and "evaluate" not in self.stages:
             raise ValueError("register records each model's evaluation: list evaluate before it")
         return self
-
-
-TierName = Literal["gold", "silver", "bronze"]
 
 
 class AwsTierConfig(Section):
@@ -1029,7 +1136,7 @@ class AwsConfig(Section):
         description="Nightly distillation order: each tier's student teaches the next.",
     )
     notification_topic_arn: str | None = Field(None, description="SNS topic told of failures and alarms.")
-    namespace: str = Field("srl-rlvr", description="CloudWatch metric namespace.")
+    namespace: str = Field(METRIC_NAMESPACE, description="CloudWatch metric namespace.")
     monthly_budget_usd: float = Field(5000.0, gt=0, description="AWS Budgets monthly cost limit.")
     budget_alert_percent: float = Field(80.0, gt=0, description="Budget alert at this share of the limit.")
     budget_email: str | None = Field(
@@ -1038,6 +1145,120 @@ class AwsConfig(Section):
     min_accuracy: float = Field(0.5, ge=0, le=1, description="Alarm when a tier's evaluation drops below.")
     max_drift: float = Field(0.2, ge=0, description="Alarm when the feedback monitor's drift exceeds this.")
     max_latency_ms: float = Field(500.0, gt=0, description="Alarm when serving p90 latency exceeds this.")
+
+
+class ManagedModel(Section):
+    """One registered model the management layer looks after, beyond what every model gets."""
+
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="Dotted overrides of this config for this model's monitor, retrain and distillation "
+        "(feedback.role=..., task.name=..., feedback.window_hours=...): each model has its own window, "
+        "criteria and task; registry.model_name is set to the model's name.",
+    )
+    monthly_budget_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Training spend per calendar month (UTC) that alerts at manage.budget_thresholds; "
+        "None: no budget, spend is still counted.",
+    )
+    distill_tiers: list[TierName] = Field(
+        default_factory=list,
+        description="The nightly distillation cascade (`distill --cascade ... --since last`), larger "
+        "tiers first; empty: this model has none.",
+    )
+
+
+class ManageConfig(Section):
+    """`srl-rlvr manage`: the always-on layer that monitors every production model, queues and runs
+    retraining and distillation, alerts people and counts what training costs (manage/)."""
+
+    db: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the schedule, job queue and alert state; None: the records store "
+        "(feedback.store), so one database holds production and what is done about it.",
+    )
+    models: dict[str, ManagedModel] = Field(
+        default_factory=dict,
+        description="Per registered model: overrides, budget, distillation tiers. Every model with a "
+        "production alias is monitored, named here or not; a name here that the registry lacks is an error.",
+    )
+    only_listed: bool = Field(
+        False,
+        description="Watch only the models named in manage.models: for a registry several teams share, "
+        "each with its own management layer. False: every model with a production alias.",
+    )
+    monitor_cron: str = Field(
+        "*/15 * * * *",
+        description="When every production model is monitored (crontab, UTC): a window of hours moves "
+        "little in 15 minutes, and a due retrain waits no longer than that.",
+    )
+    distill_cron: str = Field(
+        "0 3 * * *",
+        description="When the distillation cascades run (crontab, UTC): nightly, when traffic and "
+        "devices are quiet.",
+    )
+    tick_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="`manage serve` runs one pass this often: finer than any cron field (a minute).",
+    )
+    jobs_per_tick: int = Field(
+        1,
+        ge=0,
+        description="Queued jobs one pass runs (one after another, one device at a time): a pass stays "
+        "short enough that the next schedule is not missed by much; the queue keeps the rest.",
+    )
+    lease_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="A running job's lease: longer than any job should take. A job whose lease expired "
+        "(its process was killed) is queued again, or failed after max_attempts.",
+    )
+    max_attempts: int = Field(
+        2, ge=1, description="Starts a job gets before a lost lease fails it: one retry after a kill."
+    )
+    device: str = Field(
+        "cpu", description="The device type jobs run on here: the key into prices_usd_per_hour."
+    )
+    device_count: int = Field(1, ge=1, description="Devices a job holds: device-seconds = seconds x this.")
+    prices_usd_per_hour: dict[str, float] = Field(
+        default_factory=lambda: {"cpu": 0.05, "nvidia-a10g": 1.21, "nvidia-l4": 0.98, "nvidia-h100": 3.9},
+        description="USD per device-hour by device type, on-demand list prices at the time of writing "
+        "(override with yours): training cost = device-seconds x price / 3600.",
+    )
+    budget_thresholds: list[float] = Field(
+        default_factory=lambda: [0.8, 1.0],
+        description="Alert when a model's month's spend reaches these shares of its budget: 0.8 leaves "
+        "time to act, 1.0 says it is spent. Each alerts once a month.",
+    )
+    webhook_url: str | None = Field(
+        None,
+        description="Slack-compatible incoming webhook (JSON {text: ...}), any URL; None: alerts are only "
+        "logged and counted in the metrics. An unreachable webhook is one logged line, never a stop.",
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="A slow webhook must not hold the pass for long.")
+    metrics_port: int = Field(
+        9109, ge=0, le=65535, description="`manage serve` exposes Prometheus metrics here (0: off)."
+    )
+
+    @field_validator("monitor_cron", "distill_cron")
+    @classmethod
+    def _cron(cls, expression: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(expression, timezone="UTC")
+        except ValueError as e:
+            raise ValueError(f"bad cron expression {expression!r} ({e}); e.g. '*/15 * * * *'") from None
+        return expression
+
+    @field_validator("budget_thresholds")
+    @classmethod
+    def _shares(cls, shares: list[float]) -> list[float]:
+        if any(s <= 0 for s in shares):
+            raise ValueError("each threshold is a share of the budget above 0 (0.8 is 80 %)")
+        return sorted(shares)
 
 
 class Config(Section):
@@ -1057,6 +1278,23 @@ class Config(Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     aws: AwsConfig = Field(default_factory=AwsConfig)
+    manage: ManageConfig = Field(default_factory=ManageConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+
+    @model_validator(mode="after")
+    def _stages_fit_model_type(self) -> Config:
+        """An encoder type's default stages are its own; a stage its type cannot run is an error, not
+        a stage silently skipped."""
+        runnable = stages_for(self.model.type)
+        if self.model.type != "causal_lm" and "stages" not in self.pipeline.model_fields_set:
+            self.pipeline.stages = list(runnable)
+        refused = [stage for stage in self.pipeline.stages if stage not in runnable]
+        if refused:  # ConfigError passes through pydantic: one line, not the whole config echoed
+            raise ConfigError(
+                f"pipeline.stages: model.type {self.model.type} cannot run {', '.join(refused)}; "
+                f"its stages: {', '.join(runnable)}"
+            )
+        return self
 
 
 class _Yaml12Loader(yaml.SafeLoader):

@@ -33,9 +33,9 @@ OverridesArg = Annotated[
 ]
 
 
-def load_cli_config(config: str | Path | None, overrides: list[str] | None) -> Config:
-    from srl_rlvr.config import load_config
-
+def cli_config_source(config: str | Path | None, overrides: list[str] | None) -> tuple[str | None, list[str]]:
+    """(config file, overrides) as a command means them: a first argument with '=' that names no file
+    is an override, and a command with no config works on the packaged `embedded` model."""
     config = str(config) if config is not None else None
     overrides = list(overrides or [])
     if config is not None and "=" in config and not Path(config).exists():  # overrides with no config file
@@ -44,7 +44,13 @@ def load_cli_config(config: str | Path | None, overrides: list[str] | None) -> C
         # A command with no config works on the quickstart's model: the packaged pretrained `embedded`
         # one, not the library's default `tiny` (random weights, for tests), which learns nothing.
         overrides = ["model.name_or_path=embedded", *overrides]
-    loaded = load_config(config, overrides)
+    return config, overrides
+
+
+def load_cli_config(config: str | Path | None, overrides: list[str] | None) -> Config:
+    from srl_rlvr.config import load_config
+
+    loaded = load_config(*cli_config_source(config, overrides))
     # MLflow calls that take no config (the registry's) use the config's store, unless the environment
     # names one
     os.environ.setdefault("MLFLOW_TRACKING_URI", loaded.registry.tracking_uri)
@@ -62,11 +68,13 @@ def print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
 
 
 def show_progress_lines() -> None:
-    """Training's progress lines (step/total, steps/s, time left; `train.callbacks.ProgressLog`) on
-    stderr: for logs, and for commands that draw no bar."""
+    """The progress lines (done/total, rate, time left; `progress.ProgressLines`) of training, `generate`
+    and evaluation on stderr: for logs, and for commands that draw no bar."""
     import logging
 
-    logging.getLogger("srl_rlvr.progress").setLevel(logging.INFO)
+    from srl_rlvr.progress import PROGRESS_LOG
+
+    logging.getLogger(PROGRESS_LOG).setLevel(logging.INFO)
 
 
 def quiet_libraries() -> None:

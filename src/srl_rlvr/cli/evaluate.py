@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from srl_rlvr.cli.common import (
     OverridesArg,
@@ -23,6 +15,10 @@ from srl_rlvr.cli.common import (
     print_evaluation,
     quiet_libraries,
 )
+from srl_rlvr.progress import progress_bar
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def eval_command(
@@ -52,6 +48,14 @@ def eval_command(
         ),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Held-out split: test or val.")] = "test",
+    testset: Annotated[
+        str | None,
+        typer.Option(
+            "--testset",
+            help="A versioned test set (NAME or NAME@VERSION, from `srl-rlvr testdata build`, found in "
+            "data.testsets) instead of the task's split.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate on held-out problems: metrics, latency, weak slices, deltas with bootstrap CIs; write a report."""
     if split not in ("train", "val", "test"):
@@ -71,24 +75,27 @@ def eval_command(
     from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run
 
     out = out or default_out_dir(model[-1])
+    problems, source = None, f"{split} split"
+    if testset is not None:
+        from srl_rlvr.data.testsets import load_testset
+        from srl_rlvr.evaluate.testdata import as_problem
+
+        rows, manifest = load_testset(cfg.data.testsets, testset)
+        problems = [as_problem(r) for r in rows]
+        source = f"test set {manifest['name']}@{manifest['version']}"
     err_console.print(
         f"config: {config or 'built-in defaults'}"
         + (" (the model's run)" if run_dir is not None else "")
-        + f"; task {task or cfg.task.name}, {split} split, n={n or cfg.data.test_size}; report -> {out}",
+        + f"; task {task or cfg.task.name}, {source}, n={len(problems) if problems else n or cfg.data.test_size}"
+        + f"; report -> {out}",
         highlight=False,
     )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
+    progress = progress_bar(err_console)
     bars: dict[str, TaskID] = {}
 
     def on_batch(what: str, done: int, total: int) -> None:
         if what not in bars:
-            bars[what] = progress.add_task(f"evaluating {what}", total=total)
+            bars[what] = progress.add_task(f"evaluate {what}", total=total, unit="problems", note="")
         progress.update(bars[what], completed=done)
 
     with (
@@ -107,11 +114,12 @@ def eval_command(
             out_dir=out,
             on_model=lambda label, path: progress.console.print(f"loading {label} ({path})", highlight=False),
             on_batch=on_batch,
+            problems=problems,
         )
         if tracking:
             log_evaluation(tracking, run.results)
             tracking.log_files(run.report.parent, STAGE_FILES["evaluate"])
-    print_evaluation(run, cfg, title=f"{split} split")
+    print_evaluation(run, cfg, title=source)
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -48,6 +48,18 @@ def monitor_command(
 
     found = monitor(cfg)
     report = write_monitor_report(found, cfg.feedback.report_dir)
+    if cfg.feedback.cloudwatch is not None:
+        from srl_rlvr.cloud.cloudwatch import monitor_emf_line, write_emf
+
+        latest = next((w for w in found.windows if w.model == "all"), None)
+        line = monitor_emf_line(
+            cfg.aws.namespace,
+            cfg.feedback.cloudwatch.tier,
+            None if latest is None else latest.outcome_rate,
+            None if found.drift is None else found.drift.psi,
+        )
+        if line is not None:
+            write_emf(cfg.feedback.cloudwatch, line)
     with tracked_run(cfg, "monitor", cfg.feedback.report_dir) as tracking:
         if tracking:
             step = int(found.now.timestamp())

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from srl_rlvr.cli.common import (
     ConfigArg,
@@ -22,9 +14,7 @@ from srl_rlvr.cli.common import (
     err_console,
     load_cli_config,
 )
-
-if TYPE_CHECKING:
-    pass
+from srl_rlvr.progress import progress_bar
 
 
 def generate(
@@ -55,23 +45,15 @@ def generate(
     extra += [f"collaboration.requests.concurrency={concurrency}"] if concurrency else []
     cfg = load_cli_config(config, [*(overrides or []), *extra])
     out = out or Path(cfg.output_dir) / "data"
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        bar = progress.add_task("teaching + verifying", total=None)
+    with progress_bar(err_console, transient=True) as progress:
+        bar = progress.add_task("generate", total=None, unit="trajectories", note="")
 
         def show(p: Generated) -> None:
             progress.update(
                 bar,
                 completed=p.accepted,
                 total=p.target,
-                description=f"accepted ({p.rejected} rejected, {p.attempts} attempts)",
+                note=f"{p.rejected} rejected, {p.attempts} attempts",
             )
 
         try:

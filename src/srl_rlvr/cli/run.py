@@ -8,15 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from srl_rlvr.cli.common import (
     ConfigArg,
@@ -32,7 +23,13 @@ from srl_rlvr.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from srl_rlvr.config import Config
     from srl_rlvr.pipeline.stages import StageEvent
+
+# What a stage's bar counts; training stages count steps.
+UNITS = {"generate": "trajectories", "evaluate": "problems"}
 
 
 def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
@@ -44,7 +41,9 @@ def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
             progress.console.print(f"[dim]skip {event.stage}: {escape(event.message)}[/dim]")
         elif event.kind == "start":
             progress.console.print(f"[bold]{event.stage}[/bold]: {event.message}")
-            bars[event.stage] = progress.add_task(event.stage, total=None, note="")
+            bars[event.stage] = progress.add_task(
+                event.stage, total=None, note="", unit=UNITS.get(event.stage, "steps")
+            )
         elif event.kind == "step":
             progress.update(bars[event.stage], completed=event.step, total=event.total, note=event.message)
         else:
@@ -69,26 +68,21 @@ def run_command(
     """The whole job in one run directory: trajectories -> SRL -> RLVR -> evaluation against the base model.
 
     Stages whose inputs did not change are skipped; an interrupted stage resumes from its checkpoint
-    when you rerun the same command.
+    when you rerun the same command. An encoder (model.type embedding, reranker or classifier) runs
+    generate -> train -> evaluate -> register instead, every stage each time (docs/model-types.md).
     """
     launch_on_gpus(gpus, strategy)
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
+    if cfg.model.type != "causal_lm":
+        _run_encoder(cfg)
+        return
     from srl_rlvr.distributed import is_main
     from srl_rlvr.pipeline import run_pipeline
-    from srl_rlvr.train.callbacks import step_rate_column
+    from srl_rlvr.progress import progress_bar
     from srl_rlvr.train.runner import TrainingInterrupted
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        step_rate_column(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=err_console,
-    )
+    progress = progress_bar(err_console)
     try:
         with progress if is_main() else nullcontext():
             result = run_pipeline(cfg, from_stage, only, on_event=_show_stages(progress))
@@ -115,6 +109,28 @@ def run_command(
         alias = f" ({cfg.registry.alias_on_register})" if cfg.registry.alias_on_register else ""
         shown = ", ".join(f"{v['reference']} ({v['stage']})" for v in versions)
         console.print(f"registered {shown}{alias} in {tracking_uri(cfg)}; browse runs with `srl-rlvr ui`")
+
+
+def _run_encoder(cfg: Config) -> None:
+    """An embedding model, reranker or intent router: generate -> train -> evaluate -> register."""
+    from srl_rlvr.encoder_pipeline import run_encoder_pipeline
+
+    run = run_encoder_pipeline(cfg)
+    for name, row in run.report.get("metrics_vs_base", {}).items():
+        console.print(
+            f"{name:>10}  base {row['base']:.3f}  trained {row['tuned']:.3f}  "
+            f"delta {row['delta']:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]"
+        )
+    if "tuned" in run.report:
+        for name in ("accuracy", "macro_f1"):
+            delta = run.report["deltas"][name]
+            console.print(
+                f"{name:>10}  base {run.report['base'][name]:.3f}  trained {run.report['tuned'][name]:.3f}  "
+                f"delta {delta['delta']:+.3f} [{delta['delta_low']:+.3f}, {delta['delta_high']:+.3f}]"
+            )
+    console.print(f"run directory: {cfg.output_dir}")
+    if run.registered:
+        console.print(f"registered {run.registered}")
 
 
 def add_commands(app: typer.Typer) -> None:

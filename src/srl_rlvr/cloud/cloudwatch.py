@@ -12,22 +12,39 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from srl_rlvr.config import Config
+from srl_rlvr.config import Config, EmfOutput
+from srl_rlvr.errors import ConfigError
 
 PROPERTIES = ("step", "epoch")  # logged alongside, not as metrics
 TIERS = ("gold", "silver", "bronze")
+# The metrics the per-tier alarms watch, and the one dimension they name. An alarm matches a metric
+# only when its dimensions are exactly the alarm's, so every EMF line also rolls up to `tier` alone.
+TIER = "tier"
+ACCURACY, DRIFT, LATENCY = "accuracy", "drift", "latency_ms"
 
 
-def emf_line(namespace: str, record: dict[str, Any], dimensions: dict[str, str]) -> str:
-    """One EMF log line: every finite number in `record` becomes a metric with `dimensions`."""
+def emf_line(
+    namespace: str,
+    record: dict[str, Any],
+    dimensions: dict[str, str],
+    dimension_sets: Sequence[Sequence[str]] | None = None,
+    properties: dict[str, Any] | None = None,
+) -> str:
+    """One EMF log line: every finite number in `record` becomes a metric under each of
+    `dimension_sets` (keys of `dimensions`; default: all of them as one set). `properties` ride
+    along for Logs Insights and are no metric."""
     values = {
         k: v
         for k, v in record.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and k not in PROPERTIES
     }
+    sets = [sorted(s) for s in dimension_sets] if dimension_sets is not None else [sorted(dimensions)]
     return json.dumps(
         {
             "_aws": {
@@ -35,16 +52,50 @@ def emf_line(namespace: str, record: dict[str, Any], dimensions: dict[str, str])
                 "CloudWatchMetrics": [
                     {
                         "Namespace": namespace,
-                        "Dimensions": [sorted(dimensions)],
+                        "Dimensions": sets,
                         "Metrics": [{"Name": k, "Unit": "None"} for k in sorted(values)],
                     }
                 ],
             },
+            **(properties or {}),
             **dimensions,
             **{k: record[k] for k in PROPERTIES if k in record},
             **values,
         }
     )
+
+
+def write_emf(output: EmfOutput, line: str) -> None:
+    """Append one EMF line to stdout (read by the CloudWatch agent, Lambda, ECS) or to a file."""
+    if output.to == "stdout":
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        with Path(output.to).open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise ConfigError(f"cloudwatch.to: cannot append to {output.to}: {e.strerror}") from None
+
+
+def serving_emf_line(
+    namespace: str, tier: str, requested: str, latency_ms: float, served_by: str, status: str
+) -> str:
+    """A served request's latency under `tier` (what the latency alarm and dashboard watch) and under
+    `tier` and `role` (the role or model the client named), with the answering model and status."""
+    return emf_line(
+        namespace,
+        {LATENCY: latency_ms},
+        {TIER: tier, "role": requested},
+        dimension_sets=[[TIER], [TIER, "role"]],
+        properties={"served_by": served_by, "status": status},
+    )
+
+
+def monitor_emf_line(namespace: str, tier: str, accuracy: float | None, drift: float | None) -> str | None:
+    """The monitor's latest window as the tier's `accuracy` and `drift` (None when it measured neither)."""
+    values = {k: v for k, v in ((ACCURACY, accuracy), (DRIFT, drift)) if v is not None}
+    return emf_line(namespace, values, {TIER: tier}) if values else None
 
 
 def put_metrics(config: Config, values: dict[str, float], dimensions: dict[str, str]) -> None:
@@ -123,18 +174,18 @@ def alarm_specs(config: Config) -> list[dict[str, Any]]:
         specs += [
             alarm(
                 f"{tier}-accuracy-drop",
-                "accuracy",
+                ACCURACY,
                 aws.namespace,
-                {"tier": tier},
+                {TIER: tier},
                 "LessThanThreshold",
                 aws.min_accuracy,
-                why=f"{tier}: evaluation accuracy below aws.min_accuracy",
+                why=f"{tier}: accuracy in production (monitor's verified outcomes) below aws.min_accuracy",
             ),
             alarm(
                 f"{tier}-drift",
-                "drift",
+                DRIFT,
                 aws.namespace,
-                {"tier": tier},
+                {TIER: tier},
                 "GreaterThanThreshold",
                 aws.max_drift,
                 "Maximum",
@@ -142,9 +193,9 @@ def alarm_specs(config: Config) -> list[dict[str, Any]]:
             ),
             alarm(
                 f"{tier}-latency",
-                "latency_ms",
+                LATENCY,
                 aws.namespace,
-                {"tier": tier},
+                {TIER: tier},
                 "GreaterThanThreshold",
                 aws.max_latency_ms,
                 "p90",
@@ -171,7 +222,7 @@ def dashboard_body(config: Config) -> dict[str, Any]:
         }
 
     def per_tier(metric: str) -> list[list[Any]]:
-        return [[ns, metric, "tier", tier] for tier in TIERS]
+        return [[ns, metric, TIER, tier] for tier in TIERS]
 
     return {
         "widgets": [
@@ -186,9 +237,9 @@ def dashboard_body(config: Config) -> dict[str, Any]:
                 8,
                 "Maximum",
             ),
-            widget("performance: accuracy", per_tier("accuracy"), 12, 0),
-            widget("performance: drift", per_tier("drift"), 12, 8, "Maximum"),
-            widget("performance: p90 latency ms", per_tier("latency_ms"), 12, 16, "p90"),
+            widget("performance: accuracy", per_tier(ACCURACY), 12, 0),
+            widget("performance: drift", per_tier(DRIFT), 12, 8, "Maximum"),
+            widget("performance: p90 latency ms", per_tier(LATENCY), 12, 16, "p90"),
         ]
     }
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srl_rlvr.cloud.cloudwatch import emf_line
+from srl_rlvr.cloud.cloudwatch import TIER, emf_line
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,9 @@ class MetricsTail:
             for line in complete.splitlines():
                 record = json.loads(line)
                 stage = path.parent.name
-                print(emf_line(self.namespace, record, {"tier": self.tier, "stage": stage}), flush=True)
+                dims = {TIER: self.tier, "stage": stage}
+                # by tier alone too: the dashboard's training widgets name the tier only
+                print(emf_line(self.namespace, record, dims, [[TIER], [TIER, "stage"]]), flush=True)
             self.offsets[path] = start + len(complete) + (1 if complete else 0)
 
 

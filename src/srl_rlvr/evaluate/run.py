@@ -19,7 +19,8 @@ from srl_rlvr.config import Config
 from srl_rlvr.evaluate.evaluation import EvalResult, ProblemRecord, evaluate_model
 from srl_rlvr.evaluate.report import write_report
 from srl_rlvr.modeling import load_model
-from srl_rlvr.tasks import load_task
+from srl_rlvr.progress import ProgressLines
+from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.tasks.base import Split
 from srl_rlvr.tracking.runs import tracking_uri
 
@@ -96,18 +97,20 @@ def run_evaluation(
     on_model: Callable[[str, str], None] | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
     gates: Sequence[Mapping[str, Any]] = (),
+    problems: Sequence[Problem] | None = None,
 ) -> EvalRun:
     """Evaluate `baseline` (first, when given) then `models` in order on the same `n` problems.
 
     Task options come from the config when `task_name` is the config's task (or unset).
     `on_model(label, path)` is called before each model loads and `on_batch(what, done, total)` after
-    each batch of problems, for progress output.
+    each batch of problems, for progress output. `problems` (a versioned test set) replaces the
+    task's own `n` problems of `split`.
     """
     task_name = task_name or config.task.name
     options = config.task.options if task_name == config.task.name else {}
     task = load_task(task_name, options)
     n = n or config.data.test_size
-    problems = task.sample(n, config.data.seed, split)
+    problems = list(problems) if problems is not None else task.sample(n, config.data.seed, split)
     family = config.eval.generalization_options
     unseen_task = load_task(task_name, {**options, **family}) if family else None
     unseen = unseen_task.sample(n, config.data.seed, split) if unseen_task else []
@@ -123,11 +126,26 @@ def run_evaluation(
         model_config = config.model.model_copy(update={"name_or_path": path, "lora": None})
         model, tokenizer = load_model(model_config, seed=config.seed)
 
-        def progress(what: str) -> Callable[[int, int], None] | None:
-            return None if on_batch is None else lambda done, total: on_batch(what, done, total)
+        def progress(what: str, count: int) -> Callable[[int, int], None]:
+            """A progress line every twentieth of the problems (for logs), and `on_batch`."""
+            lines = ProgressLines(f"evaluate {what}", count, "problems")
+
+            def batch_done(done: int, total: int) -> None:
+                lines.update(done)
+                if on_batch is not None:
+                    on_batch(what, done, total)
+
+            return batch_done
 
         results[label] = evaluate_model(
-            model, tokenizer, task, problems, config.eval, label, source=path, on_batch=progress(label)
+            model,
+            tokenizer,
+            task,
+            problems,
+            config.eval,
+            label,
+            source=path,
+            on_batch=progress(label, len(problems)),
         )
         if unseen_task is not None:
             generalization[label] = evaluate_model(
@@ -138,7 +156,7 @@ def run_evaluation(
                 config.eval,
                 label,
                 source=path,
-                on_batch=progress(f"{label}, unseen family"),
+                on_batch=progress(f"{label}, unseen family", len(unseen)),
             )
         if stage is not None:
             stage_dirs[label] = stage

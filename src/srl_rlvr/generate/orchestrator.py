@@ -41,6 +41,7 @@ from srl_rlvr.generate.teacher import (
     api_key,
 )
 from srl_rlvr.generate.verifier import Judge, Verdict, Verifier
+from srl_rlvr.progress import ProgressLines
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.tasks.base import Split
 
@@ -114,7 +115,11 @@ def build_team(config: Config, out_dir: Path, n: int, split: Split, problems_fil
     index = None
     if knowledge is not None and collab.retrieval.top_k > 0:
         index = KnowledgeIndex.build(
-            knowledge, method=collab.retrieval.method, dense_model=collab.retrieval.dense_model
+            knowledge,
+            method=collab.retrieval.method,
+            dense_model=collab.retrieval.dense_model,
+            rerank_model=collab.retrieval.rerank_model,
+            rerank_candidates=collab.retrieval.rerank_candidates,
         )
     team = Team(task, teacher, Verifier(task, rules, collab.min_steps, collab.max_steps, judge), rules, index)
     team.clients = clients
@@ -305,11 +310,17 @@ async def _generate(
                 rejected_file.flush()
                 run.progress.rejected += 1
                 run.progress.attempts += int(letter["attempts"])
-            if on_progress is not None:
-                on_progress(run.progress)
+            report()
 
-    if on_progress is not None:
-        on_progress(run.progress)
+    lines = ProgressLines("generate", n, "trajectories", done=run.progress.accepted)
+
+    def report() -> None:
+        p = run.progress
+        lines.update(p.accepted, f"{p.rejected} rejected, {p.attempts} attempts")
+        if on_progress is not None:
+            on_progress(p)
+
+    report()
     usage_path = out_dir / USAGE_FILE
     try:
         with rows_path.open("a", encoding="utf-8") as rf, rejected_path.open("a", encoding="utf-8") as xf:

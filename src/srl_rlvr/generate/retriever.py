@@ -239,6 +239,8 @@ class KnowledgeIndex:
         method: Literal["bm25", "dense"] = "bm25",
         dense_model: str = "sentence-transformers/all-MiniLM-L6-v2",
         chunk_chars: int = 800,
+        rerank_model: str | None = None,
+        rerank_candidates: int = 20,
     ) -> KnowledgeIndex:
         """Read and index every passage of `folder`; `dense` encodes them all with `dense_model` once."""
         if method not in ("bm25", "dense"):
@@ -252,6 +254,10 @@ class KnowledgeIndex:
             rank = dense_ranker(passages, sentence_transformer_encoder(dense_model))
         else:
             rank = bm25_ranker(passages)
+        if rerank_model is not None:  # a trained cross-encoder orders the first stage's candidates
+            from srl_rlvr.generate.rerank_stage import cross_encoder_scorer, reranked
+
+            rank = reranked(rank, passages, cross_encoder_scorer(rerank_model), rerank_candidates)
         logger.info("indexed %d passages from %s with %s", len(passages), folder, method)
         return cls(passages, rank)
 

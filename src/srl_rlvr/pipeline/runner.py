@@ -233,6 +233,10 @@ def run_pipeline(
     inputs. A SIGTERM during training raises `TrainingInterrupted` once the checkpoint is saved:
     calling again with the same arguments resumes. `extra_callbacks` go to every training stage.
     """
+    if config.model.type != "causal_lm":
+        raise ConfigError(
+            f"model.type {config.model.type} runs the encoder pipeline (encoder_pipeline.py), not this one"
+        )
     stages = list(config.pipeline.stages)
     if from_stage is not None and only is not None:
         raise ConfigError("give --from or --only, not both")
@@ -256,9 +260,28 @@ def run_pipeline(
 
     with tracked_run(config, "pipeline", run_dir) if is_main() else nullcontext() as pipeline_run:
         parent_run_id = pipeline_run.run_id if pipeline_run else None
-        for stage in [only] if only else stages:
+        todo = [only] if only else stages
+        while todo:
+            stage = todo.pop(0)
+            if stage in TRAINING and config.pipeline.pilot and not only:
+                config = _piloted(config, records, emit)
+                todo = [s for s in config.pipeline.stages if s in todo or s == stage]
+                stage = todo.pop(0)
             _run_or_skip(config, stage, forced, records, emit, extra_callbacks, result, parent_run_id)
     return result
+
+
+def _piloted(config: Config, records: dict[str, Record], emit: Emit) -> Config:
+    """The config with the training stages the pilot chose (pilot.py), the pilot off. Every rank
+    runs the candidates, as every rank trains."""
+    from srl_rlvr.pipeline.pilot import choose_recipe, with_recipe
+
+    generated = records.get("generate")
+    trajectories = output_path(Path(config.output_dir), generated).absolute() if generated else None
+    choice = choose_recipe(config, trajectories, emit)
+    emit(StageEvent("finish", "pilot", message=choice.reason))
+    chosen = with_recipe(config, choice.stages)
+    return chosen.model_copy(update={"pipeline": chosen.pipeline.model_copy(update={"pilot": False})})
 
 
 def resolve_registry_model(config: Config) -> Config:

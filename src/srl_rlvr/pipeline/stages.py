@@ -178,11 +178,13 @@ def _evaluate(config: Config, emit: Emit) -> StageOutput:
 
     base = config.model.name_or_path
     trained = [str(stage_dir(config, s)) for s in upstream_stages("evaluate", config.pipeline.stages)]
-    done: list[str] = []
+    models = len(trained) + 1  # the base model, then each trained one
+    passes = models * (2 if config.eval.generalization_options else 1)
+    answered: dict[str, int] = {}  # problems done per pass (a model, or a model on the unseen family)
 
-    def on_model(label: str, path: str) -> None:
-        emit(StageEvent("step", "evaluate", len(done), len(trained) + 1, label))
-        done.append(label)
+    def on_batch(what: str, done: int, total: int) -> None:
+        answered[what] = done
+        emit(StageEvent("step", "evaluate", sum(answered.values()), total * passes, what))
 
     gates = [
         g
@@ -195,7 +197,7 @@ def _evaluate(config: Config, emit: Emit) -> StageOutput:
         trained or [base],
         baseline=base if trained else None,
         out_dir=out,
-        on_model=on_model,
+        on_batch=on_batch,
         gates=[{k: v for k, v in vars(g).items() if k != "best_completions"} for g in gates],
     )
     return StageOutput(evaluation.report, evaluation=evaluation)

@@ -28,6 +28,7 @@ from srl_rlvr.errors import UserError
 from srl_rlvr.serve.auth import key_id_of
 from srl_rlvr.serve.body import decode_json
 from srl_rlvr.serve.config import ServeConfig
+from srl_rlvr.serve.encoder_api import add_encoder_routes
 from srl_rlvr.serve.openai_api import (
     ApiError,
     ChatRequest,
@@ -74,6 +75,9 @@ _COUNTED_ROUTES = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
     "/v1/feedback": "feedback",
+    "/v1/embeddings": "embeddings",
+    "/v1/rerank": "rerank",
+    "/v1/classify": "classify",
 }
 
 
@@ -281,6 +285,8 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
 
         return await observed("completions", body.model, run)
 
+    add_encoder_routes(app, server, read_body, client_key, observed)
+
     @app.post("/v1/feedback")
     async def feedback(request: Request, key_id: str = Depends(client_key)) -> dict[str, Any]:
         """A rating of an answer (its response `id`), and optionally what it should have been: the
@@ -305,6 +311,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         data = [entry(name, "role", root=state.primary) for name, state in server.roles.states.items()]
         data += [entry(name, "model") for name in server.models.workers]
         data += [entry(name, "adapter", parent=base) for name, base in adapters.items()]
+        data += [entry(name, encoder.type) for name, encoder in server.encoders.models.items()]
         return {"object": "list", "data": data}
 
     @app.get("/health")

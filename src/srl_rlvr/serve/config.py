@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from srl_rlvr.config import apply_override, parse_yaml
+from srl_rlvr.config import METRIC_NAMESPACE, EmfOutput, apply_override, parse_yaml
 from srl_rlvr.data.pii import PII_KINDS
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.model_types import ModelType
 from srl_rlvr.schema import schema_errors
 
 # Phrasings of the common "forget your instructions" and "show me your prompt" attacks, matched against
@@ -66,6 +67,25 @@ class ServedModel(Section):
     base: str | None = Field(
         None, description="Name of the served base model this adapter attaches to; the base loads once."
     )
+    type: ModelType = Field(
+        "causal_lm",
+        description="causal_lm answers chat and completions; embedding answers POST /v1/embeddings, "
+        "reranker POST /v1/rerank, classifier POST /v1/classify (and may be the intent router).",
+    )
+
+
+class RouterConfig(Section):
+    """`model: "auto"`: the intent router (a served classifier whose labels are role names) picks the role."""
+
+    model: str = Field(description="The served classifier model whose labels are this server's roles.")
+    confidence_floor: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Below this top probability the request goes to default_role: a wrong role answers "
+        "worse than the general one, and half the probability mass is the least a clear winner holds.",
+    )
+    default_role: str = Field(description="The role that answers when the router is unsure.")
 
 
 class InputRules(Section):
@@ -211,6 +231,12 @@ class LimitsConfig(Section):
         0.0, ge=0.0, description="When a request does not say: task models answer best greedily."
     )
     max_batch: int = Field(32, gt=0, description="Requests generated together in one batch per base model.")
+    max_inputs: int = Field(
+        2048,
+        gt=0,
+        description="Texts one /v1/embeddings, /v1/rerank or /v1/classify request may send (OpenAI's own "
+        "limit for embeddings); more is a 400, not a server busy for minutes.",
+    )
     request_timeout_s: float = Field(
         120.0, gt=0, description="A generation slower than this counts as the model failing."
     )
@@ -281,6 +307,20 @@ class RecordsConfig(Section):
     )
 
 
+class ServeEmf(EmfOutput):
+    """One CloudWatch EMF line per answered request: its latency, what the tier's latency alarm watches."""
+
+    @model_validator(mode="after")
+    def _folder_exists(self) -> ServeEmf:
+        if self.to != "stdout" and not Path(self.to).parent.is_dir():
+            raise ValueError(f"to: the folder of {self.to} does not exist")
+        return self
+
+    namespace: str = Field(
+        METRIC_NAMESPACE, description="CloudWatch namespace: the run config's aws.namespace."
+    )
+
+
 class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="0.0.0.0 to accept connections from other machines.")
     port: int = Field(8000, ge=0, le=65535, description="0: any free port (tests).")
@@ -293,6 +333,9 @@ class ServeConfig(Section):
     )
     models: dict[str, ServedModel] = Field(description="Served models by name (the `model` clients send).")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Jobs, each a chain of models.")
+    router: RouterConfig | None = Field(
+        None, description="Route `model: \"auto\"` requests with an intent router; None: 'auto' is unknown."
+    )
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -309,6 +352,11 @@ class ServeConfig(Section):
         default_factory=RecordsConfig,
         description="Record every answered request (text after the guardrails' redaction, the key's id, "
         "the model that answered, latency, the task's check) and accept POST /v1/feedback; null: off.",
+    )
+    cloudwatch: ServeEmf | None = Field(
+        None,
+        description="Write each answered request's latency_ms as a CloudWatch embedded-metric-format line "
+        "(dimensions tier, and tier with role), to stdout or a file; null: off.",
     )
     audit_log: str = Field("serve-audit.jsonl", description="Append-only JSONL of guardrail violations.")
     chaos: bool = Field(
@@ -330,6 +378,19 @@ class ServeConfig(Section):
             unknown = sorted(set(names) - served)
             if unknown:
                 raise ValueError(f"auth.key_access.{key_id}: no role or model {', '.join(unknown)}")
+        for name, model in self.models.items():
+            if model.type != "causal_lm" and model.base is not None:
+                raise ValueError(f"models.{name}: a {model.type} model is served whole, without a base")
+        if "auto" in served:
+            raise ValueError("'auto' names the intent router's choice; call no model or role 'auto'")
+        if self.router is not None:
+            router = self.models.get(self.router.model)
+            if router is None or router.type != "classifier":
+                raise ValueError(
+                    f"router.model: '{self.router.model}' is not a classifier model defined here"
+                )
+            if self.router.default_role not in self.roles:
+                raise ValueError(f"router.default_role: no role '{self.router.default_role}'")
         for name, role in self.roles.items():
             if role.mcp_servers and role.task:
                 raise ValueError(f"roles.{name}: a role with mcp_servers answers chat, not a task's prompt")
@@ -337,6 +398,10 @@ class ServeConfig(Section):
                 if used not in self.models:
                     raise ValueError(
                         f"roles.{name}: unknown model '{used}'; models: {', '.join(self.models)}"
+                    )
+                if self.models[used].type != "causal_lm":
+                    raise ValueError(
+                        f"roles.{name}: '{used}' is a {self.models[used].type}, not a chat model"
                     )
         return self
 

@@ -22,13 +22,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from srl_rlvr.cloud.cloudwatch import serving_emf_line, write_emf
 from srl_rlvr.data.pii import redact_text
 from srl_rlvr.data.records import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.data.secrets import redact_secrets
+from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.modeling import render_chat
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
+from srl_rlvr.serve.encoders import EncoderSet
 from srl_rlvr.serve.generation import Completion, cut_at_stops
 from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
@@ -79,6 +82,7 @@ class Ask:
     metadata: dict[str, str] | None = None
     tools: ToolPlan | None = None  # the tools the model may call, rendered into its prompt
     tool_choice: Any = None  # as the client sent it: also applies to a role's MCP tools
+    routed: bool = False  # `model: "auto"`: the intent router chose the role in `name`
 
     def row(self, temperature: float | None = None) -> RowSampling:
         """The sampling of one row, at `temperature` instead of the request's when given (a retry)."""
@@ -96,6 +100,7 @@ class Server:
         self.keys = load_keys(config.auth)
         self.limiter = RateLimiter(config.auth.requests_per_second, config.auth.burst)
         self.models = ModelSet(config.device, config.limits.max_batch)
+        self.encoders = EncoderSet(config.device)  # embedding, reranker and classifier models
         self.health = HealthMonitor(config.health)
         self.roles = Roles(config.roles, config.canary)
         self.formats = {name: format_check(role) for name, role in config.roles.items()}
@@ -127,8 +132,18 @@ class Server:
 
             torch.set_num_threads(self.config.cpu_threads)
         for name, model in self.config.models.items():
-            if model.base is None:
+            if model.type != "causal_lm":
+                self.encoders.load(name, model.path, model.type)
+            elif model.base is None:
                 self.models.load_base(name, model.path)
+        if self.config.router is not None:
+            from srl_rlvr.serve.intent_router import unknown_labels
+
+            unknown = unknown_labels(self.encoders, self.config.router, self.config.roles)
+            if unknown:
+                raise UserError(
+                    f"router.model '{self.config.router.model}' predicts roles this server lacks: {', '.join(unknown)}"
+                )
         for name, model in self.config.models.items():
             if model.base is not None:
                 self.models.attach(name, model.path, model.base)
@@ -164,9 +179,24 @@ class Server:
         await self.models.generate(model, "ping", 1, RowSampling(0.0), [], self.config.health.probe_timeout_s)
 
     def served_names(self) -> list[str]:
-        return [*self.config.roles, *self.models.where]
+        return [*self.config.roles, *self.models.where, *self.encoders.models]
 
     async def answer(self, ask: Ask) -> Answer:
+        if ask.name == "auto" and self.config.router is not None:
+            from srl_rlvr.serve.intent_router import route
+
+            routed = await route(self.encoders, self.config.router, ask.messages)
+            log.debug(
+                "auto -> %s (%.2f%s)",
+                routed.role,
+                routed.confidence,
+                ", fallback" if routed.fell_back else "",
+            )
+            ask = replace(ask, name=routed.role, routed=True)
+        if ask.name in self.encoders.models:
+            kind = self.encoders.models[ask.name].type
+            route_of = {"embedding": "embeddings", "reranker": "rerank", "classifier": "classify"}[kind]
+            raise ApiError(400, f"'{ask.name}' is a {kind} model: call POST /v1/{route_of}", param="model")
         role = self.config.roles.get(ask.name)
         if role is None and ask.name not in self.models.where:
             raise ApiError(
@@ -223,9 +253,30 @@ class Server:
         except ApiError as e:
             if e.status >= 500:  # no model could answer: production's error rate counts it
                 self._record(ask, None, began)
+                self._emit_latency(ask, None, began)
             raise
         self._record(ask, answer, began)
+        self._emit_latency(ask, answer, began)
         return answer
+
+    def _emit_latency(self, ask: Ask, answer: Answer | None, began: float) -> None:
+        """The request's latency as a CloudWatch EMF line (serve.cloudwatch), for the tier's alarm."""
+        emf = self.config.cloudwatch
+        if emf is None:
+            return
+        status = "error" if answer is None else "refused" if answer.refusal else "ok"
+        line = serving_emf_line(
+            emf.namespace,
+            emf.tier,
+            ask.name,
+            1000 * (time.perf_counter() - began),
+            "-" if answer is None else answer.served_by,
+            status,
+        )
+        try:
+            write_emf(emf, line)
+        except (ConfigError, OSError) as e:  # a full disk or a closed pipe must not fail the request
+            log.warning("serve.%s", e)
 
     async def _answer(self, ask: Ask, role: RoleConfig | None) -> Answer:
         if role is None:
@@ -317,6 +368,8 @@ class Server:
         status = "error" if answer is None else "refused" if answer.refusal else "ok"
         asked = {"user": ask.user} if ask.user else {}
         asked.update({f"metadata.{k}": v for k, v in (ask.metadata or {}).items()})
+        if ask.routed:  # the router's own choice: no label to train the next router on
+            asked["routed_from"] = "auto"
         self.records.add(
             Record(
                 request_id=ask.request_id,

@@ -16,6 +16,8 @@ BUILTIN_TASKS = {
     "codegen": "srl_rlvr.tasks.codegen:CodegenTask",
     "extraction": "srl_rlvr.tasks.extraction:ExtractionTask",
     "calculator": "srl_rlvr.tasks.calculator:CalculatorTask",
+    "retrieval": "srl_rlvr.tasks.retrieval:RetrievalTask",
+    "srl_parser": "srl_rlvr.tasks.srl_parser:SrlParserTask",
 }
 
 __all__ = ["BUILTIN_TASKS", "Problem", "SolvableTask", "Task", "headline_metric", "load_task", "problem_of"]

@@ -19,6 +19,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from srl_rlvr.distributed import any_rank, is_main
 from srl_rlvr.errors import UserError
+from srl_rlvr.progress import ProgressLines, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -113,26 +114,24 @@ class TimedCheckpoint(TrainerCallback):
         self.last = self.clock()
 
 
-PROGRESS_LOG = "srl_rlvr.progress"
-
-
 class ProgressLog(TrainerCallback):
-    """A log line every `every` steps (default: each twentieth of the stage) and at the end: step/total,
-    steps/s and time left, for logs and cron mail where no bar can draw. The libraries' own bars are
-    off (`run_settings`), so without this a long stage in a log file is silent."""
+    """Training's progress lines (`progress.ProgressLines`: step/total, steps/s, time left, the last
+    loss), for logs and cron mail where no bar can draw. The libraries' own bars are off
+    (`run_settings`), so without this a long stage in a log file is silent."""
 
     def __init__(
         self, stage: str, every: int | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.stage, self.every, self.clock = stage, every, clock
-        self.start, self.first, self.loss = 0.0, 0, None
+        self.lines: ProgressLines | None = None
+        self.loss: float | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.start, self.first = self.clock(), state.global_step  # a resumed run's rate counts its own steps
-        if self.every is None:
-            self.every = max(1, round(state.max_steps / 20))
+        self.lines = ProgressLines(
+            self.stage, state.max_steps, "steps", state.global_step, self.every, self.clock
+        )
 
     def on_log(
         self,
@@ -147,44 +146,8 @@ class ProgressLog(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        step, total = state.global_step, state.max_steps
-        if not state.is_world_process_zero or (step % (self.every or 1) and step != total):
-            return
-        done = step - self.first
-        rate = done / max(self.clock() - self.start, 1e-9)
-        left = (total - step) / rate if rate > 0 else float("inf")
-        loss = f", loss {self.loss:.4g}" if self.loss is not None else ""
-        logging.getLogger(PROGRESS_LOG).info(
-            "%s: step %d/%d (%.0f%%), %.3g steps/s, %s left%s",
-            self.stage,
-            step,
-            total,
-            100 * step / max(total, 1),
-            rate,
-            _duration(left),
-            loss,
-        )
-
-
-def _duration(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def step_rate_column() -> Any:
-    """A progress-bar column with the steps per second (rich's own speed column counts bytes)."""
-    from rich.progress import ProgressColumn, Task
-    from rich.text import Text
-
-    class StepRate(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.3g} steps/s" if speed else "- steps/s", style="progress.data.speed")
-
-    return StepRate()
+        if state.is_world_process_zero and self.lines is not None:
+            self.lines.update(state.global_step, f"loss {self.loss:.4g}" if self.loss is not None else "")
 
 
 class RichProgress(TrainerCallback):
@@ -193,17 +156,8 @@ class RichProgress(TrainerCallback):
     SHOWN = ("reward", "kl", "loss")
 
     def __init__(self, description: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self.description = description
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            step_rate_column(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
-        )
+        self.progress = progress_bar()
         self.task_id: Any = None
 
     def on_train_begin(
@@ -212,7 +166,7 @@ class RichProgress(TrainerCallback):
         if state.is_world_process_zero:
             self.progress.start()
             self.task_id = self.progress.add_task(
-                self.description, total=state.max_steps, completed=state.global_step, stats=""
+                self.description, total=state.max_steps, completed=state.global_step, unit="steps", note=""
             )
 
     def on_step_end(
@@ -231,7 +185,7 @@ class RichProgress(TrainerCallback):
     ) -> None:
         if self.task_id is not None and logs:
             stats = "  ".join(f"{k} {logs[k]:.3g}" for k in self.SHOWN if k in logs)
-            self.progress.update(self.task_id, stats=stats)
+            self.progress.update(self.task_id, note=stats)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

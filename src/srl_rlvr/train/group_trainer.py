@@ -76,6 +76,7 @@ KL_LOG_RATIO_CAP = 2.6
 # `rollout.fused_ops: auto` fuses from this many optimiser steps: the compile costs ~5 s once, the
 # fused step saves ~0.2 s (0.5B, 64 completions x 256 tokens on an H200), so it is repaid in ~25 steps.
 FUSED_OPS_MIN_STEPS = 100
+ROLLOUT_BUFFER = "rollout_buffer"  # a checkpoint's file of the rollouts left for later minibatches
 # Generation options the fast engine does not implement, with their neutral values; any other value
 # sends the rollout through TRL's own generate.
 _NEUTRAL_GENERATION = {
@@ -344,18 +345,35 @@ class GroupTrainer(GRPOTrainer):
         return with_row_scale(output)
 
     def _save_rng_state(self, output_dir: str) -> None:
-        """The trainer's RNG states, and dynamic sampling's prompt order (its own generator): without it
-        a resumed run refills from a fresh order and stops matching an uninterrupted one."""
+        """The trainer's RNG states, dynamic sampling's prompt order (its own generator), and, when the
+        checkpoint falls inside a rollout batch (steps_per_generation or num_iterations > 1), the
+        rollouts TRL buffered for its later minibatches with its micro-step count. Without the order a
+        resumed run refills from a fresh one; without the buffer it samples a new batch mid-way from
+        the resumed weights and every later rollout batch starts at another step."""
         super()._save_rng_state(output_dir)
+        rank = self.accelerator.process_index
         if self._draws is not None:
-            path = Path(output_dir) / f"prompt_draws_{self.accelerator.process_index}.pt"
-            torch.save(self._draws.state(), path)
+            torch.save(self._draws.state(), Path(output_dir) / f"prompt_draws_{rank}.pt")
+        if self._buffered_inputs is not None and self._step % self._generate_every():
+            state = {"step": self._step, "buffer": self._buffered_inputs}
+            torch.save(state, Path(output_dir) / f"{ROLLOUT_BUFFER}_{rank}.pt")
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
         super()._load_rng_state(checkpoint)
-        path = Path(checkpoint or "") / f"prompt_draws_{self.accelerator.process_index}.pt"
-        if checkpoint is not None and path.is_file():
-            self._prompt_draws().restore(torch.load(path))
+        if checkpoint is None:
+            return
+        rank = self.accelerator.process_index
+        draws = Path(checkpoint) / f"prompt_draws_{rank}.pt"
+        if draws.is_file():
+            self._prompt_draws().restore(torch.load(draws))
+        buffered = Path(checkpoint) / f"{ROLLOUT_BUFFER}_{rank}.pt"
+        if buffered.is_file():
+            state = torch.load(buffered, map_location=self.accelerator.device)
+            self._step, self._buffered_inputs = state["step"], state["buffer"]
+
+    def _generate_every(self) -> int:
+        """Micro-steps between two rollout batches, as TRL's _prepare_inputs counts them."""
+        return self.args.steps_per_generation * self.num_iterations
 
     def _prompt_draws(self) -> PromptDraws:
         if self._draws is None:
