@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from chat_server import ScriptedChatServer
 
-from srl_rlvr.collaborate.orchestrator import generate_dataset
 from srl_rlvr.config import build_config
+from srl_rlvr.generate.orchestrator import generate_dataset
 from srl_rlvr.tasks import load_task
 
 TASK = load_task("arithmetic")

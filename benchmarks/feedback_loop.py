@@ -34,7 +34,7 @@ from srl_rlvr.modeling import EMBEDDED_DIR, load_model
 from srl_rlvr.serve.config import build_serve_config
 from srl_rlvr.serve.run import serve_in_thread
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
-from srl_rlvr.tracking.registry import local_path, promote, register
+from srl_rlvr.tracking.registry import promote, register, resolve_source
 
 KEY = "sk-bench"
 
@@ -124,7 +124,7 @@ def main() -> None:
     scores = {}
     for label, reference in (("production (v1)", v1.reference), ("retrained", result.candidate)):  # type: ignore[attr-defined]
         model, tokenizer = load_model(
-            config.model.model_copy(update={"name_or_path": local_path(reference, uri)})
+            config.model.model_copy(update={"name_or_path": resolve_source(reference, uri)})
         )
         scores[label] = evaluate_model(model, tokenizer, hard, problems, config.eval, label=label).rewards
     before, after = scores.values()

@@ -40,7 +40,7 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     from srl_rlvr.cli import quiet_libraries
     from srl_rlvr.config import PipelineConfig, load_config
     from srl_rlvr.pipeline import run_pipeline
-    from srl_rlvr.stage_gate import best_model, read_gate
+    from srl_rlvr.pipeline.gate import best_model, read_gate
     from srl_rlvr.tasks import load_task
 
     quiet_libraries()

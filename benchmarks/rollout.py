@@ -1,6 +1,6 @@
 """Rollout speed: the fast engine (`srl_rlvr.rollout`) against HF generate and TRL's GRPOTrainer.
 
-Issue 8's setting: a Qwen2.5-0.5B-architecture model (random init, bf16), 64-token prompts, 256 new
+The setting: a Qwen2.5-0.5B-architecture model (random init, bf16), 64-token prompts, 256 new
 tokens (forced: no stop token), batch 64 and 256, all variants in one run on one GPU:
 
 - hf_generate: `model.generate` as TRL's GRPOTrainer calls it (sampling, dynamic cache).
@@ -477,7 +477,7 @@ def lora_parity(dtype: torch.dtype, device: str = "cuda") -> dict:
 
     from srl_rlvr.config import ModelConfig
     from srl_rlvr.modeling import load_model
-    from srl_rlvr.rollout.rollout_copy import RolloutCopy
+    from srl_rlvr.rollout.weights_copy import RolloutCopy
     from srl_rlvr.tasks import load_task
 
     base, tokenizer = load_model(ModelConfig(name_or_path="embedded", device=device, dtype="float32"))
@@ -639,7 +639,7 @@ def training_step(name: str) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from srl_rlvr.config import RLVRConfig
-    from srl_rlvr.train.grpo import GroupTrainer
+    from srl_rlvr.train.group_trainer import GroupTrainer
 
     trainer_kind, masters, lora, fused = TRAIN_VARIANTS[name]
     steps = TRAIN_STEPS["trl_lora" if trainer_kind == "trl" and lora else trainer_kind]

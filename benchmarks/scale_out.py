@@ -1,4 +1,4 @@
-"""Training steps on one GPU and several, under the shipped accelerate configs (issue 24).
+"""Training steps on one GPU and several, under the shipped accelerate configs.
 
 Launched by accelerate, one process a GPU:
 
@@ -89,7 +89,7 @@ def step(args: argparse.Namespace) -> None:
 
     from srl_rlvr.config import RLVRConfig
     from srl_rlvr.distributed import world_size
-    from srl_rlvr.train.grpo import GroupTrainer
+    from srl_rlvr.train.group_trainer import GroupTrainer
     from srl_rlvr.train.similarity import similarities
 
     prompt_tokens, completion_tokens = SHAPES[args.shape]

@@ -1,4 +1,4 @@
-"""SRL where it should win (issue 25): a hard family, few varied expert solutions, arms at equal time.
+"""SRL where it should win: a hard family, few varied expert solutions, arms at equal time.
 
 The SRL paper's claim is about a regime our other benchmarks are not in: a base that rarely solves
 the problems (so RLVR's groups carry no signal), and few, long, varied expert solutions (so SFT

@@ -6,7 +6,7 @@
 # arm trains for BUDGET_S seconds under the same sharing of the GPUs as every other arm (equal GPU
 # time); a process a seed scores the base meanwhile. Then --merge joins them by seed into
 # $OUT/result.json and $OUT/srl_regime.png. First, `guard`: `srl-rlvr train rlvr` in one process
-# that sees both GPUs must train on one (issue 24).
+# that sees both GPUs must train on one.
 set -u
 BUDGET=${1:-240}
 HELDOUT=${2:-200}

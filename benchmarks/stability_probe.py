@@ -13,7 +13,7 @@ so the step can be replayed.
 `--replay` recomputes a dumped micro-batch's loss and gradients under variants (attention
 implementation and SDPA backend, autocast, TRL's fused LM head, masked rows dropped) and says which
 give non-finite gradients. Run under training code that predates the fix, this is how the cause
-was found: only PyTorch's cuDNN attention backend did (`train/loop.py: avoid_cudnn_attention`).
+was found: only PyTorch's cuDNN attention backend did (`train/runner.py: avoid_cudnn_attention`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import load_config
 from srl_rlvr.modeling import model_source
 from srl_rlvr.tasks import load_task
-from srl_rlvr.train import grpo
+from srl_rlvr.train import group_trainer
 from srl_rlvr.train.rlvr import train_rlvr
 from srl_rlvr.train.srl import train_srl
 
@@ -58,7 +58,7 @@ def _stats(trainer: Any, model: Any, inputs: dict[str, Any]) -> dict[str, float]
     out["logp_min_all"] = float(raw.min())
     ref = inputs.get("ref_per_token_logps")
     if ref is not None:
-        floored = raw.clamp(min=grpo.LOGP_FLOOR)
+        floored = raw.clamp(min=group_trainer.LOGP_FLOOR)
         gap = ref - floored
         k3 = torch.exp(gap) - gap - 1
         out["ref_min"] = float(ref.min())
@@ -77,7 +77,7 @@ def _stats(trainer: Any, model: Any, inputs: dict[str, Any]) -> dict[str, float]
 
 
 def install_probes() -> None:
-    original_loss = grpo.GroupTrainer._compute_loss
+    original_loss = group_trainer.GroupTrainer._compute_loss
 
     def probed_loss(self: Any, model: Any, inputs: dict[str, Any]) -> Any:
         record = _stats(self, model, inputs)
@@ -88,9 +88,9 @@ def install_probes() -> None:
         STATE["pending"] = record
         return loss
 
-    grpo.GroupTrainer._compute_loss = probed_loss  # type: ignore[method-assign]
+    group_trainer.GroupTrainer._compute_loss = probed_loss  # type: ignore[method-assign]
 
-    original_init = grpo.GroupTrainer.__init__
+    original_init = group_trainer.GroupTrainer.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
@@ -130,7 +130,7 @@ def install_probes() -> None:
 
         self.accelerator.clip_grad_norm_ = probed_clip
 
-    grpo.GroupTrainer.__init__ = init  # type: ignore[method-assign]
+    group_trainer.GroupTrainer.__init__ = init  # type: ignore[method-assign]
 
 
 def replay(folder: Path, reps: int = 3) -> None:
@@ -174,7 +174,7 @@ def replay(folder: Path, reps: int = 3) -> None:
                     logp = (
                         logits.float().log_softmax(-1).gather(-1, batch["completion_ids"][..., None])[..., 0]
                     )
-            logp = logp.clamp(min=grpo.LOGP_FLOOR)
+            logp = logp.clamp(min=group_trainer.LOGP_FLOOR)
             gap = batch["ref_per_token_logps"] - logp
             per_token = -torch.exp(logp - logp.detach()) * batch["advantages"][:, None] + beta * (
                 gap.exp() - gap - 1

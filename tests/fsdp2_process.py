@@ -14,7 +14,7 @@ from torch.distributed.fsdp import fully_shard
 
 from srl_rlvr.modeling import byte_tokenizer, tiny_model
 from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams
-from srl_rlvr.rollout.rollout_copy import RolloutCopy, is_sharded
+from srl_rlvr.rollout.weights_copy import RolloutCopy, is_sharded
 
 
 def lively(model: torch.nn.Module) -> torch.nn.Module:

@@ -13,7 +13,7 @@ import sys
 
 from srl_rlvr.config import build_config
 from srl_rlvr.pipeline import run_pipeline
-from srl_rlvr.stages import StageEvent
+from srl_rlvr.pipeline.stages import StageEvent
 
 
 def die() -> None:

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from srl_rlvr.config import build_config
 from srl_rlvr.modeling import load_model, materialize
 from srl_rlvr.tasks import Problem
-from srl_rlvr.train.grpo import GroupTrainer, grpo_args
+from srl_rlvr.train.group_trainer import GroupTrainer, grpo_args
 
 
 class FirstCharacterTask:

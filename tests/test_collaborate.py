@@ -14,10 +14,10 @@ import pytest
 from chat_server import ScriptedChatServer
 
 from srl_rlvr.cli import main
-from srl_rlvr.collaborate.orchestrator import REJECTED_FILE, generate_dataset
 from srl_rlvr.config import Config, build_config
 from srl_rlvr.data.versioning import load_dataset
 from srl_rlvr.errors import ConfigError, EndpointError
+from srl_rlvr.generate.orchestrator import REJECTED_FILE, generate_dataset
 from srl_rlvr.tasks import Problem, load_task
 
 ARITHMETIC = load_task("arithmetic")

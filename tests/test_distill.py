@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from srl_rlvr.cli import app
 from srl_rlvr.config import build_config
+from srl_rlvr.data.records import Record, RecordStore
 from srl_rlvr.distill.run import cascade, distill_once
 from srl_rlvr.distill.validate import Validation
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.feedback.store import Record, RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
 from srl_rlvr.tracking.registry import promote, register, versions

@@ -10,7 +10,7 @@ from rl_helpers import StopAtStep, recording_trainer
 from srl_rlvr.config import build_config
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.train.dynamic_sampling import chosen_groups, informative_groups, merge_rollouts
-from srl_rlvr.train.grpo import group_advantages, grpo_args
+from srl_rlvr.train.group_trainer import group_advantages, grpo_args
 
 
 def test_refill_trains_only_on_informative_groups_at_the_configured_batch_size(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ reassembly check, and the router's labelled production records."""
 from __future__ import annotations
 
 from srl_rlvr.data.jsonl import write_jsonl
+from srl_rlvr.data.records import Feedback, Record, RecordStore
 from srl_rlvr.data.trajectory import Step
 from srl_rlvr.encoder_data import labelled_records, trajectory_pairs
-from srl_rlvr.feedback.store import Feedback, Record, RecordStore
 from srl_rlvr.tasks import load_task
 
 

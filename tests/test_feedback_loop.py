@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from srl_rlvr.cli import app
 from srl_rlvr.config import build_config
+from srl_rlvr.data.records import RecordStore
 from srl_rlvr.evaluate.evaluation import evaluate_model
 from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.feedback.retrain import retrain
-from srl_rlvr.feedback.store import RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR, load_model
 from srl_rlvr.serve.auth import env_key_id
 from srl_rlvr.serve.config import build_serve_config

@@ -8,8 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from srl_rlvr.cli import app
+from srl_rlvr.data.records import Feedback, Record, RecordStore
 from srl_rlvr.feedback.drift import input_drift
-from srl_rlvr.feedback.store import Feedback, Record, RecordStore
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
 
 

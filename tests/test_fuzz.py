@@ -8,10 +8,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from srl_rlvr.collaborate.teacher_reply import ReplyRejected, parse_trajectory_reply
 from srl_rlvr.config import build_config, load_config
 from srl_rlvr.data.jsonl import read_trajectories
 from srl_rlvr.errors import UserError
+from srl_rlvr.generate.teacher_reply import ReplyRejected, parse_trajectory_reply
 
 FUZZ = settings(
     max_examples=300,

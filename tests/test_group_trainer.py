@@ -7,7 +7,7 @@ import pytest
 import torch
 from rl_helpers import recording_trainer
 
-from srl_rlvr.train.grpo import KL_LOG_RATIO_CAP, with_row_scale
+from srl_rlvr.train.group_trainer import KL_LOG_RATIO_CAP, with_row_scale
 
 
 def test_masked_rows_do_not_shrink_the_per_sequence_grpo_loss(tmp_path: Path) -> None:

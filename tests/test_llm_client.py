@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from chat_server import ScriptedChatServer
 
-from srl_rlvr.collaborate.breaker import CircuitBreaker
-from srl_rlvr.collaborate.llm_client import ChatClient, RetryPolicy
 from srl_rlvr.errors import EndpointDown, EndpointError
+from srl_rlvr.generate.breaker import CircuitBreaker
+from srl_rlvr.generate.llm_client import ChatClient, RetryPolicy
 
 MODEL = "scripted-model"
 QUESTION = [{"role": "user", "content": "What is two plus two?"}]

@@ -18,11 +18,11 @@ import openai
 import pytest
 import torch
 
-from srl_rlvr.collaborate.retriever import KnowledgeIndex
 from srl_rlvr.config import build_config
 from srl_rlvr.encoder_models import load_cross_encoder
 from srl_rlvr.encoder_pipeline import run_encoder_pipeline
 from srl_rlvr.errors import ConfigError
+from srl_rlvr.generate.retriever import KnowledgeIndex
 from srl_rlvr.serve.config import RouterConfig, build_serve_config
 from srl_rlvr.serve.encoders import EncoderSet
 from srl_rlvr.serve.intent_router import route

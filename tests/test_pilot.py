@@ -8,7 +8,7 @@ import pytest
 from srl_rlvr.config import build_config
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.pipeline import read_state, run_pipeline
-from srl_rlvr.stages import StageEvent
+from srl_rlvr.pipeline.stages import StageEvent
 
 SMALL = [
     "model.name_or_path=embedded",

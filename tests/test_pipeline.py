@@ -14,8 +14,8 @@ from srl_rlvr.cli import app, main
 from srl_rlvr.config import Config, build_config
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.pipeline import PipelineResult, read_state, run_pipeline
-from srl_rlvr.stages import StageEvent, upstream_stages
-from srl_rlvr.train.loop import TrainingInterrupted
+from srl_rlvr.pipeline.stages import StageEvent, upstream_stages
+from srl_rlvr.train.runner import TrainingInterrupted
 
 TINY = [
     "model.name_or_path=tiny",  # the library's default, said aloud: the CLI without a config uses `embedded`
@@ -223,7 +223,7 @@ def test_register_finds_each_stage_by_path_even_when_the_base_took_its_label(tmp
     """A base model that is an earlier run's `srl` folder is labelled `srl`; this run's SRL is `srl-2`."""
     from srl_rlvr.evaluate.evaluation import EvalResult
     from srl_rlvr.evaluate.run import EvalRun
-    from srl_rlvr.stages import _result_of
+    from srl_rlvr.pipeline.stages import _result_of
 
     def result(label: str, model: Path, reward: float) -> EvalResult:
         return EvalResult(label, str(model), "arithmetic", {"reward": reward}, {"p50": 1.0}, 1.0, 8)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from srl_rlvr.config import Config, build_config
+from srl_rlvr.data.records import Record, RecordStore
 from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.feedback.retrain import _canary, check_prerequisites, retrain
-from srl_rlvr.feedback.store import Record, RecordStore
 from srl_rlvr.modeling import EMBEDDED_DIR
 from srl_rlvr.serve.auth import env_key_id
 from srl_rlvr.serve.config import build_serve_config

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srl_rlvr.collaborate.retriever import KnowledgeIndex, Passage, dense_ranker, load_passages
 from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.generate.retriever import KnowledgeIndex, Passage, dense_ranker, load_passages
 
 RULES_MD = """# Refund policy
 

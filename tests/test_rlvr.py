@@ -15,10 +15,10 @@ from srl_rlvr.config import Config, build_config
 from srl_rlvr.errors import ConfigError, TaskError
 from srl_rlvr.tasks import Problem
 from srl_rlvr.train.guard import StabilityGuard
-from srl_rlvr.train.loop import TrainingInterrupted
 from srl_rlvr.train.ppo import VALUE_HEAD_FILE, PPOTrainer, gae, terminal_rewards
 from srl_rlvr.train.rewards import outcome_reward, overlong_penalty, reward_functions
 from srl_rlvr.train.rlvr import train_rlvr
+from srl_rlvr.train.runner import TrainingInterrupted
 
 TASK = FirstCharacterTask()
 
@@ -344,7 +344,7 @@ def test_dapo_warns_when_its_overlong_penalty_would_punish_right_answers(
         "rlvr.max_steps=1",
         "rlvr.overlong_buffer=4",
     )
-    with caplog.at_level(logging.WARNING, logger="srl_rlvr.train.grpo"):
+    with caplog.at_level(logging.WARNING, logger="srl_rlvr.train.group_trainer"):
         train_rlvr(config, TASK.sample(8, 0, "train"), task=TASK)
     assert "overlong penalty starts at 2 tokens but right answers have a median of 6" in caplog.text
 

@@ -26,7 +26,7 @@ from srl_rlvr.config import LoraConfig, build_config
 from srl_rlvr.modeling import apply_lora, byte_tokenizer, tiny_model
 from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams, make_engine
 from srl_rlvr.rollout.sampling import chunked_sample, sample, sampler_chunks
-from srl_rlvr.train.grpo import GroupTrainer, fast_sampling_params, grpo_args
+from srl_rlvr.train.group_trainer import GroupTrainer, fast_sampling_params, grpo_args
 
 TOKENIZER = byte_tokenizer()
 
@@ -101,7 +101,7 @@ def test_packed_weights_give_the_same_tokens_and_leave_a_working_hf_model() -> N
     assert changed != expected and changed == hf_greedy(model, prompts, 40)
 
 
-# Two short RLVR steps with the fast engine, as the trainer tests here and in test_rollout_copy run them.
+# Two short RLVR steps with the fast engine, as the trainer tests here and in test_weights_copy run them.
 FAST_RLVR = [
     "rlvr.max_steps=2",
     "rlvr.batch_size=8",

@@ -1,8 +1,9 @@
 import json
 
 import pytest
+from bandit_simulator import SimulatedModel, simulate
 
-from srl_rlvr.serve.routing import LinUCBRouter, SimulatedModel, request_features, reward, simulate
+from srl_rlvr.serve.routing import LinUCBRouter, request_features, reward
 
 
 def test_reward_is_quality_minus_weighted_cost_and_latency() -> None:

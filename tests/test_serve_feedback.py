@@ -16,7 +16,7 @@ import openai
 import pytest
 from sqlalchemy import event
 
-from srl_rlvr.feedback.store import Record, RecordStore, StoreError
+from srl_rlvr.data.records import Record, RecordStore, StoreError
 from srl_rlvr.serve.config import build_serve_config
 from srl_rlvr.serve.run import serve_in_thread
 from srl_rlvr.tasks.arithmetic import ArithmeticTask

@@ -336,8 +336,7 @@ def test_tool_requests_the_server_cannot_honour_are_400s_naming_the_field(client
 
 
 def test_tools_are_rendered_through_the_models_chat_template() -> None:
-    from srl_rlvr.modeling import byte_tokenizer
-    from srl_rlvr.serve.generation import render_chat
+    from srl_rlvr.modeling import byte_tokenizer, render_chat
 
     tokenizer = byte_tokenizer()
     tokenizer.chat_template = (

@@ -17,10 +17,10 @@ from srl_rlvr.config import Config, LoraConfig, SRLConfig, build_config
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train import similarity
-from srl_rlvr.train.callbacks import AdaptiveKLController
+from srl_rlvr.train.adaptive_kl import AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import informative_groups
-from srl_rlvr.train.grpo import group_advantages
-from srl_rlvr.train.loop import TrainingInterrupted
+from srl_rlvr.train.group_trainer import group_advantages
+from srl_rlvr.train.runner import TrainingInterrupted
 from srl_rlvr.train.similarity import similarities, step_similarity
 from srl_rlvr.train.srl import (
     build_srl_dataset,

@@ -7,7 +7,7 @@ import pytest
 
 from srl_rlvr.config import build_config
 from srl_rlvr.pipeline import run_pipeline
-from srl_rlvr.stage_gate import gate_stage, read_gate
+from srl_rlvr.pipeline.gate import gate_stage, read_gate
 from srl_rlvr.tasks import load_task
 
 SMALL = [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from srl_rlvr.collaborate.teacher_reply import ReplyRejected, extract_json, parse_trajectory_reply
+from srl_rlvr.generate.teacher_reply import ReplyRejected, extract_json, parse_trajectory_reply
 
 PROBLEM = "What is (2 + 3) * 4?"
 CLEAN = json.dumps(

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from srl_rlvr.cli import app, main
+from srl_rlvr.data.records import Record, RecordStore
 from srl_rlvr.data.testsets import HeldOutProblem, find_leaks, load_testset
-from srl_rlvr.feedback.store import Record, RecordStore
 from srl_rlvr.tasks import load_task
 
 FARMER = (

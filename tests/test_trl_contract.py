@@ -9,7 +9,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from trl import GRPOTrainer
 
-from srl_rlvr.train.grpo import GroupTrainer
+from srl_rlvr.train.group_trainer import GroupTrainer
 from srl_rlvr.train.ppo import PPOTrainer
 
 # Parameter names of each TRL/transformers method we override or call, as of the tested release.

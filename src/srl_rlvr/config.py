@@ -991,7 +991,7 @@ class PipelineConfig(Section):
         True,
         description="Keep a training stage's model only when the task's verifier scores it above the "
         "best model before it (the start model first) on the validation split; the next stage starts "
-        "from the best so far, so a run never ends worse than where it began (stage_gate.py).",
+        "from the best so far, so a run never ends worse than where it began (pipeline/gate.py).",
     )
     gate_metric: str | None = Field(
         None,

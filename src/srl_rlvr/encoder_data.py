@@ -101,7 +101,7 @@ def router_data(config: EncoderConfig, seed: int, test_per_role: int) -> Encoder
 def labelled_records(url: str, roles: Sequence[str]) -> list[dict[str, Any]]:
     """Recorded requests that named one of `roles` themselves (not routed there by `model: "auto"`)
     and were not rated down (rating below 0)."""
-    from srl_rlvr.feedback.store import open_existing
+    from srl_rlvr.data.records import open_existing
 
     store = open_existing(url)
     rated_down = {f.request_id for f in store.feedback() if f.rating < 0}

@@ -10,9 +10,12 @@ the config asks for it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -95,9 +98,10 @@ def split_gguf(source: str) -> tuple[str, str | None]:
 
 
 def model_source(name_or_path: str) -> str:
-    """Where to load `name_or_path` from: the packaged folder for `embedded`, the registry's copy for
-    `registry:NAME@ALIAS` or `registry:NAME/VERSION`, the Hub or a package's GGUF for the models in
-    `PACKAGED_GGUF`, else the name itself."""
+    """Where to load `name_or_path` from: the packaged folder for `embedded`, the Hub or a package's
+    GGUF for the models in `PACKAGED_GGUF`, else the name itself. A `registry:` reference is refused:
+    which store it names is the caller's to say, so every caller turns it into a folder first with
+    the one resolver, `tracking.registry.resolve_source(reference, uri)`."""
     if name_or_path in PACKAGED_GGUF and not Path(name_or_path).exists():
         return packaged_gguf(name_or_path)
     if name_or_path.startswith("registry:"):
@@ -222,6 +226,12 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     return tokenizer
 
 
+# Prompts, in one place. With a chat template, both functions below render through it. Without one
+# (the tiny and embedded models, a base model), the rule is: a task's prompt is sent as its bare text,
+# the way training, evaluation and a served task role all ask it; a conversation from the chat API
+# (several turns, tools) is written out as `role: content` lines ending with `assistant:`.
+
+
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
     """`text` as the user turn of the model's chat template, ready for the assistant's answer, when
     its tokenizer has one: an instruct model answers in the format it was tuned on. Else `text`
@@ -231,6 +241,26 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
         return text
     messages = [{"role": "user", "content": text}]
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+def render_chat(
+    tokenizer: Any, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> str:
+    """The prompt for chat messages (and tools, OpenAI's definitions): the tokenizer's chat template
+    when it has one, else plain `role: content` lines ending with `assistant:` (the tiny and embedded
+    models have no template), tools as a first `tools:` line, earlier calls as <tool_call> blocks."""
+    if getattr(tokenizer, "chat_template", None):
+        extra = {"tools": tools} if tools else {}
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True, **extra
+        )
+    lines = [f"tools: {json.dumps(tools)}"] if tools else []
+    for m in messages:
+        calls = "".join(
+            f"<tool_call>{json.dumps(call['function'])}</tool_call>" for call in m.get("tool_calls", [])
+        )
+        lines.append(f"{m['role']}: {m['content']}{calls}")
+    return "\n".join([*lines, "assistant:"])
 
 
 def _explain_load_failure(name_or_path: str, error: Exception) -> str:

@@ -122,8 +122,8 @@ def export_command(
     if fmt not in ("labelstudio", "argilla"):
         raise typer.BadParameter(f"'{fmt}': use labelstudio or argilla", param_hint="--format")
     cfg = load_cli_config(config, overrides)
+    from srl_rlvr.data.records import open_existing
     from srl_rlvr.feedback.review import export_queue, review_cases
-    from srl_rlvr.feedback.store import open_existing
 
     cases = review_cases(open_existing(cfg.feedback.store), cfg.feedback.role, limit)
     path = export_queue(cases, out, fmt)  # type: ignore[arg-type]
@@ -138,8 +138,8 @@ def import_command(
 ) -> None:
     """Store reviewed corrections (each checked by its role's task) for the next retrain."""
     cfg = load_cli_config(config, overrides)
+    from srl_rlvr.data.records import open_existing
     from srl_rlvr.feedback.review import import_reviews
-    from srl_rlvr.feedback.store import open_existing
     from srl_rlvr.tasks import load_task
 
     task = load_task(cfg.task.name, cfg.task.options)

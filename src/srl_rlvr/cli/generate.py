@@ -38,8 +38,8 @@ def generate(
 
     For each problem: retrieve context (collaboration.retrieval), ask the teacher (the task's solver, an OpenAI-compatible endpoint or a local model) for a step-by-step trajectory, verify it (rules, the task's verifier, an optional LLM judge), retry with the feedback. Accepted rows go to trajectories.jsonl as they come, rejected problems to rejected.jsonl; after a crash or Ctrl-C the same command continues.
     """
-    from srl_rlvr.collaborate.orchestrator import Progress as Generated
-    from srl_rlvr.collaborate.orchestrator import generate_dataset
+    from srl_rlvr.generate.orchestrator import Progress as Generated
+    from srl_rlvr.generate.orchestrator import generate_dataset
 
     extra = [f"task.name={task}"] if task else []
     extra += [f"collaboration.requests.concurrency={concurrency}"] if concurrency else []

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from srl_rlvr.config import Config
-    from srl_rlvr.stages import StageEvent
+    from srl_rlvr.pipeline.stages import StageEvent
 
 # What a stage's bar counts; training stages count steps.
 UNITS = {"generate": "trajectories", "evaluate": "problems"}
@@ -80,7 +80,7 @@ def run_command(
     from srl_rlvr.distributed import is_main
     from srl_rlvr.pipeline import run_pipeline
     from srl_rlvr.progress import progress_bar
-    from srl_rlvr.train.loop import TrainingInterrupted
+    from srl_rlvr.train.runner import TrainingInterrupted
 
     progress = progress_bar(err_console)
     try:

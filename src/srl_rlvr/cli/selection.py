@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from srl_rlvr.cli.common import console, err_console
+from srl_rlvr.cli.common import console, err_console, load_cli_config
 
 if TYPE_CHECKING:
     from srl_rlvr.selection.mcda import Selection, Validation
@@ -92,13 +92,12 @@ def select_command(
     context, tool use) filter next; the rest are scored on the role's weighted criteria, each 0..1
     relative to the best candidate. Catalog entries with `measured:` use our own evaluation's numbers.
     """
-    from srl_rlvr.config import load_config
     from srl_rlvr.selection.catalog import load_catalog, load_role
     from srl_rlvr.selection.mcda import select_model
     from srl_rlvr.selection.record import build_record, write_record
 
     profile = load_role(role_profile)
-    defaults = load_config(config).model_selection
+    defaults = load_cli_config(config, None).model_selection
     selection = select_model(profile, load_catalog(catalog), defaults)
     console.print(selection_table(selection))
     now = datetime.now(timezone.utc)

@@ -66,7 +66,7 @@ def _train(
     model: str | None,
     resume: bool,
 ) -> None:
-    from srl_rlvr.pipeline import resolve_registry_model
+    from srl_rlvr.pipeline.runner import resolve_registry_model
 
     cfg = resolve_registry_model(
         load_cli_config(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
@@ -79,7 +79,7 @@ def _train(
     quiet_libraries()
     from srl_rlvr.distributed import is_main
     from srl_rlvr.train.callbacks import RichProgress
-    from srl_rlvr.train.loop import TrainingInterrupted
+    from srl_rlvr.train.runner import TrainingInterrupted
 
     if is_main():
         err_console.print(
@@ -90,7 +90,8 @@ def _train(
         from srl_rlvr.train.srl import train_srl as train
     else:
         from srl_rlvr.train.sft import train_sft as train
-    from srl_rlvr.stages import StageOutput, run_tracked
+    from srl_rlvr.pipeline.stages import StageOutput
+    from srl_rlvr.tracking.runs import run_tracked
 
     def work(tracking: list) -> StageOutput:
         callbacks = [RichProgress(stage), *tracking]
@@ -155,7 +156,7 @@ def train_rlvr_command(
 ) -> None:
     """RLVR: reward outcomes the task verifies (rlvr.algorithm: grpo, dr_grpo, dapo, ppo, dpo)."""
     launch_on_gpus(gpus, strategy)
-    from srl_rlvr.pipeline import resolve_registry_model
+    from srl_rlvr.pipeline.runner import resolve_registry_model
     from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
@@ -168,15 +169,16 @@ def train_rlvr_command(
     quiet_libraries()
     from srl_rlvr.distributed import is_main
     from srl_rlvr.train.callbacks import RichProgress
-    from srl_rlvr.train.loop import TrainingInterrupted
     from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
+    from srl_rlvr.train.runner import TrainingInterrupted
 
     start = stage_model(resolve_source(model, tracking_uri(cfg))) if model else default_start_model(cfg)
     if is_main():
         err_console.print(
             f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
         )
-    from srl_rlvr.stages import StageOutput, run_tracked, stage_data
+    from srl_rlvr.pipeline.stages import StageOutput, stage_data
+    from srl_rlvr.tracking.runs import run_tracked
 
     def work(tracking: list) -> StageOutput:
         callbacks = [RichProgress("rlvr"), *tracking]

@@ -1,1 +1,2 @@
-"""Trajectories and problems on disk: schema, JSONL IO, content-hashed dataset versions."""
+"""Data on disk: trajectories and problems (schema, JSONL IO, content-hashed dataset versions), the
+redaction of PII and secrets, and the production records the server writes."""

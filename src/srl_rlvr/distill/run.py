@@ -40,8 +40,8 @@ from srl_rlvr.distill.tiers import TIERS, with_tier
 from srl_rlvr.distill.traces import Teacher, verified_traces
 from srl_rlvr.distill.validate import Validation, validate_student
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.feedback.outcome import problem_from_text
 from srl_rlvr.tasks import Problem, Task, load_task
+from srl_rlvr.tasks.outcome import problem_from_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class DistillResult:
 
 def resolve_teacher(config: Config, reference: str) -> Teacher:
     from srl_rlvr.modeling import model_source
-    from srl_rlvr.tracking.registry import is_reference, local_path, resolve
+    from srl_rlvr.tracking.registry import is_reference, resolve, resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
     if reference == "endpoint":
@@ -80,7 +80,7 @@ def resolve_teacher(config: Config, reference: str) -> Teacher:
         return Teacher(f"endpoint:{model}", None)
     if is_reference(reference):
         uri = tracking_uri(config)
-        return Teacher(resolve(reference, uri).reference, local_path(reference, uri))
+        return Teacher(resolve(reference, uri).reference, resolve_source(reference, uri))
     return Teacher(reference, model_source(reference))
 
 
@@ -110,7 +110,7 @@ def questions(config: Config, task: Task, last: dict[str, Any] | None) -> tuple[
         problems += task.sample(d.num_prompts, config.data.seed, "train")
     unverifiable = 0
     if d.prompts in ("production", "both"):
-        from srl_rlvr.feedback.store import open_existing
+        from srl_rlvr.data.records import open_existing
 
         since = datetime.fromisoformat(last["time"]) if last and last.get("time") else None
         seen = {p.text for p in problems}
@@ -206,7 +206,7 @@ def _train(
                 "distill.method on_policy needs a local teacher (a registry version or a folder)"
             )
         from srl_rlvr.tasks import problem_of
-        from srl_rlvr.train.distill import train_on_policy
+        from srl_rlvr.train.on_policy import train_on_policy
 
         start = config.model_copy(
             update={"model": config.model.model_copy(update={"name_or_path": str(folder)})}

@@ -7,7 +7,7 @@ architecture, hidden size and vocabulary, the student takes the teacher's embedd
 evenly spaced layers, keeping the MLP neurons whose weights are largest (layer dropping as DistilBERT
 initialises its student, plus magnitude pruning of the MLP); otherwise it starts at random (seeded).
 Measured on CPU: from the teacher's layers, SFT on 4,000 traces fits them in a few hundred steps;
-from random weights, 250 steps had not learned one problem (issue 22's notes).
+from random weights, 250 steps had not learned one problem.
 """
 
 from __future__ import annotations

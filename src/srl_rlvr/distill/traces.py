@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srl_rlvr.collaborate.orchestrator import redacted
-from srl_rlvr.collaborate.verifier import Judge, Verifier
 from srl_rlvr.config import Config, EndpointConfig
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.data.versioning import save_dataset
 from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.generate.orchestrator import redacted
+from srl_rlvr.generate.verifier import Judge, Verifier
 from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Problem, Task
 
@@ -58,7 +58,7 @@ def endpoint_answers(
     task: Task, problems: Sequence[Problem], config: Config, usage: dict[str, dict] | None = None
 ) -> list[str]:
     """The endpoint teacher's answers; its tokens and cost are added to `usage` (model -> totals)."""
-    from srl_rlvr.collaborate.orchestrator import add_usage, endpoint_client
+    from srl_rlvr.generate.orchestrator import add_usage, endpoint_client
 
     endpoint = config.collaboration.teacher
     if not isinstance(endpoint, EndpointConfig):
@@ -119,7 +119,7 @@ def verified_traces(
     collab = config.collaboration
     judge = None
     if collab.judge is not None:
-        from srl_rlvr.collaborate.orchestrator import endpoint_client
+        from srl_rlvr.generate.orchestrator import endpoint_client
 
         client = endpoint_client(collab.judge, collab, "judge", {})
         judge = Judge(client, collab.judge_rubric, collab.judge.max_tokens, collab.judge.json_mode)

@@ -154,7 +154,7 @@ def _weak_md(label: str, slices: list[Slice], overall: float, eval_config: EvalC
 
 def _gates_md(gates: Sequence[Mapping[str, Any]], ci: str) -> list[str]:
     """Which training stages were kept: each stage's model against the best before it, on the
-    validation split, by the task's metric (stage_gate.py)."""
+    validation split, by the task's metric (pipeline/gate.py)."""
     md = [
         "## Stage gates (validation split)",
         "",

@@ -8,6 +8,7 @@ fit in memory together.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from srl_rlvr.config import Config
-from srl_rlvr.evaluate.evaluation import EvalResult, evaluate_model
+from srl_rlvr.evaluate.evaluation import EvalResult, ProblemRecord, evaluate_model
 from srl_rlvr.evaluate.report import write_report
 from srl_rlvr.modeling import load_model
 from srl_rlvr.progress import ProgressLines
@@ -165,3 +166,25 @@ def run_evaluation(
     out = Path(out_dir) if out_dir else default_out_dir(models[-1])
     report = write_report(out, results, stage_dirs, generalization or None, config.eval, gates)
     return EvalRun(results, generalization, report)
+
+
+def load_evaluation(report_dir: str | Path) -> EvalRun:
+    """The evaluation a previous run wrote to report.json, so a skipped evaluate still has its table."""
+    report_dir = Path(report_dir)
+    data = json.loads((report_dir / "report.json").read_text())
+
+    def results(summaries: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> dict[str, EvalResult]:
+        return {
+            label: EvalResult(
+                **{k: v for k, v in summary.items() if k != "n"},
+                records=[ProblemRecord(**r) for r in records[label]],
+            )
+            for label, summary in summaries.items()
+        }
+
+    unseen = data["generalization"]
+    return EvalRun(
+        results(data["results"], data["records"]),
+        results(unseen["results"], data["generalization_records"]) if unseen else {},
+        report_dir / "report.md",
+    )

@@ -53,7 +53,7 @@ def _row(problem: Problem, source: str) -> HeldOutProblem:
 
 def production_failures(config: Config, task: Task) -> list[Problem]:
     """Problems production answered wrong, as the task's own check says, newest first."""
-    from srl_rlvr.feedback.store import open_existing
+    from srl_rlvr.data.records import open_existing
 
     # a task that works a request's problem (and its answer) out of the text; others have no failures
     # with a reference answer to test against

@@ -18,9 +18,10 @@ from srl_rlvr.config import Config, load_config
 from srl_rlvr.evaluate.evaluation import evaluate_model
 from srl_rlvr.experiment.arms import RESULT_FILE, Job
 from srl_rlvr.modeling import load_model
-from srl_rlvr.pipeline import output_path, read_state, run_pipeline
-from srl_rlvr.stage_gate import best_model
-from srl_rlvr.stages import TRAINING
+from srl_rlvr.pipeline import read_state, run_pipeline
+from srl_rlvr.pipeline.gate import best_model
+from srl_rlvr.pipeline.runner import output_path
+from srl_rlvr.pipeline.stages import TRAINING
 from srl_rlvr.tasks import Problem, load_task
 
 

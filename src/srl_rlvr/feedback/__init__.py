@@ -1,2 +1,2 @@
-"""Learning from production: records of served requests and their feedback (more to come: the monitor
-that decides when to retrain, and the retraining job)."""
+"""Learning from production: the monitor that decides when to retrain, the review queue of flagged
+answers, and the retraining job. The records it reads are `data.records`, written by the server."""

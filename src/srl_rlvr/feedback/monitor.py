@@ -1,6 +1,6 @@
 """`srl-rlvr monitor`: is production getting worse, and is retraining due?
 
-Reads the server's records (feedback/store.py) in time windows ending now, per model that answered:
+Reads the server's records (data/records.py) in time windows ending now, per model that answered:
 verified-outcome rate (the task's own check of each answer), negative-feedback rate, latency, and
 the share of requests that got no usable answer. The latest window is judged (config
 `feedback.criteria`) on three signals that production got worse:
@@ -35,11 +35,11 @@ import numpy as np
 
 from srl_rlvr.config import Config
 from srl_rlvr.data.jsonl import iter_json_rows
+from srl_rlvr.data.records import Feedback, Record, open_existing
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.stats import bootstrap_ci
 from srl_rlvr.feedback.decline import outcome_decline
 from srl_rlvr.feedback.drift import Drift, input_drift
-from srl_rlvr.feedback.store import Feedback, Record, open_existing
 from srl_rlvr.tasks import load_task
 from srl_rlvr.tracking.registry import RegistryError, Version
 

@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srl_rlvr.config import Config
+from srl_rlvr.data.records import open_existing
 from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.feedback.monitor import production_version
-from srl_rlvr.feedback.outcome import problem_from_text
-from srl_rlvr.feedback.store import open_existing
 from srl_rlvr.tasks import Problem, Task, load_task
+from srl_rlvr.tasks.outcome import problem_from_text
 
 if TYPE_CHECKING:
     from srl_rlvr.tracking.registry import Version
@@ -208,9 +208,9 @@ def check_prerequisites(config: Config) -> Version:
 
 def retrain(config: Config, on_step: Callable[[str], None] = lambda message: None) -> RetrainResult:
     """Run the whole loop once; the result says what was learned and whether it went out."""
-    from srl_rlvr.collaborate.orchestrator import generate_dataset
+    from srl_rlvr.generate.orchestrator import generate_dataset
     from srl_rlvr.pipeline import run_pipeline
-    from srl_rlvr.tracking.registry import local_path
+    from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
     fb = config.feedback
@@ -266,7 +266,10 @@ def retrain(config: Config, on_step: Callable[[str], None] = lambda message: Non
     uri = tracking_uri(config)
     on_step(f"replaying {len(replay)} untrained production cases on production and {result.candidate}")
     before, after = _replay(
-        config, task, [local_path(production.reference, uri), local_path(result.candidate, uri)], replay
+        config,
+        task,
+        [resolve_source(production.reference, uri), resolve_source(result.candidate, uri)],
+        replay,
     )
     result.replay = _compare(before, after)
     result.seconds["validation"] = time.perf_counter() - clock

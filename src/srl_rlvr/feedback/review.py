@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from srl_rlvr.data.records import Feedback, RecordStore, StoreError
 from srl_rlvr.errors import DataError
-from srl_rlvr.feedback.outcome import correction_error
-from srl_rlvr.feedback.store import Feedback, RecordStore, StoreError
 from srl_rlvr.tasks import Task
+from srl_rlvr.tasks.outcome import correction_error
 
 Format = Literal["labelstudio", "argilla"]
 

@@ -1,4 +1,4 @@
-"""Fast generation shared by training rollouts (SRL/RLVR, `train/grpo.py`) and serving.
+"""Fast generation shared by training rollouts (SRL/RLVR, `train/group_trainer.py`) and serving.
 
     engine = make_engine(model)                       # FastEngine on a GPU, HFEngine elsewhere
     rollout = engine.generate(prompt_ids, SamplingParams(max_new_tokens=256, temperature=1.0,

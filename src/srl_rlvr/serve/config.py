@@ -292,7 +292,7 @@ class CanaryConfig(Section):
 
 
 class RecordsConfig(Section):
-    """Where each answered request is recorded (feedback/store.py), for monitoring and retraining."""
+    """Where each answered request is recorded (data/records.py), for monitoring and retraining."""
 
     url: str = Field(
         "sqlite:///serve-records.db",

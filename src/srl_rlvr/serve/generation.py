@@ -12,7 +12,6 @@ temperature (seed, top_p, log-probs, penalties, a grammar) is sampled row by row
 from __future__ import annotations
 
 import itertools
-import json
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -44,26 +43,6 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     logprobs: tuple[TokenLogprob, ...] | None = None  # when the request asked for them
-
-
-def render_chat(
-    tokenizer: Any, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
-) -> str:
-    """The prompt for chat messages (and tools, OpenAI's definitions): the tokenizer's chat template
-    when it has one, else plain `role: content` lines ending with `assistant:` (the tiny and embedded
-    models have no template), tools as a first `tools:` line, earlier calls as <tool_call> blocks."""
-    if getattr(tokenizer, "chat_template", None):
-        extra = {"tools": tools} if tools else {}
-        return tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True, **extra
-        )
-    lines = [f"tools: {json.dumps(tools)}"] if tools else []
-    for m in messages:
-        calls = "".join(
-            f"<tool_call>{json.dumps(call['function'])}</tool_call>" for call in m.get("tool_calls", [])
-        )
-        lines.append(f"{m['role']}: {m['content']}{calls}")
-    return "\n".join([*lines, "assistant:"])
 
 
 def context_length(model: Any) -> int | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,10 +74,6 @@ class LinUCBRouter:
         bounds = self.upper_bounds(features)
         return max(self.models, key=lambda m: bounds[m])
 
-    def expected_reward(self, model: str, features: Mapping[str, float]) -> float:
-        x = self.vector(features)
-        return float(np.linalg.solve(self.A[model], self.b[model]) @ x)
-
     def update(self, model: str, features: Mapping[str, float], observed: float) -> None:
         """Learn from one served request's reward (see `reward`)."""
         if model not in self.A:
@@ -89,7 +84,8 @@ class LinUCBRouter:
         self.pulls[model] += 1
 
     def state(self) -> dict[str, Any]:
-        """JSON-ready state, so a server restart keeps what was learned."""
+        """JSON-ready state, which `from_state` reads back. The server does not save it: a restarted
+        server's routers start afresh and learn again from the requests that follow."""
         return {
             "models": self.models,
             "alpha": self.alpha,
@@ -106,68 +102,3 @@ class LinUCBRouter:
         router.b = {m: np.array(b) for m, b in state["b"].items()}
         router.pulls = dict(state["pulls"])
         return router
-
-
-@dataclass(frozen=True)
-class SimulatedModel:
-    """A model whose quality depends linearly on request length, with noise; fixed cost and latency."""
-
-    name: str
-    quality: float
-    quality_per_length: float = 0.0
-    cost: float = 0.0
-    latency_ms: float = 0.0
-    noise: float = 0.1
-
-    def mean_reward(self, features: Mapping[str, float], lam: float, mu: float) -> float:
-        quality = self.quality + self.quality_per_length * features.get("length", 0.0)
-        return reward(quality, self.cost, self.latency_ms, lam, mu)
-
-
-@dataclass
-class Simulation:
-    choices: list[str] = field(default_factory=list)
-    best: list[str] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-
-    @property
-    def hits(self) -> list[bool]:
-        return [c == b for c, b in zip(self.choices, self.best, strict=True)]
-
-    def hit_rate(self, last: int = 100) -> float:
-        recent = self.hits[-last:]
-        return sum(recent) / len(recent)
-
-    def rounds_to_converge(self, window: int = 100, threshold: float = 0.95) -> int | None:
-        """First round by which the best model was chosen in ≥ threshold of the previous `window`."""
-        hits = np.array(self.hits, dtype=float)
-        if len(hits) < window:
-            return None
-        rates = np.convolve(hits, np.ones(window), "valid") / window
-        reached = np.nonzero(rates >= threshold)[0]
-        return int(reached[0]) + window if len(reached) else None
-
-
-def simulate(
-    router: LinUCBRouter,
-    models: Sequence[SimulatedModel],
-    rounds: int,
-    seed: int = 0,
-    lam: float = DEFAULT_LAMBDA,
-    mu: float = DEFAULT_MU,
-    max_prompt_tokens: int = 4096,
-) -> Simulation:
-    """Seeded requests of random length; the router picks, sees a noisy reward and learns."""
-    rng = np.random.default_rng(seed)
-    by_name = {m.name: m for m in models}
-    sim = Simulation()
-    for _ in range(rounds):
-        features = request_features(int(rng.integers(1, max_prompt_tokens + 1)))
-        chosen = router.choose(features)
-        model = by_name[chosen]
-        observed = model.mean_reward(features, lam, mu) + rng.normal(0.0, model.noise)
-        router.update(chosen, features, observed)
-        sim.choices.append(chosen)
-        sim.best.append(max(models, key=lambda m: m.mean_reward(features, lam, mu)).name)
-        sim.rewards.append(observed)
-    return sim

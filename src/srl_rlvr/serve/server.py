@@ -24,15 +24,15 @@ from typing import Any
 
 from srl_rlvr.cloud.cloudwatch import serving_emf_line, write_emf
 from srl_rlvr.data.pii import redact_text
+from srl_rlvr.data.records import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.data.secrets import redact_secrets
 from srl_rlvr.errors import ConfigError, UserError
-from srl_rlvr.feedback.outcome import Outcome, check_answer, correction_error
-from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
+from srl_rlvr.modeling import render_chat
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
 from srl_rlvr.serve.config import RoleConfig, ServeConfig
 from srl_rlvr.serve.encoders import EncoderSet
-from srl_rlvr.serve.generation import Completion, cut_at_stops, render_chat
+from srl_rlvr.serve.generation import Completion, cut_at_stops
 from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
 from srl_rlvr.serve.health import RANK, HealthMonitor
 from srl_rlvr.serve.metrics import ServeMetrics
@@ -43,6 +43,7 @@ from srl_rlvr.serve.routing import request_features, reward
 from srl_rlvr.serve.sampling_params import RowSampling
 from srl_rlvr.serve.structured import role_grammar
 from srl_rlvr.serve.tools import ToolPlan
+from srl_rlvr.tasks.outcome import Outcome, check_answer, correction_error
 
 log = logging.getLogger(__name__)
 

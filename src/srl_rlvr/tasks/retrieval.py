@@ -3,7 +3,7 @@
 A problem is one passage of a corpus (the packaged one, data/retrieval_corpus.jsonl: 40 short
 passages from a shop's help pages, science, history, cooking, sport, software, money and gardening,
 each with three hand-written queries; or a user's JSONL of passages). A query is right when BM25 over
-the whole corpus (collaborate/retriever.py) ranks its source passage in the top `verify_k`: the same
+the whole corpus (generate/retriever.py) ranks its source passage in the top `verify_k`: the same
 check that keeps only verified (query, passage) pairs for training embedding models and rerankers.
 Queries are split by their id, so a passage's held-out queries are never trained on while the
 passage itself stays searchable (the corpus is the index, in training and evaluation alike).
@@ -17,9 +17,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from srl_rlvr.collaborate.retriever import KnowledgeIndex, Passage, bm25_ranker
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.errors import DataError
+from srl_rlvr.generate.retriever import KnowledgeIndex, Passage, bm25_ranker
 from srl_rlvr.tasks.base import Problem, Split, split_of
 
 CORPUS_FILE = Path(__file__).parent / "data" / "retrieval_corpus.jsonl"

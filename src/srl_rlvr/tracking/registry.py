@@ -9,7 +9,7 @@ production version to backup; rollback swaps them. The gate refuses a version th
 than production on the primary metric, unless forced: "validate before deploy".
 
 A model reference `registry:NAME@ALIAS` or `registry:NAME/VERSION` is accepted wherever a model
-path is (`modeling.model_source` resolves it).
+path is: `resolve_source` turns it into its folder, in the store the caller names.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def run_config_of(reference: str, scratch: str | Path, uri: str | None = None) -
 
 def resolve_source(name: str, uri: str | None = None) -> str:
     """A model name as something `modeling` can load: a `registry:` reference becomes its local folder
-    (looked up in `uri`, else the default store); anything else is returned as it is."""
+    (looked up in `uri`, else the default store); anything else is returned as it is. The one place a
+    reference becomes a folder: every caller of `load_model` that accepts references goes through it."""
     return local_path(name, uri) if name.startswith(PREFIX) else name
 
 

@@ -17,11 +17,11 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import srl_rlvr
 from srl_rlvr.config import Config, dump_config
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
+
+Output = TypeVar("Output")  # what a stage returns: a StageOutput, with .path, .content_hash, .evaluation
 
 RUN_FILE = "mlflow_run.json"
 MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
@@ -309,3 +311,24 @@ def log_evaluation(run: TrackedRun, results: Mapping[str, Any]) -> None:
         if result.latency_ms:
             metrics[f"{label}.latency_p50_ms"] = result.latency_ms["p50"]
         run.log_metrics(metrics)
+
+
+def run_tracked(
+    config: Config,
+    stage: str,
+    folder: Path,
+    tags: Mapping[str, str],
+    work: Callable[[list[TrainerCallback]], Output],
+    parent_run_id: str | None = None,
+) -> Output:
+    """The one way a stage or a `train` command runs as a tracked MLflow run: `work` gets the run's
+    metrics callback, and the run keeps the stage's files and headline numbers afterwards."""
+    from srl_rlvr.distributed import is_main
+
+    if not is_main():  # with several processes only the main one tracks
+        return work([])
+    with tracked_run(config, stage, folder, dict(tags), parent_run_id) as run:
+        output = work([run.callback()] if run else [])
+        if run is not None:
+            log_stage_outcome(run, stage, output)
+    return output

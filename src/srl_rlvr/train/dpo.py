@@ -30,7 +30,7 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.rollout.generation import generate
 from srl_rlvr.tasks import Problem, Task, safe_reward
-from srl_rlvr.train.loop import device_batch, one_gpu_per_process, stage_args
+from srl_rlvr.train.runner import device_batch, one_gpu_per_process, stage_args
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ rewards are (near-)equal, since its advantages carry no signal, and "continuousl
 until the batch is filled". Dropping alone shrinks the batch to the informative groups, so the
 gradient's size and noise change from step to step; refilling keeps the batch at its configured size.
 TRL's GRPOTrainer has no refill (it generates exactly one batch per optimiser step), so this module
-holds the pieces the rollout trainer (`train/grpo.py`) uses to draw more:
+holds the pieces the rollout trainer (`train/group_trainer.py`) uses to draw more:
 
 - `informative_groups`: which groups to keep (population std of the verifier's outcomes, or SRL's
   step rewards, above a threshold: the SRL paper's criterion, DAPO's accuracy filter), over the rows

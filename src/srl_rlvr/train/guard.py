@@ -32,7 +32,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from srl_rlvr.config import PolicyRLConfig
 from srl_rlvr.errors import UserError
-from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController, last_checkpoint
+from srl_rlvr.train.adaptive_kl import AdaptiveKLCallback, AdaptiveKLController
+from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
 

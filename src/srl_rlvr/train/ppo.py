@@ -2,7 +2,7 @@
 et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation").
 
 TRL no longer ships PPO, and users ask for it (`rlvr.use_ppo: true`). Rather than a
-parallel trainer, PPO is a subclass of the rollout trainer GRPO uses (`train/grpo.py`), so rollouts,
+parallel trainer, PPO is a subclass of the rollout trainer GRPO uses (`train/group_trainer.py`), so rollouts,
 reward functions, the clipped ratio objective, the KL anchor and its adaptive controller, logging,
 checkpoints and multi-GPU are the same code. What PPO changes:
 
@@ -39,7 +39,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
 
 from srl_rlvr.config import RLVRConfig
-from srl_rlvr.train.grpo import GroupTrainer
+from srl_rlvr.train.group_trainer import GroupTrainer
 
 VALUE_HEAD_FILE = "value_head.pt"
 

@@ -2,7 +2,7 @@
 
 One entry point, `train_rlvr`, whatever `rlvr.algorithm` says:
 
-- `grpo`, `dr_grpo`, `dapo`: TRL's GRPOTrainer with our advantage rule (`train/grpo.py`); the
+- `grpo`, `dr_grpo`, `dapo`: TRL's GRPOTrainer with our advantage rule (`train/group_trainer.py`); the
   algorithm picks TRL's loss aggregation and presets (see `RLVRConfig`).
 - `ppo`: the same trainer with a value head and GAE (`train/ppo.py`).
 - `dpo`: TRL's DPOTrainer on pairs of the model's own verified-correct and verified-wrong samples
@@ -11,7 +11,7 @@ One entry point, `train_rlvr`, whatever `rlvr.algorithm` says:
 Every algorithm gets the same machinery: the reference is the model RLVR starts from (the SRL
 output, or the base model when RLVR runs alone), KL to it is logged and held under `rlvr.max_kl` by
 the adaptive controller, validation on held-out problems keeps the best model as `final/` and stops early, the
-stability guard undoes diverged steps, and checkpoints/SIGTERM/resume come from `train/loop.py`.
+stability guard undoes diverged steps, and checkpoints/SIGTERM/resume come from `train/runner.py`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
 from srl_rlvr.rollout.generation import evaluate_task
 from srl_rlvr.tasks import Problem, Task, load_task
-from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
-from srl_rlvr.train.loop import run_trainer
+from srl_rlvr.train.group_trainer import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.rewards import reward_functions
+from srl_rlvr.train.runner import run_trainer
 
 log = logging.getLogger(__name__)
 

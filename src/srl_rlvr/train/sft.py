@@ -21,7 +21,7 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Task, load_task, problem_of
-from srl_rlvr.train.loop import device_batch, one_gpu_per_process, run_trainer, stage_args, start_model
+from srl_rlvr.train.runner import device_batch, one_gpu_per_process, run_trainer, stage_args, start_model
 
 
 def build_sft_dataset(trajectories: Sequence[Trajectory], task: Task, tokenizer: Any = None) -> Dataset:

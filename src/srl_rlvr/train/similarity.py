@@ -4,7 +4,7 @@ difflib is pure Python and roughly quadratic in the strings' length. A one-line 
 but steps of a few hundred characters (the paper's math steps) cost milliseconds each. A rank that
 scores its completions one by one then spends most of a step on one CPU core while its GPU waits,
 and that time does not shrink with more GPUs. On 2 H200s the SRL-shaped benchmark step spent
-0.43-0.58 s of 0.82-1.01 s in the reward, and scaled 1.5× instead of 2× (BENCHMARKS.md, issue 24).
+0.43-0.58 s of 0.82-1.01 s in the reward, and scaled 1.5× instead of 2× (BENCHMARKS.md, scale-out).
 
 So a large batch is split over a pool of worker processes. The pool starts once, through a fork
 server: the trainer's process holds a CUDA context, which a plain fork must not copy. The workers

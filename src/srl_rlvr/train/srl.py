@@ -2,7 +2,7 @@
 
 Deng et al. 2025, "Supervised Reinforcement Learning: From Expert Trajectories to Step-wise
 Reasoning", arXiv 2510.25992. No library ships it, so it lives here, on top of the rollout trainer
-shared with RLVR (`train/grpo.py`: TRL's GRPOTrainer plus our advantage rule), with the paper's parts:
+shared with RLVR (`train/group_trainer.py`: TRL's GRPOTrainer plus our advantage rule), with the paper's parts:
 
 - Step-wise expansion (§4.2 "action-based problem formulation"): a trajectory with n expert steps becomes n
   instances; instance k's prompt is the task prompt plus expert actions 1..k-1, its target action k.
@@ -17,7 +17,7 @@ shared with RLVR (`train/grpo.py`: TRL's GRPOTrainer plus our advantage rule), w
   [0, 1]; a completion that breaks the format scores `format_penalty` (-1 in the paper).
 - Objective: GRPO group rollouts with group-normalised advantages and the clipped ratio.
 - Dynamic sampling (§4.2, after DAPO): a group whose rewards' std is at most `min_group_std` is
-  dropped and more step-wise instances are drawn "until the batch is filled" (`train/grpo.py`).
+  dropped and more step-wise instances are drawn "until the batch is filled" (`train/group_trainer.py`).
 - Checkpoint selection (§5.1): validation every `eval_steps`; the best model is kept as `final/`.
   The paper validates on held-out data; we select by the task's verifier on whole answers to the
   task's validation problems (the metric the stage gate judges), and log the mean step reward of
@@ -60,8 +60,8 @@ from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import ConfigError, DataError
 from srl_rlvr.modeling import chat_prompt
 from srl_rlvr.tasks import Problem, Task, problem_of, safe_reward
-from srl_rlvr.train.grpo import GroupTrainer, grpo_args, stage_callbacks
-from srl_rlvr.train.loop import run_trainer, start_model
+from srl_rlvr.train.group_trainer import GroupTrainer, grpo_args, stage_callbacks
+from srl_rlvr.train.runner import run_trainer, start_model
 from srl_rlvr.train.similarity import similarities
 
 log = logging.getLogger(__name__)

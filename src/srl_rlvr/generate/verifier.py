@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from srl_rlvr.collaborate.llm_client import ChatClient
-from srl_rlvr.collaborate.rules import Rule, rule_violations
-from srl_rlvr.collaborate.teacher_reply import ReplyRejected, extract_json, parse_trajectory_reply
 from srl_rlvr.data.trajectory import Trajectory
+from srl_rlvr.generate.llm_client import ChatClient
+from srl_rlvr.generate.rules import Rule, rule_violations
+from srl_rlvr.generate.teacher_reply import ReplyRejected, extract_json, parse_trajectory_reply
 from srl_rlvr.tasks import Problem, Task
 
 

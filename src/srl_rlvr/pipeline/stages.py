@@ -2,7 +2,7 @@
 
 The order is generate -> sft (optional) -> srl -> rlvr -> evaluate -> register. Evaluate also
 writes the report (report.md, report.json, plots), so there is no separate report stage; register
-puts each trained model in the MLflow registry with its evaluation and lineage. `pipeline.py`
+puts each trained model in the MLflow registry with its evaluation and lineage. `runner.py`
 decides which stages run; this module only runs one.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Literal
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from srl_rlvr.config import Config
-from srl_rlvr.evaluate.evaluation import EvalResult, ProblemRecord
-from srl_rlvr.evaluate.run import EvalRun
+from srl_rlvr.evaluate.evaluation import EvalResult
+from srl_rlvr.evaluate.run import EvalRun, load_evaluation
 
 TRAINING = ("sft", "srl", "rlvr")
 
@@ -113,7 +113,7 @@ def _generate(config: Config, emit: Emit) -> StageOutput:
     if config.data.trajectories is not None:
         path = Path(config.data.trajectories)
         return StageOutput(path, load_dataset(path)[1]["hash"])
-    from srl_rlvr.collaborate.orchestrator import Progress, generate_dataset
+    from srl_rlvr.generate.orchestrator import Progress, generate_dataset
 
     def on_progress(p: Progress) -> None:
         emit(StageEvent("step", "generate", p.accepted, p.target, f"{p.rejected} rejected"))
@@ -130,10 +130,10 @@ def _train(
     callbacks: Sequence[TrainerCallback],
 ) -> StageOutput:
     """Train from the best model so far (the previous stage's, when its gate kept it; else the base
-    model) into the stage folder, then gate the result (`stage_gate.py`)."""
+    model) into the stage folder, then gate the result (`gate.py`)."""
     from srl_rlvr.data.versioning import load_dataset
     from srl_rlvr.distributed import on_main
-    from srl_rlvr.stage_gate import best_model, gate_stage, read_gate
+    from srl_rlvr.pipeline.gate import best_model, gate_stage, read_gate
     from srl_rlvr.tasks import load_task
 
     task = load_task(config.task.name, config.task.options)
@@ -174,7 +174,7 @@ def fresh_problems(task: Any, config: Config, seen: set[str]) -> list[Any]:
 def _evaluate(config: Config, emit: Emit) -> StageOutput:
     """The base model, then every training stage of this run, on the same held-out problems."""
     from srl_rlvr.evaluate.run import run_evaluation
-    from srl_rlvr.stage_gate import read_gate
+    from srl_rlvr.pipeline.gate import read_gate
 
     base = config.model.name_or_path
     trained = [str(stage_dir(config, s)) for s in upstream_stages("evaluate", config.pipeline.stages)]
@@ -215,7 +215,7 @@ def _result_of(evaluation: EvalRun, folder: Path, stage: str) -> EvalResult | No
 def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     """Each trained model of this run, in order, as a registry version whose parent is the one before
     (the first's is the base model), with its evaluation; the last gets `registry.alias_on_register`."""
-    from srl_rlvr.stage_gate import read_gate
+    from srl_rlvr.pipeline.gate import read_gate
     from srl_rlvr.tasks import load_task
     from srl_rlvr.tracking.registry import model_name_for, promote, register
     from srl_rlvr.tracking.runs import recorded_run_id, tracking_uri
@@ -254,28 +254,6 @@ def _register(config: Config, upstream: Mapping[str, Path]) -> StageOutput:
     return StageOutput(out / "registered.json")
 
 
-def run_tracked(
-    config: Config,
-    stage: str,
-    folder: Path,
-    tags: Mapping[str, str],
-    work: Callable[[list[TrainerCallback]], StageOutput],
-    parent_run_id: str | None = None,
-) -> StageOutput:
-    """The one way a stage or a `train` command runs as a tracked MLflow run: `work` gets the run's
-    metrics callback, and the run keeps the stage's files and headline numbers afterwards."""
-    from srl_rlvr.distributed import is_main
-    from srl_rlvr.tracking.runs import log_stage_outcome, tracked_run
-
-    if not is_main():  # with several processes only the main one tracks
-        return work([])
-    with tracked_run(config, stage, folder, dict(tags), parent_run_id) as run:
-        output = work([run.callback()] if run else [])
-        if run is not None:
-            log_stage_outcome(run, stage, output)
-    return output
-
-
 def run_stage(
     config: Config,
     stage: str,
@@ -293,25 +271,3 @@ def run_stage(
     if stage == "register":
         return _register(config, upstream)
     return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks])
-
-
-def load_evaluation(report_dir: str | Path) -> EvalRun:
-    """The evaluation a previous run wrote to report.json, so a skipped evaluate still has its table."""
-    report_dir = Path(report_dir)
-    data = json.loads((report_dir / "report.json").read_text())
-
-    def results(summaries: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> dict[str, EvalResult]:
-        return {
-            label: EvalResult(
-                **{k: v for k, v in summary.items() if k != "n"},
-                records=[ProblemRecord(**r) for r in records[label]],
-            )
-            for label, summary in summaries.items()
-        }
-
-    unseen = data["generalization"]
-    return EvalRun(
-        results(data["results"], data["records"]),
-        results(unseen["results"], data["generalization_records"]) if unseen else {},
-        report_dir / "report.md",
-    )

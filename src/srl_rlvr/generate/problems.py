@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from srl_rlvr.collaborate.llm_client import ChatClient
-from srl_rlvr.collaborate.teacher_reply import ReplyRejected, extract_json
 from srl_rlvr.data.jsonl import append_jsonl, read_models
+from srl_rlvr.generate.llm_client import ChatClient
+from srl_rlvr.generate.teacher_reply import ReplyRejected, extract_json
 from srl_rlvr.tasks import Problem, Task
 from srl_rlvr.tasks.base import Split
 

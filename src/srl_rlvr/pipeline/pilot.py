@@ -24,8 +24,8 @@ from pathlib import Path
 
 from srl_rlvr.config import Config
 from srl_rlvr.distributed import is_main
-from srl_rlvr.stage_gate import read_gate
-from srl_rlvr.stages import TRAINING, Emit, StageEvent, stage_dir
+from srl_rlvr.pipeline.gate import read_gate
+from srl_rlvr.pipeline.stages import TRAINING, Emit, StageEvent, stage_dir
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from srl_rlvr.feedback.store import Feedback, Record, RecordStore, StoreError
+from srl_rlvr.data.records import Feedback, Record, RecordStore, StoreError
 
 
 def served(i: int, model: str = "arithmetic") -> Record:
@@ -98,7 +98,7 @@ def test_a_key_has_one_rating_per_request_the_latest(tmp_path: Path) -> None:
 
 KILLED_WRITER = """
 import os, sys
-from srl_rlvr.feedback.store import Record, RecordStore, StoreError
+from srl_rlvr.data.records import Record, RecordStore, StoreError
 store = RecordStore(sys.argv[1], busy_timeout_s=0.05, journal=True)
 print("open", flush=True)
 sys.stdin.readline()  # the test has locked the database

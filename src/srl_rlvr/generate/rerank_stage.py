@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from srl_rlvr.collaborate.retriever import Passage, Ranker
+from srl_rlvr.generate.retriever import Passage, Ranker
 
 PairScorer = Callable[[list[tuple[str, str]]], Sequence[float]]
 """(query, passage text) pairs -> one relevance score a pair, higher is more relevant."""

@@ -28,7 +28,7 @@ log-probabilities taken at rollout time). We add what it lacks and both stages n
   engine where it applies (`auto`: CUDA, a Llama/Qwen2-family model, no FSDP/DeepSpeed/vLLM, and
   sampling options it implements). A bf16-computing policy it reads directly, so there is nothing to
   sync after an optimiser step. A LoRA policy, or float32 master weights under bf16 autocast, gets a
-  rollout copy (`rollout/rollout_copy.py`: adapters merged, bf16) that is refreshed in place before
+  rollout copy (`rollout/weights_copy.py`: adapters merged, bf16) that is refreshed in place before
   the first rollout after each optimiser step; its time is logged as `rollout/copy_refresh_s`. It
   returns the same completion ids TRL's path does (cut after the first EOS/stop token) plus the
   sampling log-probs, which TRL keeps as `sampling_per_token_logps`.
@@ -50,8 +50,8 @@ from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.distributed import world_size
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
-from srl_rlvr.rollout.rollout_copy import RolloutCopy, is_sharded
-from srl_rlvr.train.callbacks import AdaptiveKLCallback, AdaptiveKLController
+from srl_rlvr.rollout.weights_copy import RolloutCopy, is_sharded
+from srl_rlvr.train.adaptive_kl import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import (
     PromptDraws,
     chosen_groups,
@@ -60,7 +60,7 @@ from srl_rlvr.train.dynamic_sampling import (
     take_rows,
 )
 from srl_rlvr.train.guard import stability_guard
-from srl_rlvr.train.loop import device_batch, one_gpu_per_process, stage_args
+from srl_rlvr.train.runner import device_batch, one_gpu_per_process, stage_args
 from srl_rlvr.train.validation import Score, ValidationCallback
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from srl_rlvr.collaborate.breaker import CircuitBreaker
-from srl_rlvr.collaborate.llm_client import ChatClient, RetryPolicy
-from srl_rlvr.collaborate.problems import ProblemGenerator, ProblemList, file_problems
-from srl_rlvr.collaborate.retriever import KnowledgeIndex
-from srl_rlvr.collaborate.rules import Rule, load_rules
-from srl_rlvr.collaborate.teacher import (
+from srl_rlvr.config import CollaborationConfig, Config, EndpointConfig
+from srl_rlvr.data.jsonl import iter_json_rows, read_trajectories, to_json_line
+from srl_rlvr.data.pii import redact_value
+from srl_rlvr.data.trajectory import Trajectory
+from srl_rlvr.data.versioning import MANIFEST_FILE, ROWS_FILE, save_dataset
+from srl_rlvr.errors import ConfigError, EndpointError
+from srl_rlvr.generate.breaker import CircuitBreaker
+from srl_rlvr.generate.llm_client import ChatClient, RetryPolicy
+from srl_rlvr.generate.problems import ProblemGenerator, ProblemList, file_problems
+from srl_rlvr.generate.retriever import KnowledgeIndex
+from srl_rlvr.generate.rules import Rule, load_rules
+from srl_rlvr.generate.teacher import (
     Conversation,
     EndpointTeacher,
     LocalModelTeacher,
@@ -34,13 +40,7 @@ from srl_rlvr.collaborate.teacher import (
     Teacher,
     api_key,
 )
-from srl_rlvr.collaborate.verifier import Judge, Verdict, Verifier
-from srl_rlvr.config import CollaborationConfig, Config, EndpointConfig
-from srl_rlvr.data.jsonl import iter_json_rows, read_trajectories, to_json_line
-from srl_rlvr.data.pii import redact_value
-from srl_rlvr.data.trajectory import Trajectory
-from srl_rlvr.data.versioning import MANIFEST_FILE, ROWS_FILE, save_dataset
-from srl_rlvr.errors import ConfigError, EndpointError
+from srl_rlvr.generate.verifier import Judge, Verdict, Verifier
 from srl_rlvr.progress import ProgressLines
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.tasks.base import Split

@@ -36,20 +36,18 @@ from transformers import TrainerCallback
 from srl_rlvr.config import Config, dump_config
 from srl_rlvr.distributed import barrier, is_main
 from srl_rlvr.errors import ConfigError, DataError
-from srl_rlvr.evaluate.run import EvalRun
-from srl_rlvr.stage_gate import gate_line, read_gate
-from srl_rlvr.stages import (
+from srl_rlvr.evaluate.run import EvalRun, load_evaluation
+from srl_rlvr.pipeline.gate import gate_line, read_gate
+from srl_rlvr.pipeline.stages import (
     TRAINING,
     Emit,
     StageEvent,
-    load_evaluation,
     run_stage,
-    run_tracked,
     stage_data,
     stage_dir,
     upstream_stages,
 )
-from srl_rlvr.tracking.runs import close_abandoned_run, tracked_run
+from srl_rlvr.tracking.runs import close_abandoned_run, run_tracked, tracked_run
 from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
@@ -276,7 +274,7 @@ def run_pipeline(
 def _piloted(config: Config, records: dict[str, Record], emit: Emit) -> Config:
     """The config with the training stages the pilot chose (pilot.py), the pilot off. Every rank
     runs the candidates, as every rank trains."""
-    from srl_rlvr.pilot import choose_recipe, with_recipe
+    from srl_rlvr.pipeline.pilot import choose_recipe, with_recipe
 
     generated = records.get("generate")
     trajectories = output_path(Path(config.output_dir), generated).absolute() if generated else None
@@ -293,10 +291,10 @@ def resolve_registry_model(config: Config) -> Config:
     reference = config.model.name_or_path
     if not reference.startswith("registry:"):
         return config
-    from srl_rlvr.tracking.registry import local_path
+    from srl_rlvr.tracking.registry import resolve_source
     from srl_rlvr.tracking.runs import tracking_uri
 
-    folder = local_path(reference, uri=tracking_uri(config))
+    folder = resolve_source(reference, uri=tracking_uri(config))
     model = config.model.model_copy(update={"name_or_path": folder, "resolved_from": reference})
     return config.model_copy(update={"model": model})
 

@@ -14,8 +14,8 @@ from test_rollout import FAST_RLVR, TOKENIZER, hf_greedy, lively, mixed_prompts
 from srl_rlvr.config import build_config
 from srl_rlvr.modeling import tiny_model
 from srl_rlvr.rollout import FastEngine, HFEngine, SamplingParams
-from srl_rlvr.rollout.rollout_copy import RolloutCopy
-from srl_rlvr.train.grpo import GroupTrainer, grpo_args
+from srl_rlvr.rollout.weights_copy import RolloutCopy
+from srl_rlvr.train.group_trainer import GroupTrainer, grpo_args
 
 GREEDY = SamplingParams(max_new_tokens=32, temperature=0)
 

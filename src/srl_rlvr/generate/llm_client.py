@@ -25,8 +25,8 @@ from typing import Any
 
 import openai
 
-from srl_rlvr.collaborate.breaker import CircuitBreaker
 from srl_rlvr.errors import EndpointDown, EndpointError
+from srl_rlvr.generate.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 

@@ -255,7 +255,7 @@ class KnowledgeIndex:
         else:
             rank = bm25_ranker(passages)
         if rerank_model is not None:  # a trained cross-encoder orders the first stage's candidates
-            from srl_rlvr.collaborate.rerank_stage import cross_encoder_scorer, reranked
+            from srl_rlvr.generate.rerank_stage import cross_encoder_scorer, reranked
 
             rank = reranked(rank, passages, cross_encoder_scorer(rerank_model), rerank_candidates)
         logger.info("indexed %d passages from %s with %s", len(passages), folder, method)

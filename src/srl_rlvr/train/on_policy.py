@@ -19,7 +19,7 @@ from srl_rlvr.config import Config, ModelConfig
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.modeling import chat_prompt, load_model
 from srl_rlvr.tasks import Problem, Task
-from srl_rlvr.train.loop import device_batch, one_gpu_per_process, run_settings, run_trainer, start_model
+from srl_rlvr.train.runner import device_batch, one_gpu_per_process, run_settings, run_trainer, start_model
 
 
 def train_on_policy(

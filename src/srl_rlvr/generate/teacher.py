@@ -15,13 +15,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from srl_rlvr.collaborate.llm_client import ChatClient
-from srl_rlvr.collaborate.retriever import Passage
-from srl_rlvr.collaborate.rules import Rule
-from srl_rlvr.collaborate.teacher_reply import ReplyRejected, parse_trajectory_reply
 from srl_rlvr.config import LocalTeacherConfig, ModelConfig
 from srl_rlvr.data.trajectory import Trajectory
 from srl_rlvr.errors import ConfigError, TaskError
+from srl_rlvr.generate.llm_client import ChatClient
+from srl_rlvr.generate.retriever import Passage
+from srl_rlvr.generate.rules import Rule
+from srl_rlvr.generate.teacher_reply import ReplyRejected, parse_trajectory_reply
 from srl_rlvr.tasks import Problem, Task
 
 REPLY_FORMAT = (

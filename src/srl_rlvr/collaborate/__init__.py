@@ -1,1 +1,0 @@
-"""Expert trajectory generation: retrieve context, teacher plans steps, verifier checks."""
