@@ -11,9 +11,9 @@ tokens (forced: no stop token), batch 64 and 256, all variants in one run on one
   attention and separate cache writes instead (the same run's baseline for the kernel).
 - fast_graphs_fp32_weights: float32 weights (our training default keeps float32 master weights);
   its "% of ceiling" still uses the bf16 compute bound.
-- fast_graphs_top_p0.9: top-p sampling, each row's cut found by a radix select (no sort, the
-  default); *_sorted: the same with the former full sort of the vocabulary each step (the same
-  run's baseline); fast_graphs_fused_packed_top_p0.9: top-p on the fused engine. Compare with
+- fast_graphs_top_p0.9: top-p sampling, each row's cut found by a radix select (no sort,
+  `sample_cut`); *_sorted: the same with a full sort of the vocabulary each step (the default until
+  the radix cut measures faster; the same run's baseline); fast_graphs_fused_packed_top_p0.9: top-p on the fused engine. Compare with
   fast_graphs / fast_graphs_fused_packed (plain sampling).
 - fast_graphs_early_exit: ~1,200 stop tokens, so rows end after ~128 tokens on average at random
   points: finished rows leave the batch (tokens/s counts generated tokens only).
@@ -81,9 +81,15 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "fast_graphs_fused_packed": {"fused": True, "pack": True, "fresh": True},
     "fast_graphs_fused_packed_sdpa": {"fused": True, "pack": True, "fresh": True, "kernel_attention": False},
     "fast_graphs_fp32_weights": {"fp32": True},
-    "fast_graphs_top_p0.9": {"top_p": 0.9},
+    "fast_graphs_top_p0.9": {"top_p": 0.9, "cut_top_p": True},
     "fast_graphs_top_p0.9_sorted": {"top_p": 0.9, "sorted_top_p": True},
-    "fast_graphs_fused_packed_top_p0.9": {"fused": True, "pack": True, "fresh": True, "top_p": 0.9},
+    "fast_graphs_fused_packed_top_p0.9": {
+        "fused": True,
+        "pack": True,
+        "fresh": True,
+        "top_p": 0.9,
+        "cut_top_p": True,
+    },
     "fast_graphs_early_exit": {"stops": EARLY_EXIT_STOPS},
     "fast_graphs_early_exit_refill": {"stops": EARLY_EXIT_STOPS, "queue": 4},
 }
@@ -223,9 +229,10 @@ def engine_variant(
     kernel_attention: bool | None = None,
     sorted_top_p: bool = False,
     queue: int = 1,
+    cut_top_p: bool = False,
 ) -> list[dict]:
     """`queue` > 1: that many prompts per row in flight, refilled into finished rows."""
-    from srl_rlvr.rollout.sampling import sample_sorted
+    from srl_rlvr.rollout.sampling import sample_cut, sample_sorted
 
     rows = []
     engine = FastEngine(model, cuda_graphs=cuda_graphs, fused=fused, pack=pack)
@@ -233,6 +240,8 @@ def engine_variant(
         engine.decoder.kernel_attention = kernel_attention
     if sorted_top_p:
         engine.sample = sample_sorted
+    if cut_top_p:
+        engine.sample = sample_cut
     stop_ids = tuple(range(1000, 1000 + stops))
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=top_p, stop_token_ids=stop_ids)
     repeats = ENGINE_REPEATS if cuda_graphs else 1
@@ -406,8 +415,8 @@ def sampler_check(draws: int = 400, batch: int = 256) -> dict:
 
 def sampler_speed(batch: int = 256, replays: int = 50) -> dict:
     """ms a call of each sampler, replayed as a CUDA graph, on one batch of bf16 logits (Qwen's
-    vocabulary, scores ~ N(0, 3^2)): plain sampling against top-p 0.9 by the radix cut (the
-    default) and by a full sort (`sample_sorted`), and top-k 50 by torch.topk (the default) and by
+    vocabulary, scores ~ N(0, 3^2)): plain sampling against top-p 0.9 by the radix cut
+    (`sample_cut`) and by a full sort (`sample_sorted`, the default), and top-k 50 by torch.topk (the default) and by
     the radix cut (`sample_cut`)."""
     from srl_rlvr.rollout.sampling import sample, sample_cut, sample_sorted
 
@@ -416,7 +425,7 @@ def sampler_speed(batch: int = 256, replays: int = 50) -> dict:
     one, top_p = torch.ones(1, device="cuda"), torch.tensor([0.9], device="cuda")
     cases = {
         "plain": (sample, 0, False),
-        "top_p0.9_radix": (sample, 0, True),
+        "top_p0.9_radix": (sample_cut, 0, True),
         "top_p0.9_sorted": (sample_sorted, 0, True),
         "top_k50_topk": (sample, 50, False),
         "top_k50_radix": (sample_cut, 50, False),
