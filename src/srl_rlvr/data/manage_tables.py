@@ -69,7 +69,8 @@ ALERTS = Table(
     METADATA,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("key", String(512), nullable=False),  # the same alert is sent once
-    Column("kind", String(32), nullable=False),  # job_failed, promoted, rolled_back, drift, budget, discovered
+    # job_failed, promoted, rolled_back, drift, budget, discovered
+    Column("kind", String(32), nullable=False),
     Column("model", String(256), nullable=False),
     Column("time", DateTime(timezone=True), nullable=False),
     Column("text", Text, nullable=False),
