@@ -10,9 +10,10 @@ this floor so the server need not import the management layer to show it.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, create_engine, inspect, or_, select
+from sqlalchemy import and_, create_engine, inspect, make_url, or_, select
 from sqlalchemy.engine import Engine
 
 from srl_rlvr.data.manage_tables import DISCOVERIES, JOBS, SCHEDULES, VERDICTS, utc
@@ -91,6 +92,7 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
         found = {r["model"]: dict(r) for r in connection.execute(select(VERDICTS)).mappings()}
         times = connection.execute(select(SCHEDULES)).mappings().all()
     start, end = month_of(now)
+    next_runs = {s["name"]: _iso(s["next_run"]) for s in times}
     models: dict[str, dict[str, Any]] = {}
     for name in sorted(set(found) | {j["model"] for j in every}):
         mine = [j for j in every if j["model"] == name]
@@ -123,6 +125,8 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
             },
             "failed": [_job(j) for j in mine if j["state"] == "failed"][-3:],
             "spend_usd_this_month": spend(engine, name, start, end),
+            # every model is monitored on one schedule; distillation runs only for models with tiers
+            "next_monitor": next_runs.get("monitor"),
         }
     return {
         "now": now.isoformat(),
@@ -134,13 +138,15 @@ def status(engine: Engine, now: datetime) -> dict[str, Any]:
     }
 
 
-def read_status(url: str, now: datetime) -> dict[str, Any] | None:
-    """The view from a database URL, creating nothing; None while no management layer has written
-    there (no tables yet)."""
+def read_status(url: str, now: datetime) -> dict[str, Any]:
+    """The view from a database URL, creating nothing there: empty while no management layer has
+    written to it (no file, no tables)."""
+    empty = {"now": now.isoformat(), "models": {}, "schedules": {}, "discovery": None}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return empty  # connecting would create the file
     engine = create_engine(url)
     try:
-        if not inspect(engine).has_table(JOBS.name):
-            return None
-        return status(engine, now)
+        return status(engine, now) if inspect(engine).has_table(JOBS.name) else empty
     finally:
         engine.dispose()
