@@ -311,7 +311,7 @@ def main() -> None:
         print(f"{event:30} {seconds:>30.1f}")
     print(f"a: {last.get('deployed')} {last.get('candidate')}; b: {(b.get('monitor') or {}).get('verdict')}")
     for job in recorded["a_jobs"]:
-        print(f"a's job {job['key']}: {job['outcome']}, {job['device_seconds']:.1f} device-seconds")
+        print(f"a's job {job['key']}: {job['outcome']}, {job['device_seconds'] or 0:.1f} device-seconds")
     for alert in record["alerts"]:
         print(f"alert at {alert['received_s']:.1f} s: {alert['text']}")
     print(f"written: {results}")
