@@ -240,8 +240,10 @@ def main() -> None:
                 note("retrain queued", bool(a.get("queued") or a.get("running") or a.get("last_retrain")))
                 note("retrain running", bool(a.get("running") or a.get("last_retrain") or a.get("failed")))
                 note("retrain finished", bool(a.get("last_retrain") or a.get("failed")))
-                note("alert delivered", any(A in text for _, text in received))
-                if "retrain finished" in seen and "alert delivered" in seen:
+                note("drift alert delivered", any(f"input drift on {A}" in t for _, t in received))
+                outcome = ("promoted to production", "not promoted", f"retrain of {A} failed")
+                note("outcome alert delivered", any(o in t for _, t in received for o in outcome))
+                if "retrain finished" in seen and "outcome alert delivered" in seen:
                     break
                 time.sleep(1.0)
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
