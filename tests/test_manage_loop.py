@@ -23,9 +23,9 @@ import openai
 import pytest
 
 from srl_rlvr.config import Config, build_config
+from srl_rlvr.data.manage_status import status
 from srl_rlvr.manage import jobs as queue
 from srl_rlvr.manage.state import open_state
-from srl_rlvr.manage.status import status
 from srl_rlvr.manage.tick import state_url, tick
 from srl_rlvr.modeling import EMBEDDED_DIR
 from srl_rlvr.serve.auth import env_key_id

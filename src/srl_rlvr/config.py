@@ -1249,6 +1249,17 @@ class ManageConfig(Section):
     metrics_port: int = Field(
         9109, ge=0, le=65535, description="`manage serve` exposes Prometheus metrics here (0: off)."
     )
+    discovery: bool = Field(
+        False,
+        description="Run `discover` every model_selection.update_frequency_days: findings into "
+        "OUTPUT_DIR/discover, an alert per new candidate, its proposed costbenefit in `manage status`. "
+        "Off by default: it asks the Hugging Face Hub, which a closed network cannot reach.",
+    )
+    discovery_snapshot: str | None = Field(
+        None,
+        description="Judge this Hub snapshot file (hub-snapshot.json, what an online `discover` saves) "
+        "instead of asking the Hub: for hosts without internet and for tests. None: the Hub.",
+    )
 
     @field_validator("monitor_cron", "distill_cron")
     @classmethod

@@ -48,6 +48,11 @@ def tick_command(config: ConfigArg = None, overrides: OverridesArg = None, now: 
         console.print(f"queued {escape(key)}", highlight=False)
     for line in result.ran:
         console.print(f"ran {escape(line)}", highlight=False)
+    if result.discovered is not None:
+        console.print(
+            f"discovery: {len(result.discovered)} new: {escape(', '.join(result.discovered))}",
+            highlight=False,
+        )
     for line in result.alerts:
         console.print(f"alert {escape(line)}", highlight=False)
 
@@ -82,8 +87,8 @@ def status_command(
 ) -> None:
     """Per model: last monitor verdict, queued and running jobs, last retrain; the schedules' next runs."""
     cfg = load_cli_config(config, overrides)
+    from srl_rlvr.data.manage_status import status
     from srl_rlvr.manage.state import open_state
-    from srl_rlvr.manage.status import status
     from srl_rlvr.manage.tick import state_url
 
     found = status(open_state(state_url(cfg)), _now(now))

@@ -24,7 +24,7 @@ from srl_rlvr.manage.state import ALERTS
 
 log = logging.getLogger(__name__)
 
-KINDS = ("job_failed", "promoted", "rolled_back", "drift", "budget")
+KINDS = ("job_failed", "promoted", "rolled_back", "drift", "budget", "discovered")
 
 
 @dataclass

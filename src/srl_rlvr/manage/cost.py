@@ -9,9 +9,8 @@ theirs), and into the job row that the monthly sum reads.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from srl_rlvr.config import Config
+from srl_rlvr.data.manage_status import month_of  # noqa: F401  (re-exported for manage)
 from srl_rlvr.errors import ConfigError
 
 
@@ -29,18 +28,6 @@ def job_cost(config: Config, seconds: float) -> tuple[float, float]:
     """(device-seconds, USD) of a job that ran `seconds` on this host's devices."""
     device_seconds = seconds * config.manage.device_count
     return device_seconds, device_seconds * price_per_hour(config) / 3600
-
-
-def month_of(now: datetime) -> tuple[datetime, datetime]:
-    """[start, end) of the calendar month (UTC) `now` falls in."""
-    now = now.astimezone(timezone.utc)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
 
 
 def record_on_version(config: Config, reference: str, device_seconds: float, usd: float) -> None:

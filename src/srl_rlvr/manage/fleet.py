@@ -31,6 +31,8 @@ def production_models(config: Config) -> dict[str, Version]:
     from srl_rlvr.tracking.registry import resolve
     from srl_rlvr.tracking.runs import tracking_uri
 
+    if config.manage.only_listed and not config.manage.models:
+        return {}  # a layer that watches no model (discovery alone) need not open the registry
     models = registered(config)
     unknown = sorted(set(config.manage.models) - set(models))
     if unknown:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from srl_rlvr.data.manage_status import spend  # noqa: F401  (one sum for the budget and status)
 from srl_rlvr.manage.state import JOBS, utc
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
@@ -170,19 +171,3 @@ def finish(
             )
         )
     return done.rowcount == 1
-
-
-def spend(engine: Engine, model: str, start: datetime, end: datetime) -> float:
-    """USD of the model's jobs that finished in [start, end)."""
-    with engine.connect() as connection:
-        costs = connection.execute(
-            select(JOBS.c.cost_usd).where(
-                and_(
-                    JOBS.c.model == model,
-                    JOBS.c.finished >= start,
-                    JOBS.c.finished < end,
-                    or_(JOBS.c.state == SUCCEEDED, JOBS.c.state == FAILED),
-                )
-            )
-        ).scalars()
-        return float(sum(c or 0.0 for c in costs))

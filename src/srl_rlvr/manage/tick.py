@@ -2,7 +2,8 @@
 
 A pass (1) fails or re-queues jobs whose process died holding them, (2) when the monitor schedule is
 due, runs `monitor` for every production model and queues a retrain for each one that is due,
-(3) when the distillation schedule is due, queues each model's cascade, (4) checks each model's
+(3) when the distillation schedule is due, queues each model's cascade, runs discovery when
+`model_selection.update_frequency_days` have passed (`manage.discovery`), (4) checks each model's
 month's spend against its budget, and (5) runs up to `manage.jobs_per_tick` queued jobs, one device
 at a time. Each step reads and writes its state in SQL, so a pass is idempotent: run twice with the
 same clock, the second finds nothing new to do. The clock is the caller's `now`: a pass never reads
@@ -33,6 +34,7 @@ from srl_rlvr.errors import UserError
 from srl_rlvr.manage import jobs as queue
 from srl_rlvr.manage.alerts import Alert, send
 from srl_rlvr.manage.cost import job_cost, month_of, record_on_version
+from srl_rlvr.manage.discovery import discover_if_due
 from srl_rlvr.manage.fleet import model_config, production_models
 from srl_rlvr.manage.schedule import is_due, next_fire, trigger
 from srl_rlvr.manage.state import last_run, open_state, save_verdict, set_last_run
@@ -50,6 +52,7 @@ class TickResult:
     queued: list[str] = field(default_factory=list)  # job keys
     ran: list[str] = field(default_factory=list)  # "key: outcome"
     alerts: list[str] = field(default_factory=list)
+    discovered: list[str] | None = None  # new candidates' ids when discovery ran; None: not due
 
 
 def state_url(config: Config) -> str:
@@ -95,6 +98,9 @@ def tick(config: Config, now: datetime, owner: str | None = None) -> TickResult:
             if managed and managed.distill_tiers:
                 _enqueue(engine, config, "distill", name, f"distill:{name}:{now:%Y-%m-%d}", now, result)
         set_last_run(engine, DISTILL, now, next_fire(distill_cron, now))
+
+    if m.discovery:
+        result.discovered = discover_if_due(config, engine, now, alert)
 
     start, end = month_of(now)
     for name, managed in m.models.items():

@@ -4,8 +4,10 @@ Every route but the orchestrator's probes, /health (the process is up) and /read
 answer), needs an API key (`Authorization: Bearer <key>`; a Prometheus scrape of /metrics sends one
 as its bearer credentials) and counts against the key's rate limit. Bodies are read up to `limits.max_body_bytes` (413 beyond) and validated here, so a bad
 request gets a 400 that names the field rather than a framework's 422. The admin routes (adapters,
-/admin/*) exist only for the key ids listed in `auth.admin_keys` (none by default: 404); /admin/fail
-exists only with `serve.chaos: true` and makes a model fail on purpose, to test or drill failover.
+/admin/*) exist only for the key ids listed in `auth.admin_keys` (none by default: 404); /admin/manage
+shows the management layer's state (per model: last monitor verdict, jobs, last retrain, next runs)
+read from `serve.manage_db`; /admin/fail exists only with `serve.chaos: true` and makes a model
+fail on purpose, to test or drill failover.
 POST /v1/feedback rates a recorded answer; a key may rate only its own requests (listed admins any).
 """
 
@@ -16,6 +18,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
@@ -24,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
+from srl_rlvr.data.manage_status import read_status
 from srl_rlvr.errors import UserError
 from srl_rlvr.serve.auth import key_id_of
 from srl_rlvr.serve.body import decode_json
@@ -351,6 +355,12 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def shift(request: Request, key_id: str = Depends(admin_key)) -> dict[str, Any]:
         body = await read_body(request, ShiftRequest)
         return await server.shift(body.role, body.to, body.percent)
+
+    @app.get("/admin/manage")
+    async def manage(key_id: str = Depends(admin_key)) -> dict[str, Any]:
+        if config.manage_db is None:
+            raise ApiError(404, "the management view is off: set serve.manage_db to the manage state's URL")
+        return await asyncio.to_thread(read_status, config.manage_db, datetime.now(timezone.utc))
 
     @app.post("/admin/fail")
     async def fail(request: Request, key_id: str = Depends(admin_key)) -> dict[str, Any]:

@@ -359,6 +359,11 @@ class ServeConfig(Section):
         "(dimensions tier, and tier with role), to stdout or a file; null: off.",
     )
     audit_log: str = Field("serve-audit.jsonl", description="Append-only JSONL of guardrail violations.")
+    manage_db: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the management layer's state (its manage.db, or the records store "
+        "it defaults to): GET /admin/manage shows it, read only, to admin keys; None: that route is off (404).",
+    )
     chaos: bool = Field(
         False, description="Enable POST /admin/fail, which makes a model fail on purpose (tests, drills)."
     )
