@@ -12,8 +12,8 @@ tokens (forced: no stop token), batch 64 and 256, all variants in one run on one
 - fast_graphs_fp32_weights: float32 weights (our training default keeps float32 master weights);
   its "% of ceiling" still uses the bf16 compute bound.
 - fast_graphs_top_p0.9: top-p sampling, each row's cut found by a radix select (no sort,
-  `sample_cut`); *_sorted: the same with a full sort of the vocabulary each step (the default until
-  the radix cut measures faster; the same run's baseline); fast_graphs_fused_packed_top_p0.9: top-p on the fused engine. Compare with
+  the default, `sample_cut`); *_sorted: the same with a full sort of the vocabulary each step (the
+  same run's baseline); fast_graphs_fused_packed_top_p0.9: top-p on the fused engine. Compare with
   fast_graphs / fast_graphs_fused_packed (plain sampling).
 - fast_graphs_early_exit: ~1,200 stop tokens, so rows end after ~128 tokens on average at random
   points: finished rows leave the batch (tokens/s counts generated tokens only).
@@ -416,7 +416,7 @@ def sampler_check(draws: int = 400, batch: int = 256) -> dict:
 def sampler_speed(batch: int = 256, replays: int = 50) -> dict:
     """ms a call of each sampler, replayed as a CUDA graph, on one batch of bf16 logits (Qwen's
     vocabulary, scores ~ N(0, 3^2)): plain sampling against top-p 0.9 by the radix cut
-    (`sample_cut`) and by a full sort (`sample_sorted`, the default), and top-k 50 by torch.topk (the default) and by
+    (`sample_cut`, the default) and by a full sort (`sample_sorted`), and top-k 50 by torch.topk (the default) and by
     the radix cut (`sample_cut`)."""
     from srl_rlvr.rollout.sampling import sample, sample_cut, sample_sorted
 

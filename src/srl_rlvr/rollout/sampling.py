@@ -87,15 +87,13 @@ def sample(
     `greedy`, `top_k` and `use_top_p` change the kernels and so are Python values (part of a graph's
     key); `temperature` and `top_p` are one-element float32 device tensors, so a captured graph
     serves any value without recapture. Every pass over (rows, vocab) costs ~0.05 ms at 256 x 152k
-    in float32, so the plain path makes six: scale, softmax, noise, divide, argmax. A small top-k
-    goes through torch.topk (top-p then over its k survivors). Top-p alone still sorts the
-    vocabulary (`sample_sorted`): the one GPU timing of the radix cut (`sample_cut`, exact, no sort)
-    was slower than the sort at 256 x 152k (8.2 vs 5.0 ms, an H100, before its bins were spread per
-    vocabulary slice), so it becomes the default only once `benchmarks/rollout.py`'s sampler rows
-    show it faster. A large top-k goes through the radix cut.
+    in float32, so the plain path makes six: scale, softmax, noise, divide, argmax. No path sorts
+    the vocabulary: a small top-k goes through torch.topk (top-p then over its k survivors), any
+    other top-k/top-p through the radix cut (`sample_cut`), which measured faster than the sort it
+    replaced (`sample_sorted`, kept as the reference): top-p 0.9 over 256 x 152k bf16 logits in a
+    CUDA graph, 3.66 vs 4.96 ms a call on an H100 (BENCHMARKS.md, rollout speed).
     """
-    small_k = top_k and top_k <= TOP_K_SELECT and top_k < logits.size(-1)
-    if not greedy and (small_k or (use_top_p and not top_k)):
+    if not greedy and top_k and top_k <= TOP_K_SELECT and top_k < logits.size(-1):
         return sample_sorted(logits, greedy, top_k, use_top_p, temperature, top_p)
     return sample_cut(logits, greedy, top_k, use_top_p, temperature, top_p)
 
