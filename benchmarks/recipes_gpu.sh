@@ -49,7 +49,8 @@ arms() {  # TASK CONFIG BUDGET_S BASE [extra args]: every arm x 3 seeds in paral
 
 case $1 in
 carry1)
-    mkdir -p $KEEP && cp .smol/part.aa $KEEP/ || exit 1
+    mkdir -p $KEEP
+    [ -f .smol/part.aa ] && cp .smol/part.aa $KEEP/  # only SmolLM2's runs need it; the wheels always go in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target $KEEP/site .whl/*.whl || exit 1
     nvidia-smi --query-gpu=name,memory.used --format=csv
