@@ -1,8 +1,11 @@
+import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Triton kernels run on CPU tensors through Triton's interpreter (test_decode_attention.py); the
 # setting must come before the first `import triton`, which imports its kernel library.
@@ -55,3 +58,25 @@ def tiny_srl_config() -> Config:
             "srl.learning_rate=1e-3",
         ]
     )
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A Slack-style webhook receiver on 127.0.0.1: its URL and the JSON bodies it got."""
+    received: list[dict[str, str]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:  # no request lines in the test output
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/x", received
+    server.shutdown()
+    server.server_close()

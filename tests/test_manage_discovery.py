@@ -5,10 +5,7 @@ candidate, and the proposed cost-benefit runs in `manage status`."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,26 +17,6 @@ from srl_rlvr.config import build_config
 SNAPSHOT = Path(__file__).parent / "data" / "hub_models.json"  # a /api/models answer, in the Hub's shape
 T0 = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)  # the snapshot's day: its recency holds
 NEW = ["acme-labs/reasoner-7b", "tiny-lab/mini-1.1b"]  # pass 3 of 5 and the catalog lacks them
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    received: list[dict[str, str]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/ops", received
-    server.shutdown()
-    server.server_close()
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -13,10 +13,8 @@ import json
 import random
 import threading
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import openai
@@ -42,28 +40,6 @@ ONE_STEP = {"min_steps": 1, "max_steps": 1}  # what both models are asked, and a
 # untrained cases can show the fix
 TIMES_ZERO = [f"Start with {n}. Multiply by 0." for n in random.Random(3).sample(range(1, 100), 99)]
 LEASE_S = 600
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A Slack-style receiver on 127.0.0.1: its URL and the JSON bodies it got."""
-    received: list[dict[str, str]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/x", received
-    server.shutdown()
 
 
 def admin_roles(url: str) -> dict[str, dict[str, object]]:
