@@ -10,7 +10,8 @@
 #   3. bash benchmarks/recipes_gpu.sh carry3 sentiment 240       [.smol/part.ac]
 #   4. bash benchmarks/recipes_gpu.sh learn extraction 240       []
 # `arith` starts the arithmetic arms in the background after carry1; `collect` (a later call to the
-# warm machine) prints their log and returns their table.
+# warm machine) prints their log and returns their table. `variants TASK BUDGET FILE` runs the lines
+# of FILE ("label arm override..."; the label names the arm in the table) x 3 seeds on SmolLM2.
 # `arithmetic` runs the quickstart's recipes on the packaged model at the quickstart's step counts.
 set -u
 KEEP=/root/keep
@@ -47,6 +48,26 @@ arms() {  # TASK CONFIG BUDGET_S BASE [extra args]: every arm x 3 seeds in paral
         rec/"$task"/*/run/*/metrics.jsonl)
 }
 
+variants() {  # TASK BUDGET FILE: labelled arms with their own overrides x 3 seeds, then one table
+    local task=$1 budget=$2 pids=() label arm sets
+    while read -r label arm sets; do
+        [ -z "$label" ] || [ "${label:0:1}" = "#" ] && continue
+        for seed in 0 1 2; do
+            # shellcheck disable=SC2086
+            timeout 560 python benchmarks/recipes.py --config "examples/smollm2-$task.yaml" --arm "$arm" \
+                --label "$label" --seed $seed --budget-s "$budget" --base $KEEP/smol --out "$KEEP/var/$task" \
+                --set $sets >"$KEEP/log-var-$task-$label-$seed.txt" 2>&1 &
+            pids+=($!)
+        done
+    done <"$3"
+    wait "${pids[@]}"
+    grep -h "^seed" $KEEP/log-var-"$task"-*.txt
+    python benchmarks/recipes.py --merge $KEEP/var/$task/*/result.json --baseline "$(grep -v "^#" "$3" | head -n1 | cut -d' ' -f1)" \
+        | tee "$OUT/var-$task-table.txt"
+    for f in $KEEP/log-var-"$task"-*.txt; do grep -q Traceback "$f" && { echo "== $f"; tail -n 4 "$f"; }; done
+    (cd $KEEP && tar czf "$OUT/var-$task.tgz" log-var-"$task"-*.txt var/"$task"/*/result.json var/"$task"/*/run/*/gate.json)
+}
+
 case $1 in
 carry1)
     mkdir -p $KEEP
@@ -68,4 +89,10 @@ carry3)
 print(materialize(ModelConfig(name_or_path='$KEEP/smol.gguf'), '$KEEP/smol'))" 2>&1 | grep -v Convert
     arms "$2" "examples/smollm2-$2.yaml" "$3" "--base $KEEP/smol" ;;
 learn) arms "$2" "examples/smollm2-$2.yaml" "$3" "--base $KEEP/smol" ;;
+smol)  # SmolLM2 joined and materialized, no arms
+    cat $KEEP/part.aa $KEEP/part.ab .smol/part.ac >$KEEP/smol.gguf
+    echo "$SHA  $KEEP/smol.gguf" | sha256sum -c || exit 1
+    python -c "from srl_rlvr.config import ModelConfig; from srl_rlvr.modeling import materialize
+print(materialize(ModelConfig(name_or_path='$KEEP/smol.gguf'), '$KEEP/smol'))" 2>&1 | grep -v Convert ;;
+variants) variants "$2" "$3" "$4" ;;
 esac
