@@ -1,4 +1,4 @@
-"""Validation errors a user can act on, for every YAML file we read: the run config (`config.py`), the
+"""Validation errors a user can act on, for every YAML file we read: the run config (`config/`), the
 server's config (`serve/config.py`) and the selection files (`selection/catalog.py`). Each error names
 the dotted path of the key, and an unknown key gets the closest known one ("did you mean ...")."""
 
