@@ -11,7 +11,9 @@ memorises rather than learns). This script builds that regime on our own models:
   styles (`STYLES`: terse, explained, checked, narrated), so the solutions are long and not one
   template;
 - **arms at equal training time** (`--budget-s` each; two-stage arms split it by `--first-share`):
-  sft, rlvr, srl, srl_rlvr, sft_rlvr, against the base; seeds one after another;
+  sft, rlvr, srl, srl_rlvr, sft_rlvr, against the base; seeds one after another; and `default`,
+  what `srl-rlvr run` does: sft -> srl -> rlvr, a third of the budget each, each stage kept only if
+  it beats the best model before it on the validation split (pipeline/gate.py);
 - **the paper's settings where they matter**: KL 0, dynamic sampling with refill, 8 rollouts a
   prompt, temperature 1; batch 128 completions (the paper's is 512 prompts x 8: scaled down);
 - **evaluation**: greedy accuracy and, with `--samples k`, avg@k and pass@k (the paper reports
@@ -50,7 +52,7 @@ from srl_rlvr.train.rlvr import train_rlvr
 from srl_rlvr.train.sft import train_sft
 from srl_rlvr.train.srl import train_srl
 
-ARMS = ("sft", "rlvr", "srl", "srl_rlvr", "sft_rlvr")
+ARMS = ("sft", "rlvr", "srl", "srl_rlvr", "sft_rlvr", "default")
 HARD = {"min_steps": 5, "max_steps": 6}
 HARDER = {"min_steps": 7, "max_steps": 8}
 PAPER_SETTINGS = [  # SRL paper §4 / DAPO: no KL, dynamic sampling with refill, 8 rollouts, T = 1
@@ -143,6 +145,8 @@ def run_arm(
     budget: float,
     share: float,
 ) -> str:
+    if arm == "default":
+        return run_default(config, base, task, train, experts, out, budget)
     first = [TimeBudget(budget * (share if "_" in arm else 1.0))]
     second = [TimeBudget(budget * (1 - share))]
     on_base = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": base})})
@@ -155,6 +159,39 @@ def run_arm(
     if arm in ("sft", "srl"):
         return str(start)
     return str(train_rlvr(on_base, train, out / "rlvr", task=task, model=str(start), callbacks=second))
+
+
+def run_default(
+    config: Config,
+    base: str,
+    task: Any,
+    train: list[Problem],
+    experts: list[Trajectory],
+    out: Path,
+    budget: float,
+) -> str:
+    """The pipeline's default recipe with its gates: each stage starts from the best model so far and
+    is kept only when the task's verifier scores it higher on the validation split."""
+    from srl_rlvr.pipeline.gate import gate_stage
+
+    best, previous = base, None
+    for stage in ("sft", "srl", "rlvr"):
+        on_best = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": best})})
+        cap = [TimeBudget(budget / 3)]
+        if stage == "sft":
+            trained = train_sft(on_best, experts, out / stage, task=task, callbacks=cap)
+        elif stage == "srl":
+            trained = train_srl(on_best, experts, out / stage, task=task, callbacks=cap)
+        else:
+            trained = train_rlvr(on_best, train, out / stage, task=task, model=best, callbacks=cap)
+        previous = gate_stage(config, stage, str(trained), best, task, out / stage, previous)
+        print(
+            f"  default {stage}: {'kept' if previous.kept else 'not kept'} "
+            f"({previous.candidate_score:.3f} vs {previous.incumbent_score:.3f})",
+            flush=True,
+        )
+        best = previous.best
+    return best
 
 
 TRACED = (  # what the analysis reads from each stage's metrics.jsonl, per logged step

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benchmarks/srl_regime.py on a `device` machine with 2 GPUs (no network; wheels in .whl), in one call:
 #   run: bash benchmarks/srl_regime_gpu.sh BUDGET_S [HELDOUT [MORE ARGS]]   carry: [.whl]   kind: nvidia-h200-x2
-# (MORE ARGS go to every process, e.g. `--styles terse`; GUARD=0 skips the guard check.)
+# (MORE ARGS go to every process, e.g. `--styles terse`; GUARD=0 skips the guard check; ARMS="..."
+# picks arms, default all of them and the gated `default` recipe; one GPU works too, more slowly.)
 # Every (seed, arm) is its own process, all started together and spread over the two GPUs, so each
 # arm trains for BUDGET_S seconds under the same sharing of the GPUs as every other arm (equal GPU
 # time); a process a seed scores the base meanwhile. Then --merge joins them by seed into
@@ -23,10 +24,11 @@ export PYTHONPATH=$KEEP/site:$PWD/src HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZ
 [ "${GUARD:-1}" = 1 ] && echo "guard: exit $?, $(grep -c step $KEEP/guard/rlvr/metrics.jsonl) metric rows" \
     && grep -E "GPUs visible|Error" $KEEP/guard.log | tail -3
 
+GPUS=$(nvidia-smi -L | wc -l)  # the processes are spread over however many GPUs the machine has
 i=0
 for seed in 0 1 2; do
-    for arm in base sft rlvr srl srl_rlvr sft_rlvr; do
-        CUDA_VISIBLE_DEVICES=$((i % 2)) timeout 450 python3 benchmarks/srl_regime.py --seeds $seed --arms $arm \
+    for arm in ${ARMS:-base sft rlvr srl srl_rlvr sft_rlvr default}; do
+        CUDA_VISIBLE_DEVICES=$((i % GPUS)) timeout 450 python3 benchmarks/srl_regime.py --seeds $seed --arms $arm \
             --budget-s $BUDGET --heldout $HELDOUT --samples 8 --eval-batch 256 --set registry.tracking=false \
             "${@:3}" --out $KEEP/regime/s$seed-$arm >$KEEP/regime-s$seed-$arm.log 2>&1 &
         i=$((i + 1))
