@@ -42,6 +42,14 @@ def build_command(
             "split and data.trajectories.",
         ),
     ] = None,
+    generated: Annotated[
+        int | None,
+        typer.Option(
+            "--generated",
+            help="Problems the teacher (collaboration.teacher, an endpoint) writes; kept when the task's "
+            "verifier can score them. Default: data.generated_test_size.",
+        ),
+    ] = None,
     difficulty: Annotated[
         bool,
         typer.Option(
@@ -49,13 +57,37 @@ def build_command(
         ),
     ] = True,
 ) -> None:
-    """Build a test set: gather problems, remove those training data holds (exact or near duplicates),
-    rate each problem's difficulty by the base model's pass rate, and save it as a new version."""
+    """Build a test set: gather problems (the task's test split, files, the teacher's, production
+    failures), remove those training data holds (exact or near duplicates), rate each problem's
+    difficulty by the base model's pass rate, and save it as a new version."""
     cfg = load_cli_config(config, overrides)
     quiet_libraries()
     from srl_rlvr.evaluate.testdata import build_testset
 
-    built = build_testset(cfg, name, file or [], from_task, production, train or [], difficulty)
+    n = cfg.data.generated_test_size if generated is None else generated
+    proposed = None
+    if n:
+        from srl_rlvr.data.testsets import teacher_folder
+        from srl_rlvr.generate.teacher_problems import teacher_problems
+
+        proposed = teacher_problems(cfg, teacher_folder(cfg.data.testsets, name), n)
+        for dropped in proposed.unscorable:
+            console.print(
+                f"dropped teacher problem {escape(dropped['id'])}: {escape(dropped['reason'])}: "
+                f"{escape(dropped['text'][:80])}",
+                highlight=False,
+            )
+    built = build_testset(
+        cfg,
+        name,
+        file or [],
+        from_task,
+        production,
+        train or [],
+        difficulty,
+        generated=proposed.problems if proposed else (),
+        generation=proposed.record() if proposed else None,
+    )
     sources = ", ".join(f"{n} from {s}" for s, n in built.counts.items())
     console.print(f"test set {name}@{built.version}: {sum(built.counts.values())} problems ({sources})")
     for leak in built.leaks:

@@ -23,6 +23,13 @@ class DataConfig(Section):
     train_size: int = Field(500, gt=0, description="Problems (and so trajectories) in the training split.")
     val_size: int = Field(100, ge=0)
     test_size: int = Field(200, ge=0)
+    generated_test_size: int = Field(
+        0,
+        ge=0,
+        description="Problems `srl-rlvr testdata build` asks collaboration.teacher (an endpoint) to write "
+        "for a test set, beside the task's test_size; each is kept only when the task's verifier can "
+        "score it. 0: none.",
+    )
     seed: int = 0
     testsets: str = Field(
         "testsets",

@@ -28,6 +28,9 @@ from srl_rlvr.errors import DataError
 ROWS_FILE = "problems.jsonl"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "latest"
+TEACHER_FOLDER = (
+    ".teacher"  # inside <root>/<name>/: the problems the teacher wrote for the set, kept for reruns
+)
 SHINGLE = 5  # characters
 NUM_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is about 1/sqrt(128) ~ 0.09
 
@@ -122,11 +125,20 @@ def testset_folder(root: str | Path, reference: str) -> Path:
         version = latest.read_text().strip()
     folder = base / version
     if not (folder / ROWS_FILE).is_file():
-        known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        known = (
+            sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if base.is_dir()
+            else []
+        )
         raise DataError(
             f"no version {version} of test set '{name}' in {root}; it has: {', '.join(known) or 'none'}"
         )
     return folder
+
+
+def teacher_folder(root: str | Path, name: str) -> Path:
+    """Where the teacher's problems for test set `name` are kept, so a rebuild asks for none it has."""
+    return Path(root) / name / TEACHER_FOLDER
 
 
 def load_testset(root: str | Path, reference: str) -> tuple[list[HeldOutProblem], dict[str, Any]]:

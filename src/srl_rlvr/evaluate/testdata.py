@@ -2,8 +2,10 @@
 each problem's difficulty for the base model.
 
 Sources, in order (a problem already taken is not taken twice): the task's own test split
-(`data.test_size` problems), problem files, and production failures (answers the task verified
-wrong in the record store, `feedback.store`). Every problem the training data holds, exactly or
+(`data.test_size` problems), problem files, problems the teacher wrote (`generate/teacher_problems.py`
+proposes them and keeps those the task's verifier can score; the caller passes them in, as this
+floor does not call the teacher), and production failures (answers the task verified wrong in the
+record store, `feedback.store`). Every problem the training data holds, exactly or
 nearly, is removed (`data/testsets.py`). Difficulty is the base model's pass rate: the mean reward
 of `eval.samples` sampled answers when set, else its greedy answer's reward; the bucket (easy,
 medium, hard) goes into the metadata, so `eval` slices by it like any other metadata key.
@@ -15,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from srl_rlvr.config import Config
 from srl_rlvr.data.testsets import (
@@ -41,6 +44,9 @@ class BuiltTestset:
     counts: dict[str, int]  # kept problems per source
     leaks: list[Leak] = field(default_factory=list)
     difficulty: dict[str, int] = field(default_factory=dict)
+
+
+TEACHER_SOURCE = "teacher"  # the `source` metadata of a problem the teacher wrote
 
 
 def as_problem(row: HeldOutProblem) -> Problem:
@@ -108,7 +114,11 @@ def build_testset(
     production: bool = False,
     training_files: Sequence[str | Path] = (),
     difficulty: bool = True,
+    generated: Sequence[Problem] = (),
+    generation: dict[str, Any] | None = None,
 ) -> BuiltTestset:
+    """`generated`: problems the teacher wrote, already verified (`generate.teacher_problems`);
+    `generation`: what to record in the manifest about how they were made (teacher, requests, drops)."""
     task = load_task(config.task.name, config.task.options)
     rows: dict[str, HeldOutProblem] = {}  # by normalised text: a problem two sources hold counts once
     if from_task:
@@ -119,6 +129,8 @@ def build_testset(
             rows.setdefault(
                 normalise(r.text), HeldOutProblem(r.id, r.text, r.answer, {**r.metadata, "source": str(path)})
             )
+    for p in generated:
+        rows.setdefault(normalise(p.text), _row(p, TEACHER_SOURCE))
     if production:
         for p in production_failures(config, task):
             rows.setdefault(normalise(p.text), _row(p, "production"))
@@ -144,5 +156,6 @@ def build_testset(
         sources=counts,
         removed=[asdict(leak) for leak in leaks],
         difficulty_model=config.model.name_or_path if difficulty else None,
+        **({"generation": generation} if generation is not None else {}),
     )
     return BuiltTestset(folder, folder.name, counts, leaks, spread)

@@ -135,17 +135,7 @@ def build_team(config: Config, out_dir: Path, n: int, split: Split, problems_fil
                 "collaboration.problems.source generate: the teacher proposes problems, so it must be an "
                 "endpoint {base_url, model, api_key_env}"
             )
-        team.problems = ProblemGenerator(
-            task,
-            clients[0],
-            out_dir,
-            collab.num_examples_per_request,
-            source.instructions,
-            source.shown_examples,
-            source.dedup_threshold,
-            source.max_generated,
-            seed=config.data.seed,
-        )
+        team.problems = ProblemGenerator.from_config(config, task, clients[0], out_dir, source.max_generated)
     else:
         team.problems = ProblemList.from_task(task, n, config.data.seed, split)
     return team

@@ -4,7 +4,9 @@ The third is dynamic example generation: the teacher is shown a few existing pro
 and asked for different ones (diversity pressure), and a proposal whose word-trigram Jaccard
 similarity to an earlier problem reaches `dedup_threshold` is dropped as a near-duplicate.
 Proposed problems are appended to `problems.jsonl` in the dataset folder as they arrive, so a rerun
-sees the same problems in the same order and continues where it stopped.
+sees the same problems in the same order and continues where it stopped. Asked `with_solution`, the
+teacher also answers each problem as a student should (in `metadata["teacher_solution"]`), so the
+task's verifier can check that the reference answer is one it scores (`evaluate/testdata.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from srl_rlvr.config import Config
 from srl_rlvr.data.jsonl import append_jsonl, read_models
 from srl_rlvr.generate.llm_client import ChatClient
 from srl_rlvr.generate.teacher_reply import ReplyRejected, extract_json
@@ -27,6 +30,7 @@ from srl_rlvr.tasks import Problem, Task
 from srl_rlvr.tasks.base import Split
 
 PROBLEMS_FILE = "problems.jsonl"
+SOLUTION_KEY = "teacher_solution"  # the metadata key of the teacher's own answer to a proposed problem
 _WORD = re.compile(r"\w+")
 
 
@@ -115,11 +119,23 @@ class NearDuplicates:
 
 
 def generator_messages(
-    task: Task, examples: list[str], k: int, instructions: str, example_prompt: str
+    task: Task,
+    examples: list[str],
+    k: int,
+    instructions: str,
+    example_prompt: str,
+    with_solution: bool = False,
 ) -> list[dict[str, str]]:
+    solution = (
+        ', "solution": "your full reply to the problem\'s prompt, ending with that answer in the '
+        'format the prompt asks for"'
+        if with_solution
+        else ""
+    )
     system = (
         f"You write new problems for the task '{task.name}'. {instructions}\n"
-        'Reply with one JSON object: {"problems": [{"text": "the problem", "answer": "its correct answer"}]}'
+        'Reply with one JSON object: {"problems": [{"text": "the problem", "answer": "its correct answer"'
+        f"{solution}}}]}}"
     )
     user = f"A student sees each problem inside a prompt like this one:\n{example_prompt}\n\nWrite {k} new problems"
     if examples:
@@ -143,9 +159,11 @@ class ProblemGenerator:
         dedup_threshold: float,
         max_generated: int,
         seed: int = 0,
+        with_solution: bool = False,
     ) -> None:
         self.task, self.client, self.path = task, client, out_dir / PROBLEMS_FILE
         self.per_request, self.instructions = per_request, instructions
+        self.with_solution = with_solution
         self.shown_examples, self.max_generated = shown_examples, max_generated
         self.rng = random.Random(seed)
         self.dedup = NearDuplicates(dedup_threshold)
@@ -162,12 +180,37 @@ class ProblemGenerator:
         self.requests = 0
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        task: Task,
+        client: ChatClient,
+        out_dir: Path,
+        max_generated: int,
+        with_solution: bool = False,
+    ) -> ProblemGenerator:
+        """The generator `collaboration.problems` describes, stopping at `max_generated` problems."""
+        source = config.collaboration.problems
+        return cls(
+            task,
+            client,
+            out_dir,
+            config.collaboration.num_examples_per_request,
+            source.instructions,
+            source.shown_examples,
+            source.dedup_threshold,
+            max_generated,
+            seed=config.data.seed,
+            with_solution=with_solution,
+        )
+
     async def _propose(self) -> int:
         """Ask for `per_request` more problems; return how many new ones were kept."""
         pool = self.seed_texts + [p.text for p in self.problems]
         shown = self.rng.sample(pool, min(self.shown_examples, len(pool)))
         messages = generator_messages(
-            self.task, shown, self.per_request, self.instructions, self.example_prompt
+            self.task, shown, self.per_request, self.instructions, self.example_prompt, self.with_solution
         )
         # the request count is in the message so each request is new to the cache but a rerun is not
         messages[-1]["content"] += f"\n(batch {len(self.problems)})"
@@ -187,10 +230,14 @@ class ProblemGenerator:
                 self.duplicates += 1
                 continue
             answer = item.get("answer") if isinstance(item, dict) else None
+            metadata: dict[str, Any] = {"source": "generated"}
+            solution = item.get("solution") if isinstance(item, dict) and self.with_solution else None
+            if isinstance(solution, str) and solution.strip():
+                metadata[SOLUTION_KEY] = solution
             row = ProblemRow(
                 text=text.strip(),
                 answer=json.dumps(answer) if isinstance(answer, dict | list) else answer,
-                metadata={"source": "generated"},
+                metadata=metadata,
             )
             kept.append(row)
             self.problems.append(row.problem())
