@@ -53,18 +53,37 @@ def experiment_command(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Jobs at once (default: one per GPU, else 1).")
     ] = None,
+    search: Annotated[
+        list[str],
+        typer.Option(
+            "--search",
+            help="A range for an Optuna search: key=low..high, key=log:low..high, key=int:low..high or "
+            "key=[a,b]; repeat for more keys. Each trial is one more arm against the baseline. Needs "
+            "the [experiment] extra.",
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default for a repeated option
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, help="Search trials in all (with --search).")
+    ] = 10,
 ) -> None:
     """Try recipes against the current one and adopt only on evidence.
 
     Every arm x seed trains through the pipeline in its own process and answers the same held-out
     problems; each arm is compared with the baseline by a paired bootstrap per metric. A rerun skips
-    the finished jobs. Writes OUT/experiment.md, experiment.json and experiment.png.
+    the finished jobs. Writes OUT/experiment.md, experiment.json and experiment.png. With --search,
+    an Optuna study proposes the arms, one trial at a time, and keeps its state in OUT/search.db.
     """
     config, cfg_overrides = cli_config_source(config, overrides)
     load_cli_config(config, cfg_overrides)  # a bad config fails here, in one line
     quiet_libraries()
-    from srl_rlvr.experiment.arms import parse_arm
+    from srl_rlvr.experiment.arms import Arm, parse_arm
     from srl_rlvr.experiment.runner import run_experiment
+
+    study = None
+    if search:
+        from srl_rlvr.experiment.search import OptunaSearch, parse_range
+
+        study = OptunaSearch([parse_range(r) for r in search], trials, out)
 
     def on_job(kind: str, name: str) -> None:
         colour = {"start": "bold", "done": "green", "failed": "red"}[kind]
@@ -73,7 +92,7 @@ def experiment_command(
     result = run_experiment(
         config,
         cfg_overrides,
-        [parse_arm(a) for a in arm],
+        [parse_arm(a) for a in arm] or ([Arm("base")] if study else []),
         list(range(seeds)),
         out,
         baseline=baseline,
@@ -81,6 +100,7 @@ def experiment_command(
         cost_margin=cost_margin,
         workers=workers,
         on_job=on_job,
+        search=study,
     )
     if result.skipped:
         err_console.print(f"[dim]finished before, skipped: {', '.join(result.skipped)}[/dim]")

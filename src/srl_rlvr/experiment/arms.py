@@ -63,10 +63,15 @@ def parse_arm(spec: str) -> Arm:
     return Arm(name, overrides)
 
 
-def check_arms(arms: list[Arm]) -> None:
+def check_arms(arms: list[Arm], at_least: int = 2) -> None:
+    """At least two arms to compare; one (the baseline) when a search adds the others."""
     names = [a.name for a in arms]
-    if len(arms) < 2:
-        raise ConfigError("an experiment needs at least two arms (--arm NAME key=value ... twice)")
+    if len(arms) < at_least:
+        raise ConfigError(
+            "an experiment needs at least two arms (--arm NAME key=value ... twice)"
+            if at_least == 2
+            else "an experiment needs a baseline arm (--arm NAME key=value ...)"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"--arm names must differ: {', '.join(names)}")
 

@@ -102,6 +102,26 @@ def plot_experiment(result: ExperimentResult, path: Path) -> Path:
     return path
 
 
+def _search_md(result: ExperimentResult) -> list[str]:
+    """The search's trials, best first: which overrides each arm stands for, and its value."""
+    if not result.search:
+        return []
+    lines = [
+        "",
+        f"## Search: {len(result.search)} trials (Optuna TPE), value = mean {result.primary} over seeds",
+        "",
+        "The best of many trials on one set of held-out problems overstates its gain: confirm it as "
+        "an arm of a fresh experiment before adopting it.",
+        "",
+        f"| trial | arm | {result.primary} | overrides |",
+        "|---|---|---|---|",
+    ]
+    for row in sorted(result.search, key=lambda r: -r["value"]):
+        overrides = " ".join(f"`{o}`" for o in row["overrides"])
+        lines.append(f"| {row['trial']} | {row['arm']} | {row['value']:.3f} | {overrides} |")
+    return lines
+
+
 def write_report(result: ExperimentResult, confidence: float) -> tuple[Path, Path]:
     plot = plot_experiment(result, result.out / "experiment.png")
     lines = [
@@ -111,6 +131,7 @@ def write_report(result: ExperimentResult, confidence: float) -> tuple[Path, Pat
         f"decisions are on {result.primary}.",
         "",
         *_scores_md(result),
+        *_search_md(result),
         *_comparisons_md(result, confidence),
         "",
         f"![experiment]({plot.name})",
@@ -126,6 +147,7 @@ def write_report(result: ExperimentResult, confidence: float) -> tuple[Path, Pat
             arm: [{k: r[k] for k in ("seed", "metrics", "device_seconds", "model")} for r in rows]
             for arm, rows in result.results.items()
         },
+        **({"search": result.search} if result.search else {}),
     }
     (result.out / "experiment.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return report, plot

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srl_rlvr.config import Config, load_config
 from srl_rlvr.errors import UserError
@@ -25,6 +25,9 @@ from srl_rlvr.experiment.arms import RESULT_FILE, Arm, Job, check_arms, finished
 from srl_rlvr.experiment.decision import ArmComparison, compare_arm
 from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.tracking.runs import tracked_run
+
+if TYPE_CHECKING:
+    from srl_rlvr.experiment.search import OptunaSearch
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class ExperimentResult:
     skipped: list[str] = field(default_factory=list)
     report: Path | None = None
     plot: Path | None = None
+    search: list[dict[str, Any]] = field(default_factory=list)  # each trial: number, arm, value, overrides
 
 
 def held_out_problems(config: Config) -> list[Problem]:
@@ -126,29 +130,36 @@ def run_experiment(
     cost_margin: float = 0.2,
     workers: int | None = None,
     on_job: Callable[[str, str], None] = lambda kind, name: None,
+    search: OptunaSearch | None = None,
 ) -> ExperimentResult:
-    """Run the experiment in `out`; the first arm is the baseline unless `baseline` names another."""
+    """Run the experiment in `out`; the first arm is the baseline unless `baseline` names another.
+    With `search`, its trials are more arms, asked for one at a time once the given arms are done."""
     from srl_rlvr.experiment.report import write_report
 
-    check_arms(arms)
+    arms = list(arms)
+    check_arms(arms, at_least=1 if search is not None else 2)
     names = [a.name for a in arms]
     baseline = baseline or names[0]
     if baseline not in names:
         raise UserError(f"--baseline {baseline}: not one of the arms ({', '.join(names)})")
     out = Path(out)
     base = load_config(config_path, base_overrides)
+    if search is not None:  # a range over a key the config lacks fails here, before any job runs
+        load_config(config_path, [*base_overrides, *search.examples])
     problems = held_out_problems(base)
-    jobs = plan_jobs(config_path, base_overrides, arms, seeds, out)
-    todo = [j for j in jobs if not finished(j)]
     result = ExperimentResult(out, baseline, "", [], {})
-    result.skipped = [j.name for j in jobs if j not in todo]
     out.mkdir(parents=True, exist_ok=True)
-    with tracked_run(base, "experiment", out, {"srl_rlvr.arms": ", ".join(names)}) as parent:
+    gpus = gpu_count()
+    count = workers or max(gpus, 1)
+
+    def run_arms(new: list[Arm], parent_run_id: str | None) -> None:
+        """Run the arms' jobs not yet finished and read every job's result."""
+        jobs = plan_jobs(config_path, base_overrides, new, seeds, out)
+        todo = [j for j in jobs if not finished(j)]
+        result.skipped += [j.name for j in jobs if j not in todo]
         if todo:
-            gpus = gpu_count()
-            count = workers or max(gpus, 1)
             failed = _run_jobs(todo, problems, count, min(gpus, count), on_job)
-            result.ran = [j.name for j in todo if j.name not in failed]
+            result.ran += [j.name for j in todo if j.name not in failed]
             if failed:
                 raise ExperimentError(
                     f"{len(failed)} job(s) failed: {', '.join(failed)}; their folders are under "
@@ -158,11 +169,22 @@ def run_experiment(
             result.results.setdefault(job.arm, []).append(
                 json.loads((Path(job.folder) / RESULT_FILE).read_text())
             )
-            if parent and job.name in result.ran:
-                _log_job(job, result.results[job.arm][-1], parent.run_id)
-        task = load_task(base.task.name, base.task.options)
+            if parent_run_id and job.name in result.ran:
+                _log_job(job, result.results[job.arm][-1], parent_run_id)
+
+    with tracked_run(base, "experiment", out, {"srl_rlvr.arms": ", ".join(names)}) as parent:
+        run_arms(arms, parent.run_id if parent else None)
         metrics = list(result.results[baseline][0]["metrics"])
         result.primary = primary_metric(base, metrics, metric)
+        while search is not None and (arm := search.next_arm(result.results, result.primary)) is not None:
+            if arm.name not in names:  # a point tried before is the same arm
+                arms.append(arm)
+                names.append(arm.name)
+                run_arms([arm], parent.run_id if parent else None)
+        result.search = search.rows if search is not None else []
+        if len(names) < 2:
+            raise UserError("nothing to compare: the search finished no trial (--trials 0?)")
+        task = load_task(base.task.name, base.task.options)
         scored = [m for m in metrics if "@" not in m]  # sampled avg@k/pass@k need the samples, not kept
         result.comparisons = [
             compare_arm(
@@ -182,6 +204,8 @@ def run_experiment(
         ]
         result.report, result.plot = write_report(result, base.eval.confidence)
         if parent:
+            if search is not None:
+                parent.set_tags({"srl_rlvr.arms": ", ".join(names)})
             for c in result.comparisons:
                 d = c.delta(result.primary)
                 parent.log_metrics(
