@@ -28,7 +28,7 @@ from srl_rlvr.cli import quiet_libraries
 from srl_rlvr.config import Config, build_config, load_config
 from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci, paired_metric_delta_ci
 from srl_rlvr.modeling import chat_prompt, load_model, model_source
-from srl_rlvr.rollout.generation import generate
+from srl_rlvr.rollout import generate_texts
 from srl_rlvr.tasks import Problem, load_task
 from srl_rlvr.train.rlvr import train_rlvr
 from srl_rlvr.train.sft import train_sft
@@ -67,13 +67,13 @@ def accuracy(
     """Greedy scores: the mean per-problem reward with a 95 % bootstrap interval (as `accuracy`, which
     it is for 0/1 rewards), the task's `metrics`, and the completions for paired comparisons."""
     model, tokenizer = load_model(build_config({"model": {"name_or_path": path}}).model)
-    completions = generate(
+    completions = generate_texts(
         model,
         tokenizer,
         [chat_prompt(tokenizer, task.prompt(p)) for p in problems],
         max_new_tokens,
         batch_size=256,
-    )
+    ).completions
     correct = [task.reward(c, p) for c, p in zip(completions, problems, strict=True)]
     scores = task.metrics(completions, problems)
     return {

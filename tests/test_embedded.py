@@ -2,8 +2,9 @@ import json
 from pathlib import Path
 
 from srl_rlvr.config import build_config
+from srl_rlvr.evaluate.evaluation import evaluate_task
 from srl_rlvr.modeling import EMBEDDED_DIR, load_model
-from srl_rlvr.rollout.generation import evaluate_task, generate
+from srl_rlvr.rollout import generate_texts
 from srl_rlvr.tasks import load_task
 from srl_rlvr.train.srl import train_srl
 
@@ -17,7 +18,8 @@ def test_the_embedded_model_is_small_knows_the_steps_and_gives_up_early_on_long_
     problems = long.sample(40, 0, "test")
 
     on_one_step = evaluate_task(model, tokenizer, one_step, one_step.sample(40, 0, "test"), max_new_tokens=32)
-    completions = generate(model, tokenizer, [long.prompt(p) for p in problems], 64, batch_size=40)
+    prompts = [long.prompt(p) for p in problems]
+    completions = generate_texts(model, tokenizer, prompts, 64, batch_size=40).completions
 
     assert on_one_step["parse_rate"] == 1.0 and on_one_step["accuracy"] >= 0.9
     wrong = [(p, c) for p, c in zip(problems, completions, strict=True) if long.reward(c, p) == 0]

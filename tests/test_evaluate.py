@@ -14,7 +14,7 @@ from srl_rlvr.evaluate.report import comparison_table, write_report
 from srl_rlvr.evaluate.slices import slice_results, weak_slices
 from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci
 from srl_rlvr.modeling import byte_tokenizer, tiny_model
-from srl_rlvr.rollout.generation import _generated_lengths
+from srl_rlvr.rollout import stop_length
 from srl_rlvr.tasks import load_task
 
 FAST = EvalConfig(bootstrap_samples=500, slice_min_size=5, max_new_tokens=16)
@@ -93,7 +93,7 @@ def test_slices_flag_the_planted_weak_slice_and_not_the_fair_ones() -> None:
 def test_generated_token_count_stops_at_eos_and_skips_padding() -> None:
     eos, pad = 1, 0
     new_tokens = torch.tensor([[5, 6, eos, pad, pad], [5, 6, 7, 8, 9]])
-    assert _generated_lengths(new_tokens, {eos}, pad) == [3, 5]
+    assert [stop_length(row, {eos}) for row in new_tokens.tolist()] == [3, 5]
 
 
 def test_evaluate_model_on_tiny_reports_ordered_latency_percentiles_and_throughput() -> None:

@@ -3,7 +3,8 @@
 A room is a top-level package or module of srl_rlvr (`serve`, `modeling`, ...). Rooms on a higher floor
 may import rooms on any lower floor; rooms on one floor do not import each other, so each floor can be
 read, tested and replaced without the ones above it. The floors are the design's data flow, measured:
-`serve` sits beside `pipeline` because its MCP tool runs an evaluation, and the modules that import
+`serve` sits beside `pipeline` because its MCP tool runs an evaluation, `evaluate` sits under `train`
+because training validates its checkpoints with the evaluation's scorer, and the modules that import
 nothing of ours (errors, schema, ...) sit under `data` and `config`, which use them. Imports inside
 functions and under `TYPE_CHECKING` count too: a lazy import is still a dependency.
 """
@@ -23,7 +24,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("manage",),  # the always-on service that schedules the jobs below
     ("feedback", "distill", "experiment", "selection"),  # jobs that run stages and decide on models
     ("pipeline", "encoder_pipeline", "serve"),  # the stage runners; the server
-    ("train", "evaluate", "generate", "cloud"),  # the stages' components; AWS
+    ("train", "generate", "cloud"),  # the stages' components; AWS
+    ("evaluate",),  # scoring a model on a task: training validates its checkpoints with it
     ("rollout", "encoder_data"),  # the generation engines; the encoder types' training data
     ("modeling", "encoder_models", "tracking", "tasks"),  # models, MLflow, tasks and verifiers
     ("data", "config"),  # what is on disk; the run config

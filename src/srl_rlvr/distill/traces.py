@@ -38,16 +38,16 @@ class Teacher:
 def local_answers(folder: str, task: Task, problems: Sequence[Problem], config: Config) -> list[str]:
     from srl_rlvr.modeling import load_model
     from srl_rlvr.progress import ProgressLines
-    from srl_rlvr.rollout.generation import generate_timed
+    from srl_rlvr.rollout import generate_texts
 
     model, tokenizer = load_model(config.model.model_copy(update={"name_or_path": folder, "lora": None}))
     prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
     lines = ProgressLines("distill: teacher", len(prompts), "answers")
-    return generate_timed(
+    return generate_texts(
         model,
         tokenizer,
         prompts,
-        max_new_tokens=config.distill.teacher_max_tokens,
+        config.distill.teacher_max_tokens,
         temperature=config.distill.teacher_temperature,
         batch_size=config.eval.batch_size,
         on_batch=lambda done, total: lines.update(done),

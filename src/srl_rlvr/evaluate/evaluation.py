@@ -21,7 +21,7 @@ from srl_rlvr.config import EvalConfig
 from srl_rlvr.errors import DataError
 from srl_rlvr.evaluate.stats import paired_delta_ci
 from srl_rlvr.modeling import chat_prompt
-from srl_rlvr.rollout.generation import generate_timed
+from srl_rlvr.rollout import generate_texts
 from srl_rlvr.tasks import Problem, Task, safe_reward
 
 PERCENTILES = (50, 95, 99)
@@ -88,7 +88,7 @@ def evaluate_model(
         raise DataError(f"no problems to evaluate '{label}' on: the {task.name} problem set is empty")
     prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
     began = time.perf_counter()
-    generation = generate_timed(
+    generation = generate_texts(
         model,
         tokenizer,
         prompts,
@@ -128,6 +128,23 @@ def evaluate_model(
     )
 
 
+def evaluate_task(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    problems: Sequence[Problem],
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Greedy completions on `problems`, scored by the task: mean `reward` plus the task's own metrics.
+    What training validates its checkpoints with: `evaluate_model`'s scores without its records,
+    timing or sampled draws."""
+    prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
+    completions = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size).completions
+    rewards = [safe_reward(task, c, p) for c, p in zip(completions, problems, strict=True)]
+    return {"reward": sum(rewards) / max(len(rewards), 1), **task.metrics(completions, list(problems))}
+
+
 SAMPLED = {"avg": np.mean, "pass": np.max}  # per problem, over its k sample rewards
 
 
@@ -145,7 +162,7 @@ def _sample(
     if not k:
         return {}
     torch.manual_seed(eval_config.sample_seed)
-    sampled = generate_timed(
+    sampled = generate_texts(
         model,
         tokenizer,
         prompts,

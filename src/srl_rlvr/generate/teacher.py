@@ -184,19 +184,20 @@ class LocalModelTeacher:
     async def plan(
         self, problem: Problem, context: list[Passage], rules: list[Rule], conversation: Conversation
     ) -> Attempt:
-        from srl_rlvr.rollout.generation import generate
+        from srl_rlvr.rollout import generate_texts
 
         example = self.examples.for_problem(problem.id)
         prompt = self._render(teacher_messages(self.task, problem, context, rules, conversation, example))
         async with self._lock:
-            [reply] = await asyncio.to_thread(
-                generate,
+            generation = await asyncio.to_thread(
+                generate_texts,
                 self.model,
                 self.tokenizer,
                 [prompt],
-                max_new_tokens=self.config.max_tokens,
+                self.config.max_tokens,
                 temperature=self.config.temperature,
             )
+        [reply] = generation.completions
         return _attempt(reply, problem)
 
 

@@ -65,12 +65,14 @@ def task_score(task: Task, metric: str, completions: Sequence[str], problems: Se
 def answer(config: Config, path: str, task: Task, problems: Sequence[Problem]) -> list[str]:
     """Greedy answers of the model at `path`, prompted as evaluation prompts it."""
     from srl_rlvr.modeling import chat_prompt, load_model
-    from srl_rlvr.rollout.generation import generate
+    from srl_rlvr.rollout import generate_texts
 
     model_config = config.model.model_copy(update={"name_or_path": path, "lora": None})
     model, tokenizer = load_model(model_config, seed=config.seed)
     prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
-    completions = generate(model, tokenizer, prompts, config.eval.max_new_tokens, config.eval.batch_size)
+    completions = generate_texts(
+        model, tokenizer, prompts, config.eval.max_new_tokens, batch_size=config.eval.batch_size
+    ).completions
     del model
     gc.collect()
     return completions

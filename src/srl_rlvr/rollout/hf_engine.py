@@ -1,10 +1,11 @@
 """Hugging Face `generate` behind the fast engine's interface: any architecture, any device, LoRA.
 
 The fallback wherever the fast engine cannot run (CPU under `auto`, unsupported architectures,
-peft-wrapped or sharded models). Log-probabilities come from one teacher-forced forward pass over
-prompt + completion after generation (in row chunks, so a 152k vocabulary does not hold every step's
-logits at once): the same definition the fast engine returns, log_softmax(logits / temperature) of
-each generated token.
+peft-wrapped or sharded models), and the one place our code calls `model.generate`. Log-probabilities
+come from one teacher-forced forward pass over prompt + completion after generation (in row chunks,
+so a 152k vocabulary does not hold every step's logits at once): the same definition the fast engine
+returns, log_softmax(logits / temperature) of each generated token. `completion_ids` skips that pass
+for callers that want text (`text.py`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor
 
-from srl_rlvr.rollout.sampling import Rollout, SamplingParams
+from srl_rlvr.rollout.sampling import Rollout, SamplingParams, stop_length
 
 LOGIT_BUDGET = 2**27  # float32 logits held at once in the log-prob pass (512 MiB)
 
@@ -32,16 +33,12 @@ def _left_pad(
     return ids.to(device), mask.to(device)
 
 
-def _cut(ids: list[int], stops: Sequence[int]) -> list[int]:
-    for i, token in enumerate(ids):
-        if token in stops:
-            return ids[: i + 1]
-    return ids
-
-
 class HFEngine:
-    """`model.generate` with an explicit GenerationConfig (the model's saved defaults, such as a
-    repetition penalty, do not leak in), returning a `Rollout`."""
+    """`model.generate` with the request's sampling spelled out, returning a `Rollout`.
+
+    Temperature, top-k, top-p and the stop tokens are always the request's. Options the request does
+    not name, such as a repetition penalty saved in the model's generation config, still apply:
+    transformers fills every unset option from the model's saved config."""
 
     def __init__(self, model: nn.Module, pad_token_id: int | None = None) -> None:
         self.model = model
@@ -61,19 +58,39 @@ class HFEngine:
             "do_sample": not params.greedy,
         }
         if not params.greedy:
-            options.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None)
+            # top_k 0 is off; None would let transformers fill in its default of 50
+            options.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         return GenerationConfig(**options)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollout:
+        completions = self.completion_ids(prompts, params)
+        return Rollout(completions, self.logprobs(prompts, completions, params.temperature or 1.0))
+
+    @torch.no_grad()
+    def completion_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        processor: LogitsProcessor | None = None,
+        adapter_names: Sequence[str] | None = None,
+    ) -> list[list[int]]:
+        """Each prompt's completion, cut after its first stop token. `processor` runs last on each
+        step's logits (with `params` greedy it chooses the token, as serve/row_sampling.py does);
+        `adapter_names`, one per row, picks each row's LoRA adapter of a PeftModel."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         ids, mask = _left_pad(prompts, self.pad_token_id, self.device)
+        extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
         output = self.model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=self._generation_config(params)
+            input_ids=ids,
+            attention_mask=mask,
+            generation_config=self._generation_config(params),
+            logits_processor=[processor] if processor is not None else None,
+            **extra,
         )
-        completions = [_cut(row, params.stop_token_ids) for row in output[:, ids.size(1) :].tolist()]
-        return Rollout(completions, self.logprobs(prompts, completions, params.temperature or 1.0))
+        rows = output[:, ids.size(1) :].tolist()
+        return [row[: stop_length(row, params.stop_token_ids)] for row in rows]
 
     @torch.no_grad()
     def logprobs(

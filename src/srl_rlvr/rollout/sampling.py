@@ -22,7 +22,7 @@ batch 256 with a 152k vocabulary on an H200.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -62,6 +62,13 @@ class Rollout:
 
     completion_ids: list[list[int]]
     logprobs: list[list[float]]
+
+
+def stop_length(ids: Sequence[int], stops: Collection[int]) -> int:
+    """How many of `ids` a completion keeps: up to and including the first stop token, else all of
+    them (TRL's completion mask; what HF `generate` writes after a stop is padding). The one
+    stop-at-EOS rule on the host; the fast engine applies the same rule on the device (`_result`)."""
+    return next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
 
 
 def _race(probs: torch.Tensor) -> torch.Tensor:

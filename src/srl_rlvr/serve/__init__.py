@@ -1,7 +1,7 @@
 """Serving: an OpenAI-compatible HTTP server over trained models, read in this order:
 
 config.py      the `serve:` section of the YAML file
-generation.py  the one function that turns prompts into completions (the fast engine swaps in here)
+generation.py  a batch of requests into completions, through the rollout engine's one text API
 sampling_params.py, row_sampling.py  per-row sampling (n, seed, top_p, log-probs, penalties)
 structured.py  response_format as a grammar (constrained decoding, xgrammar)
 tools.py       tool definitions into the prompt, tool calls out of the answer; tool_loop.py runs a

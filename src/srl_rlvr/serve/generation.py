@@ -12,15 +12,12 @@ temperature (seed, top_p, log-probs, penalties, a grammar) is sampled row by row
 from __future__ import annotations
 
 import itertools
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
-import torch
-
-from srl_rlvr.rollout import FastEngine, SamplingParams, make_engine
-from srl_rlvr.rollout.generation import eos_ids
+from srl_rlvr.rollout import EngineChoice, FastEngine, Generation, eos_ids, generate_texts
+from srl_rlvr.rollout.text import engine_for
 from srl_rlvr.serve.row_sampling import RowSampler, RowTrace
 from srl_rlvr.serve.sampling_params import RowSampling
 
@@ -67,48 +64,12 @@ def cut_at_stops(c: Completion, stops: Sequence[str]) -> Completion:
     return replace(c, text=text, finish_reason="stop", logprobs=logprobs)
 
 
-_ENGINES: weakref.WeakKeyDictionary[Any, FastEngine] = weakref.WeakKeyDictionary()
-
-
-def _fast_engine(model: Any, choice: Literal["auto", "hf", "fast"]) -> FastEngine | None:
-    """The model's fast engine when `choice` picks one for it (its CUDA graphs are reused), else None."""
-    if choice == "hf":
-        return None
-    if model not in _ENGINES:
-        engine = make_engine(model, choice)
-        if not isinstance(engine, FastEngine):
-            return None
-        _ENGINES[model] = engine
-    return _ENGINES[model]
-
-
 def _row_sampler(model: Any, tokenizer: Any, rows: Sequence[RowSampling]) -> RowSampler:
     device = next(model.parameters()).device
     vocab_size = model.get_output_embeddings().weight.shape[0]
     return RowSampler(rows, tokenizer, vocab_size, eos_ids(model, tokenizer), device)
 
 
-def _new_tokens_fast(
-    engine: FastEngine,
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    max_new: int,
-    temperature: float,
-    sampler: RowSampler | None = None,
-) -> tuple[list[list[int]], list[int]]:
-    """The fast engine's tokens; with a `sampler`, it chooses each row's tokens (the engine then
-    decodes eagerly: no CUDA graphs for such a batch)."""
-    ids = [tokenizer(p)["input_ids"] for p in prompts]
-    params = SamplingParams(
-        max_new_tokens=max_new,
-        temperature=0.0 if sampler is not None else temperature,
-        stop_token_ids=tuple(eos_ids(model, tokenizer)),
-    )
-    return engine.generate(ids, params, sampler).completion_ids, [len(i) for i in ids]
-
-
-@torch.no_grad()
 def generate_batch(
     model: Any,
     tokenizer: Any,
@@ -117,7 +78,7 @@ def generate_batch(
     temperature: float,
     stops: Sequence[Sequence[str]],
     adapter_names: Sequence[str] | None = None,
-    engine: Literal["auto", "hf", "fast"] = "auto",
+    engine: EngineChoice = "auto",
     sampling: Sequence[RowSampling] | None = None,
 ) -> list[Completion]:
     """One completion per prompt; `adapter_names` (one per row, BASE_ADAPTER for none) needs a PeftModel.
@@ -125,59 +86,43 @@ def generate_batch(
     row, overrides `temperature`."""
     rows = list(sampling) if sampling is not None else [RowSampling(temperature)] * len(prompts)
     plain = all(r.plain for r in rows) and len({r.temperature for r in rows}) == 1
-    fast = _fast_engine(model, engine) if adapter_names is None else None
-    if fast is not None:
-        sampler = None if plain else _row_sampler(model, tokenizer, rows)
-        new_tokens, prompt_tokens = _new_tokens_fast(
-            fast, model, tokenizer, prompts, max(max_tokens), rows[0].temperature, sampler
-        )
-        traces = sampler.traces if sampler is not None else None
-        return _completions(model, tokenizer, new_tokens, prompt_tokens, max_tokens, stops, traces)
-    device = next(model.parameters()).device
-    batch = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
-    extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
-    sampler = _row_sampler(model, tokenizer, rows)
-    generated = model.generate(
-        **batch,
-        max_new_tokens=max(max_tokens),
-        do_sample=False,  # the sampler has chosen: every other token is at -inf
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        logits_processor=[sampler],
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
+    # HF `generate` shares one sampling configuration across a batch, so there the sampler always
+    # chooses; the fast engine samples a plain batch itself, inside its CUDA graphs.
+    fast = adapter_names is None and isinstance(engine_for(model, engine, tokenizer.pad_token_id), FastEngine)
+    sampler = None if fast and plain else _row_sampler(model, tokenizer, rows)
+    generation = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        max_tokens,
+        temperature=rows[0].temperature if sampler is None else 0.0,
+        batch_size=None,
+        engine=engine,
+        adapter_names=adapter_names,
+        processor=sampler,
     )
-    new_tokens = generated[:, batch["input_ids"].shape[1] :].cpu().tolist()
-    prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
-    return _completions(model, tokenizer, new_tokens, prompt_tokens, max_tokens, stops, sampler.traces)
+    traces = sampler.traces if sampler is not None else None
+    return _completions(tokenizer, generation, stops, traces)
 
 
 def _completions(
-    model: Any,
     tokenizer: Any,
-    new_tokens: Sequence[Sequence[int]],
-    prompt_tokens: Sequence[int],
-    max_tokens: Sequence[int],
+    generation: Generation,
     stops: Sequence[Sequence[str]],
     traces: Sequence[RowTrace] | None = None,
 ) -> list[Completion]:
-    """Each row cut at its own token budget, its first stop token and its first stop string (found in
-    the decoded text, so a stop string split across tokens is found too)."""
-    stop_ids = eos_ids(model, tokenizer)
+    """Each row cut at its first stop string too (found in the decoded text, so a stop string split
+    across tokens is found too); the engine has cut it at its token budget and first stop token."""
     out = []
-    for i, (row, limit, row_stops, n_prompt) in enumerate(
-        zip(new_tokens, max_tokens, stops, prompt_tokens, strict=True)
-    ):
-        row = list(row[:limit])
-        end = next((j for j, token in enumerate(row) if token in stop_ids), None)
-        ids = row if end is None else row[:end]
-        text, stopped = _cut(tokenizer.decode(ids, skip_special_tokens=True), row_stops)
-        finish = "stop" if end is not None or stopped else "length"
+    for i, row_stops in enumerate(stops):
+        ids, ended = generation.completion_ids[i], generation.stopped[i]
+        text, stopped = _cut(generation.completions[i], row_stops)
         logprobs = None
         if traces is not None and traces[i].logprobs:
-            logprobs = _token_logprobs(tokenizer, traces[i], _tokens_within(tokenizer, ids, len(text)))
-        out.append(Completion(text, int(n_prompt), len(row) if end is None else end + 1, finish, logprobs))
+            kept = ids[:-1] if ended else ids
+            logprobs = _token_logprobs(tokenizer, traces[i], _tokens_within(tokenizer, kept, len(text)))
+        finish = "stop" if ended or stopped else "length"
+        out.append(Completion(text, generation.prompt_tokens[i], len(ids), finish, logprobs))
     return out
 
 

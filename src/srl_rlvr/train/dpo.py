@@ -28,7 +28,7 @@ from srl_rlvr.config import Config, RLVRConfig
 from srl_rlvr.distributed import is_main, on_main
 from srl_rlvr.errors import DataError
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
-from srl_rlvr.rollout.generation import generate
+from srl_rlvr.rollout import generate_texts
 from srl_rlvr.tasks import Problem, Task, safe_reward
 from srl_rlvr.train.runner import device_batch, one_gpu_per_process, stage_args
 
@@ -85,7 +85,7 @@ def sample_preference_pairs(
     """
     k = cfg.num_generations
     prompts = [chat_prompt(tokenizer, task.prompt(p)) for p in problems]
-    completions = generate(
+    completions = generate_texts(
         model,
         tokenizer,
         prompts,
@@ -93,7 +93,7 @@ def sample_preference_pairs(
         batch_size=max(1, cfg.batch_size // k),  # batch_size counts completions, as in the GRPO family
         num_return_sequences=k,
         temperature=cfg.temperature,
-    )
+    ).completions
     rewards = [safe_reward(task, c, problems[j // k]) for j, c in enumerate(completions)]
     pairs = build_preference_pairs(
         prompts, completions, rewards, k, cfg.dpo_correct_threshold, cfg.dpo_pairs_per_prompt

@@ -49,7 +49,7 @@ from trl.extras.profiling import profiling_context
 from srl_rlvr.config import Config, PolicyRLConfig
 from srl_rlvr.distributed import world_size
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine
+from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine, stop_length
 from srl_rlvr.rollout.weights_copy import RolloutCopy, is_sharded
 from srl_rlvr.train.adaptive_kl import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import (
@@ -109,11 +109,6 @@ def fast_sampling_params(generation: GenerationConfig) -> SamplingParams | None:
         top_k=(generation.top_k or 0) if sampled else 0,
         stop_token_ids=() if eos is None else tuple([eos] if isinstance(eos, int) else eos),
     )
-
-
-def cut_after_first(ids: list[int], stops: Sequence[int]) -> int:
-    """Length of `ids` up to and including the first stop token (TRL's completion mask)."""
-    return next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
 
 
 def group_advantages(
@@ -235,7 +230,7 @@ class GroupTrainer(GRPOTrainer):
             rollout = engine.generate(prompt_ids, params)
         # The engine stopped at the generation config's EOS ids, which GroupTrainer keeps equal to
         # `eos_token_ids`; cutting again keeps TRL's mask semantics should the two ever differ.
-        lengths = [cut_after_first(ids, self.eos_token_ids) for ids in rollout.completion_ids]
+        lengths = [stop_length(ids, self.eos_token_ids) for ids in rollout.completion_ids]
         completion_ids = [ids[:n] for ids, n in zip(rollout.completion_ids, lengths, strict=True)]
         logprobs = [lp[:n] for lp, n in zip(rollout.logprobs, lengths, strict=True)]
         return completion_ids, logprobs

@@ -26,8 +26,8 @@ from transformers import TrainerCallback
 
 from srl_rlvr.config import Config
 from srl_rlvr.errors import DataError
+from srl_rlvr.evaluate.evaluation import evaluate_task
 from srl_rlvr.modeling import chat_prompt, load_model, materialize
-from srl_rlvr.rollout.generation import evaluate_task
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.train.group_trainer import GroupTrainer, grpo_args, stage_callbacks
 from srl_rlvr.train.rewards import reward_functions

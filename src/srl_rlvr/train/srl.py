@@ -289,7 +289,7 @@ def train_srl(
 
     `val_trajectories` default to `srl.val_fraction` of `trajectories`, held out from training.
     """
-    from srl_rlvr.rollout.generation import evaluate_task
+    from srl_rlvr.evaluate.evaluation import evaluate_task
     from srl_rlvr.tasks import headline_metric, load_task
 
     cfg = config.srl
@@ -358,9 +358,11 @@ def evaluate_step_reward(
 ) -> dict[str, float]:
     """Greedy next-step predictions on step-wise prompts, scored by the SRL reward: the learning signal
     SRL optimises, measured on held-out trajectories (mean reward, exact-step rate, format failures)."""
-    from srl_rlvr.rollout.generation import generate
+    from srl_rlvr.rollout import generate_texts
 
-    completions = generate(model, tokenizer, dataset["prompt"], cfg.max_completion_length, batch_size)
+    completions = generate_texts(
+        model, tokenizer, dataset["prompt"], cfg.max_completion_length, batch_size=batch_size
+    ).completions
     actions = dataset["expert_action"]
     rewards = make_srl_reward(cfg, task)(
         completions=completions,
