@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("cli",),  # the commands: parse, call one library function, print
     ("manage",),  # the always-on service that schedules the jobs below
     ("feedback", "distill", "experiment", "selection"),  # jobs that run stages and decide on models
-    ("pipeline", "encoder_pipeline", "serve"),  # the stage runners; the server
+    ("pipeline", "serve"),  # the stage runners; the server
     ("train", "evaluate", "generate", "cloud"),  # the stages' components; AWS
     ("rollout", "encoder_data"),  # the generation engines; the encoder types' training data
     ("modeling", "encoder_models", "tracking", "tasks"),  # models, MLflow, tasks and verifiers

@@ -137,8 +137,19 @@ def distill_once(
     register: bool = True,
 ) -> DistillResult:
     """One teacher -> student distillation; see the module docstring. `callbacks` go to the trainer
-    (a benchmark's time budget, a progress display); `register=False` measures without registering."""
+    (a benchmark's time budget, a progress display); `register=False` measures without registering.
+    An encoder type (`model.type`) is distilled by matching the teacher's outputs (`encoders.py`)."""
     config = with_tier(config, tier)
+    if config.model.type != "causal_lm":
+        from srl_rlvr.distill.encoders import distill_encoder
+
+        if since_last:
+            raise ConfigError(
+                f"--since last: a {config.model.type} distils on its corpus, not on production records"
+            )
+        result = distill_encoder(config, teacher_reference, student, on_step, register)
+        result.tier = tier
+        return result
     key = tier or "student"
     started = datetime.now(timezone.utc)
     run_dir = Path(config.output_dir) / "distill" / f"{key}-{started:%Y%m%d-%H%M%S}"
@@ -186,7 +197,7 @@ def distill_once(
     }
     _state_path(config).parent.mkdir(parents=True, exist_ok=True)
     _state_path(config).write_text(json.dumps(state, indent=2) + "\n")
-    _write_report(result)
+    write_report(result)
     return result
 
 
@@ -299,7 +310,7 @@ def _latest_registered(config: Config, tier: str) -> str | None:
         return None
 
 
-def _write_report(result: DistillResult) -> None:
+def write_report(result: DistillResult) -> None:
     run_dir = Path(result.run_dir)
     data = asdict(result)
     (run_dir / "distill.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
