@@ -172,7 +172,12 @@ def run_encoder_pipeline(config: Config, on_stage: Callable[[str, str], None] | 
     data = build_encoder_data(config)
     run = EncoderRun(base_dir=base_encoder(config, data, out), data_version=data.version())
     records = read_state(out)
-    outputs: dict[str, str] = {"data": run.data_version, "base": run.base_dir}
+    # a base built inside the run (tiny) is named relative to it, so the folder can be moved
+    base = Path(run.base_dir)
+    outputs = {
+        "data": run.data_version,
+        "base": str(base.relative_to(out) if base.is_relative_to(out) else base),
+    }
     work: dict[str, Callable[[Path], Path]] = {
         "generate": lambda folder: data.save(folder),
         "train": lambda folder: Path(train(config, data, run.base_dir, folder, device)),
