@@ -48,7 +48,8 @@ def teacher_embeddings_dataset(teacher: Any, texts: list[str]) -> Any:
 
 def distill_embedding(
     config: Config, teacher_folder: str, student: str, data: EncoderData, out: Path, device: str
-) -> str:
+) -> tuple[str, int]:
+    """The student's folder, and how many texts it learned the teacher's vectors of."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MSELoss
     from sentence_transformers.sentence_transformer.modules import Dense
@@ -74,12 +75,13 @@ def distill_embedding(
         )
         without_printing(trainer).train()
     model.save(str(out))
-    return str(out)
+    return str(out), len(dataset)
 
 
 def distill_reranker(
     config: Config, teacher_folder: str, student: str, data: EncoderData, out: Path, device: str
-) -> str:
+) -> tuple[str, int]:
+    """The student's folder, and how many (query, passage) pairs it learned the teacher's scores of."""
     from datasets import Dataset
     from sentence_transformers import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MSELoss
@@ -107,7 +109,7 @@ def distill_reranker(
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=MSELoss(model))
         without_printing(trainer).train()
     model.save(str(out))
-    return str(out)
+    return str(out), len(dataset)
 
 
 def _judged(
@@ -170,7 +172,9 @@ def distill_encoder(
     run_dir = Path(config.output_dir) / "distill" / f"{kind}-student-{started:%Y%m%d-%H%M%S}"
     device = str(resolve_device(config.model.device))
     data = build_encoder_data(config)
-    result = DistillResult(None, teacher.reference, student, str(run_dir), dataset=data.version())
+    result = DistillResult(
+        None, teacher.reference, student, str(run_dir), dataset=data.version(), model_type=kind
+    )
     result.init = "given"
     if student == "tiny":
         from srl_rlvr.encoder_models import tiny_encoder_folder
@@ -180,13 +184,13 @@ def distill_encoder(
             tiny_encoder_folder(run_dir / "student-init", texts, seed=config.seed),
             "random",
         )
-    result.questions = result.traces = len(data.passages) + len(data.train)
 
     clock = time.perf_counter()
     what = "embeddings" if kind == "embedding" else "scores"
     on_step(f"training {result.student} to match {teacher.reference}'s {what} ({config.encoder.steps} steps)")
     train = distill_embedding if kind == "embedding" else distill_reranker
-    result.trained = train(config, teacher.folder, student, data, run_dir / "model", device)
+    result.trained, result.traces = train(config, teacher.folder, student, data, run_dir / "model", device)
+    result.questions = result.traces
     result.seconds["training"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -62,6 +62,7 @@ class DistillResult:
     validation: Validation | None = None
     registered: str | None = None
     skipped: str | None = None  # why nothing was trained
+    model_type: str = "causal_lm"  # an encoder matches the teacher's outputs (`encoders.py`)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -319,7 +320,9 @@ def write_report(result: DistillResult) -> None:
         f"# Distillation{f' ({result.tier} tier)' if result.tier else ''}",
         "",
         f"Teacher {result.teacher}; student {result.student} ({result.init} initial weights).",
-        f"{result.traces} of {result.questions} teacher answers verified ({result.dataset}).",
+        f"{result.traces} of {result.questions} teacher answers verified ({result.dataset})."
+        if result.model_type == "causal_lm"
+        else f"The teacher's outputs for {result.traces} training texts or pairs, matched (data {result.dataset}).",
         "",
     ]
     if v is not None:
@@ -329,7 +332,8 @@ def write_report(result: DistillResult) -> None:
             f"| held-out metric (n={v.n}) | {v.teacher_metric:.3f} | {v.student_metric:.3f} | {v.quality_ratio:.3f} [{v.ratio_ci[0]:.3f}, {v.ratio_ci[1]:.3f}] |",
             f"| speed | | | {v.speed} |",
             "",
-            f"Agreement (same parsed answer): {v.agreement:.1%}.",
+            f"Agreement ({'same parsed answer' if result.model_type == 'causal_lm' else 'same passage ranked first'}): "
+            f"{v.agreement:.1%}.",
         ]
         if result.tier and TIERS[result.tier].latency_budget_ms is not None:
             lines.append(
