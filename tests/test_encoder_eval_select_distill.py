@@ -23,14 +23,15 @@ from srl_rlvr.config import build_config
 from srl_rlvr.distill.run import distill_once
 from srl_rlvr.encoder_data import build_encoder_data
 from srl_rlvr.encoder_models import load_embedding_model
-from srl_rlvr.errors import ConfigError
 from srl_rlvr.pipeline.encoders import run_encoder_pipeline
 from srl_rlvr.selection.catalog import RoleProfile, load_catalog
 from srl_rlvr.selection.mcda import select_model
 from srl_rlvr.tracking import registry
 
+ROLES = {"sentiment": "sentiment", "arithmetic": "arithmetic", "codegen": "codegen"}
 
-def encoder_config(kind: str, folder: Path, **sections) -> object:
+
+def encoder_config(kind: str, folder: Path, distill: dict | None = None, **encoder) -> object:
     return build_config(
         {
             "model": {"type": kind, "name_or_path": "tiny", "device": "cpu"},
@@ -38,23 +39,25 @@ def encoder_config(kind: str, folder: Path, **sections) -> object:
             "output_dir": str(folder),
             "data": {"test_size": 30},
             "eval": {"bootstrap_samples": 200},
-            "encoder": {"steps": 8, "batch_size": 16, "learning_rate": 1e-3, "max_length": 48},
+            "encoder": {"steps": 8, "batch_size": 16, "learning_rate": 1e-3, "max_length": 48, **encoder},
             "registry": {"model_name": f"uses-{kind}"},
-            **sections,
+            "distill": distill or {},
         }
     )
 
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    """A trained, registered embedding model and reranker, each in its own run folder."""
+    """A trained, registered embedding model, reranker and intent router, each in its own run folder."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model's matrices are too small to split between threads
     folder = tmp_path_factory.mktemp("teachers")
+    router = {"steps": 20, "learning_rate": 5e-3, "per_role": 24, "roles": ROLES}
     try:
         yield {
-            kind: run_encoder_pipeline(encoder_config(kind, folder / kind))
-            for kind in ("embedding", "reranker")
+            "embedding": run_encoder_pipeline(encoder_config("embedding", folder / "embedding")),
+            "reranker": run_encoder_pipeline(encoder_config("reranker", folder / "reranker")),
+            "classifier": run_encoder_pipeline(encoder_config("classifier", folder / "router", **router)),
         }
     finally:
         torch.set_num_threads(threads)
@@ -132,14 +135,21 @@ def _distance_to_teacher(student: str, teacher: str, texts: list[str]) -> float:
     return float(np.mean((a - b) ** 2))
 
 
-@pytest.mark.parametrize("kind", ["embedding", "reranker"])
+STUDENT_TRAINING = {
+    "embedding": {"steps": 40, "learning_rate": 3e-3},
+    "reranker": {"steps": 40, "learning_rate": 3e-3},
+    "classifier": {"steps": 40, "learning_rate": 5e-3, "per_role": 24, "roles": ROLES},
+}
+
+
+@pytest.mark.parametrize("kind", ["embedding", "reranker", "classifier"])
 def test_a_distilled_student_learns_its_teachers_outputs_and_registers_under_it(teachers, tmp_path, kind):
     teacher = teachers[kind].registered
     config = encoder_config(
         kind,
         tmp_path,
         distill={"teacher": teacher, "student": "tiny", "min_quality_ratio": 0.5},
-        encoder={"steps": 40, "batch_size": 16, "learning_rate": 3e-3, "max_length": 48},
+        **STUDENT_TRAINING[kind],
     )
     result = distill_once(config, config.distill.teacher, config.distill.student, None)
 
@@ -147,18 +157,10 @@ def test_a_distilled_student_learns_its_teachers_outputs_and_registers_under_it(
     version = registry.resolve(result.registered)
     assert version.parent == registry.resolve(teacher).reference  # the exact version, not the alias
     assert (version.stage, version.tags["model_type"], version.tags["method"]) == ("distill", kind, "mse")
-    assert "same passage ranked first" in (Path(result.run_dir) / "distill.md").read_text()
+    assert "Agreement (same " in (Path(result.run_dir) / "distill.md").read_text()
     if kind == "embedding":  # its vectors moved towards the teacher's, on queries it never saw
         queries = [row["query"] for row in build_encoder_data(config).test]
         teacher_dir = registry.local_path(teacher)
         before = _distance_to_teacher(str(Path(result.run_dir) / "student-init"), teacher_dir, queries)
         after = _distance_to_teacher(result.trained, teacher_dir, queries)
         assert after < before / 2
-
-
-def test_the_intent_router_is_not_distilled_and_says_so(tmp_path):
-    config = build_config(
-        {"model": {"type": "classifier", "name_or_path": "tiny"}, "output_dir": str(tmp_path)}
-    )
-    with pytest.raises(ConfigError, match="a classifier is not distilled"):
-        distill_once(config, str(tmp_path), "tiny", None)

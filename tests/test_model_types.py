@@ -18,6 +18,7 @@ import openai
 import pytest
 import torch
 
+from srl_rlvr.cli import main
 from srl_rlvr.config import build_config
 from srl_rlvr.encoder_models import load_cross_encoder
 from srl_rlvr.errors import ConfigError
@@ -79,6 +80,16 @@ def test_config_check_refuses_a_stage_the_model_type_cannot_run():
         build_config({"model": {"type": "reranker"}, "pipeline": {"stages": ["generate", "srl", "evaluate"]}})
     with pytest.raises(ConfigError, match="causal_lm cannot run train"):
         build_config({"pipeline": {"stages": ["generate", "train"]}})
+
+
+def test_config_check_says_so_in_one_line(tmp_path, capsys):
+    (tmp_path / "router.yaml").write_text("model: {type: classifier}\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["config", "check", str(tmp_path / "router.yaml"), "pipeline.stages=[generate,sft]"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "model.type classifier cannot run sft; its stages: generate, train, evaluate, register" in err
 
 
 def test_embedding_training_beats_its_base_and_registers_with_its_type(trained):

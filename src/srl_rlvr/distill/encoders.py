@@ -10,12 +10,15 @@
   the training split, BM25's candidates as in reranker training, with sentence-transformers'
   cross-encoder MSELoss (Hofstaetter et al. 2020, "Improving Efficient Neural Ranking Models with
   Cross-Architecture Knowledge Distillation", section 3, pointwise).
-- classifier: not distilled; the intent router is a small model already, trained directly.
+- classifier (the intent router): the student learns the teacher's logits for each training prompt
+  by least squares (Ba & Caruana 2014, "Do Deep Nets Really Need to be Deep?", section 2.2: logits,
+  not probabilities, keep what the softmax flattens), through transformers' own regression loss.
 
-Validation is the causal students' (`validate.py`): student / teacher nDCG@10 on the held-out
-queries with a bootstrap interval over queries, registered only when its lower bound clears
-`distill.min_quality_ratio`, with the teacher's exact version as its parent. Agreement is the share
-of held-out queries where both put the same passage first.
+Validation is the causal students' (`validate.py`): student / teacher on the held-out queries or
+prompts (nDCG@10, or the router's accuracy) with a bootstrap interval over them, registered only when
+its lower bound clears `distill.min_quality_ratio`, with the teacher's exact version as its parent.
+Agreement is the share of held-out queries where both put the same passage first (the router: give
+the same role).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from srl_rlvr.config import Config
 from srl_rlvr.distill.validate import Validation, ratio_ci
 from srl_rlvr.encoder_data import EncoderData, build_encoder_data
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.evaluate.retrieval import NDCG_AT, Judged, per_query_scores
+from srl_rlvr.evaluate.retrieval import NDCG_AT, per_query_scores
 
-METRIC = f"ndcg@{NDCG_AT}"
+METRIC = {"embedding": f"ndcg@{NDCG_AT}", "reranker": f"ndcg@{NDCG_AT}", "classifier": "accuracy"}
 
 
 def teacher_embeddings_dataset(teacher: Any, texts: list[str]) -> Any:
@@ -112,38 +115,94 @@ def distill_reranker(
     return str(out), len(dataset)
 
 
-def _judged(
-    model_type: str, folder: str, data: EncoderData, config: Config, device: str
-) -> tuple[list[Judged], float]:
-    """Each held-out query's ranking by the model, and the seconds it took."""
-    from srl_rlvr.evaluate.encoders import embedding_judged, reranker_judged
+def distill_classifier(
+    config: Config, teacher_folder: str, student: str, data: EncoderData, out: Path, device: str
+) -> tuple[str, int]:
+    """The student's folder, and how many prompts it learned the teacher's logits of. Its head has
+    the teacher's labels; trained as a regression on the logits, saved as a classifier again."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    judge = embedding_judged if model_type == "embedding" else reranker_judged
+    from srl_rlvr.encoder_models import load_classifier
+    from srl_rlvr.train.encoder_args import trainer_arguments, without_printing
+
+    enc = config.encoder
+    teacher, teacher_tokenizer = load_classifier(teacher_folder, None, device)
+    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    texts = [row["text"] for row in data.train]
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 32):
+            batch = teacher_tokenizer(
+                texts[start : start + 32],
+                padding=True,
+                truncation=True,
+                max_length=enc.max_length,
+                return_tensors="pt",
+            )
+            logits += teacher(**batch.to(teacher.device)).logits.float().cpu().tolist()
+    del teacher
+    model, tokenizer = load_classifier(student, labels, device)
+    model.config.problem_type = "regression"  # transformers' loss: MSE between logits and labels
+    dataset = Dataset.from_dict({"text": texts, "label": logits}).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=enc.max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(
+            model=model.train(),
+            args=TrainingArguments(**trainer_arguments(enc, scratch, config.seed, device, len(dataset))),
+            train_dataset=dataset,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        without_printing(trainer).train()
+    model.config.problem_type = "single_label_classification"  # served and evaluated as a classifier
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return str(out), len(dataset)
+
+
+def _per_item(
+    model_type: str, folder: str, data: EncoderData, config: Config, device: str
+) -> tuple[np.ndarray, list[Any], float]:
+    """The metric for each held-out query or prompt, the model's answer to each (the passage it put
+    first, or the role it chose), and the seconds it took."""
+    from srl_rlvr.evaluate.encoders import classifier_predictions, embedding_judged, reranker_judged
+
     start = time.perf_counter()
+    if model_type == "classifier":
+        predicted = classifier_predictions(folder, data, device, data.labels)
+        seconds = time.perf_counter() - start
+        truth = [row["label"] for row in data.test]
+        return np.asarray([float(p == t) for p, t in zip(predicted, truth, strict=True)]), predicted, seconds
+    judge = embedding_judged if model_type == "embedding" else reranker_judged
     judged = judge(folder, data, config.encoder, device)
-    return judged, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    values = per_query_scores(judged, config.encoder.top_k)[METRIC[model_type]]
+    return np.asarray(values), [j.ranking[:1] for j in judged], seconds
 
 
 def validate_encoder_student(
     config: Config, teacher_folder: str, student_folder: str, data: EncoderData, device: str, report: Path
 ) -> Validation:
-    """Teacher and student on the same held-out queries: the nDCG@10 ratio, agreement and speed."""
+    """Teacher and student on the same held-out queries or prompts: the metric's ratio, agreement
+    and speed."""
     kind = config.model.type
-    teacher, teacher_seconds = _judged(kind, teacher_folder, data, config, device)
-    student, student_seconds = _judged(kind, student_folder, data, config, device)
-    t = np.asarray(per_query_scores(teacher, config.encoder.top_k)[METRIC])
-    s = np.asarray(per_query_scores(student, config.encoder.top_k)[METRIC])
+    t, teacher_answers, teacher_seconds = _per_item(kind, teacher_folder, data, config, device)
+    s, student_answers, student_seconds = _per_item(kind, student_folder, data, config, device)
     mean_t, mean_s = float(t.mean()), float(s.mean())
-    first = [a.ranking[:1] == b.ranking[:1] for a, b in zip(teacher, student, strict=True)]
+    same = [a == b for a, b in zip(teacher_answers, student_answers, strict=True)]
     return Validation(
         teacher_metric=mean_t,
         student_metric=mean_s,
         quality_ratio=mean_s / mean_t if mean_t > 0 else 0.0,
         ratio_ci=ratio_ci(t, s, config.eval.bootstrap_samples, config.eval.bootstrap_seed),
-        agreement=float(np.mean(first)),
+        agreement=float(np.mean(same)),
         latency_ratio=student_seconds / teacher_seconds,  # the same texts for both
         tokens_per_second_ratio=None,
-        n=len(first),
+        n=len(same),
         min_quality_ratio=config.distill.min_quality_ratio,
         report=str(report),
     )
@@ -161,10 +220,6 @@ def distill_encoder(
     from srl_rlvr.modeling import resolve_device
 
     kind = config.model.type
-    if kind not in ("embedding", "reranker"):
-        raise ConfigError(
-            f"distill: a {kind} is not distilled (the intent router is small already); train it with `srl-rlvr run`"
-        )
     teacher = resolve_teacher(config, teacher_reference)
     if teacher.folder is None:
         raise ConfigError(f"distill.teacher: a {kind} teacher is a registry version or a model folder")
@@ -179,22 +234,24 @@ def distill_encoder(
     if student == "tiny":
         from srl_rlvr.encoder_models import tiny_encoder_folder
 
-        texts = [*data.passages.values(), *(row["query"] for row in data.train)]
+        texts = [*data.passages.values(), *(row.get("query") or row["text"] for row in data.train)]
         student, result.init = (
             tiny_encoder_folder(run_dir / "student-init", texts, seed=config.seed),
             "random",
         )
 
     clock = time.perf_counter()
-    what = "embeddings" if kind == "embedding" else "scores"
+    what = {"embedding": "embeddings", "reranker": "scores", "classifier": "logits"}[kind]
     on_step(f"training {result.student} to match {teacher.reference}'s {what} ({config.encoder.steps} steps)")
-    train = distill_embedding if kind == "embedding" else distill_reranker
+    train = {"embedding": distill_embedding, "reranker": distill_reranker, "classifier": distill_classifier}[
+        kind
+    ]
     result.trained, result.traces = train(config, teacher.folder, student, data, run_dir / "model", device)
     result.questions = result.traces
     result.seconds["training"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    on_step("validating the student against the teacher on the held-out queries")
+    on_step("validating the student against the teacher on the held-out split")
     result.validation = validate_encoder_student(
         config, teacher.folder, result.trained, data, device, run_dir / "distill.md"
     )
@@ -210,7 +267,10 @@ def _register(config: Config, result: Any) -> str:
     from srl_rlvr.tracking.runs import mlflow_key, tracking_uri
 
     v = result.validation
-    name = config.distill.model_name or model_name_for(f"{config.task.name}-{config.model.type}-student")
+    default = (
+        "intent-router" if config.model.type == "classifier" else f"{config.task.name}-{config.model.type}"
+    )
+    name = config.distill.model_name or model_name_for(f"{default}-student")
     version = register(
         name,
         result.trained,
@@ -218,7 +278,7 @@ def _register(config: Config, result: Any) -> str:
         parent=result.teacher,
         dataset=result.dataset,
         metrics={
-            mlflow_key(METRIC): v.student_metric,
+            mlflow_key(METRIC[config.model.type]): v.student_metric,
             "quality_ratio": v.quality_ratio,
             "agreement": v.agreement,
             "latency_ratio": v.latency_ratio,

@@ -46,6 +46,12 @@ from srl_rlvr.tasks.outcome import problem_from_text
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+# what "the student agrees with the teacher" means for an encoder type; a causal LM: the same parsed answer
+AGREEMENT = {
+    "embedding": "same passage ranked first",
+    "reranker": "same passage ranked first",
+    "classifier": "same role chosen",
+}
 
 
 @dataclass
@@ -332,8 +338,7 @@ def write_report(result: DistillResult) -> None:
             f"| held-out metric (n={v.n}) | {v.teacher_metric:.3f} | {v.student_metric:.3f} | {v.quality_ratio:.3f} [{v.ratio_ci[0]:.3f}, {v.ratio_ci[1]:.3f}] |",
             f"| speed | | | {v.speed} |",
             "",
-            f"Agreement ({'same parsed answer' if result.model_type == 'causal_lm' else 'same passage ranked first'}): "
-            f"{v.agreement:.1%}.",
+            f"Agreement ({AGREEMENT.get(result.model_type, 'same parsed answer')}): {v.agreement:.1%}.",
         ]
         if result.tier and TIERS[result.tier].latency_budget_ms is not None:
             lines.append(
