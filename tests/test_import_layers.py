@@ -23,7 +23,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("cli",),  # the commands: parse, call one library function, print
     ("manage",),  # the always-on service that schedules the jobs below
     ("feedback", "distill", "experiment", "selection"),  # jobs that run stages and decide on models
-    ("pipeline", "encoder_pipeline", "serve"),  # the stage runners; the server
+    ("pipeline", "serve"),  # the stage runners; the server
     ("train", "generate", "cloud"),  # the stages' components; AWS
     ("evaluate",),  # scoring a model on a task: training validates its checkpoints with it
     ("rollout", "encoder_data"),  # the generation engines; the encoder types' training data

@@ -18,11 +18,12 @@ import openai
 import pytest
 import torch
 
+from srl_rlvr.cli import main
 from srl_rlvr.config import build_config
 from srl_rlvr.encoder_models import load_cross_encoder
-from srl_rlvr.encoder_pipeline import run_encoder_pipeline
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.generate.retriever import KnowledgeIndex
+from srl_rlvr.pipeline.encoders import run_encoder_pipeline
 from srl_rlvr.serve.config import RouterConfig, build_serve_config
 from srl_rlvr.serve.encoders import EncoderSet
 from srl_rlvr.serve.intent_router import route
@@ -81,36 +82,48 @@ def test_config_check_refuses_a_stage_the_model_type_cannot_run():
         build_config({"pipeline": {"stages": ["generate", "train"]}})
 
 
+def test_config_check_says_so_in_one_line(tmp_path, capsys):
+    (tmp_path / "router.yaml").write_text("model: {type: classifier}\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["config", "check", str(tmp_path / "router.yaml"), "pipeline.stages=[generate,sft]"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "model.type classifier cannot run sft; its stages: generate, train, evaluate, register" in err
+
+
 def test_embedding_training_beats_its_base_and_registers_with_its_type(trained):
     run = trained["embedding"]
-    ndcg = run.report["metrics_vs_base"]["ndcg@10"]
-    assert ndcg["tuned"] > ndcg["base"]
-    assert ndcg["delta_low"] <= ndcg["delta"] <= ndcg["delta_high"]
-    assert {"recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"} <= set(run.report["metrics"])
+    tuned = run.report["results"]["tuned"]["metrics"]
+    assert tuned["ndcg@10"] > run.report["results"]["base"]["metrics"]["ndcg@10"]
+    delta = run.report["deltas"]["tuned"]["ndcg@10"]
+    assert delta["delta_low"] <= delta["delta"] <= delta["delta_high"]
+    assert {"recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"} <= set(tuned)
     version = registry.resolve(run.registered)
     assert version.tags["model_type"] == "embedding"
     assert version.dataset == run.data_version
-    assert version.metrics["ndcg_at_10"] == pytest.approx(ndcg["tuned"], rel=1e-4)
+    assert version.metrics["ndcg_at_10"] == pytest.approx(tuned["ndcg@10"], rel=1e-4)
     assert "staging" in registry.resolve("registry:types-embedding@staging").aliases
 
 
 def test_reranker_is_judged_against_its_base_and_bm25(trained):
     report = trained["reranker"].report
-    assert set(report["metrics_vs_bm25"]) == set(report["metrics_vs_base"])
-    bm25 = report["metrics_vs_bm25"]["ndcg@10"]["base"]
+    assert list(report["results"]) == ["bm25", "base", "tuned"]
+    assert set(report["deltas_vs_bm25"]["tuned"]) == set(report["deltas"]["tuned"])
+    bm25 = report["results"]["bm25"]["metrics"]["ndcg@10"]
     assert 0 < bm25 <= 1  # BM25's own order of its candidates: the first stage the reranker must beat
     assert registry.resolve(trained["reranker"].registered).tags["model_type"] == "reranker"
 
 
 def test_intent_router_reports_accuracy_macro_f1_and_confusion(trained):
     report = trained["classifier"].report
-    tuned = report["tuned"]
-    assert tuned["accuracy"] > report["base"]["accuracy"]
+    tuned = report["results"]["tuned"]
+    assert tuned["metrics"]["accuracy"] > report["results"]["base"]["metrics"]["accuracy"]
     assert tuned["confusion"]["roles"] == list(ROLES)
     rows = tuned["confusion"]["rows"]
     assert sum(map(sum, rows)) == 30  # every held-out prompt is in the table once
     assert set(tuned["per_role"]) == set(ROLES)
-    assert -1 <= report["deltas"]["macro_f1"]["delta"] <= 1
+    assert -1 <= report["deltas"]["tuned"]["macro_f1"]["delta"] <= 1
 
 
 def test_router_below_its_confidence_floor_falls_back_to_the_default_role(trained):

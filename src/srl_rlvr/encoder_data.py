@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from srl_rlvr.errors import TaskError
+from srl_rlvr.config import Config
+from srl_rlvr.errors import ConfigError, TaskError
 from srl_rlvr.model_types import EncoderConfig
 from srl_rlvr.tasks import Task, load_task
 
@@ -119,3 +120,34 @@ def labelled_records(url: str, roles: Sequence[str]) -> list[dict[str, Any]]:
 def negatives(row: dict[str, Any], count: int) -> list[str]:
     """The first stage's best candidates that are not the query's own passage."""
     return [pid for pid in row["candidates"] if pid != row["passage_id"]][:count]
+
+
+def build_encoder_data(config: Config) -> EncoderData:
+    """The run's data, as its config says: deterministic and cheap, so the pipeline, `eval` and
+    `distill` all rebuild it rather than look for a file (its `version()` says whether it changed)."""
+    if config.model.type == "classifier":
+        return router_data(
+            config.encoder, config.data.seed, max(1, config.data.test_size // len(config.encoder.roles))
+        )
+    task = load_task(config.task.name, config.task.options)
+    return retrieval_data(task, config.encoder, config.data.trajectories)
+
+
+def base_encoder(config: Config, data: EncoderData, folder: Path) -> str:
+    """The folder of the run's base model. `tiny` is built in `folder`/tiny-base from the data's own
+    words, seeded, so it is the same model whenever the same data is rebuilt; `registry:` is resolved
+    in the run's store."""
+    name = config.model.name_or_path
+    if name == "tiny":
+        from srl_rlvr.encoder_models import tiny_encoder_folder
+
+        texts = [*data.passages.values(), *(r.get("query") or r.get("text", "") for r in data.train)]
+        return tiny_encoder_folder(folder / "tiny-base", texts, seed=config.seed)
+    if name == "embedded":
+        raise ConfigError(
+            f"model.name_or_path: 'embedded' is a causal LM; a {config.model.type} needs an encoder"
+        )
+    from srl_rlvr.tracking.registry import resolve_source
+    from srl_rlvr.tracking.runs import tracking_uri
+
+    return resolve_source(name, tracking_uri(config))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from srl_rlvr.config import Config
     from srl_rlvr.evaluate.run import EvalRun
 
@@ -65,6 +67,33 @@ def print_evaluation(run: EvalRun, cfg: Config, title: str) -> None:
     if run.generalization:
         console.print(comparison_table(run.generalization, cfg.eval, title="never-seen problem family"))
     console.print(f"report: {run.report} and {run.report.with_name('report.json')}")
+
+
+def encoder_table(report: dict[str, Any], title: str) -> Table:
+    """An encoder report (`evaluate/encoders.py`) as one row a model: each metric's mean with its
+    interval, and under it the paired delta to the baseline (the first row that is a model)."""
+    from rich.table import Table
+
+    results, deltas = report["results"], report.get("deltas", {})
+    metrics = list(next(iter(results.values()))["metrics"])
+    table = Table(
+        title=f"{title}: {report['n']} held-out {'prompts' if report['model_type'] == 'classifier' else 'queries'}",
+        caption=f"delta: minus {report['baseline']}, paired interval",
+    )
+    table.add_column("model")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for label, result in results.items():
+        cells = []
+        for name in metrics:
+            low, high = result["intervals"][name]
+            cell = f"{result['metrics'][name]:.3f} [{low:.3f}, {high:.3f}]"
+            if name in deltas.get(label, {}):
+                d = deltas[label][name]
+                cell += f"\ndelta {d['delta']:+.3f} [{d['delta_low']:+.3f}, {d['delta_high']:+.3f}]"
+            cells.append(cell)
+        table.add_row(label, *cells)
+    return table
 
 
 def show_progress_lines() -> None:

@@ -10,6 +10,8 @@ import typer
 
 from srl_rlvr.cli.common import (
     OverridesArg,
+    console,
+    encoder_table,
     err_console,
     load_cli_config,
     print_evaluation,
@@ -19,6 +21,8 @@ from srl_rlvr.progress import progress_bar
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
+
+    from srl_rlvr.config import Config
 
 
 def eval_command(
@@ -71,7 +75,18 @@ def eval_command(
         config = run_config_of(model[-1], tempfile.mkdtemp(prefix="srl-rlvr-eval-"))
         run_dir = config.parent if config is not None else None
     cfg = load_cli_config(config, overrides)
+    kind = _registered_type(model[-1]) if cfg.model.type == "causal_lm" else None
+    if kind is not None:  # a version registered without its run's config: its type tag says what it is
+        cfg = load_cli_config(config, [*(overrides or []), f"model.type={kind}"])
     quiet_libraries()
+    if cfg.model.type != "causal_lm":
+        if testset is not None or split != "test" or task is not None:
+            raise typer.BadParameter(
+                f"a {cfg.model.type} is evaluated on its run's held-out queries or prompts; "
+                "--testset, --split and --task are for causal LMs"
+            )
+        _eval_encoder(cfg, model, baseline, n, out or default_out_dir(model[-1]))
+        return
     from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run
 
     out = out or default_out_dir(model[-1])
@@ -120,6 +135,33 @@ def eval_command(
             log_evaluation(tracking, run.results)
             tracking.log_files(run.report.parent, STAGE_FILES["evaluate"])
     print_evaluation(run, cfg, title=source)
+
+
+def _registered_type(model: str) -> str | None:
+    """The `model_type` tag of a registered encoder version; None for anything else."""
+    if not model.startswith("registry:"):
+        return None
+    from srl_rlvr.tracking.registry import resolve
+
+    kind = resolve(model).tags.get("model_type")
+    return kind if kind not in (None, "causal_lm") else None
+
+
+def _eval_encoder(cfg: Config, models: list[str], baseline: str | None, n: int | None, out: Path) -> None:
+    from srl_rlvr.evaluate.encoder_run import run_encoder_evaluation
+    from srl_rlvr.tracking.runs import tracked_run
+
+    err_console.print(
+        f"{cfg.model.type}: held-out split of task {cfg.task.name}; report -> {out}", highlight=False
+    )
+    with tracked_run(cfg, "evaluate", out, {"srl_rlvr.models": ", ".join(models)}) as tracking:
+        report, path = run_encoder_evaluation(cfg, models, out, baseline=baseline, n=n)
+        if tracking:
+            for label, result in report["results"].items():
+                tracking.log_metrics({f"{label}.{k}": v for k, v in result["metrics"].items()})
+            tracking.log_files(out, ("report.json", "report.md"))
+    console.print(encoder_table(report, "held-out split"))
+    console.print(f"report: {path} and {path.with_name('report.md')}")
 
 
 def add_commands(app: typer.Typer) -> None:

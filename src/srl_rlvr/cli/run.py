@@ -15,6 +15,7 @@ from srl_rlvr.cli.common import (
     OverridesArg,
     StrategyOpt,
     console,
+    encoder_table,
     err_console,
     launch_on_gpus,
     load_cli_config,
@@ -113,21 +114,11 @@ def run_command(
 
 def _run_encoder(cfg: Config) -> None:
     """An embedding model, reranker or intent router: generate -> train -> evaluate -> register."""
-    from srl_rlvr.encoder_pipeline import run_encoder_pipeline
+    from srl_rlvr.pipeline.encoders import run_encoder_pipeline
 
-    run = run_encoder_pipeline(cfg)
-    for name, row in run.report.get("metrics_vs_base", {}).items():
-        console.print(
-            f"{name:>10}  base {row['base']:.3f}  trained {row['tuned']:.3f}  "
-            f"delta {row['delta']:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]"
-        )
-    if "tuned" in run.report:
-        for name in ("accuracy", "macro_f1"):
-            delta = run.report["deltas"][name]
-            console.print(
-                f"{name:>10}  base {run.report['base'][name]:.3f}  trained {run.report['tuned'][name]:.3f}  "
-                f"delta {delta['delta']:+.3f} [{delta['delta_low']:+.3f}, {delta['delta_high']:+.3f}]"
-            )
+    run = run_encoder_pipeline(cfg, on_stage=lambda stage, what: err_console.print(f"{stage}: {what}"))
+    if run.report:
+        console.print(encoder_table(run.report, "held-out split"))
     console.print(f"run directory: {cfg.output_dir}")
     if run.registered:
         console.print(f"registered {run.registered}")

@@ -46,6 +46,12 @@ from srl_rlvr.tasks.outcome import problem_from_text
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+# what "the student agrees with the teacher" means for an encoder type; a causal LM: the same parsed answer
+AGREEMENT = {
+    "embedding": "same passage ranked first",
+    "reranker": "same passage ranked first",
+    "classifier": "same role chosen",
+}
 
 
 @dataclass
@@ -62,6 +68,7 @@ class DistillResult:
     validation: Validation | None = None
     registered: str | None = None
     skipped: str | None = None  # why nothing was trained
+    model_type: str = "causal_lm"  # an encoder matches the teacher's outputs (`encoders.py`)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -137,8 +144,19 @@ def distill_once(
     register: bool = True,
 ) -> DistillResult:
     """One teacher -> student distillation; see the module docstring. `callbacks` go to the trainer
-    (a benchmark's time budget, a progress display); `register=False` measures without registering."""
+    (a benchmark's time budget, a progress display); `register=False` measures without registering.
+    An encoder type (`model.type`) is distilled by matching the teacher's outputs (`encoders.py`)."""
     config = with_tier(config, tier)
+    if config.model.type != "causal_lm":
+        from srl_rlvr.distill.encoders import distill_encoder
+
+        if since_last:
+            raise ConfigError(
+                f"--since last: a {config.model.type} distils on its corpus, not on production records"
+            )
+        result = distill_encoder(config, teacher_reference, student, on_step, register)
+        result.tier = tier
+        return result
     key = tier or "student"
     started = datetime.now(timezone.utc)
     run_dir = Path(config.output_dir) / "distill" / f"{key}-{started:%Y%m%d-%H%M%S}"
@@ -186,7 +204,7 @@ def distill_once(
     }
     _state_path(config).parent.mkdir(parents=True, exist_ok=True)
     _state_path(config).write_text(json.dumps(state, indent=2) + "\n")
-    _write_report(result)
+    write_report(result)
     return result
 
 
@@ -299,7 +317,7 @@ def _latest_registered(config: Config, tier: str) -> str | None:
         return None
 
 
-def _write_report(result: DistillResult) -> None:
+def write_report(result: DistillResult) -> None:
     run_dir = Path(result.run_dir)
     data = asdict(result)
     (run_dir / "distill.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -308,7 +326,9 @@ def _write_report(result: DistillResult) -> None:
         f"# Distillation{f' ({result.tier} tier)' if result.tier else ''}",
         "",
         f"Teacher {result.teacher}; student {result.student} ({result.init} initial weights).",
-        f"{result.traces} of {result.questions} teacher answers verified ({result.dataset}).",
+        f"{result.traces} of {result.questions} teacher answers verified ({result.dataset})."
+        if result.model_type == "causal_lm"
+        else f"The teacher's outputs for {result.traces} training texts or pairs, matched (data {result.dataset}).",
         "",
     ]
     if v is not None:
@@ -318,7 +338,7 @@ def _write_report(result: DistillResult) -> None:
             f"| held-out metric (n={v.n}) | {v.teacher_metric:.3f} | {v.student_metric:.3f} | {v.quality_ratio:.3f} [{v.ratio_ci[0]:.3f}, {v.ratio_ci[1]:.3f}] |",
             f"| speed | | | {v.speed} |",
             "",
-            f"Agreement (same parsed answer): {v.agreement:.1%}.",
+            f"Agreement ({AGREEMENT.get(result.model_type, 'same parsed answer')}): {v.agreement:.1%}.",
         ]
         if result.tier and TIERS[result.tier].latency_budget_ms is not None:
             lines.append(

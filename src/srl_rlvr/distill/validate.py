@@ -29,7 +29,7 @@ class Validation:
     ratio_ci: tuple[float, float]
     agreement: float
     latency_ratio: float | None  # student p50 / teacher p50, below 1 is faster; None for an endpoint
-    tokens_per_second_ratio: float | None
+    tokens_per_second_ratio: float | None  # None for an encoder too, which generates no tokens
     n: int
     min_quality_ratio: float
     report: str
@@ -43,8 +43,10 @@ class Validation:
 
     @property
     def speed(self) -> str:
-        if self.latency_ratio is None or self.tokens_per_second_ratio is None:
+        if self.latency_ratio is None:
             return "speed not compared (the teacher answered over the network)"
+        if self.tokens_per_second_ratio is None:  # an encoder: the same texts, no tokens generated
+            return f"latency {self.latency_ratio:.2f}x"
         return f"latency {self.latency_ratio:.2f}x, tokens/s {self.tokens_per_second_ratio:.2f}x"
 
     @property
@@ -57,7 +59,7 @@ class Validation:
         )
 
 
-def _ratio_ci(
+def ratio_ci(
     teacher: np.ndarray, student: np.ndarray, samples: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
@@ -93,7 +95,7 @@ def compare_student(
         teacher_metric=mean_t,
         student_metric=mean_s,
         quality_ratio=mean_s / mean_t if mean_t > 0 else 0.0,
-        ratio_ci=_ratio_ci(rewards_t, rewards_s),
+        ratio_ci=ratio_ci(rewards_t, rewards_s),
         agreement=float(np.mean(agree)),
         latency_ratio=latency,
         tokens_per_second_ratio=speed,

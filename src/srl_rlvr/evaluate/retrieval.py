@@ -3,7 +3,7 @@
 Every query here has exactly one relevant passage (the one its pair names), so recall@k is whether it
 is in the top k, reciprocal rank is 1/rank, and nDCG@10 (Jarvelin & Kekalainen 2002) is
 1/log2(rank + 1) when rank <= 10 (the ideal DCG is 1). Scores are kept per query so that a trained
-model and its base, scored on the same queries, get paired bootstrap intervals (evaluate/stats.py).
+model and its base, scored on the same queries, get paired bootstrap intervals (evaluate/encoders.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from srl_rlvr.evaluate.stats import bootstrap_ci, paired_delta_ci
 
 NDCG_AT = 10
 
@@ -77,30 +75,3 @@ def reranked(
         order = sorted(range(len(j.ranking)), key=lambda i: -scores[i])
         out.append(Judged(j.query, j.relevant, [j.ranking[i] for i in order]))
     return out
-
-
-def compare(
-    base: dict[str, list[float]],
-    tuned: dict[str, list[float]],
-    samples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, dict[str, float]]:
-    """Per metric: base and tuned means with intervals, and the paired delta tuned - base with its own."""
-    report = {}
-    for name, tuned_values in tuned.items():
-        delta, low, high = paired_delta_ci(base[name], tuned_values, samples, seed, confidence)
-        base_low, base_high = bootstrap_ci(base[name], samples, seed, confidence)
-        tuned_low, tuned_high = bootstrap_ci(tuned_values, samples, seed, confidence)
-        report[name] = {
-            "base": float(np.mean(base[name])) if base[name] else float("nan"),
-            "base_low": base_low,
-            "base_high": base_high,
-            "tuned": float(np.mean(tuned_values)) if tuned_values else float("nan"),
-            "tuned_low": tuned_low,
-            "tuned_high": tuned_high,
-            "delta": delta,
-            "delta_low": low,
-            "delta_high": high,
-        }
-    return report

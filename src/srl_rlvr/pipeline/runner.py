@@ -103,7 +103,7 @@ def read_state(run_dir: str | Path) -> dict[str, Record]:
     return json.loads(path.read_text())["stages"] if path.is_file() else {}
 
 
-def _write_state(run_dir: Path, records: dict[str, Record]) -> None:
+def write_state(run_dir: Path, records: dict[str, Record]) -> None:
     tmp = run_dir / f"{STATE_FILE}.tmp"
     tmp.write_text(json.dumps({"stages": records}, indent=2) + "\n")
     tmp.replace(run_dir / STATE_FILE)  # atomic: a kill mid-write cannot leave half a file
@@ -113,7 +113,7 @@ def output_path(run_dir: Path, record: Record) -> Path:
     return run_dir / (record.get("output") or "missing")
 
 
-def _is_done(run_dir: Path, record: Record) -> bool:
+def is_done(run_dir: Path, record: Record) -> bool:
     return record.get("status") == "done" and output_path(run_dir, record).exists()
 
 
@@ -128,7 +128,7 @@ def output_signature(path: Path) -> str:
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
 
-def _output_changed(run_dir: Path, record: Record) -> bool:
+def output_changed(run_dir: Path, record: Record) -> bool:
     recorded = record.get("signature")  # runs from before signatures were kept count as unchanged
     return recorded is not None and recorded != output_signature(output_path(run_dir, record))
 
@@ -144,7 +144,7 @@ def _inputs(config: Config, stage: str, records: dict[str, Record]) -> dict[str,
 
 def _check_upstream(config: Config, stage: str, records: dict[str, Record]) -> None:
     for upstream in upstream_stages(stage, config.pipeline.stages):
-        if not _is_done(Path(config.output_dir), records.get(upstream, {})):
+        if not is_done(Path(config.output_dir), records.get(upstream, {})):
             raise DataError(
                 f"--only {stage} needs the {upstream} stage's output, which {config.output_dir} does not "
                 f"have; run `--only {upstream}` (or the whole pipeline) first"
@@ -176,7 +176,7 @@ def _execute(
     seconds = records.get(stage, {}).get("seconds", 0.0) if resume else 0.0
     if is_main():
         records[stage] = {"fingerprint": current, "status": "running", "output": None, "seconds": seconds}
-        _write_state(run_dir, records)
+        write_state(run_dir, records)
     if stage in TRAINING:
         barrier()  # every rank trains, once the main process has cleared the folder and written the record
     elif not is_main():
@@ -197,7 +197,7 @@ def _execute(
     finally:
         if is_main():
             records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)
-            _write_state(run_dir, records)
+            write_state(run_dir, records)
     if not is_main():
         _reload(run_dir, records)
         return None
@@ -210,7 +210,7 @@ def _execute(
         finished=finished,
         signature=output_signature(path),
     )
-    _write_state(run_dir, records)
+    write_state(run_dir, records)
     gate = read_gate(stage_dir(config, stage)) if stage in TRAINING else None
     kept = f"\n  {gate_line(gate)}" if gate is not None else ""
     emit(StageEvent("finish", stage, message=f"{records[stage]['seconds']:.1f}s; output {path}{kept}"))
@@ -235,7 +235,7 @@ def run_pipeline(
     """
     if config.model.type != "causal_lm":
         raise ConfigError(
-            f"model.type {config.model.type} runs the encoder pipeline (encoder_pipeline.py), not this one"
+            f"model.type {config.model.type} runs the encoder pipeline (pipeline/encoders.py), not this one"
         )
     stages = list(config.pipeline.stages)
     if from_stage is not None and only is not None:
@@ -313,8 +313,8 @@ def _run_or_skip(
     current = fingerprint(config, stage, _inputs(config, stage, records))
     record = records.get(stage, {})
     same = record.get("fingerprint") == current
-    changed = _is_done(run_dir, record) and _output_changed(run_dir, record)
-    if same and _is_done(run_dir, record) and stage not in forced and not changed:
+    changed = is_done(run_dir, record) and output_changed(run_dir, record)
+    if same and is_done(run_dir, record) and stage not in forced and not changed:
         emit(StageEvent("skip", stage, message=f"inputs unchanged; output {output_path(run_dir, record)}"))
         result.skipped.append(stage)
         if stage == "evaluate":

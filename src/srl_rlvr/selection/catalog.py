@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from srl_rlvr.config import parse_yaml
 from srl_rlvr.errors import ConfigError, DataError
+from srl_rlvr.model_types import ModelType
 from srl_rlvr.schema import schema_errors
 
 RoleKind = Literal["interaction", "expert_analysis", "content_generation", "classification"]
@@ -92,6 +93,12 @@ class RoleProfile(Schema):
     )
     load: Load = Field(default_factory=Load)
     task: str | None = Field(None, description="The srl-rlvr task an adopted model is trained on.")
+    model_type: ModelType = Field(
+        "causal_lm",
+        description="What fills the role. An encoder role (embedding, reranker, classifier) takes "
+        "candidates of its type only, of any size, weighed by the type's own held-out metric "
+        "(nDCG@10, macro-F1) unless the role names weights.",
+    )
 
     @model_validator(mode="after")
     def _real_time_has_a_budget(self) -> RoleProfile:
@@ -119,7 +126,8 @@ class Capabilities(Schema):
 
 
 class MeasuredRef(Schema):
-    """Our own evaluation of this model: a report.json written by `srl-rlvr eval` or `run`."""
+    """Our own evaluation of this model: a report.json written by `srl-rlvr eval` or `run` (a causal
+    LM's or an encoder's: both keep label -> metrics under `results`)."""
 
     report: str = Field(description="Path to report.json, relative to the catalog file.")
     label: str = Field(description="Which result in the report (base, srl, rlvr, ...).")
@@ -150,6 +158,9 @@ class CandidateEntry(Schema):
         None, gt=0, le=1, description="Published uptime SLA of an API; null for self-hosted models."
     )
     measured: MeasuredRef | None = None
+    model_type: ModelType = Field(
+        "causal_lm", description="embedding, reranker or classifier for an encoder (`model.type`)."
+    )
     source: str = Field("", description="Where the numbers come from.")
 
 

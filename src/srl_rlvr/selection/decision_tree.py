@@ -43,6 +43,7 @@ class Branch:
     weights: dict[str, float]
     tool_use: bool = False
     spec_candidates: tuple[str, ...] = ()
+    model_type: str = "causal_lm"
 
     @property
     def size(self) -> str:
@@ -50,8 +51,26 @@ class Branch:
         return f"{low:g}B+" if math.isinf(high) else f"{low:g}-{high:g}B"
 
 
+# An encoder role is weighed by its type's held-out metric (the names `srl-rlvr eval` reports).
+ENCODER_WEIGHTS: dict[str, dict[str, float]] = {
+    "embedding": {"ndcg@10": 0.6, "latency": 0.2, "cost": 0.2},
+    "reranker": {"ndcg@10": 0.6, "latency": 0.2, "cost": 0.2},
+    "classifier": {"macro_f1": 0.5, "accuracy": 0.2, "latency": 0.2, "cost": 0.1},
+}
+
+
 def decision_branch(profile: RoleProfile) -> Branch:
-    """The branch for this role: by role kind, then latency, real-time flag or quality."""
+    """The branch for this role: an encoder role by its type; else by role kind, then latency,
+    real-time flag or quality."""
+    if profile.model_type != "causal_lm":
+        # encoders are 0.02-1B models that answer in milliseconds: the LLM size classes do not apply
+        return Branch(
+            f"{profile.model_type}: a model of that type, any size, by its held-out metric",
+            "gold",
+            (0.0, math.inf),
+            ENCODER_WEIGHTS[profile.model_type],
+            model_type=profile.model_type,
+        )
     latency = profile.requirements.max_latency_ms
     if profile.kind == "expert_analysis":
         return Branch(
@@ -141,6 +160,9 @@ def branch_misfit(branch: Branch, candidate: Candidate) -> str | None:
 
     An undisclosed size (a frontier API) counts as large: frontier APIs (GPT, Claude) are the large tier's examples.
     """
+    kind = candidate.entry.model_type
+    if kind != branch.model_type:
+        return f"decision tree: the role needs model_type {branch.model_type}, this is {kind}"
     low, high = branch.parameters_b
     params = candidate.entry.parameters_b
     size = f"{params:g}B" if params is not None else "undisclosed (large)"

@@ -291,8 +291,8 @@ TRAINING_FILES = ("metrics.jsonl", "stability.jsonl")
 def log_stage_outcome(run: TrackedRun, stage: str, output: Any) -> None:
     """What a finished stage leaves for people to look at: its files, and its headline numbers."""
     folder = output.path if output.path.is_dir() else output.path.parent
-    if stage in ("sft", "srl", "rlvr"):
-        folder = output.path.parent  # the stage folder, not final/ or best/
+    if stage in ("sft", "srl", "rlvr", "train"):
+        folder = output.path.parent  # the stage folder, not final/, best/ or an encoder's model/
     run.log_files(folder, STAGE_FILES.get(stage, TRAINING_FILES))
     if output.content_hash:
         run.set_tags({"srl_rlvr.output_hash": output.content_hash})
