@@ -32,6 +32,9 @@ log-probabilities taken at rollout time). We add what it lacks and both stages n
   the first rollout after each optimiser step; its time is logged as `rollout/copy_refresh_s`. It
   returns the same completion ids TRL's path does (cut after the first EOS/stop token) plus the
   sampling log-probs, which TRL keeps as `sampling_per_token_logps`.
+- Host work around a step (`stage.scale_out`, each off by default): the rewards computed while the
+  GPU takes the batch's log-probabilities (`train/reward_overlap.py`), one reward worker pool a
+  machine for its ranks (`train/reward_pool.py`), DDP's static graph. None changes a reward or a loss.
 """
 
 from __future__ import annotations
