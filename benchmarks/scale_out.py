@@ -14,6 +14,10 @@ forced-length rollouts, as in `benchmarks/rollout.py`. Two shapes:
 - srl: 192-token prompts (the solution so far), 64-token completions (one step), rewarded by difflib
   similarity to a reference step through SRL's own reward function (`train/similarity.py`: worker
   processes for a large batch).
+The `scale_out` options, each off unless its flag is given (`--overlap-rewards`, `--host-reward-pool`,
+`--static-graph`): the row records them, with `--beta`, the KL weight (0 by default, as in the
+earlier rows; SRL trains with 0.1, which adds the reference model's log-prob pass that the reward
+overlap hides behind; the reference is loaded from a copy of the random model saved to /tmp).
 Groups of 8. `--per-gpu` completions a GPU a step, so the global batch grows with the GPUs (weak
 scaling, as data parallelism is used). The main process prints one JSON row: step time (after two
 warm-up steps: the first compiles and captures, and at the second DDP rebuilds its gradient buckets
@@ -89,6 +93,7 @@ def step(args: argparse.Namespace) -> None:
 
     from srl_rlvr.config import RLVRConfig
     from srl_rlvr.distributed import world_size
+    from srl_rlvr.train import reward_pool
     from srl_rlvr.train.group_trainer import GroupTrainer
     from srl_rlvr.train.similarity import similarities
 
@@ -119,22 +124,33 @@ def step(args: argparse.Namespace) -> None:
         num_generations=GROUP,
         max_completion_length=completion_tokens,
         learning_rate=1e-6,
-        beta=0.0,
+        beta=args.beta,
         max_steps=args.steps + args.warmup,
         bf16=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=args.checkpointing,
         ddp_find_unused_parameters=False,
         ddp_broadcast_buffers=not args.no_broadcast_buffers,
+        ddp_static_graph=args.static_graph,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         seed=0,
     )
-    stage = RLVRConfig(rollout={"engine": "fast", "fused_ops": args.fused})
+    options = {
+        "overlap_rewards": args.overlap_rewards,
+        "host_reward_pool": args.host_reward_pool,
+        "ddp_static_graph": args.static_graph,
+    }
+    stage = RLVRConfig(rollout={"engine": "fast", "fused_ops": args.fused}, scale_out=options)
+    model = build(args.arch)
+    if args.beta:  # TRL loads the reference model from the policy's folder
+        folder = f"/tmp/scale-out-{args.arch}-rank{os.environ.get('RANK', 0)}"
+        model.save_pretrained(folder)
+        model.config._name_or_path = folder
     trainer = GroupTrainer(
-        model=build(args.arch),
+        model=model,
         reward_funcs=[reward],
         args=grpo,
         train_dataset=Dataset.from_dict({"prompt": texts}),
@@ -198,7 +214,16 @@ def step(args: argparse.Namespace) -> None:
         "completion_tokens_per_s": round(args.per_gpu * world * completion_tokens / mean),
         "peak_gib_per_gpu": [round(g, 1) for g in gathered],
         "rewards": [round(log["reward"], 4) for log in trainer.state.log_history if "reward" in log],
+        "beta": args.beta,
+        **options,
+        "reward_pool_batches": dict(reward_pool.batches),
+        "host_pool_served": reward_pool.host_pool_served(),
     }
+    waits = [
+        log["rewards/overlap_wait_s"] for log in trainer.state.log_history if "rewards/overlap_wait_s" in log
+    ]
+    if waits:  # how long the training thread still waited for the overlapped rewards, a step
+        row["overlap_wait_s"] = round(sum(waits[args.warmup :]) / max(len(waits[args.warmup :]), 1), 4)
     if phases is not None:  # each rank's mean seconds a step in each phase, warm-up steps left out
         mine = {name: round(sum(t[args.warmup :]) / len(t[args.warmup :]), 4) for name, t in phases.items()}
         row["phases_by_rank"] = gather_object([mine]) if world > 1 else [mine]
@@ -391,6 +416,12 @@ def main() -> None:
     run.add_argument("--phases", action="store_true", help="each rank's time in each phase (synced)")
     run.add_argument("--torch-profile", action="store_true", help="torch.profiler tables of one timed step")
     run.add_argument("--no-broadcast-buffers", action="store_true", help="DDP broadcast_buffers=False")
+    run.add_argument(
+        "--beta", type=float, default=0.0, help="KL weight (SRL trains with 0.1: a reference pass)"
+    )
+    run.add_argument("--overlap-rewards", action="store_true", help="scale_out.overlap_rewards")
+    run.add_argument("--host-reward-pool", action="store_true", help="scale_out.host_reward_pool")
+    run.add_argument("--static-graph", action="store_true", help="scale_out.ddp_static_graph")
     run.add_argument("--name", required=True)
     table = sub.add_parser("summarise", help="print the table of a rows.jsonl")
     table.add_argument("rows")

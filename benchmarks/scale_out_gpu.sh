@@ -16,6 +16,13 @@
 # first: the first 2-GPU run on a fresh machine ran ~1.4x slower unless the GPUs were warmed.
 # srl-profile, srl-phases, srl-kernels, srl-broadcast: how the SRL shape's 2-GPU time was traced
 # (BENCHMARKS.md, "Beyond one GPU").
+# leads: the SRL shape with each `scale_out` option off and on (config.py ScaleOutConfig), 1- and 2-GPU
+# rows alternating, REPEATS rounds (default 2) over LEADS (default "off overlap hostpool static all"),
+# at the KL weight SRL trains with (BETA, default 0.1: the reference pass the reward overlap hides
+# behind). One round of the five is 10 runs; split LEADS over calls to stay inside a call's limit:
+#   run: LEADS="off overlap" REPEATS=3 bash benchmarks/scale_out_gpu.sh warm leads   carry: [.whl]
+# STEP_FLAGS adds flags to every step run of any part, e.g. STEP_FLAGS="--overlap-rewards --beta 0.1"
+# bash benchmarks/scale_out_gpu.sh warm srl-repeat (the rows keep their names: note the flags).
 set -u
 KEEP=/root/keep
 mkdir -p $KEEP
@@ -26,7 +33,7 @@ CONFIGS=src/srl_rlvr/assets/accelerate
 launch() {  # launch CONFIG PROCESSES ARGS...
     local config=$1 n=$2; shift 2
     timeout ${LIMIT:-400} python3 -m accelerate.commands.launch --config_file $CONFIGS/$config.yaml --num_processes $n \
-        --main_process_port $((29500 + RANDOM % 1000)) benchmarks/scale_out.py step "$@" 2>&1 \
+        --main_process_port $((29500 + RANDOM % 1000)) benchmarks/scale_out.py step "$@" ${STEP_FLAGS:-} 2>&1 \
         | grep -E "^ROW|Error|error|Traceback|rollouts:" | tail -20
 }
 for part in "$@"; do
@@ -85,6 +92,24 @@ for part in "$@"; do
             [ "$run" = 2n ] && { flag=--no-broadcast-buffers; tail=-nobroadcast; }
             CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 --steps 10 \
                 $flag --name ddp-0.5b-srl-${n}gpu$tail
+        done
+        ;;
+    leads)  # each scale_out option off and on, SRL shape, 1 and 2 GPUs alternating
+        for round in $(seq ${REPEATS:-2}); do
+            for lead in ${LEADS:-off overlap hostpool static all}; do
+                case $lead in
+                off) flags= ;;
+                overlap) flags=--overlap-rewards ;;
+                hostpool) flags=--host-reward-pool ;;
+                static) flags=--static-graph ;;
+                all) flags="--overlap-rewards --host-reward-pool --static-graph" ;;
+                *) echo "unknown lead $lead (one of off overlap hostpool static all)"; continue ;;
+                esac
+                for n in 1 2; do
+                    CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1))) launch ddp $n --arch 0.5b --shape srl --per-gpu 64 \
+                        --steps 10 --beta ${BETA:-0.1} $flags --name ddp-0.5b-srl-${n}gpu-$lead
+                done
+            done
         done
         ;;
     guard)

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerFast, TrainerCallback
 from srl_rlvr.config import Config, LoraConfig, SRLConfig, build_config
 from srl_rlvr.data.trajectory import Step, Trajectory
 from srl_rlvr.tasks import load_task
-from srl_rlvr.train import similarity
+from srl_rlvr.train import reward_pool
 from srl_rlvr.train.adaptive_kl import AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import informative_groups
 from srl_rlvr.train.group_trainer import group_advantages
@@ -77,8 +77,9 @@ def test_long_steps_are_scored_in_worker_processes_with_the_same_rewards() -> No
     pairs = [(steps[i], steps[(i * 7 + 3) % 24]) for i in range(24)]
     in_process = [step_similarity(a, b) for a, b in pairs]
     assert sum(len(a) * len(b) for a, b in pairs) > 1000  # above the threshold given below
+    sent = reward_pool.batches["rank"]
     assert similarities(pairs, min_work=1000) == in_process
-    assert similarity._pool is not None or similarity.worker_count() < 2  # the pool did the work
+    assert reward_pool.batches["rank"] == sent + 1 or reward_pool.worker_count() < 2  # the pool did the work
     cfg = SRLConfig(require_think=False)
     completions = [a for a, _ in pairs] + ["<think>unclosed"]
     experts = [b for _, b in pairs] + [steps[0]]

@@ -22,6 +22,11 @@ EXPECTED = {
         "image_position_ids",
     ],
     "_calculate_rewards": ["inputs", "prompts", "completions", "completion_ids_list"],
+    # the reward overlap starts the rewards where generation returns (its 8-tuple: pinned below)
+    "_generate": ["prompts"],
+    # called by the reward overlap, which replays the reward functions' logging in the training thread
+    "_log_metric": ["name", "value"],
+    "_log_completion_extra": ["column", "values"],
     "_generate_and_score_completions": ["inputs"],
     "_compute_loss": ["model", "inputs"],
     "_prepare_inputs": ["generation_batch"],
@@ -43,6 +48,11 @@ ATTRIBUTES = (
     "reward_func_names",
     "reward_weights",
     "eos_token_ids",
+    # the reward overlap calls these functions, and leaves the batches of the others to TRL's order
+    "reward_funcs",
+    "tools",
+    "environments",
+    "rollout_func",
 )
 
 
@@ -66,6 +76,8 @@ def test_every_trl_method_we_override_keeps_the_signature_we_wrote_against() -> 
     assert not changed, f"TRL {version('trl')} changed what we override: {changed}"
     init = inspect.getsource(GRPOTrainer.__init__)
     assert all(f"self.{name} =" in init for name in ATTRIBUTES), "an attribute we use moved"
+    returned = "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images"
+    assert returned in inspect.getsource(GRPOTrainer._generate), "what _generate returns changed"
 
 
 def test_trl_is_bounded_to_the_tested_release_line_and_the_installed_one_is_in_it() -> None:

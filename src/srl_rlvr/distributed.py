@@ -35,6 +35,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    """This process's rank among those on its machine (0 alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main() -> bool:
     return rank() == 0
 
@@ -60,6 +65,18 @@ def from_main(value: T) -> T:
     state()
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def from_local_main(value: T) -> T:
+    """The `value` of this machine's local main process (LOCAL_RANK 0) on every rank of the machine
+    (it must pickle). Launchers number a machine's ranks consecutively, so that process is rank
+    RANK - LOCAL_RANK; every rank of the run takes part (one all-gather)."""
+    if world_size() == 1:
+        return value
+    state()
+    values: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values[rank() - local_rank()]
 
 
 def on_main(work: Callable[[], T]) -> T:

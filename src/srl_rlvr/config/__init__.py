@@ -47,7 +47,7 @@ from srl_rlvr.config.feedback import FeedbackConfig, RetrainCriteria
 from srl_rlvr.config.manage import ManageConfig, ManagedModel
 from srl_rlvr.config.model import LoraConfig, ModelConfig
 from srl_rlvr.config.pipeline import PipelineConfig, StageName
-from srl_rlvr.config.policy_rl import PolicyRLConfig, RolloutConfig
+from srl_rlvr.config.policy_rl import PolicyRLConfig, RolloutConfig, ScaleOutConfig
 from srl_rlvr.config.section import Section
 from srl_rlvr.config.selection import DiscoveryConfig, ModelSelectionConfig
 from srl_rlvr.config.training import RLVRConfig, SFTConfig, SRLConfig
@@ -92,6 +92,7 @@ __all__ = [  # every name `from srl_rlvr.config import X` has always found here
     "RolloutConfig",
     "SFTConfig",
     "SRLConfig",
+    "ScaleOutConfig",
     "Section",
     "SilverTier",
     "StageName",

@@ -32,11 +32,15 @@ log-probabilities taken at rollout time). We add what it lacks and both stages n
   the first rollout after each optimiser step; its time is logged as `rollout/copy_refresh_s`. It
   returns the same completion ids TRL's path does (cut after the first EOS/stop token) plus the
   sampling log-probs, which TRL keeps as `sampling_per_token_logps`.
+- Host work around a step (`stage.scale_out`, each off by default): the rewards computed while the
+  GPU takes the batch's log-probabilities (`train/reward_overlap.py`), one reward worker pool a
+  machine for its ranks (`train/reward_pool.py`), DDP's static graph. None changes a reward or a loss.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,12 +49,14 @@ import torch
 from transformers import GenerationConfig, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.extras.profiling import profiling_context
+from trl.trainer.utils import is_async_callable
 
 from srl_rlvr.config import Config, PolicyRLConfig
-from srl_rlvr.distributed import world_size
+from srl_rlvr.distributed import from_local_main, local_rank, world_size
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.rollout import FastEngine, SamplingParams, choose_engine, stop_length
 from srl_rlvr.rollout.weights_copy import RolloutCopy, is_sharded
+from srl_rlvr.train import reward_pool
 from srl_rlvr.train.adaptive_kl import AdaptiveKLCallback, AdaptiveKLController
 from srl_rlvr.train.dynamic_sampling import (
     PromptDraws,
@@ -60,6 +66,7 @@ from srl_rlvr.train.dynamic_sampling import (
     take_rows,
 )
 from srl_rlvr.train.guard import stability_guard
+from srl_rlvr.train.reward_overlap import RewardOverlap, replaying
 from srl_rlvr.train.runner import device_batch, one_gpu_per_process, stage_args
 from srl_rlvr.train.validation import Score, ValidationCallback
 
@@ -154,6 +161,10 @@ class GroupTrainer(GRPOTrainer):
         self._draws: PromptDraws | None = None
         self._overlong_checked = False
         self._kl_reference: torch.Tensor | None = None
+        self._scoring_inputs: list[dict[str, Any]] | None = None  # the batch TRL is scoring
+        self._reward_overlap = RewardOverlap() if stage.scale_out.overlap_rewards else None
+        if stage.scale_out.host_reward_pool:
+            share_host_reward_pool()
 
     def _rollout_engine(self) -> FastEngine | None:
         """The fast engine when `stage.rollout` picks it for this model and setup, else None (TRL's
@@ -244,8 +255,55 @@ class GroupTrainer(GRPOTrainer):
             self._kl_reference.copy_(torch.minimum(self._kl_reference, logps.detach() + KL_LOG_RATIO_CAP))
         return (logps, *rest)
 
+    def _generate(self, prompts):  # type: ignore[no-untyped-def]
+        generated = super()._generate(prompts)
+        if self._reward_overlap is not None:
+            self._start_rewards(prompts, generated)
+        return generated
+
+    def _start_rewards(self, prompts: list[Any], generated: tuple[Any, ...]) -> None:
+        """Start this batch's reward functions in the background (`scale_out.overlap_rewards`), with
+        the arguments TRL's `_calculate_rewards` will pass them; only plain reward functions, and not
+        where TRL changes the batch between here and there (tools, environments, a rollout function)."""
+        assert self._reward_overlap is not None
+        _, completion_ids, _, completions, _, extra_fields, _, _ = generated
+        inputs = self._scoring_inputs
+        plain = all(
+            not isinstance(f, torch.nn.Module) and not is_async_callable(f) for f in self.reward_funcs
+        )
+        changed = self.tools or self.environments or self.rollout_func is not None or extra_fields
+        if not plain or changed or inputs is None or len(inputs) != len(prompts):
+            return
+        columns: dict[str, Any] = {
+            key: [x[key] for x in inputs]
+            for key in inputs[0]
+            if key not in ("prompt", "completion", "completion_ids")
+        }
+        columns["trainer_state"] = self.state
+        self._reward_overlap.start(self.reward_funcs, prompts, completions, completion_ids, columns)
+
+    def _overlapped_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
+        """TRL's reward step on the rewards computed in the background, or TRL's own where none were."""
+        calls = None
+        if self._reward_overlap is not None:
+            began = time.perf_counter()
+            calls = self._reward_overlap.take(prompts, completions)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["rewards/overlap_wait_s"].append(time.perf_counter() - began)
+        if calls is None:
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        loggers = {"log_metric": self._log_metric, "log_extra": self._log_completion_extra}
+        for name, args in calls.logged:
+            loggers[name](*args)
+        functions = self.reward_funcs
+        self.reward_funcs = [replaying(outputs) for outputs in calls.outputs]
+        try:
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        finally:
+            self.reward_funcs = functions
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):  # type: ignore[no-untyped-def]
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = self._overlapped_rewards(inputs, prompts, completions, completion_ids_list)
         weights = torch.tensor([float(x.get("weight", 1.0)) for x in inputs], device=rewards_per_func.device)
         self._global_weights = self.accelerator.gather(weights)
         reward_weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
@@ -292,7 +350,7 @@ class GroupTrainer(GRPOTrainer):
     def _score_draw(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor]:
         """TRL's rollout and scoring of `inputs`, with our advantages; and, per local row, whether its
         group's rewards differ enough to train on (dynamic sampling's test)."""
-        output = super()._generate_and_score_completions(inputs)
+        output = self._trl_scoring(inputs)
         assert self._global_rewards is not None and self._global_weights is not None
         assert self._global_outcomes is not None
         groups = self.num_generations
@@ -303,6 +361,16 @@ class GroupTrainer(GRPOTrainer):
         output["advantages"] = self._local_slice(advantages * self._global_weights, local)
         keep = self._local_slice(informative.repeat_interleave(groups), local)
         return output, keep
+
+    def _trl_scoring(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """TRL's rollout and scoring of `inputs`, the batch kept at hand for the reward overlap."""
+        self._scoring_inputs = inputs
+        try:
+            return GRPOTrainer._generate_and_score_completions(self, inputs)
+        finally:
+            self._scoring_inputs = None
+            if self._reward_overlap is not None:
+                self._reward_overlap.discard()  # a batch that failed before its rewards were taken
 
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
         if not (self.model.training and self.stage.dynamic_sampling):
@@ -408,6 +476,13 @@ class GroupTrainer(GRPOTrainer):
             self.beta = beta
 
 
+def share_host_reward_pool() -> None:
+    """One reward worker pool for this machine's ranks (`scale_out.host_reward_pool`): local rank 0
+    serves it, and every local rank joins it. Every rank of the run must call this at the same point."""
+    served = reward_pool.serve_host_pool() if local_rank() == 0 else None
+    reward_pool.join_host_pool(*from_local_main(served))
+
+
 def with_row_scale(output: dict[str, Any]) -> dict[str, Any]:
     """Add `row_scale`: rows / rows with a token to train on, over the whole rollout batch. With
     micro-batches a step's loss is the mean of micro-batch means, so scaling each by its own share of
@@ -463,6 +538,7 @@ def grpo_args(
         entropy_coef=entropy_coef,
         scale_rewards="none",
         save_only_model=False,
+        ddp_static_graph=stage.scale_out.ddp_static_graph,
     )
     return one_gpu_per_process(args)
 

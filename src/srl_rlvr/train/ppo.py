@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from trl import GRPOTrainer
 from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
 
 from srl_rlvr.config import RLVRConfig
@@ -152,7 +151,7 @@ class PPOTrainer(GroupTrainer):
 
     def _generate_and_score_completions(self, inputs):  # type: ignore[no-untyped-def]
         # PPO's baseline is the value head, not the group: skip GroupTrainer's group rule.
-        output = GRPOTrainer._generate_and_score_completions(self, inputs)
+        output = self._trl_scoring(inputs)
         assert self._global_rewards is not None
         prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
         mask = output["completion_mask"]
