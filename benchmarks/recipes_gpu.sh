@@ -75,7 +75,7 @@ carry1)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target $KEEP/site .whl/*.whl || exit 1
     nvidia-smi --query-gpu=name,memory.used --format=csv
-    [ "${2:-}" = arithmetic ] && arms arithmetic examples/quickstart.yaml 0 "" ;;
+    if [ "${2:-}" = arithmetic ]; then arms arithmetic examples/quickstart.yaml 0 ""; fi ;;
 arith)  # the arithmetic arms in the background, so other calls can follow; `collect` fetches them
     mkdir -p $KEEP/out-arith
     OUT=$KEEP/out-arith setsid nohup bash "$0" arithmetic-now >$KEEP/arith.log 2>&1 < /dev/null & ;;
