@@ -6,7 +6,8 @@ judge and `retrain`'s canary has answers to be judged on.
     python examples/arithmetic_traffic.py --forever &              # keeps a canary fed until killed
 
 The key is the first of $SRL_RLVR_API_KEYS, the variable the server reads its keys from. It prints how
-many answers the task's own check accepted and the last answer's id (what /v1/feedback rates).
+many answers the task's own check accepted and the last answer's id (what /v1/feedback rates). It
+waits for a server that is still loading its models.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 
 import openai
 
+from srl_rlvr.serve.run import wait_ready
 from srl_rlvr.tasks.arithmetic import ArithmeticTask
 
 
@@ -44,11 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", default="5-6", help="the problems' step range, e.g. 3-4")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--forever", action="store_true", help="keep sending until killed")
+    parser.add_argument("--wait", type=float, default=900, help="seconds to wait for the server to be ready")
     args = parser.parse_args(argv)
     low, _, high = args.steps.partition("-")
     key = os.environ.get("SRL_RLVR_API_KEYS", "").split(",")[0].strip()
     if not key:
         parser.error("set SRL_RLVR_API_KEYS to a key of the server")
+    wait_ready(args.url.rstrip("/").removesuffix("/v1"), key, args.wait)  # a server still loading its models
     client = openai.OpenAI(base_url=args.url, api_key=key, max_retries=2)
     task = ArithmeticTask(min_steps=int(low), max_steps=int(high or low))
     answered, correct, last = send(client, args.role, task, None if args.forever else args.n, args.seed)
