@@ -42,12 +42,11 @@ from srl_rlvr.pipeline.stages import (
     TRAINING,
     Emit,
     StageEvent,
-    run_stage,
-    stage_data,
+    run_tracked_stage,
     stage_dir,
     upstream_stages,
 )
-from srl_rlvr.tracking.runs import close_abandoned_run, run_tracked, tracked_run
+from srl_rlvr.tracking.runs import close_abandoned_run, tracked_run
 from srl_rlvr.train.callbacks import last_checkpoint
 
 log = logging.getLogger(__name__)
@@ -184,16 +183,8 @@ def _execute(
         return None
     upstream = {u: output_path(run_dir, records[u]) for u in upstream_stages(stage, config.pipeline.stages)}
     started = time.monotonic()
-    tags = {"srl_rlvr.dataset": stage_data(config, stage, upstream)} if stage in TRAINING else {}
     try:
-        output = run_tracked(
-            config,
-            stage,
-            stage_dir(config, stage),
-            tags,
-            lambda tracking: run_stage(config, stage, upstream, resume, emit, [*callbacks, *tracking]),
-            parent_run_id,
-        )
+        output = run_tracked_stage(config, stage, upstream, resume, emit, callbacks, parent_run_id)
     finally:
         if is_main():
             records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)

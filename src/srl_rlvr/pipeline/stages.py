@@ -19,6 +19,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from srl_rlvr.config import Config
 from srl_rlvr.evaluate.evaluation import EvalResult
 from srl_rlvr.evaluate.run import EvalRun, load_evaluation
+from srl_rlvr.tracking.runs import run_tracked
 
 TRAINING = ("sft", "srl", "rlvr")
 
@@ -122,24 +123,35 @@ def _generate(config: Config, emit: Emit) -> StageOutput:
     return StageOutput(out, generate_dataset(config, out, on_progress=on_progress)["hash"])
 
 
+def start_model(config: Config, upstream: Mapping[str, Path]) -> str:
+    """The model a training stage starts from: the best so far (the previous training stage's, when
+    its gate kept it), else the base model."""
+    from srl_rlvr.pipeline.gate import best_model
+
+    before = next((s for s in TRAINING if s in upstream), None)
+    return best_model(upstream[before]) if before else config.model.name_or_path
+
+
 def _train(
     config: Config,
     stage: str,
     upstream: Mapping[str, Path],
     resume: bool,
     callbacks: Sequence[TrainerCallback],
+    out: Path,
+    start: str | None,
+    gate: bool,
 ) -> StageOutput:
-    """Train from the best model so far (the previous stage's, when its gate kept it; else the base
-    model) into the stage folder, then gate the result (`gate.py`)."""
+    """Train from `start` (default `start_model`) into `out`, then gate the result (`gate.py`) when
+    `gate` is on."""
     from srl_rlvr.data.versioning import load_dataset
     from srl_rlvr.distributed import on_main
-    from srl_rlvr.pipeline.gate import best_model, gate_stage, read_gate
+    from srl_rlvr.pipeline.gate import gate_stage, read_gate
     from srl_rlvr.tasks import load_task
 
     task = load_task(config.task.name, config.task.options)
-    out = stage_dir(config, stage)
     before = next((s for s in TRAINING if s in upstream), None)
-    start = best_model(upstream[before]) if before else config.model.name_or_path
+    start = start or start_model(config, upstream)
     if stage == "rlvr":
         from srl_rlvr.train.rlvr import train_rlvr
 
@@ -156,7 +168,7 @@ def _train(
         )
         train = train_srl if stage == "srl" else train_sft
         trained = train(on_start, trajectories, out, task, resume=resume, callbacks=callbacks)
-    if config.pipeline.gate:
+    if gate:
         previous = read_gate(upstream[before].parent) if before else None
         on_main(lambda: gate_stage(config, stage, str(trained), start, task, out, previous))
     return StageOutput(trained)
@@ -261,13 +273,58 @@ def run_stage(
     resume: bool = False,
     emit: Emit = lambda event: None,
     callbacks: Sequence[TrainerCallback] = (),
+    *,
+    out: Path | None = None,
+    start: str | None = None,
+    gate: bool | None = None,
 ) -> StageOutput:
     """Run one stage. `upstream` maps each of `upstream_stages(stage)` to its output; `resume`
-    continues a training stage from its last checkpoint; `callbacks` go to the trainer."""
+    continues a training stage from its last checkpoint; `callbacks` go to the trainer. A training
+    stage run outside the pipeline names its folder (`out`, default `stage_dir`), may name its
+    start model, and says whether to gate (default `pipeline.gate`)."""
     if stage == "generate":
         return _generate(config, emit)
     if stage == "evaluate":
         return _evaluate(config, emit)
     if stage == "register":
         return _register(config, upstream)
-    return _train(config, stage, upstream, resume, [StepEvents(stage, emit), *callbacks])
+    return _train(
+        config,
+        stage,
+        upstream,
+        resume,
+        [StepEvents(stage, emit), *callbacks],
+        out or stage_dir(config, stage),
+        start,
+        config.pipeline.gate if gate is None else gate,
+    )
+
+
+def run_tracked_stage(
+    config: Config,
+    stage: str,
+    upstream: Mapping[str, Path],
+    resume: bool = False,
+    emit: Emit = lambda event: None,
+    callbacks: Sequence[TrainerCallback] = (),
+    parent_run_id: str | None = None,
+    *,
+    out: Path | None = None,
+    start: str | None = None,
+    gate: bool | None = None,
+) -> StageOutput:
+    """The one way a stage runs, in `srl-rlvr run`, `train`, `distill` and `retrain` alike:
+    `run_stage` as an MLflow run recorded in the stage's folder, so every trained model has a run
+    (its id goes on the model's registry version) holding its config, step metrics and files."""
+    folder = out or stage_dir(config, stage)
+    tags = {"srl_rlvr.dataset": stage_data(config, stage, upstream)} if stage in TRAINING else {}
+    return run_tracked(
+        config,
+        stage,
+        folder,
+        tags,
+        lambda tracking: run_stage(
+            config, stage, upstream, resume, emit, [*callbacks, *tracking], out=folder, start=start, gate=gate
+        ),
+        parent_run_id,
+    )
