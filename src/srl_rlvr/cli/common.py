@@ -1,21 +1,26 @@
 """What every command shares: the two consoles, the config argument and its loader, quieting the
-libraries' own output, and the evaluation tables `eval` and `run` both print."""
+libraries' own output, the stages' progress display, and the evaluation tables `eval` and `run` both
+print."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
     from rich.table import Table
 
     from srl_rlvr.config import Config
     from srl_rlvr.evaluate.run import EvalRun
+    from srl_rlvr.pipeline.stages import StageEvent
 
 # A log file or pipe gets a width that fits the evaluation table; a terminal keeps its own.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -94,6 +99,32 @@ def encoder_table(report: dict[str, Any], title: str) -> Table:
             cells.append(cell)
         table.add_row(label, *cells)
     return table
+
+
+# What a stage's bar counts; training stages count steps.
+UNITS = {"generate": "trajectories", "evaluate": "problems"}
+
+
+def show_stages(progress: Progress) -> Callable[[StageEvent], None]:
+    """The one progress display of training and the pipeline: stage events (`run`, `train`) as
+    one live bar per running stage and a line per skipped, started or finished one."""
+    bars: dict[str, TaskID] = {}
+
+    def show(event: StageEvent) -> None:
+        if event.kind == "skip":
+            progress.console.print(f"[dim]skip {event.stage}: {escape(event.message)}[/dim]")
+        elif event.kind == "start":
+            progress.console.print(f"[bold]{event.stage}[/bold]: {escape(event.message)}")
+            bars[event.stage] = progress.add_task(
+                event.stage, total=None, note="", unit=UNITS.get(event.stage, "steps")
+            )
+        elif event.kind == "step":
+            progress.update(bars[event.stage], completed=event.step, total=event.total, note=event.message)
+        else:
+            progress.remove_task(bars.pop(event.stage))
+            progress.console.print(f"[green]done[/green] {event.stage}: {escape(event.message)}")
+
+    return show
 
 
 def show_progress_lines() -> None:

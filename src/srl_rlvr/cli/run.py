@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,37 +20,11 @@ from srl_rlvr.cli.common import (
     load_cli_config,
     print_evaluation,
     quiet_libraries,
+    show_stages,
 )
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
     from srl_rlvr.config import Config
-    from srl_rlvr.pipeline.stages import StageEvent
-
-# What a stage's bar counts; training stages count steps.
-UNITS = {"generate": "trajectories", "evaluate": "problems"}
-
-
-def _show_stages(progress: Progress) -> Callable[[StageEvent], None]:
-    """Pipeline events as one live bar per running stage and a line per skipped or finished one."""
-    bars: dict[str, TaskID] = {}
-
-    def show(event: StageEvent) -> None:
-        if event.kind == "skip":
-            progress.console.print(f"[dim]skip {event.stage}: {escape(event.message)}[/dim]")
-        elif event.kind == "start":
-            progress.console.print(f"[bold]{event.stage}[/bold]: {event.message}")
-            bars[event.stage] = progress.add_task(
-                event.stage, total=None, note="", unit=UNITS.get(event.stage, "steps")
-            )
-        elif event.kind == "step":
-            progress.update(bars[event.stage], completed=event.step, total=event.total, note=event.message)
-        else:
-            progress.remove_task(bars.pop(event.stage))
-            progress.console.print(f"[green]done[/green] {event.stage}: {escape(event.message)}")
-
-    return show
 
 
 def run_command(
@@ -86,7 +59,7 @@ def run_command(
     progress = progress_bar(err_console)
     try:
         with progress if is_main() else nullcontext():
-            result = run_pipeline(cfg, from_stage, only, on_event=_show_stages(progress))
+            result = run_pipeline(cfg, from_stage, only, on_event=show_stages(progress))
     except TrainingInterrupted as e:
         err_console.print(
             f"[yellow]interrupted; checkpoint saved at {escape(str(e.checkpoint))}. "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +20,7 @@ from srl_rlvr.cli.common import (
     launch_on_gpus,
     load_cli_config,
     quiet_libraries,
+    show_stages,
 )
 
 if TYPE_CHECKING:
@@ -66,39 +69,20 @@ def _train(
     model: str | None,
     resume: bool,
 ) -> None:
-    from srl_rlvr.pipeline.runner import resolve_registry_model
-
-    cfg = resolve_registry_model(
-        load_cli_config(config, [*(overrides or []), *([f"model.name_or_path={model}"] if model else [])])
-    )
-    from srl_rlvr.data.versioning import load_dataset
-
-    data = data or Path(cfg.data.trajectories or Path(cfg.output_dir) / "data")
-    out = out or default_train_out(cfg, stage)
-    trajectories, manifest = load_dataset(data)
+    """Any of the three stages, through the pipeline's tracked stage runner (`single_stage.py`)."""
+    cfg = load_cli_config(config, overrides)
     quiet_libraries()
     from srl_rlvr.distributed import is_main
-    from srl_rlvr.train.callbacks import RichProgress
+    from srl_rlvr.pipeline.single_stage import train_single_stage
+    from srl_rlvr.progress import progress_bar
     from srl_rlvr.train.runner import TrainingInterrupted
 
-    if is_main():
-        err_console.print(
-            f"{stage}: {len(trajectories)} trajectories (hash {manifest['hash'][:12]}) "
-            f"-> {out}; model {cfg.model.name_or_path}"
-        )
-    if stage == "srl":
-        from srl_rlvr.train.srl import train_srl as train
-    else:
-        from srl_rlvr.train.sft import train_sft as train
-    from srl_rlvr.pipeline.stages import StageOutput
-    from srl_rlvr.tracking.runs import run_tracked
-
-    def work(tracking: list) -> StageOutput:
-        callbacks = [RichProgress(stage), *tracking]
-        return StageOutput(train(cfg, trajectories, out, resume=resume, callbacks=callbacks))
-
+    out = out or default_train_out(cfg, stage)
+    progress = progress_bar(err_console)
+    show = show_stages(progress) if is_main() else lambda event: None
     try:
-        final = run_tracked(cfg, stage, out, {"srl_rlvr.dataset": f"dataset:{manifest['hash']}"}, work).path
+        with progress if is_main() else nullcontext():
+            final = train_single_stage(cfg, stage, out, data, model, resume, show).path
     except TrainingInterrupted as e:
         err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
         raise SystemExit(143) from None
@@ -106,36 +90,34 @@ def _train(
         console.print(f"trained model: {final}\nmetrics: {out / 'metrics.jsonl'}")
 
 
-@train_app.command("srl")
-def train_srl_command(
-    config: ConfigArg = None,
-    overrides: OverridesArg = None,
-    data: DataOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    resume: ResumeOpt = False,
-    gpus: GpusOpt = 1,
-    strategy: StrategyOpt = "ddp",
-) -> None:
-    """SRL: reward each predicted step by its similarity to the expert's (Deng et al. 2025)."""
-    launch_on_gpus(gpus, strategy)
-    _train("srl", config, overrides, data, out, model, resume)
+HELP = {
+    "srl": "SRL: reward each predicted step by its similarity to the expert's (Deng et al. 2025).",
+    "sft": "SFT baseline: learn whole expert solutions token by token.",
+}
 
 
-@train_app.command("sft")
-def train_sft_command(
-    config: ConfigArg = None,
-    overrides: OverridesArg = None,
-    data: DataOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    resume: ResumeOpt = False,
-    gpus: GpusOpt = 1,
-    strategy: StrategyOpt = "ddp",
-) -> None:
-    """SFT baseline: learn whole expert solutions token by token."""
-    launch_on_gpus(gpus, strategy)
-    _train("sft", config, overrides, data, out, model, resume)
+def _trajectory_command(stage: str) -> Callable[..., None]:
+    """`train srl` or `train sft`: the same options, for a stage that learns from trajectories."""
+
+    def command(
+        config: ConfigArg = None,
+        overrides: OverridesArg = None,
+        data: DataOpt = None,
+        out: OutOpt = None,
+        model: ModelOpt = None,
+        resume: ResumeOpt = False,
+        gpus: GpusOpt = 1,
+        strategy: StrategyOpt = "ddp",
+    ) -> None:
+        launch_on_gpus(gpus, strategy)
+        _train(stage, config, overrides, data, out, model, resume)
+
+    command.__doc__ = HELP[stage]
+    return command
+
+
+for _stage in HELP:
+    train_app.command(_stage)(_trajectory_command(_stage))
 
 
 @train_app.command("rlvr")
@@ -156,43 +138,7 @@ def train_rlvr_command(
 ) -> None:
     """RLVR: reward outcomes the task verifies (rlvr.algorithm: grpo, dr_grpo, dapo, ppo, dpo)."""
     launch_on_gpus(gpus, strategy)
-    from srl_rlvr.pipeline.runner import resolve_registry_model
-    from srl_rlvr.tracking.registry import resolve_source
-    from srl_rlvr.tracking.runs import tracking_uri
-
-    cfg = resolve_registry_model(load_cli_config(config, overrides))
-    from srl_rlvr.tasks import load_task
-
-    task = load_task(cfg.task.name, cfg.task.options)
-    problems = task.sample(cfg.data.train_size, cfg.data.seed, "train")
-    out = out or default_train_out(cfg, "rlvr")
-    quiet_libraries()
-    from srl_rlvr.distributed import is_main
-    from srl_rlvr.train.callbacks import RichProgress
-    from srl_rlvr.train.rlvr import default_start_model, stage_model, train_rlvr
-    from srl_rlvr.train.runner import TrainingInterrupted
-
-    start = stage_model(resolve_source(model, tracking_uri(cfg))) if model else default_start_model(cfg)
-    if is_main():
-        err_console.print(
-            f"rlvr ({cfg.rlvr.algorithm}): {len(problems)} {task.name} problems -> {out}; model {start}"
-        )
-    from srl_rlvr.pipeline.stages import StageOutput, stage_data
-    from srl_rlvr.tracking.runs import run_tracked
-
-    def work(tracking: list) -> StageOutput:
-        callbacks = [RichProgress("rlvr"), *tracking]
-        return StageOutput(
-            train_rlvr(cfg, problems, out, task=task, model=start, resume=resume, callbacks=callbacks)
-        )
-
-    try:
-        result = run_tracked(cfg, "rlvr", out, {"srl_rlvr.dataset": stage_data(cfg, "rlvr", {})}, work).path
-    except TrainingInterrupted as e:
-        err_console.print(f"[yellow]{escape(str(e))}[/yellow]")
-        raise SystemExit(143) from None
-    if is_main():
-        console.print(f"trained model: {result}\nmetrics: {out / 'metrics.jsonl'}")
+    _train("rlvr", config, overrides, None, out, model, resume)
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from srl_rlvr.distributed import any_rank, is_main
 from srl_rlvr.errors import UserError
-from srl_rlvr.progress import ProgressLines, progress_bar
+from srl_rlvr.progress import ProgressLines
 
 log = logging.getLogger(__name__)
 
@@ -148,51 +148,6 @@ class ProgressLog(TrainerCallback):
     ) -> None:
         if state.is_world_process_zero and self.lines is not None:
             self.lines.update(state.global_step, f"loss {self.loss:.4g}" if self.loss is not None else "")
-
-
-class RichProgress(TrainerCallback):
-    """A one-line progress bar with the metrics a user watches (reward, KL, loss); the CLI adds it."""
-
-    SHOWN = ("reward", "kl", "loss")
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self.progress = progress_bar()
-        self.task_id: Any = None
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if state.is_world_process_zero:
-            self.progress.start()
-            self.task_id = self.progress.add_task(
-                self.description, total=state.max_steps, completed=state.global_step, unit="steps", note=""
-            )
-
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.task_id is not None:
-            self.progress.update(self.task_id, completed=state.global_step)
-
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if self.task_id is not None and logs:
-            stats = "  ".join(f"{k} {logs[k]:.3g}" for k in self.SHOWN if k in logs)
-            self.progress.update(self.task_id, note=stats)
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.task_id is not None:
-            self.progress.stop()
-            self.task_id = None
 
 
 def last_checkpoint(out_dir: str | Path) -> str | None:
