@@ -34,14 +34,15 @@ from typing import Any
 from transformers import TrainerCallback
 
 from srl_rlvr.config import Config
-from srl_rlvr.data.versioning import load_dataset
 from srl_rlvr.distill.student import prepare_student
 from srl_rlvr.distill.tiers import TIERS, with_tier
 from srl_rlvr.distill.traces import Teacher, verified_traces
+from srl_rlvr.distill.training import train_student
 from srl_rlvr.distill.validate import Validation, validate_student
 from srl_rlvr.errors import ConfigError
 from srl_rlvr.tasks import Problem, Task, load_task
 from srl_rlvr.tasks.outcome import problem_from_text
+from srl_rlvr.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +190,20 @@ def distill_once(
     on_step(
         f"training {student} ({result.init} weights) by {config.distill.method} on {result.traces} traces"
     )
-    result.trained = str(_train(trained_config, task, teacher, run_dir, callbacks))
-    result.seconds["training"] = time.perf_counter() - clock
+    with tracked_run(trained_config, "distill", run_dir, {"srl_rlvr.teacher": teacher.reference}) as run:
+        parent_run_id = run.run_id if run else None
+        trained = train_student(
+            trained_config, task, teacher, run_dir, callbacks, result.dataset, parent_run_id
+        )
+        result.trained = str(trained)
+        result.seconds["training"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    on_step("validating the student against the teacher on held-out problems")
-    result.validation = validate_student(config, teacher, result.trained, run_dir / "validation")
-    result.seconds["validation"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        on_step("validating the student against the teacher on held-out problems")
+        result.validation = validate_student(config, teacher, result.trained, run_dir / "validation")
+        result.seconds["validation"] = time.perf_counter() - clock
+        if run is not None:
+            run.log_metrics(_validation_metrics(config, result.validation))
     if result.validation.passed and register:
         result.registered = _register(config, task, result)
     state[key] = {
@@ -208,38 +216,18 @@ def distill_once(
     return result
 
 
-def _train(
-    config: Config, task: Task, teacher: Teacher, run_dir: Path, callbacks: Sequence[TrainerCallback]
-) -> Path:
-    from srl_rlvr.train.sft import train_sft
-
-    trajectories, _ = load_dataset(run_dir / "data")
-    method = config.distill.method
-    folder = Path(config.model.name_or_path)
-    if method in ("sft", "sft+on_policy"):
-        folder = train_sft(config, trajectories, run_dir / "sft", task=task, callbacks=callbacks)
-    if method in ("on_policy", "sft+on_policy"):
-        if teacher.folder is None:
-            raise ConfigError(
-                "distill.method on_policy needs a local teacher (a registry version or a folder)"
-            )
-        from srl_rlvr.tasks import problem_of
-        from srl_rlvr.train.on_policy import train_on_policy
-
-        start = config.model_copy(
-            update={"model": config.model.model_copy(update={"name_or_path": str(folder)})}
-        )
-        problems = [problem_of(t) for t in trajectories]
-        folder = train_on_policy(start, teacher.folder, task, problems, run_dir / "on_policy", callbacks)
-    if config.distill.rlvr_after:
-        from srl_rlvr.train.rlvr import train_rlvr
-
-        problems = task.sample(config.data.train_size, config.data.seed, "train")
-        folder = train_rlvr(config, problems, run_dir / "rlvr", task=task, model=str(folder))
-    return folder
+def _validation_metrics(config: Config, v: Validation) -> dict[str, float]:
+    """The student's validation as registry metrics: its own score, and what it kept of the teacher's."""
+    return {
+        config.registry.primary_metric: v.student_metric,
+        "quality_ratio": v.quality_ratio,
+        "agreement": v.agreement,
+        **({} if v.latency_ratio is None else {"latency_ratio": v.latency_ratio}),
+    }
 
 
 def _register(config: Config, task: Task, result: DistillResult) -> str:
+    """The validated student, on the MLflow run that trained it (`register` finds it in the folder)."""
     from srl_rlvr.tracking.registry import model_name_for, register
     from srl_rlvr.tracking.runs import tracking_uri
 
@@ -255,12 +243,7 @@ def _register(config: Config, task: Task, result: DistillResult) -> str:
         stage="distill",
         parent=result.teacher,
         dataset=result.dataset,
-        metrics={
-            config.registry.primary_metric: v.student_metric,
-            "quality_ratio": v.quality_ratio,
-            "agreement": v.agreement,
-            **({} if v.latency_ratio is None else {"latency_ratio": v.latency_ratio}),
-        },
+        metrics=_validation_metrics(config, v),
         experiment=config.registry.experiment or config.task.name,
         uri=tracking_uri(config),
         tags=tags,

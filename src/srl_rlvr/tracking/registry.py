@@ -192,17 +192,19 @@ def register(
     uri: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Version:
-    """Copy `model_dir` into the run's artifacts (a new run when none is given) and register it.
+    """Copy `model_dir` into the run's artifacts and register it. The run is `run_id`, else the one
+    that trained the model (recorded in its stage folder, `train` and `run` alike), else a new one.
 
-    With a `run_id`, registering is idempotent: when that run's model of this `stage` already has a
+    With a run, registering is idempotent: when that run's model of this `stage` already has a
     version (a register stage killed halfway and rerun), that version is returned, not a duplicate.
     """
-    from srl_rlvr.tracking.runs import experiment_id
+    from srl_rlvr.tracking.runs import experiment_id, training_run_of
 
     client = _client(uri)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
         raise RegistryError(f"{model_dir} is not a model folder (no config.json or adapter_config.json)")
+    run_id = run_id or training_run_of(model_dir, client)
     if run_id is not None:
         done = [
             mv

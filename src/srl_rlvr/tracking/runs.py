@@ -280,18 +280,33 @@ def recorded_run_id(folder: str | Path) -> str | None:
     return json.loads(path.read_text()).get("run_id") if path.is_file() else None
 
 
+def training_run_of(model_dir: str | Path, client: MlflowClient) -> str | None:
+    """The run that trained the model in `model_dir` (a stage's final/ or best/, or the stage folder),
+    when `client`'s store holds it: a model registered by hand then names its run, as the pipeline's do."""
+    model_dir = Path(model_dir)
+    run_id = recorded_run_id(model_dir) or recorded_run_id(model_dir.parent)
+    if run_id is None:
+        return None
+    try:
+        client.get_run(run_id)
+    except Exception:  # trained against another store, or the run was deleted
+        return None
+    return run_id
+
+
 STAGE_FILES = {
     "generate": ("manifest.json", "usage.json", "rejected.jsonl"),
     "evaluate": ("report.md", "report.json", "plots"),
     "register": ("registered.json",),
 }
 TRAINING_FILES = ("metrics.jsonl", "stability.jsonl")
+TRAINED = ("sft", "srl", "rlvr", "on_policy", "train")  # output: a model folder inside the stage folder
 
 
 def log_stage_outcome(run: TrackedRun, stage: str, output: Any) -> None:
     """What a finished stage leaves for people to look at: its files, and its headline numbers."""
     folder = output.path if output.path.is_dir() else output.path.parent
-    if stage in ("sft", "srl", "rlvr", "train"):
+    if stage in TRAINED:
         folder = output.path.parent  # the stage folder, not final/, best/ or an encoder's model/
     run.log_files(folder, STAGE_FILES.get(stage, TRAINING_FILES))
     if output.content_hash:
