@@ -64,7 +64,7 @@ def eval_command(
     """Evaluate on held-out problems: metrics, latency, weak slices, deltas with bootstrap CIs; write a report."""
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"'{split}' is not a split; use test or val", param_hint="--split")
-    from srl_rlvr.evaluate.run import default_out_dir, run_dir_of, run_evaluation
+    from srl_rlvr.evaluate.run import default_out_dir, run_dir_of, run_tracked_evaluation
 
     run_dir = run_dir_of(model[-1]) if config is None else None
     if run_dir is not None:  # the run's own task options and test set, not the defaults
@@ -87,8 +87,6 @@ def eval_command(
             )
         _eval_encoder(cfg, model, baseline, n, out or default_out_dir(model[-1]))
         return
-    from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run
-
     out = out or default_out_dir(model[-1])
     problems, source = None, f"{split} split"
     if testset is not None:
@@ -113,27 +111,19 @@ def eval_command(
             bars[what] = progress.add_task(f"evaluate {what}", total=total, unit="problems", note="")
         progress.update(bars[what], completed=done)
 
-    with (
-        tracked_run(
-            cfg, "evaluate", out, {"srl_rlvr.models": ", ".join([*([baseline] if baseline else []), *model])}
-        ) as tracking,
-        progress,
-    ):
-        run = run_evaluation(
+    with progress:
+        run = run_tracked_evaluation(
             cfg,
             model,
+            out,
             baseline=baseline,
             task_name=task,
             n=n,
-            split=split,  # type: ignore[arg-type]
-            out_dir=out,
+            split=split,
             on_model=lambda label, path: progress.console.print(f"loading {label} ({path})", highlight=False),
             on_batch=on_batch,
             problems=problems,
         )
-        if tracking:
-            log_evaluation(tracking, run.results)
-            tracking.log_files(run.report.parent, STAGE_FILES["evaluate"])
     print_evaluation(run, cfg, title=source)
 
 

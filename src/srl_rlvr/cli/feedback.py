@@ -44,42 +44,11 @@ def monitor_command(
     cfg = load_cli_config(config, overrides)
     from srl_rlvr.feedback.monitor import monitor
     from srl_rlvr.feedback.monitor_report import write_monitor_report
-    from srl_rlvr.tracking.runs import tracked_run
+    from srl_rlvr.feedback.monitor_run import record_monitoring
 
     found = monitor(cfg)
     report = write_monitor_report(found, cfg.feedback.report_dir)
-    if cfg.feedback.cloudwatch is not None:
-        from srl_rlvr.cloud.cloudwatch import monitor_emf_line, write_emf
-
-        latest = next((w for w in found.windows if w.model == "all"), None)
-        line = monitor_emf_line(
-            cfg.aws.namespace,
-            cfg.feedback.cloudwatch.tier,
-            None if latest is None else latest.outcome_rate,
-            None if found.drift is None else found.drift.psi,
-        )
-        if line is not None:
-            write_emf(cfg.feedback.cloudwatch, line)
-    with tracked_run(cfg, "monitor", cfg.feedback.report_dir) as tracking:
-        if tracking:
-            step = int(found.now.timestamp())
-            latest = next((w for w in found.windows if w.model == "all"), None)
-            metrics = {f"criterion/{c.name.replace(' ', '_')}": float(c.holds) for c in found.criteria}
-            metrics["retrain_due"] = float(found.due)
-            if latest is not None:
-                metrics.update(
-                    {
-                        "requests": latest.requests,
-                        "outcome_rate": latest.outcome_rate,
-                        "negative_rate": latest.negative_rate,
-                        "no_answer_rate": latest.no_answer_rate,
-                        "latency_p95_ms": latest.p95_ms,
-                    }
-                )
-            if found.drift is not None:
-                metrics.update({"drift/psi": found.drift.psi, "drift/length_ks": found.drift.length_ks})
-            tracking.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=step)
-            tracking.log_files(report.parent, ("monitor.md", "monitor.json", "monitor.png"))
+    record_monitoring(cfg, found, report)
     for c in found.criteria:
         mark = "[red]yes[/red]" if c.holds else "no "
         console.print(f"{mark} {c.name}: {c.detail}", highlight=False)

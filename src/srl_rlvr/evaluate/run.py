@@ -188,3 +188,23 @@ def load_evaluation(report_dir: str | Path) -> EvalRun:
         results(unseen["results"], data["generalization_records"]) if unseen else {},
         report_dir / "report.md",
     )
+
+
+def run_tracked_evaluation(
+    config: Config,
+    models: Sequence[str],
+    out_dir: str | Path,
+    baseline: str | None = None,
+    **options: Any,
+) -> EvalRun:
+    """`run_evaluation` (`options` are its own) as an MLflow run recorded in `out_dir`, as the
+    pipeline's evaluate stage is: every model's metrics and latency, and the report's files."""
+    from srl_rlvr.tracking.runs import STAGE_FILES, log_evaluation, tracked_run
+
+    evaluated = ", ".join([*([baseline] if baseline else []), *models])
+    with tracked_run(config, "evaluate", out_dir, {"srl_rlvr.models": evaluated}) as tracking:
+        run = run_evaluation(config, models, baseline=baseline, out_dir=out_dir, **options)
+        if tracking:
+            log_evaluation(tracking, run.results)
+            tracking.log_files(run.report.parent, STAGE_FILES["evaluate"])
+    return run
