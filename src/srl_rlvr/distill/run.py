@@ -3,7 +3,7 @@
 One distillation asks the teacher the task's questions and/or production's recorded ones
 (`distill.prompts`), keeps the verified answers as a dataset (`traces.py`), trains the student on them
 (`distill.method`: SFT, or on-policy with the teacher scoring the student's samples; optionally RLVR
-after), and compares it with the teacher on held-out problems (`validate.py`). A student that keeps
+after; each part an MLflow run under the distillation's, `training.py`), and compares it with the teacher on held-out problems (`validate.py`). A student that keeps
 `distill.min_quality_ratio` of the teacher's quality (the lower bound of the ratio's interval) is
 registered with the teacher's exact version
 as its parent and its tier as a tag; one that does not is not registered, and `distill.md` says why.

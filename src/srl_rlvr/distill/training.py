@@ -18,7 +18,7 @@ from srl_rlvr.config import Config
 from srl_rlvr.data.versioning import load_dataset
 from srl_rlvr.distill.traces import Teacher
 from srl_rlvr.errors import ConfigError
-from srl_rlvr.pipeline.stages import StageOutput, run_tracked_stage
+from srl_rlvr.pipeline.stages import StageOutput, run_stage
 from srl_rlvr.tasks import Task
 from srl_rlvr.tracking.runs import run_tracked
 
@@ -37,7 +37,7 @@ def train_student(
     method = config.distill.method
     folder = Path(config.model.name_or_path)
     if method in ("sft", "sft+on_policy"):
-        folder = run_tracked_stage(
+        folder = run_stage(
             config,
             "sft",
             {"generate": run_dir / "data"},
@@ -70,7 +70,7 @@ def train_student(
             parent_run_id,
         ).path
     if config.distill.rlvr_after:
-        folder = run_tracked_stage(
+        folder = run_stage(
             config,
             "rlvr",
             {},

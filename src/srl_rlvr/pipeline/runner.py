@@ -42,7 +42,7 @@ from srl_rlvr.pipeline.stages import (
     TRAINING,
     Emit,
     StageEvent,
-    run_tracked_stage,
+    run_stage,
     stage_dir,
     upstream_stages,
 )
@@ -184,7 +184,7 @@ def _execute(
     upstream = {u: output_path(run_dir, records[u]) for u in upstream_stages(stage, config.pipeline.stages)}
     started = time.monotonic()
     try:
-        output = run_tracked_stage(config, stage, upstream, resume, emit, callbacks, parent_run_id)
+        output = run_stage(config, stage, upstream, resume, emit, callbacks, parent_run_id)
     finally:
         if is_main():
             records[stage]["seconds"] = round(seconds + time.monotonic() - started, 2)

@@ -1,6 +1,6 @@
 """One training stage on its own (`srl-rlvr train srl | sft | rlvr`), outside a pipeline run.
 
-It goes through the pipeline's tracked stage runner (`stages.run_tracked_stage`), so it trains as
+It goes through the pipeline's tracked stage runner (`stages.run_stage`), so it trains as
 `srl-rlvr run` does and is an MLflow run like any pipeline stage; it only chooses its inputs
 differently: SFT and SRL learn from a trajectory dataset named on the command line, and RLVR starts
 from this run directory's SRL model when SRL ran there and no start model was named. It is never
@@ -18,7 +18,7 @@ from srl_rlvr.pipeline.stages import (
     StageEvent,
     StageOutput,
     fresh_problems,
-    run_tracked_stage,
+    run_stage,
     stage_dir,
     start_model,
 )
@@ -59,4 +59,4 @@ def train_single_stage(
         what = f"{len(trajectories)} trajectories (hash {manifest['hash'][:12]})"
         start = start_model(config, upstream)
     emit(StageEvent("start", stage, message=f"{what} -> {out}; model {start}"))
-    return run_tracked_stage(config, stage, upstream, resume, emit, out=out, start=start, gate=False)
+    return run_stage(config, stage, upstream, resume, emit, out=out, start=start, gate=False)

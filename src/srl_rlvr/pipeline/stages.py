@@ -3,7 +3,8 @@
 The order is generate -> sft (optional) -> srl -> rlvr -> evaluate -> register. Evaluate also
 writes the report (report.md, report.json, plots), so there is no separate report stage; register
 puts each trained model in the MLflow registry with its evaluation and lineage. `runner.py`
-decides which stages run; this module only runs one.
+decides which stages run; this module only runs one, as an MLflow run (`run_stage`). `train`
+(`single_stage.py`), `distill` and `retrain` train through `run_stage` too.
 """
 
 from __future__ import annotations
@@ -273,58 +274,32 @@ def run_stage(
     resume: bool = False,
     emit: Emit = lambda event: None,
     callbacks: Sequence[TrainerCallback] = (),
-    *,
-    out: Path | None = None,
-    start: str | None = None,
-    gate: bool | None = None,
-) -> StageOutput:
-    """Run one stage. `upstream` maps each of `upstream_stages(stage)` to its output; `resume`
-    continues a training stage from its last checkpoint; `callbacks` go to the trainer. A training
-    stage run outside the pipeline names its folder (`out`, default `stage_dir`), may name its
-    start model, and says whether to gate (default `pipeline.gate`)."""
-    if stage == "generate":
-        return _generate(config, emit)
-    if stage == "evaluate":
-        return _evaluate(config, emit)
-    if stage == "register":
-        return _register(config, upstream)
-    return _train(
-        config,
-        stage,
-        upstream,
-        resume,
-        [StepEvents(stage, emit), *callbacks],
-        out or stage_dir(config, stage),
-        start,
-        config.pipeline.gate if gate is None else gate,
-    )
-
-
-def run_tracked_stage(
-    config: Config,
-    stage: str,
-    upstream: Mapping[str, Path],
-    resume: bool = False,
-    emit: Emit = lambda event: None,
-    callbacks: Sequence[TrainerCallback] = (),
     parent_run_id: str | None = None,
     *,
     out: Path | None = None,
     start: str | None = None,
     gate: bool | None = None,
 ) -> StageOutput:
-    """The one way a stage runs, in `srl-rlvr run`, `train`, `distill` and `retrain` alike:
-    `run_stage` as an MLflow run recorded in the stage's folder, so every trained model has a run
-    (its id goes on the model's registry version) holding its config, step metrics and files."""
+    """The one way a stage runs, in `srl-rlvr run`, `train`, `distill` and `retrain` alike: as an
+    MLflow run recorded in the stage's folder, so every trained model has a run (its id goes on the
+    model's registry version) holding its config, step metrics and files.
+
+    `upstream` maps each of `upstream_stages(stage)` to its output; `resume` continues a training
+    stage from its last checkpoint; `callbacks` go to the trainer. A training stage run outside the
+    pipeline names its folder (`out`, default `stage_dir`), may name its start model (default
+    `start_model`), and says whether to gate (default `pipeline.gate`)."""
     folder = out or stage_dir(config, stage)
     tags = {"srl_rlvr.dataset": stage_data(config, stage, upstream)} if stage in TRAINING else {}
-    return run_tracked(
-        config,
-        stage,
-        folder,
-        tags,
-        lambda tracking: run_stage(
-            config, stage, upstream, resume, emit, [*callbacks, *tracking], out=folder, start=start, gate=gate
-        ),
-        parent_run_id,
-    )
+
+    def work(tracking: list[TrainerCallback]) -> StageOutput:
+        if stage == "generate":
+            return _generate(config, emit)
+        if stage == "evaluate":
+            return _evaluate(config, emit)
+        if stage == "register":
+            return _register(config, upstream)
+        trainer_callbacks = [StepEvents(stage, emit), *callbacks, *tracking]
+        gated = config.pipeline.gate if gate is None else gate
+        return _train(config, stage, upstream, resume, trainer_callbacks, folder, start, gated)
+
+    return run_tracked(config, stage, folder, tags, work, parent_run_id)

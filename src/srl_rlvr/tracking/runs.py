@@ -336,8 +336,8 @@ def run_tracked(
     work: Callable[[list[TrainerCallback]], Output],
     parent_run_id: str | None = None,
 ) -> Output:
-    """The one way a stage or a `train` command runs as a tracked MLflow run: `work` gets the run's
-    metrics callback, and the run keeps the stage's files and headline numbers afterwards."""
+    """`work` as a tracked MLflow run (the pipeline's `run_stage` wraps every stage in it): `work`
+    gets the run's metrics callback, and the run keeps the stage's files and headline numbers."""
     from srl_rlvr.distributed import is_main
 
     if not is_main():  # with several processes only the main one tracks
