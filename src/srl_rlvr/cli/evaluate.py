@@ -138,18 +138,12 @@ def _registered_type(model: str) -> str | None:
 
 
 def _eval_encoder(cfg: Config, models: list[str], baseline: str | None, n: int | None, out: Path) -> None:
-    from srl_rlvr.evaluate.encoder_run import run_encoder_evaluation
-    from srl_rlvr.tracking.runs import tracked_run
+    from srl_rlvr.evaluate.encoder_run import run_tracked_encoder_evaluation
 
     err_console.print(
         f"{cfg.model.type}: held-out split of task {cfg.task.name}; report -> {out}", highlight=False
     )
-    with tracked_run(cfg, "evaluate", out, {"srl_rlvr.models": ", ".join(models)}) as tracking:
-        report, path = run_encoder_evaluation(cfg, models, out, baseline=baseline, n=n)
-        if tracking:
-            for label, result in report["results"].items():
-                tracking.log_metrics({f"{label}.{k}": v for k, v in result["metrics"].items()})
-            tracking.log_files(out, ("report.json", "report.md"))
+    report, path = run_tracked_encoder_evaluation(cfg, models, out, baseline=baseline, n=n)
     console.print(encoder_table(report, "held-out split"))
     console.print(f"report: {path} and {path.with_name('report.md')}")
 

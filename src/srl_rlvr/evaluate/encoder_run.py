@@ -101,3 +101,23 @@ def run_encoder_evaluation(
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "report.md").write_text(report_markdown(report))
     return report, out / "report.json"
+
+
+def run_tracked_encoder_evaluation(
+    config: Config,
+    models: Sequence[str],
+    out_dir: str | Path,
+    baseline: str | None = None,
+    n: int | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`run_encoder_evaluation` as an MLflow run recorded in `out_dir`, as a causal model's
+    evaluation is: every model's metrics, and the report's files."""
+    from srl_rlvr.tracking.runs import tracked_run
+
+    with tracked_run(config, "evaluate", out_dir, {"srl_rlvr.models": ", ".join(models)}) as tracking:
+        report, path = run_encoder_evaluation(config, models, out_dir, baseline=baseline, n=n)
+        if tracking:
+            for label, result in report["results"].items():
+                tracking.log_metrics({f"{label}.{k}": v for k, v in result["metrics"].items()})
+            tracking.log_files(Path(out_dir), ("report.json", "report.md"))
+    return report, path
