@@ -89,14 +89,9 @@ def encoder_table(report: dict[str, Any], title: str) -> Table:
     for name in metrics:
         table.add_column(name, justify="right")
     for label, result in results.items():
-        cells = []
-        for name in metrics:
-            low, high = result["intervals"][name]
-            cell = f"{result['metrics'][name]:.3f} [{low:.3f}, {high:.3f}]"
-            if name in deltas.get(label, {}):
-                d = deltas[label][name]
-                cell += f"\ndelta {d['delta']:+.3f} [{d['delta_low']:+.3f}, {d['delta_high']:+.3f}]"
-            cells.append(cell)
+        from srl_rlvr.evaluate.encoder_run import metric_cells
+
+        cells = metric_cells(result, deltas.get(label, {}), metrics, "\ndelta {}")
         table.add_row(label, *cells)
     return table
 

@@ -44,6 +44,23 @@ def encoder_label(name: str, taken: Sequence[str]) -> str:
     return label
 
 
+def metric_cells(
+    result: dict[str, Any], deltas: dict[str, Any], metrics: Sequence[str], joint: str
+) -> list[str]:
+    """Each metric with its interval and, where there is one, its paired delta (`joint` places it)."""
+    cells = []
+    for name in metrics:
+        low, high = result["intervals"][name]
+        cell = f"{result['metrics'][name]:.3f} [{low:.3f}, {high:.3f}]"
+        if name in deltas:
+            d = deltas[name]
+            cell += joint.format(
+                f"{d['delta']:+.3f} [{d['delta_low']:+.3f}, {d['delta_high']:+.3f}]"
+            ).rstrip()
+        cells.append(cell)
+    return cells
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     results, deltas = report["results"], report.get("deltas", {})
     metrics = list(next(iter(results.values()))["metrics"])
@@ -57,14 +74,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(metrics),
     ]
     for label, result in results.items():
-        cells = []
-        for name in metrics:
-            low, high = result["intervals"][name]
-            cell = f"{result['metrics'][name]:.3f} [{low:.3f}, {high:.3f}]"
-            if name in deltas.get(label, {}):
-                d = deltas[label][name]
-                cell += f" ({d['delta']:+.3f} [{d['delta_low']:+.3f}, {d['delta_high']:+.3f}])"
-            cells.append(cell)
+        cells = metric_cells(result, deltas.get(label, {}), metrics, " ({}) ")
         lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
