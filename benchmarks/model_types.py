@@ -29,7 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from srl_rlvr.encoder_pipeline import EncoderRun, run_encoder_pipeline
+from srl_rlvr.pipeline.encoders import EncoderRun, run_encoder_pipeline
 
 from srl_rlvr.config import build_config
 from srl_rlvr.serve.config import build_serve_config

@@ -58,8 +58,8 @@ def experiment_command(
         typer.Option(
             "--search",
             help="A range for an Optuna search: key=low..high, key=log:low..high, key=int:low..high or "
-            "key=[a,b]; repeat for more keys. Each trial is one more arm against the baseline. Needs "
-            "the [experiment] extra.",
+            "key=\\[a,b]; repeat for more keys. Each trial is one more arm against the baseline. Needs "
+            "Optuna: pip install 'srl-rlvr\\[experiment]'.",
         ),
     ] = [],  # noqa: B006 - typer needs a literal default for a repeated option
     trials: Annotated[
