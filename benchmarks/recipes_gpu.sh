@@ -12,7 +12,8 @@
 # `arith` starts the arithmetic arms in the background after carry1; `collect` (a later call to the
 # warm machine) prints their log and returns their table. `variants TASK BUDGET FILE` runs the lines
 # of FILE ("label arm override..."; the label names the arm in the table) x 3 seeds on SmolLM2.
-# `arithmetic` runs the quickstart's recipes on the packaged model at the quickstart's step counts.
+# `arithmetic` runs the quickstart's recipes on the packaged model at the quickstart's step counts;
+# `experiment` runs `srl-rlvr experiment` on it (default vs SFT -> RLVR, 3 seeds; no MLflow there).
 set -u
 KEEP=/root/keep
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -95,4 +96,9 @@ smol)  # SmolLM2 joined and materialized, no arms
     python -c "from srl_rlvr.config import ModelConfig; from srl_rlvr.modeling import materialize
 print(materialize(ModelConfig(name_or_path='$KEEP/smol.gguf'), '$KEEP/smol'))" 2>&1 | grep -v Convert ;;
 variants) variants "$2" "$3" "$4" ;;
+experiment)  # the product's own A/B: the quickstart's default recipe against SFT -> RLVR, 3 seeds
+    python -m srl_rlvr experiment examples/quickstart.yaml registry.tracking=false \
+        --arm 'sft_rlvr pipeline.stages=[generate,sft,rlvr]' --arm default --seeds 3 --workers 6 \
+        --out $KEEP/exp 2>&1 | grep -v -E "it/s]|Warning|warnings.warn"
+    cp $KEEP/exp/experiment.* "$OUT"/ ;;
 esac
