@@ -324,7 +324,7 @@ def test_ctrl_c_keeps_every_decided_row_and_the_same_command_continues(tmp_path:
             gate.set()
         kept = len(rows.read_text().splitlines())
         sent_before = len(server.requests)
-    assert run.returncode == 130 and "rerun to continue" in " ".join(err.split())
+    assert run.returncode == 130 and "rerun to continue" in " ".join(err.split()), err
     assert kept == 8 and sent_before - kept <= 4  # at most the requests in flight are lost
 
     with ScriptedChatServer(answer) as server:

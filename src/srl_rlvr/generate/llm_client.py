@@ -146,6 +146,10 @@ class ChatClient:
                     response_format={"type": "json_object"} if use_json else openai.omit,
                 )
             except openai.APIError as exc:
+                if _cancelled():
+                    # The run is being interrupted (Ctrl-C cancels every worker): a request the HTTP
+                    # stack turned into a connection error is the cancellation, not a failure to retry.
+                    raise asyncio.CancelledError from exc
                 self.usage.failures += 1
                 failure = self._describe(exc)
                 if use_json and failure.status == 400 and "response_format" in failure.reason:
@@ -290,3 +294,9 @@ def _seconds(header: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and seconds >= 0 else None
+
+
+def _cancelled() -> bool:
+    """Whether the current task has been asked to stop, even if a library swallowed the CancelledError."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
