@@ -6,7 +6,8 @@ task's training queries and evaluated on its held-out ones (recall@10, nDCG@10, 
 intervals against the untrained model); the reranker is trained on BM25's candidates and evaluated
 on nDCG@10 over them (against the untrained cross-encoder and BM25's own order); the router is
 trained over the five built-in roles (accuracy, macro-F1). Then the three trained models are served
-and each endpoint is called by 32 concurrent clients for `--seconds` (requests/s, p50/p95).
+(the last seed's) and each endpoint is called by 32 concurrent clients for `--seconds`
+(requests/s, p50/p95).
 
     python benchmarks/model_types.py /path/to/SmolLM2-135M --seeds 0 1 2 --steps 300
     python benchmarks/model_types.py tiny --seeds 0 --steps 2 --seconds 1   # a CPU smoke run
@@ -48,12 +49,14 @@ HEADLINE = {
 
 
 def train_one(kind: str, model: str, seed: int, steps: int, out: Path) -> EncoderRun:
+    """One encoder pipeline run. The router's data is its five roles' tasks whatever `task` says, and
+    `test_size` is its held-out prompts; the retrieval types hold out the corpus's own test queries."""
     config = build_config(
         {
             "seed": seed,
             "model": {"type": kind, "name_or_path": model},
-            "task": {"name": "sentiment" if kind == "classifier" else "retrieval"},  # the router's
-            "output_dir": str(out / f"{kind}-{seed}"),  # data is its roles' tasks, whatever this says
+            "task": {"name": "sentiment" if kind == "classifier" else "retrieval"},
+            "output_dir": str(out / f"{kind}-{seed}"),
             "data": {"seed": seed, "test_size": 250},
             "encoder": {"steps": steps},
             "pipeline": {"stages": ["generate", "train", "evaluate"]},  # register needs MLflow
