@@ -13,40 +13,50 @@ a secret from its detector.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
-
-from detect_secrets.plugins.artifactory import ArtifactoryDetector
-from detect_secrets.plugins.aws import AWSKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
-from detect_secrets.plugins.discord import DiscordBotTokenDetector
-from detect_secrets.plugins.github_token import GitHubTokenDetector
-from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
-from detect_secrets.plugins.keyword import KeywordDetector
-from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.npm import NpmDetector
-from detect_secrets.plugins.openai import OpenAIDetector
-from detect_secrets.plugins.private_key import PrivateKeyDetector
-from detect_secrets.plugins.pypi_token import PypiTokenDetector
-from detect_secrets.plugins.sendgrid import SendGridDetector
-from detect_secrets.plugins.slack import SlackDetector
-from detect_secrets.plugins.square_oauth import SquareOAuthDetector
-from detect_secrets.plugins.stripe import StripeDetector
-from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
-from detect_secrets.plugins.twilio import TwilioKeyDetector
+from typing import Any
 
 PLACEHOLDER = "[SECRET]"
-_DETECTORS = (
-    ArtifactoryDetector, AWSKeyDetector, AzureStorageKeyDetector, BasicAuthDetector, DiscordBotTokenDetector,
-    GitHubTokenDetector, GitLabTokenDetector, JwtTokenDetector, MailchimpDetector, NpmDetector,
-    OpenAIDetector, PrivateKeyDetector, PypiTokenDetector, SendGridDetector, SlackDetector,
-    SquareOAuthDetector, StripeDetector, TelegramBotTokenDetector, TwilioKeyDetector,
-)  # fmt: skip
-_PATTERNS = tuple(pattern for detector in _DETECTORS for pattern in detector.denylist)
-_KEYWORDS = KeywordDetector()
+
+
+@functools.cache
+def _detectors() -> tuple[tuple[re.Pattern[str], ...], Any]:
+    """detect-secrets' provider patterns and its keyword detector, built on first use: `normalise`
+    (which PII redaction, and so the server's config, imports) must not need detect-secrets."""
+    from detect_secrets.plugins.artifactory import ArtifactoryDetector
+    from detect_secrets.plugins.aws import AWSKeyDetector
+    from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+    from detect_secrets.plugins.basic_auth import BasicAuthDetector
+    from detect_secrets.plugins.discord import DiscordBotTokenDetector
+    from detect_secrets.plugins.github_token import GitHubTokenDetector
+    from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+    from detect_secrets.plugins.jwt import JwtTokenDetector
+    from detect_secrets.plugins.keyword import KeywordDetector
+    from detect_secrets.plugins.mailchimp import MailchimpDetector
+    from detect_secrets.plugins.npm import NpmDetector
+    from detect_secrets.plugins.openai import OpenAIDetector
+    from detect_secrets.plugins.private_key import PrivateKeyDetector
+    from detect_secrets.plugins.pypi_token import PypiTokenDetector
+    from detect_secrets.plugins.sendgrid import SendGridDetector
+    from detect_secrets.plugins.slack import SlackDetector
+    from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+    from detect_secrets.plugins.stripe import StripeDetector
+    from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+    from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+    detectors = (
+        ArtifactoryDetector, AWSKeyDetector, AzureStorageKeyDetector, BasicAuthDetector,
+        DiscordBotTokenDetector, GitHubTokenDetector, GitLabTokenDetector, JwtTokenDetector,
+        MailchimpDetector, NpmDetector, OpenAIDetector, PrivateKeyDetector, PypiTokenDetector,
+        SendGridDetector, SlackDetector, SquareOAuthDetector, StripeDetector, TelegramBotTokenDetector,
+        TwilioKeyDetector,
+    )  # fmt: skip
+    return tuple(pattern for detector in detectors for pattern in detector.denylist), KeywordDetector()
+
+
 # The keyword detector reads assignments as a file of each kind would hold them.
 _KEYWORD_FILE_KINDS = ("secrets.yaml", "secrets.py")
 _SAID = re.compile(
@@ -81,12 +91,13 @@ def redact_secrets(text: str, known: Iterable[str] = ()) -> tuple[str, int]:
     for secret in known:
         if secret:
             spans += [(m.start(), m.end()) for m in re.finditer(re.escape(normalise(secret)), text)]
-    for pattern in _PATTERNS:
+    patterns, keywords = _detectors()
+    for pattern in patterns:
         spans += [_widen(text, m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
     spans += [m.span("value") for m in _SAID.finditer(text)]
     for line in text.splitlines():
         for kind in _KEYWORD_FILE_KINDS:
-            for found in _KEYWORDS.analyze_line(filename=kind, line=line):
+            for found in keywords.analyze_line(filename=kind, line=line):
                 value = found.secret_value or ""
                 spans += [(m.start(), m.end()) for m in re.finditer(re.escape(value), text)] if value else []
     if not spans:

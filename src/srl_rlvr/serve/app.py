@@ -27,7 +27,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from srl_rlvr.data.manage_status import read_status
 from srl_rlvr.errors import UserError
 from srl_rlvr.serve.auth import key_id_of
 from srl_rlvr.serve.body import decode_json
@@ -360,6 +359,8 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def manage(key_id: str = Depends(admin_key)) -> dict[str, Any]:
         if config.manage_db is None:
             raise ApiError(404, "the management view is off: set serve.manage_db to the manage state's URL")
+        from srl_rlvr.data.manage_status import read_status  # SQLAlchemy: only a server that shows it
+
         return await asyncio.to_thread(read_status, config.manage_db, datetime.now(timezone.utc))
 
     @app.post("/admin/fail")

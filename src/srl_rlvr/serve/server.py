@@ -20,17 +20,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srl_rlvr.cloud.cloudwatch import serving_emf_line, write_emf
 from srl_rlvr.data.pii import redact_text
-from srl_rlvr.data.records import Feedback, Record, RecordStore, StoreError
 from srl_rlvr.data.secrets import redact_secrets
 from srl_rlvr.errors import ConfigError, UserError
 from srl_rlvr.modeling import render_chat
 from srl_rlvr.serve.audit import AuditLog
 from srl_rlvr.serve.auth import RateLimiter, load_keys
-from srl_rlvr.serve.config import RoleConfig, ServeConfig
+from srl_rlvr.serve.config import RecordsConfig, RoleConfig, ServeConfig
 from srl_rlvr.serve.encoders import EncoderSet
 from srl_rlvr.serve.generation import Completion, cut_at_stops
 from srl_rlvr.serve.guardrails import Checked, Message, Violation, check_input, check_output, format_check
@@ -45,7 +44,18 @@ from srl_rlvr.serve.structured import role_grammar
 from srl_rlvr.serve.tools import ToolPlan
 from srl_rlvr.tasks.outcome import Outcome, check_answer, correction_error
 
+if TYPE_CHECKING:
+    from srl_rlvr.data.records import RecordStore
+
 log = logging.getLogger(__name__)
+
+
+def open_records(config: RecordsConfig) -> RecordStore:
+    """The store requests are recorded in. Imported here, not at the top: the store is SQLAlchemy,
+    and a server with `records: null` (an encoder-only or benchmark server) must start without it."""
+    from srl_rlvr.data.records import RecordStore
+
+    return RecordStore(config.url, config.max_records, busy_timeout_s=config.busy_timeout_s, journal=True)
 
 
 @dataclass(frozen=True)
@@ -112,14 +122,7 @@ class Server:
         }
         self.audit = AuditLog(config.audit_log)
         self.metrics = ServeMetrics()
-        records = config.records
-        self.records = (
-            None
-            if records is None
-            else RecordStore(
-                records.url, records.max_records, busy_timeout_s=records.busy_timeout_s, journal=True
-            )
-        )
+        self.records = None if config.records is None else open_records(config.records)
         self._flusher: asyncio.Task[None] | None = None
         self.ready = False
         self.load_error: str | None = None
@@ -370,6 +373,8 @@ class Server:
         asked.update({f"metadata.{k}": v for k, v in (ask.metadata or {}).items()})
         if ask.routed:  # the router's own choice: no label to train the next router on
             asked["routed_from"] = "auto"
+        from srl_rlvr.data.records import Record
+
         self.records.add(
             Record(
                 request_id=ask.request_id,
@@ -394,6 +399,8 @@ class Server:
         return redact_secrets(text, self.keys)[0]
 
     async def _flush_records(self) -> None:
+        from srl_rlvr.data.records import StoreError
+
         assert self.records is not None
         while self.records.pending:
             try:
@@ -406,6 +413,8 @@ class Server:
         """Store a rating of a recorded request; a correction must pass the role's task check."""
         if self.records is None:
             raise ApiError(404, "this server records nothing (serve.records is off), so it takes no feedback")
+        from srl_rlvr.data.records import Feedback, StoreError
+
         try:
             record = await asyncio.to_thread(self.records.record, request_id)
         except StoreError as e:
