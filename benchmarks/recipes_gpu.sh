@@ -12,6 +12,8 @@
 # `arith` starts the arithmetic arms in the background after carry1; `collect` (a later call to the
 # warm machine) prints their log and returns their table. `variants TASK BUDGET FILE` runs the lines
 # of FILE ("label arm override..."; the label names the arm in the table) x 3 seeds on SmolLM2.
+# `background` runs several `variants` at once in the background (then `collect`); `constrained` and
+# `model-types` run those benchmarks on SmolLM2 (after `smol` or carry3).
 # `arithmetic` runs the quickstart's recipes on the packaged model at the quickstart's step counts;
 # `experiment` runs `srl-rlvr experiment` on it (default vs SFT -> RLVR, 3 seeds; no MLflow there).
 set -u
@@ -82,7 +84,10 @@ arith)  # the arithmetic arms in the background, so other calls can follow; `col
     OUT=$KEEP/out-arith setsid nohup bash "$0" arithmetic-now >$KEEP/arith.log 2>&1 < /dev/null & ;;
 arithmetic-now) arms arithmetic examples/quickstart.yaml 0 "" ;;
 collect) cat $KEEP/arith.log; cp $KEEP/out-arith/* "$OUT"/ ;;
-carry2) cp .smol/part.ab $KEEP/ && ls -la $KEEP ;;
+carry2)  # and, where carried, .whl2: the encoder benchmark's wheels (sentence-transformers, fastapi, bm25s...)
+    cp .smol/part.ab $KEEP/ && ls -la $KEEP
+    if [ -d .whl2 ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target $KEEP/site .whl2/*.whl || exit 1; fi ;;
 carry3)
     cat $KEEP/part.aa $KEEP/part.ab .smol/part.ac >$KEEP/smol.gguf
     echo "$SHA  $KEEP/smol.gguf" | sha256sum -c || exit 1
@@ -96,6 +101,17 @@ smol)  # SmolLM2 joined and materialized, no arms
     python -c "from srl_rlvr.config import ModelConfig; from srl_rlvr.modeling import materialize
 print(materialize(ModelConfig(name_or_path='$KEEP/smol.gguf'), '$KEEP/smol'))" 2>&1 | grep -v Convert ;;
 variants) variants "$2" "$3" "$4" ;;
+background)  # `background TASK BUDGET FILE [TASK BUDGET FILE...]`: variants in the background; `collect` later
+    mkdir -p $KEEP/out-arith
+    OUT=$KEEP/out-arith setsid nohup bash "$0" variants-all "${@:2}" >$KEEP/arith.log 2>&1 < /dev/null & ;;
+variants-all)
+    shift; while [ $# -ge 3 ]; do variants "$1" "$2" "$3" & shift 3; done; wait ;;
+constrained)  # the schema's cost on SmolLM2 (benchmarks/constrained_decoding.py), alone on the GPU
+    python benchmarks/constrained_decoding.py --model $KEEP/smol --batch 64 --max-tokens 128 --temperature 0 \
+        --out "$OUT/constrained_decoding.json" 2>&1 | grep -v -E "it/s]|Warning|warnings.warn" ;;
+model-types)  # SmolLM2 as embedding model, reranker and classifier (benchmarks/model_types.py)
+    python benchmarks/model_types.py $KEEP/smol --seeds ${2:-0 1 2} --out "$OUT/model_types.json" 2>&1 \
+        | grep -v -E "it/s]|Warning|warnings.warn" ;;
 experiment)  # the product's own A/B: the quickstart's default recipe against SFT -> RLVR, 3 seeds
     python -m srl_rlvr experiment examples/quickstart.yaml registry.tracking=false \
         --arm 'sft_rlvr pipeline.stages=[generate,sft,rlvr]' --arm default --seeds 3 --workers 6 \
