@@ -83,7 +83,10 @@ arith)  # the arithmetic arms in the background, so other calls can follow; `col
     mkdir -p $KEEP/out-arith
     OUT=$KEEP/out-arith setsid nohup bash "$0" arithmetic-now >$KEEP/arith.log 2>&1 < /dev/null & ;;
 arithmetic-now) arms arithmetic examples/quickstart.yaml 0 "" ;;
-collect) cat $KEEP/arith.log; cp $KEEP/out-arith/* "$OUT"/ ;;
+collect) cat $KEEP/arith.log; [ -f $KEEP/mt.log ] && tail -n 30 $KEEP/mt.log; cp $KEEP/out-arith/* "$OUT"/ ;;
+model-types-bg)  # model-types in the background, into the files `collect` returns
+    mkdir -p $KEEP/out-arith
+    OUT=$KEEP/out-arith setsid nohup bash "$0" model-types "${2:-0 1 2}" >$KEEP/mt.log 2>&1 < /dev/null & ;;
 carry2)  # and, where carried, .whl2: the encoder benchmark's wheels (sentence-transformers, fastapi, bm25s...)
     cp .smol/part.ab $KEEP/ && ls -la $KEEP
     if [ -d .whl2 ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
