@@ -84,6 +84,9 @@ arith)  # the arithmetic arms in the background, so other calls can follow; `col
     OUT=$KEEP/out-arith setsid nohup bash "$0" arithmetic-now >$KEEP/arith.log 2>&1 < /dev/null & ;;
 arithmetic-now) arms arithmetic examples/quickstart.yaml 0 "" ;;
 collect) cat $KEEP/arith.log; [ -f $KEEP/mt.log ] && tail -n 30 $KEEP/mt.log; cp $KEEP/out-arith/* "$OUT"/ ;;
+wait-collect)  # `wait-collect SECONDS`: wait for the background work (at most SECONDS), then `collect`
+    for _ in $(seq "${2:-540}"); do pgrep -f "variants-all|model_types.py|arithmetic-now" >/dev/null || break; sleep 1; done
+    bash "$0" collect ;;
 model-types-bg)  # model-types in the background, into the files `collect` returns
     mkdir -p $KEEP/out-arith
     OUT=$KEEP/out-arith setsid nohup bash "$0" model-types "${2:-0 1 2}" >$KEEP/mt.log 2>&1 < /dev/null & ;;
