@@ -28,7 +28,7 @@ class Encoder:
 
     @property
     def dimensions(self) -> int | None:
-        return self.model.get_sentence_embedding_dimension() if self.type == "embedding" else None
+        return self.model.get_embedding_dimension() if self.type == "embedding" else None
 
     @property
     def labels(self) -> list[str]:
