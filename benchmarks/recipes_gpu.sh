@@ -12,6 +12,8 @@
 # `arith` starts the arithmetic arms in the background after carry1; `collect` (a later call to the
 # warm machine) prints their log and returns their table. `variants TASK BUDGET FILE` runs the lines
 # of FILE ("label arm override..."; the label names the arm in the table) x 3 seeds on SmolLM2.
+# benchmarks/variants/TASK.txt: the default recipe with stronger SFT stages (equal time, budget 240);
+# TASK-epochs.txt: every arm at 3 epochs a training stage (budget 0; one task a call, it runs longer).
 # `background` runs several `variants` at once in the background (then `collect`); `constrained` and
 # `model-types` run those benchmarks on SmolLM2 (after `smol` or carry3).
 # `arithmetic` runs the quickstart's recipes on the packaged model at the quickstart's step counts;
