@@ -34,8 +34,9 @@ def test_sigterm_while_retrain_trains_is_an_interruption_not_a_bug(tmp_path: Pat
                 "task": {"name": "arithmetic", "options": {"min_steps": 1, "max_steps": 2}},
                 "pipeline": {"stages": ["generate", "sft", "evaluate", "register"]},
                 "registry": {"model_name": NAME, "tracking": False},
-                # 200 tiny steps: a progress line every 10, and far more steps left than a signal needs
-                "sft": {"max_steps": 200, "batch_size": 2, "max_length": 64, "save_steps": 100000},
+                # 2,000 tiny steps: the first progress line at step 100 leaves 1,900, far more than a
+                # signal needs to land, however the two processes are scheduled
+                "sft": {"max_steps": 2000, "batch_size": 2, "max_length": 64, "save_steps": 100000},
                 "feedback": {"store": f"sqlite:///{tmp_path / 'records.db'}", "fresh_examples": 4},
             }
         )
