@@ -111,6 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # the last line of defence: a bug of ours, not the user's input
         if debug:
             raise
+        if _interrupted(e):  # SIGTERM during training: the operator asked for it, not a bug
+            err_console.print(
+                f"[yellow]interrupted; checkpoint saved at {escape(str(getattr(e, 'checkpoint', None)))}; "
+                "the command stopped there, nothing after training ran[/yellow]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise SystemExit(143) from None
         first = (str(e).strip().splitlines() or [""])[0]
         err_console.print(
             f"[red]internal error:[/red] {type(e).__name__}: {escape(first)} — a bug in srl-rlvr, not in "
@@ -120,3 +128,10 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         raise SystemExit(1) from None
+
+
+def _interrupted(error: Exception) -> bool:
+    """Whether `error` is training's SIGTERM stop (`TrainingInterrupted`). Only a command that trained
+    can raise it, and that command imported the module: the check never imports torch itself."""
+    runner = sys.modules.get("srl_rlvr.train.runner")
+    return runner is not None and isinstance(error, runner.TrainingInterrupted)
